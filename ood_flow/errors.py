@@ -1,0 +1,29 @@
+"""Errors that reach the user as one line.
+
+The core raises these (it never prints or exits); the CLI turns them into
+``error: <message>`` on stderr and an exit code.
+"""
+
+
+class OodflowError(Exception):
+    """A failure the user can act on; the message is one line, naming the file or value at fault."""
+
+    exit_code = 1
+
+
+class InputError(OodflowError):
+    """Bad input data: unreadable, corrupt, wrong shape, NaN, unknown dataset."""
+
+
+class ModelFileError(OodflowError):
+    """A model file that is truncated, foreign, or of a newer format."""
+
+
+class ScoreFileError(OodflowError):
+    """A score file that is not ours, or a missing or duplicate group."""
+
+
+class GateFailed(OodflowError):
+    """A quality gate the user asked for was not met (exit 3)."""
+
+    exit_code = 3
