@@ -1,0 +1,3 @@
+from ood_flow.cli.main import main
+
+main()

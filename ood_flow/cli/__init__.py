@@ -1,0 +1,1 @@
+"""The ``oodflow`` command line: parse, call the core, print."""

@@ -1,0 +1,97 @@
+"""What every subcommand shares: error handling, output streams, progress bars.
+
+Data goes to stdout (a table or ``--json``); messages and progress go to stderr.
+Exit codes: 0 success, 1 runtime error, 2 usage error, 3 a requested gate not met.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any, Callable
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ood_flow.errors import OodflowError
+
+state = {"debug": False}
+
+
+def stderr() -> Console:
+    """A console on the current stderr (looked up per call so tests can capture it)."""
+    return Console(file=sys.stderr, soft_wrap=True)
+
+
+def stdout() -> Console:
+    return Console(file=sys.stdout, soft_wrap=True)
+
+
+def message(text: str, quiet: bool = False) -> None:
+    """A log line on stderr."""
+    if not quiet:
+        stderr().print(text, highlight=False)
+
+
+def print_json(obj: Any) -> None:
+    """Machine-readable output on stdout (one JSON document)."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def fail(msg: str, code: int = 1) -> None:
+    """Print one line ``error: msg`` on stderr and exit with ``code``."""
+    sys.stderr.write(f"error: {msg}\n")
+    raise typer.Exit(code)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn exceptions into one line on stderr and an exit code (``--debug`` re-raises)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except OodflowError as exc:
+            if state["debug"]:
+                raise
+            fail(one_line(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            if state["debug"]:
+                raise
+            fail("interrupted", 130)
+        except Exception as exc:  # anything unforeseen still ends as one line
+            if state["debug"]:
+                raise
+            fail(f"{type(exc).__name__}: {one_line(exc)} (run with --debug for the traceback)")
+
+    return wrapper
+
+
+def progress(quiet: bool = False) -> Progress:
+    """A rich progress bar on stderr; disabled by ``--quiet``."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=stderr(),
+        disable=quiet,
+        transient=False,
+    )
