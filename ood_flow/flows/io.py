@@ -1,0 +1,160 @@
+"""Model files that describe themselves: ``.pt`` (loaded with ``weights_only=True``) or ``.h5``.
+
+A file holds the model name, every configuration option, the input shape, the weights and fitted
+statistics (buffers), the format version and the oodflow version, plus an optional ``extra``
+dict (training summary, or a full training state in checkpoints). Loading rebuilds the model from
+the file alone and never executes code from it.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ood_flow import __version__
+from ood_flow.errors import ModelFileError
+from ood_flow.fileio import atomic_path
+from ood_flow.flows.models import Flow, config_dict, create_flow
+
+FORMAT = "oodflow-model"
+FORMAT_VERSION = 1
+PT_SUFFIXES = (".pt", ".pth")
+H5_SUFFIXES = (".h5", ".hdf5")
+
+
+def _suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in PT_SUFFIXES + H5_SUFFIXES:
+        raise ModelFileError(f"{path}: unsupported model file extension {suffix or '(none)'!r}; use .pt or .h5")
+    return suffix
+
+
+def header(flow: Flow) -> dict[str, Any]:
+    """Everything but the weights: enough to rebuild the architecture."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "oodflow_version": __version__,
+        "model": flow.name,
+        "config": config_dict(flow),
+        "input_shape": list(flow.input_shape),
+    }
+
+
+def save_model(flow: Flow, path: str | Path, *, extra: dict | None = None) -> None:
+    """Write ``flow`` to ``path`` atomically; the format follows the extension (.pt or .h5).
+
+    ``extra`` must hold tensors and plain values only (it is loaded with ``weights_only=True``);
+    in ``.h5`` files only its JSON-able part is kept, as an attribute.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    state = {k: v.detach().cpu().clone() for k, v in flow.state_dict().items()}
+    with atomic_path(path) as tmp:
+        if suffix in PT_SUFFIXES:
+            torch.save({**header(flow), "state_dict": state, "extra": extra or {}}, tmp)
+        else:
+            _save_h5(tmp, header(flow), state, extra or {})
+
+
+def _save_h5(path: Path, head: dict, state: dict, extra: dict) -> None:
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        for key, value in head.items():
+            f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+        f.attrs["extra"] = json.dumps(_jsonable(extra))
+        weights = f.create_group("state_dict")
+        for key, tensor in state.items():
+            weights.create_dataset(key, data=tensor.numpy())
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items() if _jsonable(v) is not _SKIP}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return _SKIP
+
+
+_SKIP = object()
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Flow:
+    """Rebuild a flow from a model file (``.pt`` or ``.h5``), in eval mode."""
+    return load_checkpoint(path, device=device)[0]
+
+
+def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[Flow, dict]:
+    """Like :func:`load_model`, also returning the file's ``extra`` dict."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    record = _read_pt(path) if suffix in PT_SUFFIXES else _read_h5(path)
+    flow = _rebuild(path, record)
+    return flow.to(device).eval(), record.get("extra") or {}
+
+
+def _read_pt(path: Path) -> dict:
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise ModelFileError(f"{path}: refused to load: the file holds Python objects that could run code "
+                                 "(oodflow model files hold only tensors and plain values)") from None
+        raise ModelFileError(f"{path}: not an oodflow model file (corrupt or truncated)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+        raise ModelFileError(f"{path}: not an oodflow model file (corrupt or truncated: {_first_line(exc)})") from None
+    return _check_header(path, record)
+
+
+def _read_h5(path: Path) -> dict:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: f.attrs[k] for k in f.attrs}
+            if attrs.get("format") != FORMAT or "state_dict" not in f:
+                raise ModelFileError(f"{path}: not an oodflow model file (an HDF5 file without oodflow model data)")
+            state = {k: torch.from_numpy(np.array(ds[()])) for k, ds in f["state_dict"].items()}
+    except OSError as exc:
+        raise ModelFileError(f"{path}: not an oodflow model file (corrupt or truncated: {_first_line(exc)})") from None
+    record = {k: (json.loads(v) if k in ("config", "input_shape", "extra") else v) for k, v in attrs.items()}
+    record = {k: (v.item() if hasattr(v, "item") else v) for k, v in record.items()}
+    return _check_header(path, {**record, "state_dict": state})
+
+
+def _check_header(path: Path, record: Any) -> dict:
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not an oodflow model file (no oodflow metadata)")
+    version = int(record.get("format_version", 0))
+    if version > FORMAT_VERSION:
+        raise ModelFileError(f"{path}: model format version {version} is newer than this oodflow supports "
+                             f"({FORMAT_VERSION}); upgrade oodflow (file written by oodflow {record.get('oodflow_version')})")
+    missing = [k for k in ("model", "config", "input_shape", "state_dict") if k not in record]
+    if missing:
+        raise ModelFileError(f"{path}: model file is missing {', '.join(missing)}")
+    return record
+
+
+def _rebuild(path: Path, record: dict) -> Flow:
+    try:
+        flow = create_flow(record["model"], tuple(record["input_shape"]), **record["config"])
+        flow.load_state_dict(record["state_dict"], strict=True)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise ModelFileError(f"{path}: model file does not match its configuration: {_first_line(exc)}") from None
+    return flow
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -1,0 +1,162 @@
+"""Structural and normalising bijections: squeeze, multi-scale factor-out, ActNorm, invertible 1x1 conv."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ood_flow.flows.base import Bijection
+
+
+def squeeze(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, 4C, H/2, W/2): each 2x2 block of a channel becomes 4 channels."""
+    b, c, h, w = x.shape
+    x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+    return x.reshape(b, c * 4, h // 2, w // 2)
+
+
+def unsqueeze(x: Tensor) -> Tensor:
+    """Exact inverse of :func:`squeeze`."""
+    b, c, h, w = x.shape
+    x = x.reshape(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
+    return x.reshape(b, c // 4, h * 2, w * 2)
+
+
+class Squeeze(Bijection):
+    """Trade space for channels (a permutation: log-det 0)."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if x.shape[-1] % 2 or x.shape[-2] % 2:
+            raise ValueError(f"squeeze needs even height and width, got {tuple(x.shape[-2:])}")
+        return squeeze(x), x.new_zeros(x.shape[0])
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return unsqueeze(y), y.new_zeros(y.shape[0])
+
+    def push_mask(self, mask: Tensor) -> Tensor:
+        return squeeze(mask[None])[0]
+
+
+class Unsqueeze(Bijection):
+    """The inverse of :class:`Squeeze` as a layer (used to return latents to image shape)."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return unsqueeze(x), x.new_zeros(x.shape[0])
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return squeeze(y), y.new_zeros(y.shape[0])
+
+    def push_mask(self, mask: Tensor) -> Tensor:
+        return unsqueeze(mask[None])[0]
+
+
+class FactorOut(Bijection):
+    """Multi-scale factor-out: the first half of the channels leaves as latent, ``inner`` transforms the rest.
+
+    The factored-out half is already a latent variable (standard normal under the model); keeping it
+    in the tensor, rather than in a list on the side, keeps every layer a plain tensor-to-tensor map.
+    """
+
+    def __init__(self, inner: Bijection):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        out, rest = x.chunk(2, dim=1)
+        rest, logdet = self.inner(rest)
+        return torch.cat([out, rest], dim=1), logdet
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        out, rest = y.chunk(2, dim=1)
+        rest, logdet = self.inner.inverse(rest)
+        return torch.cat([out, rest], dim=1), logdet
+
+    def trace(self, x: Tensor, records: list) -> tuple[Tensor, Tensor]:
+        out, rest = x.chunk(2, dim=1)
+        rest, logdet = self.inner.trace(rest, records)
+        return torch.cat([out, rest], dim=1), logdet
+
+    def push_mask(self, mask: Tensor) -> Tensor:
+        out, rest = mask.chunk(2, dim=0)
+        return torch.cat([out, self.inner.push_mask(rest)], dim=0)
+
+
+class ActNorm(Bijection):
+    """Per-channel affine ``y = (x + bias) * exp(log_scale)`` with data-dependent initialisation.
+
+    On the first forward pass in training mode the parameters are set so that the batch's output
+    has zero mean and unit variance per channel. The ``initialized`` flag is a buffer, so it is
+    saved with the model: a loaded model never re-initialises.
+
+    References:
+        Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", NeurIPS 2018.
+    """
+
+    def __init__(self, channels: int, ndim: int = 3):
+        super().__init__()
+        view = (1, channels) + (1,) * (ndim - 1)
+        self.bias = nn.Parameter(torch.zeros(view))
+        self.log_scale = nn.Parameter(torch.zeros(view))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @torch.no_grad()
+    def _initialize(self, x: Tensor) -> None:
+        dims = [0] + list(range(2, x.dim()))
+        self.bias.copy_(-x.mean(dim=dims, keepdim=True))
+        self.log_scale.copy_(-torch.log(x.std(dim=dims, keepdim=True) + 1e-6))
+        self.initialized.fill_(True)
+
+    def _pixels(self, x: Tensor) -> int:
+        return x[0, 0].numel()
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.training and not bool(self.initialized):
+            self._initialize(x)
+        y = (x + self.bias) * torch.exp(self.log_scale)
+        return y, (self.log_scale.sum() * self._pixels(x)).expand(x.shape[0])
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        x = y * torch.exp(-self.log_scale) - self.bias
+        return x, (-self.log_scale.sum() * self._pixels(y)).expand(y.shape[0])
+
+
+class InvConv1x1(Bijection):
+    """Invertible 1x1 convolution with an LU-parametrised weight ``W = P L (U + diag(sign * exp(log_s)))``.
+
+    The log-det is ``H * W * sum(log_s)``: no determinant is computed at run time.
+
+    References:
+        Kingma & Dhariwal, "Glow", NeurIPS 2018, Section 3.2.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        q, _ = torch.linalg.qr(torch.randn(channels, channels))
+        p, lower, upper = torch.linalg.lu(q)
+        diag = torch.diagonal(upper)
+        self.register_buffer("perm", p)
+        self.register_buffer("sign_s", torch.sign(diag))
+        self.register_buffer("lower_mask", torch.tril(torch.ones(channels, channels), -1), persistent=False)
+        self.register_buffer("eye", torch.eye(channels), persistent=False)
+        self.lower = nn.Parameter(lower)
+        self.upper = nn.Parameter(torch.triu(upper, 1))
+        self.log_s = nn.Parameter(torch.log(diag.abs()))
+
+    def weight(self) -> Tensor:
+        lower = self.lower * self.lower_mask + self.eye
+        upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
+        return self.perm @ lower @ upper
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        w = self.weight()
+        y = F.conv2d(x, w.view(*w.shape, 1, 1))
+        return y, (self.log_s.sum() * x[0, 0].numel()).expand(x.shape[0])
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        w_inv = torch.linalg.inv(self.weight())
+        x = F.conv2d(y, w_inv.view(*w_inv.shape, 1, 1))
+        return x, (-self.log_s.sum() * y[0, 0].numel()).expand(y.shape[0])
+
+    def push_mask(self, mask: Tensor) -> Tensor:
+        return mask.any(dim=0, keepdim=True).expand_as(mask)  # channels mix at each position

@@ -1,0 +1,169 @@
+"""st-networks: the conditioners that predict a coupling's log-scale ``s`` and shift ``t``.
+
+Every network's last layer is zero-initialised, so a new coupling is the identity and a new flow
+starts at the logit/standardization preprocessing alone. Networks are built by ``create_net``
+from a name, so the coupling layer decides the sizes and the caller the family.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+
+def _conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, padding=k // 2)
+
+
+def _zero(layer: nn.Module) -> nn.Module:
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block: norm, ReLU, conv, norm, ReLU, conv, plus the input."""
+
+    def __init__(self, channels: int, batchnorm: bool):
+        super().__init__()
+        norm = (lambda: nn.BatchNorm2d(channels)) if batchnorm else nn.Identity
+        self.body = nn.Sequential(norm(), nn.ReLU(), _conv(channels, channels), norm(), nn.ReLU(), _conv(channels, channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class Bottleneck(nn.Module):
+    """Project the whole activation map to ``dim`` numbers and back (two linear layers).
+
+    Forces the st-network to predict ``s`` and ``t`` from a global, low-dimensional summary
+    of its input instead of local pixel correlations (paper, Section 7, Figure 4).
+    """
+
+    def __init__(self, channels: int, spatial: tuple[int, int], dim: int):
+        super().__init__()
+        self.shape = (channels, *spatial)
+        size = channels * spatial[0] * spatial[1]
+        self.down = nn.Linear(size, dim)
+        self.up = nn.Linear(dim, size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.up(self.down(x.flatten(1))).view(x.shape[0], *self.shape)
+
+
+class ResNetST(nn.Module):
+    """RealNVP's convolutional ResNet st-network (Dinh et al. 2017), optionally with a bottleneck.
+
+    Args:
+        channels: width of the hidden feature maps.
+        blocks: number of residual blocks.
+        batchnorm: batch norm inside the blocks (the paper's default).
+        bottleneck: if set, a :class:`Bottleneck` of this dimension after the middle block.
+    """
+
+    def __init__(self, cin: int, cout: int, spatial: tuple[int, int], *, channels: int = 64, blocks: int = 8,
+                 batchnorm: bool = True, bottleneck: int | None = None):
+        super().__init__()
+        layers: list[nn.Module] = [_conv(cin, channels)]
+        for i in range(blocks):
+            layers.append(ResBlock(channels, batchnorm))
+            if bottleneck and i == (blocks - 1) // 2:
+                layers.append(Bottleneck(channels, spatial, bottleneck))
+        if bottleneck and blocks == 0:
+            layers.append(Bottleneck(channels, spatial, bottleneck))
+        norm = nn.BatchNorm2d(channels) if batchnorm else nn.Identity()
+        layers += [norm, nn.ReLU(), _zero(_conv(channels, cout))]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class GlowST(nn.Module):
+    """Glow's st-network (Kingma & Dhariwal 2018): conv3x3, ReLU, conv1x1, ReLU, zero-init conv3x3.
+
+    Glow normalises the hidden layers with ActNorm; here batch norm (``batchnorm=True``) or
+    nothing. ``blocks`` is ignored (Glow's network has a fixed depth).
+    """
+
+    def __init__(self, cin: int, cout: int, spatial: tuple[int, int], *, channels: int = 400, blocks: int = 0,
+                 batchnorm: bool = True, bottleneck: int | None = None):
+        super().__init__()
+        norm = (lambda: nn.BatchNorm2d(channels)) if batchnorm else nn.Identity
+        layers: list[nn.Module] = [_conv(cin, channels), norm(), nn.ReLU(), _conv(channels, channels, 1), norm(), nn.ReLU()]
+        if bottleneck:
+            layers.append(Bottleneck(channels, spatial, bottleneck))
+        layers.append(_zero(_conv(channels, cout)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Highway(nn.Module):
+    """One convolutional highway layer: ``gate * transform(h) + (1 - gate) * h`` (Srivastava et al. 2015)."""
+
+    def __init__(self, channels: int, batchnorm: bool):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels) if batchnorm else nn.Identity()
+        self.transform = _conv(channels, channels)
+        self.gate = _conv(channels, channels)
+
+    def forward(self, h: Tensor) -> Tensor:
+        u = self.norm(h)
+        gate = torch.sigmoid(self.gate(u))
+        return h + gate * (self.transform(u) - h)
+
+
+class HighwayST(nn.Module):
+    """The highway st-network of the paper's Glow (Appendix C; the authors' code, flows_ood).
+
+    A 3x3 input convolution, ``blocks`` highway layers whose gates make the map non-linear, and
+    a zero-initialised 1x1 output convolution.
+    """
+
+    def __init__(self, cin: int, cout: int, spatial: tuple[int, int], *, channels: int = 400, blocks: int = 3,
+                 batchnorm: bool = False, bottleneck: int | None = None):
+        super().__init__()
+        layers: list[nn.Module] = [_conv(cin, channels)]
+        for i in range(blocks):
+            layers.append(Highway(channels, batchnorm))
+            if bottleneck and i == (blocks - 1) // 2:
+                layers.append(Bottleneck(channels, spatial, bottleneck))
+        layers.append(_zero(_conv(channels, cout, 1)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class MLP(nn.Module):
+    """Fully connected st-network for vectors: ``layers`` hidden layers of ``hidden`` units, ReLU."""
+
+    def __init__(self, cin: int, cout: int, spatial: None = None, *, hidden: int = 256, layers: int = 2,
+                 batchnorm: bool = False):
+        super().__init__()
+        mods: list[nn.Module] = []
+        width = cin
+        for _ in range(layers):
+            mods += [nn.Linear(width, hidden)]
+            mods += [nn.BatchNorm1d(hidden)] if batchnorm else []
+            mods += [nn.ReLU()]
+            width = hidden
+        mods.append(_zero(nn.Linear(width, cout)))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+NETS: dict[str, Callable[..., nn.Module]] = {"resnet": ResNetST, "glow": GlowST, "highway": HighwayST, "mlp": MLP}
+
+
+def create_net(name: str, cin: int, cout: int, spatial: tuple[int, int] | None, **options) -> nn.Module:
+    """Build st-network ``name`` mapping ``cin`` channels (or features) to ``cout``."""
+    if name not in NETS:
+        raise ValueError(f"unknown st-network {name!r}; valid networks: {', '.join(NETS)}")
+    return NETS[name](cin, cout, spatial, **options)

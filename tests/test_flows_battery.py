@@ -1,0 +1,160 @@
+"""The shared battery over every layer, mask and model, in float64 with random weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import jacobian_logdet, randomize
+from ood_flow.flows import create_flow
+from ood_flow.flows.base import Sequential, standard_normal_logprob
+from ood_flow.flows.coupling import AffineCoupling
+from ood_flow.flows.layers import ActNorm, FactorOut, InvConv1x1, Squeeze, Unsqueeze
+from ood_flow.flows.masks import create_mask
+from ood_flow.flows.nets import create_net
+from ood_flow.flows.preprocess import Logit, Standardize
+
+torch.set_default_dtype(torch.float64)
+
+
+def _net(name, **opts):
+    return lambda cin, cout, spatial: create_net(name, cin, cout, spatial, **opts)
+
+
+def _coupling(mask, shape, index=0, net="resnet", **opts):
+    opts = opts or ({"hidden": 16} if net == "mlp" else {"channels": 8, "blocks": 2})
+    return AffineCoupling(create_mask(mask, shape, index), shape, _net(net, **opts))
+
+
+def _standardize():
+    layer = Standardize(6)
+    layer.fit(torch.randn(50, 6) * torch.arange(1.0, 7.0) + 3)
+    return layer
+
+
+LAYERS = {
+    "logit": (lambda: Logit(0.05), (1, 8, 8)),
+    "standardize": (_standardize, (6,)),
+    "squeeze": (Squeeze, (3, 8, 8)),
+    "unsqueeze": (Unsqueeze, (4, 4, 4)),
+    "actnorm": (lambda: ActNorm(3), (3, 8, 8)),
+    "actnorm-vector": (lambda: ActNorm(6, ndim=1), (6,)),
+    "invconv": (lambda: InvConv1x1(4), (4, 4, 4)),
+    "factor-out": (lambda: FactorOut(Sequential(Squeeze(), _coupling("channel", (8, 2, 2)), Unsqueeze())), (4, 4, 4)),
+    "mlp-half": (lambda: _coupling("channel", (6,), 1, net="mlp"), (6,)),
+}
+for _mask in ("checkerboard", "horizontal", "vertical", "cycle"):
+    for _c in (1, 3):
+        for _i in (0, 1, 3):
+            LAYERS[f"{_mask}-c{_c}-i{_i}"] = (lambda m=_mask, c=_c, i=_i: _coupling(m, (c, 8, 8), i), (_c, 8, 8))
+for _net_name in ("glow", "highway"):
+    LAYERS[f"channel-{_net_name}"] = (lambda n=_net_name: _coupling("channel", (4, 4, 4), 1, net=n, channels=8),
+                                      (4, 4, 4))
+LAYERS["checkerboard-bottleneck"] = (lambda: _coupling("checkerboard", (1, 8, 8), bottleneck=5, channels=8, blocks=2),
+                                     (1, 8, 8))
+LAYERS["cycle-no-batchnorm"] = (lambda: _coupling("cycle", (3, 8, 6), 2, batchnorm=False, channels=8, blocks=1),
+                                (3, 8, 6))
+
+MODELS = {
+    "realnvp": ("realnvp", (1, 8, 8), {"channels": 8, "blocks": 1, "scales": 2}),
+    "realnvp-3scales-rgb": ("realnvp", (3, 8, 8), {"channels": 8, "blocks": 1, "scales": 3}),
+    "realnvp-horizontal": ("realnvp", (1, 8, 8), {"mask": "horizontal", "channels": 8, "blocks": 1, "couplings": 4}),
+    "realnvp-vertical": ("realnvp", (3, 8, 8), {"mask": "vertical", "channels": 8, "blocks": 1, "couplings": 3}),
+    "realnvp-cycle-bottleneck": ("realnvp", (1, 8, 8), {"mask": "cycle", "bottleneck": 4, "channels": 8, "blocks": 2,
+                                                         "couplings": 5}),
+    "glow": ("glow", (1, 8, 8), {"channels": 8, "couplings": 2, "scales": 2}),
+    "glow-highway-rgb": ("glow", (3, 8, 8), {"channels": 8, "couplings": 2, "scales": 3, "net": "highway"}),
+    "tabular": ("tabular", (6,), {"hidden": 16, "couplings": 4}),
+    "tabular-odd": ("tabular", (7,), {"hidden": 16, "couplings": 3, "standardize": False}),
+}
+
+
+def _layer(key):
+    make, shape = LAYERS[key]
+    layer = randomize(make().double()).eval()
+    return layer, shape
+
+
+def _input(shape, batch=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((batch, *shape), generator=g) * 0.9 + 0.05
+
+
+def _model(key):
+    name, shape, opts = MODELS[key]
+    flow = create_flow(name, shape, **opts).double()
+    flow.fit_preprocessing(torch.randn(40, *shape) * 2 + 1)
+    return randomize(flow).eval(), shape
+
+
+def _bijections():
+    return [pytest.param(_layer, k, id=k) for k in LAYERS] + [pytest.param(_model, k, id=k) for k in MODELS]
+
+
+@pytest.mark.parametrize("make,key", _bijections())
+def test_round_trip_and_logdets_cancel(make, key):
+    f, shape = make(key)
+    x = _input(shape)
+    y, ld = f(x)
+    x2, ld_inv = f.inverse(y)
+    assert ld.shape == (3,) and ld_inv.shape == (3,)
+    torch.testing.assert_close(x2, x, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ld + ld_inv, torch.zeros(3), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("make,key", _bijections())
+def test_logdet_matches_brute_force_jacobian(make, key):
+    f, shape = make(key)
+    x = _input(shape, batch=2)
+    _, ld = f(x)
+    expected = jacobian_logdet(lambda v: f(v)[0], x)
+    torch.testing.assert_close(ld, expected, atol=1e-6, rtol=1e-6)
+    assert ld.abs().max() > 1e-3 or key in ("squeeze", "unsqueeze"), "weights too trivial to test the log-det"
+
+
+@pytest.mark.parametrize("key", list(MODELS))
+def test_log_prob_is_change_of_variables(key):
+    flow, shape = _model(key)
+    x = _input(shape, batch=2)
+    z, _ = flow(x)
+    expected = standard_normal_logprob(z) + jacobian_logdet(lambda v: flow(v)[0], x)
+    torch.testing.assert_close(flow.log_prob(x), expected, atol=1e-6, rtol=1e-6)
+    log_prior, logdet = flow.log_prob_parts(x)
+    torch.testing.assert_close(log_prior + logdet, flow.log_prob(x))
+
+
+@pytest.mark.parametrize("key", list(MODELS))
+def test_every_parameter_gets_a_gradient(key):
+    flow, shape = _model(key)
+    flow.train()
+    (-flow.log_prob(_input(shape, batch=4)).mean()).backward()
+    missing = [n for n, p in flow.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+@pytest.mark.parametrize("key", list(MODELS))
+def test_sample_has_input_shape_and_inverts(key):
+    flow, shape = _model(key)
+    x = flow.sample(5, temperature=0.5, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (5, *shape) and torch.isfinite(x).all()
+
+
+def test_batchnorm_train_and_eval_agree_when_statistics_match():
+    """In eval mode with running stats equal to the batch's, results equal train-mode results."""
+    flow = create_flow("realnvp", (1, 8, 8), mask="horizontal", channels=4, blocks=1, couplings=1).double()
+    flow = randomize(flow)
+    x = _input((1, 8, 8), batch=6)
+    net = flow.body.layers[0].net.net
+    bn = [m for m in net if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn
+    flow.eval()
+    from ood_flow.flows import batchnorm_train
+
+    before = {k: v.clone() for k, v in flow.state_dict().items()}
+    with batchnorm_train(flow):
+        lp_train = flow.log_prob(x)
+    after = flow.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "bn-train must not change stored statistics"
+    assert not flow.training
+    lp_eval = flow.log_prob(x)
+    assert not torch.allclose(lp_train, lp_eval)
