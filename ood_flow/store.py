@@ -1,0 +1,405 @@
+"""HDF5 score files and features files.
+
+A score file holds one group per scored source; plain h5py, pandas or MATLAB
+read it without oodflow (no pickled objects)::
+
+    /                          oodflow_format="scores", oodflow_format_version=1
+    /<source>/                 provenance attributes (source, model, model_sha256, method, seed, ...)
+    /<source>/log_likelihood   float (N,)    nats per sample, higher = more in-distribution
+    /<source>/bits_per_dim     float (N,)
+    /<source>/log_prior        float (N,)
+    /<source>/log_det          float (N,)
+    /<source>/id               variable-length UTF-8 strings (N,): file paths or dataset indices
+    /<source>/label            int (N,), where known
+    /<source>/is_ood           bool (N,), once a threshold was applied
+
+A features file holds root datasets ``features`` (N, d) float32, ``id`` and
+optionally ``label``, with ``oodflow_format="features"``.
+
+Attributes may be str, int, float, bool, lists of str or of numbers; anything
+else JSON-serialisable (a dict, None, nested lists) is stored as a JSON string
+and its name listed in the attribute ``oodflow_json_attrs``, so reading gives
+back the dict.
+
+Every write is atomic: the new content is built in a temporary file beside the
+target (a copy of the existing file when adding to it), flushed and renamed
+into place. A failure or KeyboardInterrupt at any point leaves the existing
+file byte-identical. Concurrent writers to one file are not serialised: the
+last rename wins.
+
+Every problem with a file (missing, not HDF5, truncated, not ours, missing
+group or dataset) raises :class:`ScoreFileError` with a one-line message that
+starts with the file name as given. Bad arguments (unequal lengths, bad names,
+unstorable types) raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from typing import Any, Iterator, Mapping
+
+import h5py
+import numpy as np
+
+from ood_flow.errors import ScoreFileError
+from ood_flow.fileio import atomic_path
+
+FORMAT_ATTR = "oodflow_format"
+VERSION_ATTR = "oodflow_format_version"
+FORMAT_VERSION = 1
+JSON_ATTRS = "oodflow_json_attrs"
+NOT_SCORES = ("id", "label", "is_ood")  # per-sample datasets that are not scores
+_KIND_WORDS = {"scores": "score file", "features": "features file"}
+_STR = h5py.string_dtype("utf-8")
+
+
+# ---------------------------------------------------------------- public API
+
+
+def write_group(path, name: str, arrays: Mapping[str, Any], attrs: Mapping[str, Any], *, overwrite: bool = False) -> None:
+    """Create the score file ``path`` or add the group ``name`` to it, atomically.
+
+    Args:
+        path: the score file; created if absent.
+        name: group name (the scored source), non-empty, without '/'.
+        arrays: per-sample arrays, all of the same length N; ``id`` is stored as strings.
+        attrs: provenance attributes of the group.
+        overwrite: replace an existing group of that name (in its place; the file is
+            rewritten so the old group's space is reclaimed).
+    """
+    _check_name(name, "group")
+    data = _prepare_arrays(arrays)
+    packed = _pack_attrs(attrs)
+    target, shown = os.path.realpath(path), os.fspath(path)
+    replace = False
+    if os.path.exists(path):
+        with _open(path, "scores") as f:
+            replace = name in _group_names(f)
+        if replace and not overwrite:
+            raise ScoreFileError(f"{shown}: group '{name}' already exists; pass --overwrite to replace it")
+    with atomic_path(target) as tmp:
+        if replace:
+            with _open(path, "scores", reading=False) as src, h5py.File(tmp, "w", track_order=True) as dst:
+                _repack(src, dst, name, data, packed)
+        elif os.path.exists(target):
+            shutil.copy2(target, tmp)
+            with h5py.File(tmp, "r+") as f:
+                _create_group(f, name, data, packed)
+        else:
+            with h5py.File(tmp, "w", track_order=True) as f:
+                _mark(f, "scores")
+                _create_group(f, name, data, packed)
+
+
+def add_datasets(path, name: str, arrays: Mapping[str, Any], attrs: Mapping[str, Any] | None = None,
+                 *, overwrite: bool = False) -> None:
+    """Add per-sample datasets (e.g. ``is_ood``) and attributes to an existing group, atomically.
+
+    Arrays must have the group's length N. An existing dataset or attribute of the
+    same name is an error unless ``overwrite``.
+    """
+    data = _prepare_arrays(arrays, allow_empty=True)
+    packed = _pack_attrs(attrs)
+    target, shown = os.path.realpath(path), os.fspath(path)
+    with _open(path, "scores") as f:
+        group = _get_group(f, shown, name)
+        n = _group_length(group)
+        clashes = [f"dataset '{k}'" for k in data if k in group]
+        clashes += [f"attribute '{k}'" for k in packed[0] if k in group.attrs]
+    if clashes and not overwrite:
+        raise ScoreFileError(f"{shown}: group '{name}' already has {clashes[0]}; pass --overwrite to replace it")
+    wrong = {k: len(a) for k, a in data.items() if n is not None and len(a) != n}
+    if wrong:
+        raise ValueError(f"group '{name}' has {n} samples but got arrays of length {wrong}")
+    with atomic_path(target) as tmp:
+        shutil.copy2(target, tmp)
+        with h5py.File(tmp, "r+") as f:
+            for key, a in data.items():
+                if key in f[name]:
+                    del f[name][key]
+                _write_dataset(f[name], key, a)
+            _set_attrs(f[name], packed)
+
+
+def read_group(path, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """All datasets of group ``name`` (string datasets as ``str`` arrays) and its attributes."""
+    with _open(path, "scores") as f:
+        group = _get_group(f, os.fspath(path), name)
+        arrays = {k: _read_dataset(ds) for k, ds in group.items() if isinstance(ds, h5py.Dataset)}
+        return arrays, _unpack_attrs(group.attrs)
+
+
+def list_groups(path) -> list[str]:
+    """Group names in creation order (files written by oodflow track it), else in name order."""
+    with _open(path, "scores") as f:
+        return _group_names(f)
+
+
+def read_scores(path, name: str, score: str = "log_likelihood") -> np.ndarray:
+    """One per-sample score of group ``name``, as stored (reads only that dataset)."""
+    shown = os.fspath(path)
+    with _open(path, "scores") as f:
+        group = _get_group(f, shown, name)
+        present = score_names(group)
+        if score not in present:
+            listed = ", ".join(present) or "(none)"
+            raise ScoreFileError(f"{shown}: group '{name}' has no score '{score}'; scores present: {listed}")
+        return group[score][()]
+
+
+def score_names(group: h5py.Group) -> list[str]:
+    """Names of the numeric per-sample datasets of an open group that are scores (not id/label/is_ood)."""
+    return [k for k, ds in group.items()
+            if isinstance(ds, h5py.Dataset) and ds.ndim == 1 and ds.dtype.kind in "iuf" and k not in NOT_SCORES]
+
+
+def write_features(path, features, *, ids, labels=None, attrs: Mapping[str, Any]) -> None:
+    """Write a features file atomically (``features`` (N, d) float32, ``id``, ``label``).
+
+    An existing features file is replaced; any other existing file is refused.
+    """
+    x = np.asarray(features)
+    if x.ndim != 2:
+        raise ValueError(f"features must be 2-D (N, d), got shape {x.shape}")
+    arrays = {"features": x.astype(np.float32, copy=False), "id": ids}
+    if labels is not None:
+        arrays["label"] = labels
+    data = _prepare_arrays(arrays)
+    packed = _pack_attrs(attrs)
+    target, shown = os.path.realpath(path), os.fspath(path)
+    if os.path.exists(path):
+        try:
+            with _open(path, "features"):
+                pass
+        except ScoreFileError:
+            raise ScoreFileError(f"{shown}: exists and is not an oodflow features file; refusing to replace it") from None
+    with atomic_path(target) as tmp, h5py.File(tmp, "w", track_order=True) as f:
+        _mark(f, "features")
+        for key, a in data.items():
+            _write_dataset(f, key, a)
+        _set_attrs(f, packed)
+
+
+def read_features(path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Datasets (``features``, ``id``, ``label`` if present) and attributes of a features file."""
+    with _open(path, "features") as f:
+        arrays = {k: _read_dataset(ds) for k, ds in f.items() if isinstance(ds, h5py.Dataset)}
+        attrs = _unpack_attrs(f.attrs)
+    for key in (FORMAT_ATTR, VERSION_ATTR):
+        attrs.pop(key, None)
+    return arrays, attrs
+
+
+# ---------------------------------------------------------------- opening and checking files
+
+
+@contextlib.contextmanager
+def _open(path, kind: str, reading: bool = True) -> Iterator[h5py.File]:
+    """Open an oodflow file of ``kind`` read-only; every failure becomes a one-line ScoreFileError.
+
+    With ``reading``, h5py errors raised in the body (damaged data) are converted too; a body
+    that also writes elsewhere passes False so that, say, a full disk is not reported as a
+    corrupt source.
+    """
+    shown = os.fspath(path)
+    if not os.path.exists(path):
+        raise ScoreFileError(f"{shown}: no such file")
+    if os.path.isdir(path):
+        raise ScoreFileError(f"{shown}: is a directory, not a file")
+    if not os.access(path, os.R_OK):
+        raise ScoreFileError(f"{shown}: permission denied")
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, RuntimeError):
+        raise ScoreFileError(f"{shown}: not an HDF5 file (or truncated)") from None
+    try:
+        try:
+            _check_format(f, shown, kind)
+        except (OSError, RuntimeError):
+            raise ScoreFileError(f"{shown}: unreadable HDF5 data (file truncated or corrupt)") from None
+        if not reading:
+            yield f
+            return
+        try:
+            yield f
+        except (OSError, RuntimeError) as e:  # h5py's errors when reading damaged data
+            raise ScoreFileError(f"{shown}: unreadable HDF5 data (file truncated or corrupt)") from e
+    finally:
+        f.close()
+
+
+def _check_format(f: h5py.File, shown: str, kind: str) -> None:
+    fmt, version = _to_py(f.attrs.get(FORMAT_ATTR)), _to_py(f.attrs.get(VERSION_ATTR))
+    ours = isinstance(fmt, str) and fmt in _KIND_WORDS
+    if not ours or not isinstance(version, int) or isinstance(version, bool):
+        raise ScoreFileError(f"{shown}: not an oodflow {_KIND_WORDS[kind]}")
+    if fmt != kind:
+        raise ScoreFileError(f"{shown}: an oodflow {_KIND_WORDS[fmt]}, not a {_KIND_WORDS[kind]}")
+    if version > FORMAT_VERSION:
+        raise ScoreFileError(f"{shown}: {_KIND_WORDS[kind]} format version {version} is newer than this "
+                             f"oodflow reads ({FORMAT_VERSION}); upgrade oodflow")
+
+
+def _group_names(f: h5py.Group) -> list[str]:
+    """Names of the groups at the root, in iteration order (creation order when tracked)."""
+    return [k for k in f if not isinstance(f.get(k, getlink=True), h5py.ExternalLink) and isinstance(f.get(k), h5py.Group)]
+
+
+def _get_group(f: h5py.File, shown: str, name: str) -> h5py.Group:
+    groups = _group_names(f)
+    if name not in groups:
+        raise ScoreFileError(f"{shown}: no group '{name}'; groups present: {', '.join(groups) or '(none)'}")
+    return f[name]
+
+
+def _group_length(group: h5py.Group) -> int | None:
+    for ds in group.values():
+        if isinstance(ds, h5py.Dataset) and ds.ndim >= 1:
+            return len(ds)
+    return None
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _mark(f: h5py.File, kind: str) -> None:
+    f.attrs[FORMAT_ATTR] = kind
+    f.attrs[VERSION_ATTR] = FORMAT_VERSION
+
+
+def _create_group(f: h5py.Group, name: str, data: dict[str, np.ndarray], packed) -> None:
+    group = f.create_group(name, track_order=True)
+    for key, a in data.items():
+        _write_dataset(group, key, a)
+    _set_attrs(group, packed)
+
+
+def _repack(src: h5py.File, dst: h5py.File, name: str, data, packed) -> None:
+    """Copy ``src`` into ``dst`` with group ``name`` replaced in its place (reclaims the old group's space)."""
+    for key, value in src.attrs.items():
+        dst.attrs[key] = value
+    for key in src:
+        if key == name:
+            _create_group(dst, name, data, packed)
+        else:
+            src.copy(src[key], dst, name=key)
+
+
+def _write_dataset(group: h5py.Group, key: str, a: np.ndarray) -> None:
+    if a.dtype.kind == "O":
+        group.create_dataset(key, data=a, dtype=_STR)
+    else:
+        group.create_dataset(key, data=a)
+
+
+def _set_attrs(obj, packed) -> None:
+    values, as_json = packed
+    for key, value in values.items():
+        obj.attrs[key] = value
+    previous = set(_to_py(obj.attrs.get(JSON_ATTRS, [])))
+    names = sorted((previous - set(values)) | set(as_json))
+    if names:
+        obj.attrs[JSON_ATTRS] = np.array(names, dtype=_STR)
+    elif JSON_ATTRS in obj.attrs:
+        del obj.attrs[JSON_ATTRS]
+
+
+# ---------------------------------------------------------------- converting values
+
+
+def _check_name(name: Any, what: str) -> None:
+    if not isinstance(name, str) or not name or "/" in name or name == "." or "\x00" in name:
+        raise ValueError(f"invalid {what} name {name!r}: must be a non-empty string without '/'")
+
+
+def _prepare_arrays(arrays: Mapping[str, Any], allow_empty: bool = False) -> dict[str, np.ndarray]:
+    """Validate names, convert to storable arrays and check that all lengths agree."""
+    if not arrays and not allow_empty:
+        raise ValueError("no arrays to write")
+    data = {}
+    for key, value in arrays.items():
+        _check_name(key, "dataset")
+        data[key] = _as_storable(key, value)
+    lengths = {k: len(a) for k, a in data.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"per-sample arrays must have the same length, got {lengths}")
+    return data
+
+
+def _as_storable(key: str, value: Any) -> np.ndarray:
+    """Numbers and bools as they are; strings (and every ``id``) as an object array of str."""
+    a = np.asarray(value)
+    if a.ndim == 0:
+        raise ValueError(f"dataset '{key}': expected a per-sample array, got a scalar")
+    if a.dtype.kind == "S":
+        a = np.char.decode(a, "utf-8")
+    if key == "id" and a.dtype.kind not in "UO":
+        a = a.astype(str)  # dataset indices become strings: one type for every id
+    if a.dtype.kind in "UO":
+        a = a.astype(object)
+        if not all(isinstance(v, str) and "\x00" not in v for v in a.flat):
+            raise ValueError(f"dataset '{key}': an object array must hold only strings (without NUL)")
+        return a
+    if a.dtype.kind not in "biufc":
+        raise ValueError(f"dataset '{key}': cannot store dtype {a.dtype}")
+    return a
+
+
+def _pack_attrs(attrs: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+    """Attribute values h5py stores natively, and the names of those stored as JSON."""
+    values, as_json = {}, []
+    for key, value in (attrs or {}).items():
+        _check_name(key, "attribute")
+        if key in (JSON_ATTRS, FORMAT_ATTR, VERSION_ATTR):
+            raise ValueError(f"attribute name '{key}' is reserved")
+        values[key], is_json = _attr_value(key, value)
+        if is_json:
+            as_json.append(key)
+    return values, as_json
+
+
+def _attr_value(key: str, value: Any) -> tuple[Any, bool]:
+    if isinstance(value, (np.generic, np.ndarray)):
+        value = value.tolist()
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, (str, bool, int, float)):
+        return value, False
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return np.array(list(value), dtype=_STR), False
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return np.asarray(value), False
+    try:
+        return json.dumps(value), True
+    except (TypeError, ValueError):
+        raise ValueError(f"attribute '{key}': cannot store a {type(value).__name__}") from None
+
+
+def _read_dataset(ds: h5py.Dataset) -> np.ndarray:
+    if h5py.check_string_dtype(ds.dtype) is not None:
+        return ds.asstr()[()].astype(str)
+    return ds[()]
+
+
+def _unpack_attrs(h5attrs) -> dict[str, Any]:
+    as_json = set(_to_py(h5attrs.get(JSON_ATTRS, [])))
+    out = {}
+    for key in h5attrs:
+        if key != JSON_ATTRS:
+            value = _to_py(h5attrs[key])
+            out[key] = json.loads(value) if key in as_json else value
+    return out
+
+
+def _to_py(value: Any) -> Any:
+    """h5py attribute values as plain Python: str, int, float, bool, lists."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray):
+        return [_to_py(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
