@@ -43,3 +43,32 @@ def discrete_correction(x: Tensor) -> float:
 def bits_per_dim(log_likelihood: Tensor, dim: int) -> Tensor:
     """Negative log-likelihood in bits per dimension."""
     return -log_likelihood / (dim * math.log(2.0))
+
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _mix32(h: Tensor) -> Tensor:
+    """A 32-bit integer finaliser (xor-shift-multiply), on int64 tensors holding 32-bit values."""
+    h = ((h ^ (h >> 16)) * 0x7FEB352D) & _MASK32
+    h = ((h ^ (h >> 15)) * 0x846CA68B) & _MASK32
+    return h ^ (h >> 16)
+
+
+def counter_uniform(index: Tensor, shape: tuple[int, ...], seed: int) -> Tensor:
+    """Uniform [0, 1) noise for samples ``index`` (int64, (B,)), a pure function of (seed, index, position).
+
+    Scoring noise drawn this way gives every sample the same dequantization whatever the batch
+    size, ``--limit`` or order, so a sample's score never depends on what else is scored.
+    """
+    n = math.prod(shape)
+    counter = index.to(torch.int64)[:, None] * n + torch.arange(n, device=index.device)[None]
+    h = _mix32((counter & _MASK32) ^ _mix32(torch.tensor(seed & _MASK32, device=index.device)))
+    h = _mix32(h ^ ((counter >> 32) & _MASK32) ^ 0x5BD1E995)
+    return ((h >> 8).to(torch.float32) / 2.0**24).reshape(index.shape[0], *shape)  # 24 bits: exact in float32
+
+
+def dequantize_indexed(x: Tensor, index: Tensor, seed: int) -> Tensor:
+    """:func:`dequantize` with :func:`counter_uniform` noise (deterministic per sample)."""
+    u = counter_uniform(index, tuple(x.shape[1:]), seed).to(x.device)
+    return (x.float() + u) / 256.0
