@@ -28,6 +28,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp)
     try:
+        os.chmod(tmp, _mode_for(path))
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -35,6 +36,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _mode_for(path: Path) -> int:
+    """Keep an existing file's permissions; a new file gets the usual ``0o666 & ~umask``."""
+    if path.exists():
+        return path.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
