@@ -26,7 +26,8 @@ def stderr() -> Console:
 
 
 def stdout() -> Console:
-    return Console(file=sys.stdout, soft_wrap=True)
+    """A console on stdout; when piped it is wide enough that tables are never cut."""
+    return Console(file=sys.stdout, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 def message(text: str, quiet: bool = False) -> None:
@@ -70,6 +71,10 @@ def handle_errors(fn: Callable) -> Callable:
             if state["debug"]:
                 raise
             fail(one_line(exc), exc.exit_code)
+        except ValueError as exc:  # the core's argument checks: the message names the value at fault
+            if state["debug"]:
+                raise
+            fail(one_line(exc))
         except KeyboardInterrupt:
             if state["debug"]:
                 raise
@@ -95,3 +100,30 @@ def progress(quiet: bool = False) -> Progress:
         disable=quiet,
         transient=False,
     )
+
+
+def choice(*values: str) -> Callable[[Any], Any]:
+    """A Typer callback accepting only ``values`` (a usage error, exit 2, lists them)."""
+
+    def check(value):
+        if value is not None and value not in values:
+            raise typer.BadParameter(f"{value!r} is not one of: {', '.join(values)}")
+        return value
+
+    return check
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` picks CUDA when available."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise OodflowError("--device cuda: no CUDA device is available here; use --device cpu")
+    return device
+
+
+def duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
