@@ -17,6 +17,7 @@ from ood_flow.cli import common, options
 from ood_flow.data import conform, load_source
 from ood_flow.errors import InputError
 from ood_flow.flows import Flow, load_model
+from ood_flow.flows.coupling import AffineCoupling
 from ood_flow.score.likelihood import sample_keys
 from ood_flow import visualize as viz
 from ood_flow.visualize.cli_support import write_histogram
@@ -47,9 +48,18 @@ def _model(path: Path, device: str) -> Flow:
     return load_model(path, device=common.resolve_device(device))
 
 
-def _images(spec: str, flow: Flow, limit: int, data_dir, resize: bool, grayscale: bool, rgb: bool):
-    ds = load_source(spec, split="test", data_dir=data_dir, limit=limit)
-    return conform(ds, flow.input_shape, resize=resize, grayscale=grayscale, rgb=rgb)
+def _load(specs: list[str], flow: Flow, limit: int, data_dir, resize: bool, grayscale: bool, rgb: bool) -> list:
+    """Every source, loaded and checked against the model before any progress bar starts (so a bad
+    source fails with just its one error line)."""
+    loaded = []
+    for spec in specs:
+        ds = load_source(spec, split="test", data_dir=data_dir, limit=limit)
+        loaded.append(conform(ds, flow.input_shape, resize=resize, grayscale=grayscale, rgb=rgb))
+    return loaded
+
+
+def _coupling_count(flow: Flow) -> int:
+    return sum(isinstance(m, AffineCoupling) for m in flow.modules())
 
 
 def latents(
@@ -68,9 +78,9 @@ def latents(
     flow = _model(model, device)
     require_image_flow(flow, "visualize latents")
     shown, lats = [], []
+    loaded = _load(sources, flow, count, data_dir, resize, grayscale, rgb)
     with _steps(quiet, len(sources) + 1, "latents") as step:
-        for spec in sources:
-            ds = _images(spec, flow, count, data_dir, resize, grayscale, rgb)
+        for ds in loaded:
             lats.append(viz.image_latents(flow, ds.x, sample_keys(ds.ids), average=average, seed=seed,
                                           bn_train=bn_train))
             shown.append(viz.SourceImages(ds.name, ds.x))
@@ -96,16 +106,17 @@ def coupling(
     flow = _model(model, device)
     require_image_flow(flow, "visualize coupling")
     names, views = [], []
+    loaded = _load(sources, flow, index + 1, data_dir, resize, grayscale, rgb)
+    for spec, ds in zip(sources, loaded):
+        if index >= len(ds):
+            raise InputError(f"{spec}: --index {index} is out of range: the source holds {len(ds)} samples")
+    chosen = viz.pick_layers(_coupling_count(flow), _ints(layers, "--layers"))
     with _steps(quiet, len(sources) + 1, "coupling") as step:
-        for spec in sources:
-            ds = _images(spec, flow, index + 1, data_dir, resize, grayscale, rgb)
-            if index >= len(ds):
-                raise InputError(f"{spec}: --index {index} is out of range: the source holds {len(ds)} samples")
+        for ds in loaded:
             x = dequantized_draws(ds.x[index:index + 1], sample_keys(ds.ids[index:index + 1]), seed, 1)
             views.append(viz.coupling_views(flow, x.to(next(flow.parameters()).device))[0])
             names.append(f"{ds.name} #{index}")
             step(ds.name)
-        chosen = viz.pick_layers(len(views[0]), _ints(layers, "--layers"))
         viz.save_figure(viz.coupling_figure(names, views, chosen, f"{flow.name} ({model.name})"), out)
         step("written")
     common.message(f"wrote {out}: couplings {_span(chosen)} of {len(views[0])} for {', '.join(names)}", quiet)
@@ -142,9 +153,10 @@ def resample(
     flow = _model(model, device)
     require_image_flow(flow, "visualize resample")
     names, results = [], []
+    viz.box_mask(flow.input_shape, box)  # a box too large fails here, before any work
+    loaded = _load(sources, flow, count, data_dir, resize, grayscale, rgb)
     with _steps(quiet, len(sources) + 1, "resample") as step:
-        for spec in sources:
-            ds = _images(spec, flow, count, data_dir, resize, grayscale, rgb)
+        for ds in loaded:
             results.append(viz.resample_box(flow, ds.x, sample_keys(ds.ids), box=box, seed=seed))
             names.append(ds.name)
             step(ds.name)

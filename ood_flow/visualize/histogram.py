@@ -61,14 +61,13 @@ def read_groups(path: str | os.PathLike, groups: list[str] | None, score: str,
 def histogram_figure(groups: list[Group], score: str, title: str, bins: int = 60) -> Figure:
     """One panel: a density histogram per group on shared bins, legend with names, roles and counts.
 
-    Bins span the 0.5th to 99.5th percentile of all finite values so that a few extreme scores do
-    not squash the rest; how many values of a group fall outside is said in its legend entry.
+    Bins span all finite values except far outliers (see :func:`plot_range`), so that a few extreme
+    scores do not squash the rest; how many values of a group fall outside is said in its legend.
     """
     finite = np.concatenate([g.values[np.isfinite(g.values)] for g in groups])
     if finite.size == 0:
         raise InputError(f"no finite '{score}' values to plot")
-    lo, hi = np.percentile(finite, [0.5, 99.5])
-    lo, hi = (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
+    lo, hi = plot_range(finite)
     edges = np.linspace(lo, hi, bins + 1)
     fig = new_figure(7.5, 4.3)
     ax = fig.add_subplot()
@@ -87,6 +86,18 @@ def histogram_figure(groups: list[Group], score: str, title: str, bins: int = 60
     ax.set(xlabel=AXIS_LABELS.get(score, score), ylabel="density", title=title)
     ax.legend(fontsize=8, frameon=False)
     return fig
+
+
+def plot_range(values: np.ndarray) -> tuple[float, float]:
+    """The range of ``values``, cut at half the 1st-99th percentile width beyond those percentiles.
+
+    Normal-looking data is never cut (that reaches about 4.7 standard deviations); a score file
+    with a few extreme values (say -1e6 nats for a broken image) still shows the bulk readably.
+    """
+    p1, p99 = np.percentile(values, [1, 99])
+    margin = 0.5 * (p99 - p1)
+    lo, hi = max(values.min(), p1 - margin), min(values.max(), p99 + margin)
+    return (float(lo), float(hi)) if hi > lo else (float(lo) - 0.5, float(hi) + 0.5)
 
 
 def _outside(g: Group, shown: np.ndarray) -> str:
