@@ -1,0 +1,78 @@
+"""Thresholds chosen on in-distribution data, per-sample OOD flags and the OOD-fraction gate.
+
+The threshold is :func:`~ood_flow.evaluate.metrics.threshold_at_tpr` of a *reference* group (in-
+distribution data the model did not train on, e.g. a validation split): the largest score that keeps
+``tpr`` of the reference. A sample is OOD when its score is below the threshold, or is NaN (a score
+that cannot be ordered never passes a gate)::
+
+    is_ood = not (score >= threshold)
+
+so on the reference itself the share of flagged samples is at most ``1 - tpr``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ood_flow.evaluate.metrics import threshold_at_tpr
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A threshold on one score, and where it came from.
+
+    Attributes:
+        score: the per-sample score it applies to (a dataset name, e.g. ``log_likelihood``).
+        threshold: samples with ``score >= threshold`` are in-distribution.
+        tpr: the requested share of the reference kept.
+        reference: ``FILE:GROUP`` of the reference scores.
+        n_reference: reference sample count.
+        tpr_achieved: the share of the reference actually kept (``>= tpr``; more with ties).
+    """
+
+    score: str
+    threshold: float
+    tpr: float
+    reference: str
+    n_reference: int
+    tpr_achieved: float
+
+    def flags(self, scores) -> np.ndarray:
+        """``is_ood`` per sample: True where the score is below the threshold or NaN."""
+        return ~(np.asarray(scores, dtype=np.float64) >= self.threshold)
+
+    def attrs(self, is_ood: np.ndarray) -> dict:
+        """Score-group attributes that record the threshold and its outcome."""
+        return {"threshold": self.threshold, "threshold_tpr": self.tpr, "threshold_tpr_achieved": self.tpr_achieved,
+                "threshold_reference": self.reference, "threshold_score": self.score,
+                "ood_fraction": ood_fraction(is_ood), "n_ood": int(np.sum(is_ood))}
+
+
+def fit_gate(reference_scores, tpr: float, *, score: str, reference: str) -> Gate:
+    """The gate that keeps ``tpr`` of ``reference_scores`` (in-distribution, higher = more in-distribution).
+
+    Example:
+        >>> g = fit_gate([1.0, 2.0, 3.0, 4.0], 0.75, score="log_likelihood", reference="ref.h5:val")
+        >>> g.threshold, g.flags([1.5, 2.0, float("nan")]).tolist()
+        (2.0, [True, False, True])
+    """
+    ref = np.asarray(reference_scores, dtype=np.float64)
+    threshold = threshold_at_tpr(ref, tpr, name=reference)
+    return Gate(score=score, threshold=threshold, tpr=float(tpr), reference=reference, n_reference=len(ref),
+                tpr_achieved=float(np.mean(ref >= threshold)))
+
+
+def ood_fraction(is_ood) -> float:
+    """Share of flagged samples (0.0 for none)."""
+    flags = np.asarray(is_ood, dtype=bool)
+    return float(flags.mean()) if flags.size else 0.0
+
+
+def parse_reference(text: str) -> tuple[str, str]:
+    """``FILE:GROUP`` split at the last ``:``: a file name may contain ``:``, a group name may not."""
+    path, sep, group = str(text).rpartition(":")
+    if not sep or not path or not group:
+        raise ValueError(f"reference {text!r} must be FILE:GROUP, e.g. ref.h5:fashionmnist-val")
+    return path, group
