@@ -168,7 +168,8 @@ def test_resample_changes_only_the_box_latents():
 def scores(tmp_path):
     path = tmp_path / "scores.h5"
     rng = np.random.default_rng(0)
-    for name, mean, n in (("fashionmnist-train", -2500, 50), ("fashionmnist-test", -2520, 40), ("mnist-test", -1800, 30)):
+    groups = (("fashionmnist-train", -2500, 50), ("fashionmnist-test", -2520, 40), ("mnist-test", -1800, 30))
+    for name, mean, n in groups:
         ll = rng.normal(mean, 100, n)
         store.write_group(path, name, {"log_likelihood": ll, "bits_per_dim": -ll / 784 / np.log(2),
                                        "id": np.arange(n)}, {"source": name})

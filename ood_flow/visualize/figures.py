@@ -52,7 +52,8 @@ def latents_figure(sources: list[SourceImages], latents: list[Latents], model: s
         top, bottom = axes[2 * i], axes[2 * i + 1]
         for j in range(cols):
             if j >= len(src.x):
-                top[j].set_visible(False), bottom[j].set_visible(False)
+                top[j].set_visible(False)
+                bottom[j].set_visible(False)
                 continue
             show(top[j], src.x[j].float() / 255.0, 0.0, 1.0)
             top[j].set_title(f"{float(lat.bits_per_dim[j]):.2f} bits/dim", fontsize=7)
