@@ -52,8 +52,8 @@ def coupling_figure(names: list[str], views: list[list[CouplingView]], layers: l
             colorbar(fig, im, label, cax=fig.add_subplot(grid[r, col]))
         row_label(first_ax, _row_text(row[0]))
     fig.suptitle(f"{model}: coupling layers for {', '.join(names)}\n"
-                 "-t and s are shown where the coupling changes the input (dark blue / grey: left unchanged); "
-                 "deeper couplings un-squeezed to image layout", fontsize=10)
+                 "-t and s where the coupling changes the input (dark blue / grey: left unchanged)\n"
+                 "deeper couplings un-squeezed to image layout", fontsize=9)
     return fig
 
 
@@ -73,8 +73,9 @@ def _draw_row(fig: Figure, grid, r: int, row: list[CouplingView], names: list[st
     col, axes, images = 0, [], {}
     for k, v in enumerate(row):
         hide = ~v.change.any(dim=0)
+        s_mean = v.s[0].mean(0, keepdim=True)  # colour images: s averaged over channels, on the diverging map
         maps = [(v.input[0], lo, hi, "gray", None), (-v.t[0], t_lo, t_hi, "gray", hide),
-                (v.s[0], -half, half, "RdBu_r", hide), (v.output[0], lo, hi, "gray", None)]
+                (s_mean, -half, half, "RdBu_r", hide), (v.output[0], lo, hi, "gray", None)]
         for c, (m, a, b, cmap, mask) in enumerate(maps):
             ax = fig.add_subplot(grid[r, col + c])
             im = show(ax, m, a, b, cmap, hide=mask)

@@ -60,7 +60,7 @@ def latents_figure(sources: list[SourceImages], latents: list[Latents], model: s
             im = show(bottom[j], lat.z[j], -half, half, LATENT_CMAP)
         row_label(top[0], f"{src.name}\ninput")
         row_label(bottom[0], "latent z")
-    colorbar(fig, im, "latent value (standard normal under the model)", ax=axes, shrink=0.6)
+    colorbar(fig, im, "z  (N(0, 1) under the model)", ax=axes, shrink=0.6)
     fig.suptitle(f"{model}: inputs and latents z (un-squeezed to image shape)\n{_latent_note(latents[0])}",
                  fontsize=10)
     return fig
