@@ -9,7 +9,7 @@ import torch
 
 import ood_flow
 from ood_flow.train import TrainConfig, Trainer, TrainEvents, checkpoint_path, load_training_state, perturb_pixels
-from ood_flow.train.loop import split_validation
+from ood_flow.train.loop import negative_objective, split_validation
 
 
 def _images(n=96, seed=0):
@@ -84,18 +84,14 @@ def test_non_finite_losses_are_skipped_then_rolled_back(tmp_path):
     assert trainer._step(torch.arange(16)) is not None
 
 
-def test_negative_term_only_counts_samples_above_the_threshold(tmp_path):
-    x, neg = _images(), _images(seed=1)
-    trainer = Trainer(_flow(), x, _cfg(negative_threshold=-1e9), tmp_path / "m.pt", negative=neg)
-    term, ll = trainer._negative_term(step=0, size=16)
-    assert torch.allclose(term, ll.mean())
-    threshold = float(ll.median())
-    trainer.cfg = _cfg(negative_threshold=threshold)
-    term, ll = trainer._negative_term(step=0, size=16)
-    assert torch.allclose(term, ll[ll > threshold].mean())
-    trainer.cfg = _cfg(negative_threshold=1e9)
-    term, _ = trainer._negative_term(step=0, size=16)
-    assert term.item() == 0.0
+def test_negative_term_only_counts_samples_above_the_threshold():
+    ll, neg = torch.tensor([-10.0, -20.0]), torch.tensor([-5.0, -50.0, -100.0, -7.0])
+    loss, kept = negative_objective(ll, neg, -1e9)
+    assert torch.allclose(loss, 0.5 * (15.0 + neg.mean())) and kept.all()
+    loss, kept = negative_objective(ll, neg, -30.0)
+    assert loss.item() == pytest.approx(4.5) and kept.tolist() == [True, False, False, True]
+    loss, kept = negative_objective(ll, neg, 1e9)  # none above C: the plain NLL, as in the authors' code
+    assert loss.item() == 15.0 and not kept.any()
 
 
 def test_perturb_replaces_pixels_at_the_given_rate():

@@ -64,6 +64,8 @@ def train(
     Writes the model file and a checkpoint (MODEL.ckpt.pt) every epoch and on Ctrl-C; --resume continues
     exactly where training stopped. Progress (loss in bits/dim, validation bits/dim) goes to stderr.
     """
+    if negative_threshold is not None and not negative_data:
+        common.fail("--negative-threshold needs --negative-data", 2)
     dev = common.resolve_device(device)
     ds = load_source(data, split="train", data_dir=data_dir, limit=limit, skip_invalid=skip_invalid,
                      columns=options.split_columns(columns), label_column=label_column, class_value=class_value)
@@ -153,8 +155,9 @@ def _run(flow, ds, cfg, out, negative, info, extra, quiet, json_out) -> None:
     def on_epoch(s):
         val = f", val {s['val_bpd']:.3f}" if s["val_bpd"] is not None else ""
         train_text = f"{s['train_bpd']:.3f}" if s["train_bpd"] is not None else "n/a"
+        neg = f"; mean ll train {s['train_ll']:.0f} / negative {s['negative_ll']:.0f} nats" if "negative_ll" in s else ""
         if not quiet:
-            bar.console.print(f"epoch {s['epoch']}: train {train_text} bits/dim{val} (step {s['step']})", highlight=False)
+            bar.console.print(f"epoch {s['epoch']}: train {train_text} bits/dim{val}{neg} (step {s['step']})", highlight=False)
 
     events = TrainEvents(on_start, on_step, on_epoch, lambda text: bar.console.print(text, highlight=False))
     trainer = Trainer(flow, ds.x, cfg, out, negative=negative, events=events, info=info)

@@ -65,6 +65,21 @@ def _step_generator(seed: int, step: int, salt: int, device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed((seed * 1_000_003 + step * 31 + salt) % (2**63))
 
 
+def negative_objective(ll: Tensor, neg_ll: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    """The paper's objective (7) (Appendix B): ``0.5 * (mean NLL_in + mean of ll_neg over negatives above C)``.
+
+    Negatives whose log-likelihood is at or below ``threshold`` (C) are dropped, so they give no
+    gradient; when none is above C the loss is the plain mean NLL, as in the authors' code.
+
+    Returns:
+        The loss and the boolean mask of the negatives that count.
+    """
+    above = neg_ll > threshold
+    if not bool(above.any()):
+        return -ll.mean(), above
+    return 0.5 * (-ll.mean() + neg_ll[above].mean()), above
+
+
 def perturb_pixels(x: Tensor, rate: float, gen: torch.Generator) -> Tensor:
     """Replace each pixel with a uniform random 8-bit value with probability ``rate`` (Ren et al. 2019)."""
     replace = torch.rand(x.shape, generator=gen, device=x.device) < rate
@@ -145,21 +160,27 @@ class Trainer:
         x = self.x[idx].to(self.device)
         if self.cfg.perturb:
             x = perturb_pixels(x, self.cfg.perturb, gen)
-        ll = self._log_likelihood(x, gen)
-        loss, metrics = -ll.mean(), {"ll": ll.detach()}
-        if self.negative is not None:
-            neg_term, metrics["neg_ll"] = self._negative_term(step, idx.numel())
-            loss = 0.5 * (loss + neg_term)
-        return loss, metrics
+        if self.negative is None:
+            ll = self._log_likelihood(x, gen)
+            return -ll.mean(), {"ll": ll.detach()}
+        ll, neg_ll = self._joint_log_likelihood(x, gen, self._negative_batch(step, idx.numel()), step)
+        loss, _ = negative_objective(ll, neg_ll, self.cfg.negative_threshold)
+        return loss, {"ll": ll.detach(), "neg_ll": neg_ll.detach()}
 
-    def _negative_term(self, step: int, size: int) -> tuple[Tensor, Tensor]:
-        """The paper's objective (7): push down negatives whose log-likelihood is above C."""
+    def _negative_batch(self, step: int, size: int) -> Tensor:
         gen = _step_generator(self.cfg.seed, step, 1, "cpu")
-        idx = torch.randint(0, self.negative.shape[0], (size,), generator=gen)
-        ll = self._log_likelihood(self.negative[idx].to(self.device), _step_generator(self.cfg.seed, step, 2, self.device))
-        above = ll > self.cfg.negative_threshold
-        term = torch.where(above, ll, torch.zeros_like(ll)).sum() / above.sum().clamp_min(1)
-        return term, ll.detach()
+        return self.negative[torch.randint(0, self.negative.shape[0], (size,), generator=gen)].to(self.device)
+
+    def _joint_log_likelihood(self, x: Tensor, gen: torch.Generator, neg: Tensor, step: int) -> tuple[Tensor, Tensor]:
+        """Log-likelihoods of both batches from one forward pass, as the authors' code does: in train mode
+        batch norm then normalises with the statistics of the mixed batch, which its running (eval)
+        statistics also track."""
+        if x.dtype == torch.uint8:
+            neg_gen = _step_generator(self.cfg.seed, step, 2, self.device)
+            ll = self.flow.log_prob(torch.cat([dequantize(x, gen), dequantize(neg, neg_gen)])) - x[0].numel() * LOG_256
+        else:
+            ll = self.flow.log_prob(torch.cat([x, neg]).float())
+        return ll[: len(x)], ll[len(x):]
 
     def _step(self, idx: Tensor) -> dict | None:
         self.flow.train()
@@ -197,7 +218,7 @@ class Trainer:
 
     def _epochs(self, total: int) -> None:
         while self.position["epoch"] < self.cfg.epochs and self.position["step"] < total:
-            batches, sums = self._batches(self.position["epoch"]), {"ll": 0.0, "n": 0}
+            batches, sums = self._batches(self.position["epoch"]), {"ll": 0.0, "n": 0, "neg_ll": 0.0, "neg_n": 0}
             while self.position["batch"] < len(batches) and self.position["step"] < total:
                 metrics = self._step(batches[self.position["batch"]])
                 self._advance(metrics, sums)
@@ -211,6 +232,8 @@ class Trainer:
         report = {"bpd": _bpd(metrics["ll"], self.flow.dim)}
         if "neg_ll" in metrics:
             report["ll"], report["neg_ll"] = float(metrics["ll"].mean()), float(metrics["neg_ll"].mean())
+            sums["neg_ll"] += float(metrics["neg_ll"].sum())
+            sums["neg_n"] += metrics["neg_ll"].numel()
         sums["ll"] += float(metrics["ll"].sum())
         sums["n"] += metrics["ll"].numel()
         if self.position["step"] % SNAPSHOT_EVERY == 0:
@@ -221,6 +244,9 @@ class Trainer:
         train_bpd = _bpd(torch.tensor(sums["ll"] / max(sums["n"], 1)), self.flow.dim) if sums["n"] else None
         summary = {"epoch": self.position["epoch"] + 1, "step": self.position["step"], "train_bpd": train_bpd,
                    "val_bpd": self.validate(), "complete": finished}
+        if sums["neg_n"]:  # negative training: the mean log-likelihood (nats) of the negatives seen this epoch
+            summary["train_ll"] = sums["ll"] / max(sums["n"], 1)
+            summary["negative_ll"] = sums["neg_ll"] / sums["neg_n"]
         self.history.append(summary)
         if finished:
             self.position = {**self.position, "epoch": self.position["epoch"] + 1, "batch": 0}
