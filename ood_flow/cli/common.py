@@ -87,6 +87,23 @@ def handle_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def plain_logger(quiet: bool = False, every: float = 30.0) -> Callable[[str], None]:
+    """When stderr is not a terminal (CI logs, ``2> file``) progress bars stay silent until the end;
+    this prints a plain line at most every ``every`` seconds instead (nothing on a terminal)."""
+    import time
+
+    last = [time.monotonic()]
+
+    def log(text: str) -> None:
+        if quiet or sys.stderr.isatty() or time.monotonic() - last[0] < every:
+            return
+        last[0] = time.monotonic()
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    return log
+
+
 def progress(quiet: bool = False) -> Progress:
     """A rich progress bar on stderr; disabled by ``--quiet``."""
     return Progress(

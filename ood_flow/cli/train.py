@@ -148,9 +148,12 @@ def _run(flow, ds, cfg, out, negative, info, extra, quiet, json_out) -> None:
     def on_start(total, done):
         task["id"] = bar.add_task("train", total=total, completed=done, info="")
 
+    log_line = common.plain_logger(quiet)
+
     def on_step(step, m):
         text = f"{m['bpd']:.3f} bits/dim" + (f"  ll {m['ll']:.0f} / negative {m['neg_ll']:.0f}" if "neg_ll" in m else "")
         bar.update(task["id"], completed=step, info=text)
+        log_line(f"step {step}/{bar.tasks[0].total}: {text}")
 
     def on_epoch(s):
         val = f", val {s['val_bpd']:.3f}" if s["val_bpd"] is not None else ""
