@@ -1,0 +1,127 @@
+"""Matched oodflow / normflows models for ``speed.py``, and the one loss both are trained with.
+
+Both libraries get the same architecture as far as normflows allows:
+
+* **glow** — multi-scale Glow: ``scales`` levels of ``steps`` x (ActNorm, invertible 1x1 conv with
+  LU weights, affine coupling on a channel split) on squeezed images, half the channels factored
+  out per level. The st-network is Glow's conv3x3-ReLU-conv1x1-ReLU-conv3x3 in both
+  (``net="glow"`` here, ``nf.nets.ConvNet2d`` with kernels (3, 1, 3) in normflows). The only
+  difference left is the scale map: ``scale * tanh`` here, ``sigmoid(. + 2)`` in normflows.
+* **realnvp** — multi-scale RealNVP: per level 3 checkerboard couplings, squeeze, 3 channel
+  couplings, factor out half; 4 checkerboard couplings at the last level. One residual st-network
+  per coupling, batch norm inside, same width and depth (``ResNetST`` here, ``nf.nets.ConvResidualNet``
+  in normflows, whose input/output convs are 1x1 where ours are 3x3). normflows' checkerboard
+  coupling (``AffineCouplingBlock`` with ``split_mode="checkerboard"``) gathers the conditioning
+  pixels into a half-width image, so its st-networks see half the pixels and it does fewer FLOPs
+  than the masked full-resolution coupling of the RealNVP paper (ours): ``speed.py`` prints the
+  FLOPs of both, and the speedup normalised by them.
+
+Both are wrapped as ``log_prob(x)`` of continuous inputs in [0, 1] with the logit preprocessing
+(``alpha``) inside the likelihood.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ood_flow.flows import create_flow
+from ood_flow.preprocess import LOG_256
+
+ALPHA = 0.05
+
+
+def bits_per_dim_loss(log_prob: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """Mean negative log-likelihood of 8-bit data in bits/dim, from dequantized inputs in [0, 1)."""
+    d = x[0].numel()
+    return -(log_prob(x) - d * LOG_256).mean() / (d * math.log(2.0))
+
+
+def params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def oodflow_model(arch: str, shape: tuple[int, ...], size: dict) -> nn.Module:
+    """Our model for ``arch`` at ``size`` (keys: scales, steps, hidden, blocks)."""
+    if arch == "glow":
+        return create_flow("glow", shape, net="glow", batchnorm=False, channels=size["hidden"],
+                           couplings=size["steps"], scales=size["scales"], alpha=ALPHA)
+    if arch == "realnvp":
+        return create_flow("realnvp", shape, channels=size["hidden"], blocks=size["blocks"],
+                           scales=size["scales"], alpha=ALPHA)
+    raise ValueError(f"unknown architecture {arch!r}")
+
+
+def normflows_model(arch: str, shape: tuple[int, ...], size: dict) -> nn.Module:
+    import normflows as nf
+
+    build = {"glow": _nf_glow, "realnvp": _nf_realnvp}[arch]
+    q0, flows, merges = build(nf, shape, size)
+    return _NFWrapper(nf.MultiscaleFlow(q0, flows, merges, transform=nf.transforms.Logit(alpha=ALPHA),
+                                        class_cond=False))
+
+
+class _NFWrapper(nn.Module):
+    """``log_prob(x)`` like ours (normflows' ``MultiscaleFlow.log_prob`` also takes a class label)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        return self.model.log_prob(x, None)
+
+
+def _latent_shapes(shape: tuple[int, ...], scales: int) -> list[tuple[int, int, int]]:
+    """normflows' level ``i`` latent (coarsest level first), as in its Glow example."""
+    c, h, w = shape
+    out = [(c * 2 ** (scales + 1), h // 2**scales, w // 2**scales)]
+    for i in range(1, scales):
+        k = scales - i
+        out.append((c * 2**k, h // 2**k, w // 2**k))
+    return out
+
+
+def _nf_glow(nf, shape, size):
+    c, scales = shape[0], size["scales"]
+    q0, flows, merges = [], [], []
+    for i, latent in enumerate(_latent_shapes(shape, scales)):
+        channels = c * 2 ** (scales + 1 - i)
+        flows.append([nf.flows.GlowBlock(channels, size["hidden"], split_mode="channel", scale=True)
+                      for _ in range(size["steps"])] + [nf.flows.Squeeze()])
+        merges += [nf.flows.Merge()] if i > 0 else []
+        q0.append(nf.distributions.DiagGaussian(latent, trainable=False))
+    return q0, flows, merges
+
+
+def _nf_coupling(nf, channels: int, mode: str, size: dict) -> nn.Module:
+    """normflows affine coupling (exp scale, like RealNVP) with a zero-initialised residual st-network."""
+    cin = channels if "checkerboard" in mode else channels // 2
+    net = nf.nets.ConvResidualNet(cin, 2 * cin, size["hidden"], num_blocks=size["blocks"], use_batch_norm=True)
+    nn.init.zeros_(net.final_layer.weight)  # a new coupling is the identity, as in ours
+    nn.init.zeros_(net.final_layer.bias)
+    return nf.flows.AffineCouplingBlock(net, scale=True, scale_map="exp", split_mode=mode)
+
+
+def _checkerboards(nf, channels: int, count: int, size: dict) -> list[nn.Module]:
+    return [_nf_coupling(nf, channels, "checkerboard" + ("_inv" if i % 2 else ""), size) for i in range(count)]
+
+
+def _nf_realnvp(nf, shape, size):
+    """Coarsest level first; each list is in normflows' latent -> data order (reversed data -> latent)."""
+    c, h, w = shape
+    scales = size["scales"]
+    k = scales - 1
+    q0 = [nf.distributions.DiagGaussian((c * 2**k, h // 2**k, w // 2**k), trainable=False)]
+    flows = [_checkerboards(nf, c * 2**k, 4, size)[::-1]]
+    merges = []
+    for k in range(scales - 2, -1, -1):
+        ck, hk, wk = c * 2**k, h // 2**k, w // 2**k
+        chan = [_nf_coupling(nf, 4 * ck, "channel" + ("_inv" if j % 2 else ""), size) for j in range(3)]
+        flows.append((_checkerboards(nf, ck, 3, size) + [nf.flows.Squeeze()] + chan)[::-1])
+        merges.append(nf.flows.Merge())
+        q0.append(nf.distributions.DiagGaussian((2 * ck, hk // 2, wk // 2), trainable=False))
+    return q0, flows, merges
