@@ -1,0 +1,79 @@
+"""Run the public ``oodflow`` CLI for benchmarks/reproduce.py: echo, run, parse ``--json``.
+
+Every step of the reproduction is a subprocess ``python -m ood_flow ...`` (what the ``oodflow``
+entry point runs), printed to stderr as ``$ oodflow ...`` first, so each number in the report
+comes from a command a user can copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ReproError(RuntimeError):
+    """A CLI step failed: the message names the command and its exit code."""
+
+
+@dataclass
+class Runner:
+    """Where files go and how the CLI is called.
+
+    Attributes:
+        data_dir: dataset root, passed to the children as ``OODFLOW_DATA_DIR``.
+        work: models, score and feature files (not committed).
+        figures: PNGs linked from the report.
+        commands: the ``oodflow ...`` lines of the experiment now running.
+        cache: results shared between experiments of one run (the baseline RealNVP).
+    """
+
+    data_dir: Path
+    work: Path
+    figures: Path
+    commands: list[str] = field(default_factory=list)
+    cache: dict = field(default_factory=dict)
+
+    def run(self, *args: str) -> str:
+        """Run ``oodflow ARGS``; return its stdout. stderr (progress, messages) passes through."""
+        line = "oodflow " + shlex.join(args)
+        self.commands.append(line)
+        print(f"$ {line}", file=sys.stderr, flush=True)
+        env = {**os.environ, "OODFLOW_DATA_DIR": str(self.data_dir)}
+        proc = subprocess.run([sys.executable, "-m", "ood_flow", *args], stdout=subprocess.PIPE,
+                              text=True, env=env, check=False)
+        if proc.returncode != 0:
+            raise ReproError(f"`{line}` failed with exit code {proc.returncode}")
+        return proc.stdout
+
+    def json(self, *args: str) -> dict:
+        """Run ``oodflow ARGS --json`` and parse stdout."""
+        out = self.run(*args, "--json")
+        try:
+            return json.loads(out)
+        except json.JSONDecodeError as exc:
+            raise ReproError(f"`oodflow {args[0]}` printed no JSON: {exc}") from None
+
+    def train(self, out: Path, data: str, limit: int, *options: str) -> dict:
+        """Train on the first ``limit`` samples of ``data`` (seed 0); ``options`` set model and budget."""
+        return self.json("train", "--data", data, "--limit", str(limit), *options, "--seed", "0",
+                         "--out", str(out), "--overwrite")
+
+    def score(self, model: Path, scores: Path, source: str, name: str, limit: int, *options: str) -> dict:
+        """Score the first ``limit`` samples of ``source`` into group ``name`` of ``scores``."""
+        return self.json("score", source, "--limit", str(limit), "--model", str(model), "--out", str(scores),
+                         "--name", name, "--overwrite", "--quiet", *options)
+
+    def evaluate(self, scores: Path, in_group: str, ood_groups: list[str], plot: Path | None) -> dict:
+        """AUROC etc. of ``in_group`` against each OOD group, with the histogram written to ``plot``."""
+        ood = [a for g in ood_groups for a in ("--ood", g)]
+        extra = ["--plot", str(plot)] if plot else []
+        return self.json("evaluate", str(scores), "--in", in_group, *ood, *extra, "--quiet")["ood"]
+
+    def figure(self, name: str) -> Path:
+        self.figures.mkdir(parents=True, exist_ok=True)
+        return self.figures / name
