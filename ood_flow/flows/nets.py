@@ -54,7 +54,10 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int, batchnorm: bool):
         super().__init__()
         norm = (lambda: nn.BatchNorm2d(channels)) if batchnorm else nn.Identity
-        self.body = nn.Sequential(norm(), nn.ReLU(), _conv(channels, channels), norm(), nn.ReLU(), _conv(channels, channels))
+        # ReLUs overwrite fresh outputs of a norm or conv in place (neither's backward needs its output);
+        # without batch norm the first ReLU would overwrite the block's input, which the sum needs.
+        self.body = nn.Sequential(norm(), nn.ReLU(inplace=batchnorm), _conv(channels, channels), norm(),
+                                  nn.ReLU(inplace=True), _conv(channels, channels))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
@@ -99,7 +102,7 @@ class ResNetST(ConvNet):
         if bottleneck and blocks == 0:
             layers.append(Bottleneck(channels, spatial, bottleneck))
         norm = nn.BatchNorm2d(channels) if batchnorm else nn.Identity()
-        layers += [norm, nn.ReLU(), _zero(_conv(channels, cout))]
+        layers += [norm, nn.ReLU(inplace=batchnorm), _zero(_conv(channels, cout))]
         self.net = nn.Sequential(*layers)
         self.channels_last()
 
@@ -115,7 +118,8 @@ class GlowST(ConvNet):
                  batchnorm: bool = True, bottleneck: int | None = None):
         super().__init__()
         norm = (lambda: nn.BatchNorm2d(channels)) if batchnorm else nn.Identity
-        layers: list[nn.Module] = [_conv(cin, channels), norm(), nn.ReLU(), _conv(channels, channels, 1), norm(), nn.ReLU()]
+        layers: list[nn.Module] = [_conv(cin, channels), norm(), nn.ReLU(inplace=True), _conv(channels, channels, 1),
+                                   norm(), nn.ReLU(inplace=True)]
         if bottleneck:
             layers.append(Bottleneck(channels, spatial, bottleneck))
         layers.append(_zero(_conv(channels, cout)))
