@@ -74,7 +74,8 @@ def render_markdown(results: dict) -> str:
         lines += ["> **Incomplete**: the run was still going or stopped early.", ""]
     lines += [f"Produced by `{results.get('command', 'python benchmarks/reproduce.py')}` (started "
               f"{results.get('started', '?')}, finished {results.get('finished') or '—'}) with oodflow "
-              f"{env.get('oodflow', '?')}, torch {env.get('torch', '?')}, {env.get('cpus', '?')} CPU cores shared "
+              f"{env.get('oodflow', '?')} (git {env.get('git', '?')}), torch {env.get('torch', '?')}, "
+              f"{env.get('cpus', '?')} CPU cores shared "
               f"with other work (load average at start {env.get('load_start', '?')}), "
               f"OMP_NUM_THREADS={env.get('omp_num_threads', 'unset')}. Total wall time "
               f"{minutes(results.get('wall_s'))}.", "",
