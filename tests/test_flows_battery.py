@@ -14,7 +14,15 @@ from ood_flow.flows.masks import create_mask
 from ood_flow.flows.nets import create_net
 from ood_flow.flows.preprocess import Logit, Standardize
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """Run each test in float64, and restore the default so later modules stay in float32."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def _net(name, **opts):
