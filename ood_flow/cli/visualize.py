@@ -168,9 +168,9 @@ def resample(
 
 def histogram(
     scores: Path = typer.Argument(..., help="Score file written by `oodflow score`."), out: Path = Out,
-    groups: Optional[str] = typer.Option(None, "--groups", help="Comma-separated groups to plot [default: all]."),
+    groups: Optional[str] = typer.Option(None, "--groups", help="Comma-separated groups to plot (default: all)."),
     in_dist: Optional[str] = typer.Option(None, "--in-dist", help="Comma-separated in-distribution groups (filled) "
-                                          "[default: the groups of the first group's dataset, e.g. fashionmnist-*]."),
+                                          "(default: the groups of the first group's dataset, e.g. fashionmnist-*)."),
     score: str = typer.Option("log_likelihood", "--score", help="Per-sample score to plot, e.g. log_likelihood "
                               "(paper Fig. 1a) or bits_per_dim."),
     quiet: bool = options.Quiet,
