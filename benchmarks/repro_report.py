@@ -46,13 +46,19 @@ def summary(results: dict) -> list[str]:
     return lines
 
 
+def _provenance(exp: dict) -> str:
+    """When and at which commit an experiment ran (a report can merge runs made with --only)."""
+    parts = [f"finished {exp['run_at']}" if exp.get("run_at") else "", f"git {exp['git']}" if exp.get("git") else ""]
+    return f" ({', '.join(p for p in parts if p)})" if any(parts) else ""
+
+
 def section(key: str, exp: dict) -> list[str]:
     """The markdown of one experiment: settings, table, paper, verdict, why, figures, commands."""
     lines = [f'<a id="{key}"></a>', f"## {key}. {exp['title']}", ""]
     if exp.get("error"):
         lines += [f"**Failed**: {exp['error']}", ""]
     lines += [f"- Configuration: {exp.get('config', '—')}", f"- Samples: {exp.get('samples', '—')}",
-              f"- Wall time: {minutes(exp.get('wall_s'))}", ""]
+              f"- Wall time: {minutes(exp.get('wall_s'))}" + _provenance(exp), ""]
     if exp.get("rows"):
         lines += [HEADER, *map(row_line, exp["rows"]), ""]
     lines += [f"Paper: {exp.get('paper', '—')}.", "", f"Result vs paper: {exp.get('verdict', '—')}", "",
@@ -72,12 +78,15 @@ def render_markdown(results: dict) -> str:
         lines += ["> **QUICK RUN** (`--quick`): a smoke test at a tiny budget; the numbers mean nothing.", ""]
     if not results.get("complete"):
         lines += ["> **Incomplete**: the run was still going or stopped early.", ""]
+    if "--only" in results.get("command", ""):
+        lines += ["> Merged report: the last run re-ran only the experiments named by `--only`; the others are "
+                  "kept from earlier runs (each section says when and at which commit it ran).", ""]
     lines += [f"Produced by `{results.get('command', 'python benchmarks/reproduce.py')}` (started "
               f"{results.get('started', '?')}, finished {results.get('finished') or '—'}) with oodflow "
               f"{env.get('oodflow', '?')} (git {env.get('git', '?')}), torch {env.get('torch', '?')}, "
               f"{env.get('cpus', '?')} CPU cores shared "
               f"with other work (load average at start {env.get('load_start', '?')}), "
-              f"OMP_NUM_THREADS={env.get('omp_num_threads', 'unset')}. Total wall time "
+              f"OMP_NUM_THREADS={env.get('omp_num_threads', 'unset')}. Wall time of all experiments "
               f"{minutes(results.get('wall_s'))}.", "",
               "AUROC in %: in-distribution is the positive class and the log-likelihood the score, so 50 is "
               "chance and below 50 means the flow prefers the OOD set (the paper's failure). FPR@95: share of "

@@ -128,7 +128,7 @@ def run_one(key: int, runner: Runner, budget) -> dict:
         traceback.print_exc()
         exp = {"title": EXPERIMENTS[key].__doc__.splitlines()[0], "error": f"{type(exc).__name__}: {exc}"}
     exp.update(wall_s=time.monotonic() - t0, commands=list(runner.commands),
-               run_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+               run_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), git=git_state())
     return exp
 
 

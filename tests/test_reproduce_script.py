@@ -53,8 +53,19 @@ def test_markdown_orders_experiments_and_reports_wall_time_and_failures():
     assert md.index("## 1. Table 1") < md.index("## 2. Masks") < md.index("## 6. CIFAR")
     assert "| 1 | [Table 1](#1) | 9 min 32 s | agrees qualitatively |" in md
     assert "| 6 | [CIFAR](#6) | 28 s | **failed**: `oodflow train` failed with exit code 1 |" in md
-    assert "Total wall time 11 min 40 s" in md
+    assert "Wall time of all experiments 11 min 40 s" in md
     assert "oodflow train x" in md
+
+
+def test_merged_reports_say_when_and_where_each_experiment_ran():
+    results = fake_results()
+    results["command"] = "python benchmarks/reproduce.py --only 6"
+    results["experiments"]["1"].update(run_at="2026-11-28T16:29:09+00:00", git="552b78d")
+    md = render_markdown(results)
+    assert "Merged report" in md
+    assert "- Wall time: 9 min 32 s (finished 2026-11-28T16:29:09+00:00, git 552b78d)" in md
+    assert "- Wall time: 28 s\n" in md
+    assert "Merged report" not in render_markdown(fake_results())
 
 
 def test_quick_and_incomplete_runs_are_marked():
