@@ -33,14 +33,8 @@ SEED=${SEED:-0}
 mkdir -p "$OUT"
 
 # once FILE ARGS...: run `oodflow ARGS` (printed first) unless FILE exists already.
-once() {
-  local file=$1; shift
-  if [[ -e $file ]]; then echo "# exists, skipped: oodflow $*" >&2; return; fi
-  echo "\$ oodflow $*" >&2
-  local t0=$SECONDS
-  oodflow "$@"
-  echo "# took $((SECONDS - t0)) s" >&2
-}
+# shellcheck source=examples/once.sh
+source "$(dirname "$0")/once.sh"
 
 # --- 1. embeddings ------------------------------------------------------------------------------
 EMB=(--backbone tf_efficientnet_lite0 --image-size "$IMAGE_SIZE" --batch-size 64)

@@ -26,14 +26,8 @@ THRESHOLD=${THRESHOLD:--30000}
 SEED=${SEED:-0}
 mkdir -p "$OUT"
 
-once() {
-  local file=$1; shift
-  if [[ -e $file ]]; then echo "# exists, skipped: oodflow $*" >&2; return; fi
-  echo "\$ oodflow $*" >&2
-  local t0=$SECONDS
-  oodflow "$@"
-  echo "# took $((SECONDS - t0)) s" >&2
-}
+# shellcheck source=examples/once.sh
+source "$(dirname "$0")/once.sh"
 
 # shellcheck disable=SC2086  # PIXEL_ARGS is a list of options
 once "$OUT/pixel-flow.pt" train --data fashionmnist:train --limit "$N_TRAIN" --model realnvp \
