@@ -66,7 +66,8 @@ PRESETS = {
              "batch": 64, "score_batch": 256, "score_images": 256, "rounds": 5, "steps": 1, "warmup": 2,
              "paper_rounds": 3, "paper_warmup_batch": 64, "paper_score_images": 128, "mm_n": 2048},
 }
-LIBS = ("oodflow", "normflows")
+# Per model, oodflow and its normflows counterparts; the first counterpart is the headline's.
+LIBS = {"glow": ("oodflow", "normflows"), "realnvp": ("oodflow", "normflows", "normflows-halfres")}
 
 
 def load_images(n: int, data_dir: Path) -> tuple[torch.Tensor, str]:
@@ -122,8 +123,8 @@ class Runner:
 def compare(arch: str, p: dict, train_x: torch.Tensor, score_x: torch.Tensor) -> tuple[dict, dict]:
     """Both libraries on ``arch``: rates per round, within-round ratios and MFU, FLOPs, params."""
     torch.manual_seed(0)
-    builders = {"oodflow": oodflow_model, "normflows": normflows_model}
-    runners = {lib: Runner(builders[lib](arch, SHAPE, p[arch]), train_x, score_x, p["score_batch"]) for lib in LIBS}
+    libs = LIBS[arch]
+    runners = {lib: Runner(build(lib, arch, p[arch]), train_x, score_x, p["score_batch"]) for lib in libs}
     for r in runners.values():
         for _ in range(p["warmup"]):
             r.train_step()
@@ -131,7 +132,7 @@ def compare(arch: str, p: dict, train_x: torch.Tensor, score_x: torch.Tensor) ->
     flops = {lib: r.flops() for lib, r in runners.items()}
     rounds = []
     for i in range(p["rounds"]):
-        order = LIBS if i % 2 == 0 else LIBS[::-1]
+        order = libs if i % 2 == 0 else libs[::-1]
         before = kernel_rates(p)
         rec = {}
         for lib in order:
@@ -145,13 +146,19 @@ def compare(arch: str, p: dict, train_x: torch.Tensor, score_x: torch.Tensor) ->
     return out, runners
 
 
+def build(lib: str, arch: str, size: dict) -> torch.nn.Module:
+    if lib == "oodflow":
+        return oodflow_model(arch, SHAPE, size)
+    return normflows_model(arch, SHAPE, size, halfres=lib.endswith("halfres"))
+
+
 def _median(rounds: list[dict], fn) -> float:
     return statistics.median(fn(r) for r in rounds)
 
 
 def summarize(arch: str, p: dict, runners: dict, flops: dict, rounds: list[dict]) -> dict:
     out = {"size": p[arch], "batch": p["batch"], "score_batch": p["score_batch"], "rounds": rounds}
-    for lib in LIBS:
+    for lib in LIBS[arch]:
         out[lib] = {
             "params": params(runners[lib].model),
             "train_images_per_s": _median(rounds, lambda r: r[f"{lib}_train"]),
@@ -163,11 +170,12 @@ def summarize(arch: str, p: dict, runners: dict, flops: dict, rounds: list[dict]
         for task in ("train", "score"):
             f = flops[lib][task]
             out[lib][f"mfu_{task}"] = _median(rounds, lambda r: f * r[f"{lib}_{task}"] / (r["mm_gflops"] * 1e9))
-    for task in ("train", "score"):
-        speed = _median(rounds, lambda r: r[f"oodflow_{task}"] / r[f"normflows_{task}"])
-        work = flops["oodflow"][task] / flops["normflows"][task]
-        out[f"{task}_speedup_vs_normflows"] = speed
-        out[f"{task}_speedup_per_flop_vs_normflows"] = speed * work
+    for lib in LIBS[arch][1:]:
+        suffix = lib.replace("-", "_")
+        for task in ("train", "score"):
+            speed = _median(rounds, lambda r: r[f"oodflow_{task}"] / r[f"{lib}_{task}"])
+            out[f"{task}_speedup_vs_{suffix}"] = speed
+            out[f"{task}_speedup_per_flop_vs_{suffix}"] = speed * flops["oodflow"][task] / flops[lib][task]
     return out
 
 
@@ -276,6 +284,8 @@ def run(p: dict, data_dir: Path) -> dict:
     headline = {
         "train_speedup_vs_normflows": geomean([a["train_speedup_vs_normflows"] for a in archs.values()]),
         "score_speedup_vs_normflows": geomean([a["score_speedup_vs_normflows"] for a in archs.values()]),
+        **{f"{t}_speedup_per_flop_vs_normflows": geomean(
+            [a[f"{t}_speedup_per_flop_vs_normflows"] for a in archs.values()]) for t in ("train", "score")},
         "mfu_train": paper["mfu_train"],
         "mfu_score": paper["mfu_score"],
         "mfu_train_vs_best_kernel": paper["mfu_train_vs_best_kernel"],
@@ -287,8 +297,12 @@ def run(p: dict, data_dir: Path) -> dict:
             + [a["oodflow"]["fast_path_max_abs_diff_bits_per_dim"] for a in archs.values()]),
     }
     return {**headline, "models": archs, "paper_realnvp_fmnist": paper, "environment": env,
-            "notes": {"speedups": "geometric means over the glow and realnvp comparisons; each is the median "
-                                  "over rounds of a within-round ratio",
+            "notes": {"speedups": "geometric means over the glow and realnvp comparisons (FLOP-matched normflows "
+                                  "models); each is the median over rounds of a within-round ratio",
+                      "bf16": "not used: bf16 st-networks only pay on CPUs with AMX or AVX-512-BF16"
+                              + ("" if env["bf16_hardware"] else ", which this one lacks"),
+                      "omp_wait_policy": "PASSIVE unless set: 2-2.5x faster for both libraries when other "
+                                         "processes share the cores, about 10% slower on an idle machine",
                       "mfu_train/mfu_score": "of the paper's FashionMNIST RealNVP (the model users train); "
                                              "the smaller comparison models' MFUs are under models",
                       "mfu_*_vs_best_kernel": "the same FLOP rate over the faster of torch.mm and oneDNN's "
@@ -302,20 +316,22 @@ def markdown(res: dict) -> str:
     lines = ["| model | library | params | train img/s | score img/s | GFLOP/img train | MFU train | MFU score "
              "| peak MiB train | peak MiB score |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for arch, a in res["models"].items():
-        for lib in LIBS:
+        for lib in LIBS[arch]:
             m, mem = a[lib], a.get("peak_memory", {}).get(lib, {})
             lines.append(f"| {arch} {a['size']} | {lib} | {m['params']:,} | {m['train_images_per_s']:.1f} | "
                          f"{m['score_images_per_s']:.1f} | {m['flops_per_image_train'] / 1e9:.3f} | "
                          f"{m['mfu_train']:.0%} | {m['mfu_score']:.0%} | {_mib(mem.get('train_step_mib'))} | "
                          f"{_mib(mem.get('score_batch_mib'))} |")
-        lines.append(f"| | **oodflow / normflows** | | **{a['train_speedup_vs_normflows']:.2f}x** | "
-                     f"**{a['score_speedup_vs_normflows']:.2f}x** | | | | | |")
+        for lib in LIBS[arch][1:]:
+            k = lib.replace("-", "_")
+            lines.append(f"| | **oodflow / {lib}** | | **{a[f'train_speedup_vs_{k}']:.2f}x** | "
+                         f"**{a[f'score_speedup_vs_{k}']:.2f}x** | per FLOP: | "
+                         f"{a[f'train_speedup_per_flop_vs_{k}']:.2f}x | {a[f'score_speedup_per_flop_vs_{k}']:.2f}x | | |")
     paper, env = res["paper_realnvp_fmnist"], res["environment"]
-    per_flop = {t: geomean([a[f"{t}_speedup_per_flop_vs_normflows"] for a in res["models"].values()])
-                for t in ("train", "score")}
-    lines += ["", f"Speedup over normflows (geometric mean of the two models): training "
-              f"{res['train_speedup_vs_normflows']:.2f}x, scoring {res['score_speedup_vs_normflows']:.2f}x "
-              f"(per FLOP: {per_flop['train']:.2f}x, {per_flop['score']:.2f}x).",
+    lines += ["", f"Speedup over normflows (geometric mean of glow and realnvp, FLOP-matched counterparts): "
+              f"training {res['train_speedup_vs_normflows']:.2f}x, scoring {res['score_speedup_vs_normflows']:.2f}x. "
+              "normflows-halfres is normflows' own checkerboard split, whose st-networks see half the pixels "
+              "(fewer FLOPs, a different model): compare it per FLOP.",
               f"Paper FashionMNIST RealNVP ({paper['params']:,} params, "
               f"{paper['flops_per_image_train'] / 1e9:.1f} GFLOP/image train): {paper['train_images_per_s']:.2f} "
               f"training images/s at batch 64, {paper['score_images_per_s']:.1f} scoring images/s at batch "
