@@ -252,7 +252,7 @@ def negative(r: Runner, b: Budget) -> dict:
             "samples": f"first {b.n_test} test images of each set", "rows": rows,
             "paper": "qualitative — a flow trained to give MNIST low likelihood separates MNIST from FashionMNIST "
                      "(flows can tell the datasets apart when trained to); FashionMNIST numbers not verified here",
-            "why": f"{b.steps} steps instead of the baseline's full training; the MNIST term is clipped at C as "
+            "why": f"{b.steps} steps instead of the paper's full training; the MNIST term is clipped at C as "
                    "in the authors' code, so once MNIST falls below C it stops being pushed.",
             "figures": [("negative-trained flow: log-likelihoods", "figures/negative-fmnist-hist.png")]}
 
