@@ -70,6 +70,24 @@ def test_score_creates_groups_with_provenance_and_refuses_duplicates(trained):
     assert scores.read_bytes() == before
 
 
+def test_score_without_out_prints_every_sample_and_saves_nothing(trained, tmp_path):
+    d, src, _, _ = trained
+    run("score", src, "--model", d / "m.pt", "--out", tmp_path / "s.h5", "--quiet")
+    with h5py.File(tmp_path / "s.h5") as f:
+        stored = {k: f[f"in/{k}"][()] for k in ("log_likelihood", "bits_per_dim")}
+    result = run("score", src, "--model", d / "m.pt")
+    header, *rows = result.stdout.splitlines()
+    assert header.split("\t") == ["id", "log_likelihood", "bits_per_dim", "log_prior", "log_det"]
+    table = np.array([[float(v) for v in row.split("\t")[1:3]] for row in rows])
+    assert len(rows) == 48 and rows[0].split("\t")[0] == "0"
+    np.testing.assert_allclose(table[:, 0], stored["log_likelihood"], rtol=1e-9)
+    np.testing.assert_allclose(table[:, 1], stored["bits_per_dim"], rtol=1e-9)
+    assert "not saved" in result.stderr and "in" in result.stderr
+    samples = run_json("score", src, "--model", d / "m.pt", "--quiet", "--limit", "3")["samples"]
+    assert [s["log_likelihood"] for s in samples] == pytest.approx(stored["log_likelihood"][:3].tolist(), rel=1e-12)
+    assert sorted(os.listdir(tmp_path)) == ["s.h5"]
+
+
 def test_scores_are_deterministic_and_independent_of_batch_size(trained, tmp_path):
     d, src, _, _ = trained
     run("score", src, "--model", d / "m.pt", "--out", tmp_path / "a.h5", "--batch-size", "7", "--quiet")

@@ -182,7 +182,6 @@ def test_gate_errors(setup, tmp_path):
                    "--gate-score", "log_likelihood")
     assert "FILE:GROUP" in collapsed(run(*base, "--reference", str(scores), code=2).stderr)
     one_line_error(run(*base, "--max-ood-fraction", "0.1", "--out", tmp_path / "y.h5", code=2), "--reference")
-    one_line_error(run(*base, code=2), "--out is required")
     run("score", d / "ref.npz", "--model", d / "a.pt", "--out", tmp_path / "plain.h5", "--name", "val", "--quiet")
     one_line_error(run(*base, "--method", "complexity", "--reference", f"{tmp_path}/plain.h5:val", code=1),
                    "no score 'complexity'", "log_likelihood")

@@ -51,8 +51,8 @@ def score(
                                  ".npy/.npz, .h5, .csv."),
     model: List[Path] = typer.Option(..., "--model", help="Model file (.pt/.h5); give it several times for an ensemble "
                                      "(waic); the other methods use the first."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Score file (HDF5), created or appended to. Required unless "
-                                       "--reference is given (then the scores are only printed)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Score file (HDF5), created or appended to. Without it "
+                                       "every sample's scores go to stdout (id and one column per score)."),
     name: Optional[str] = typer.Option(None, "--name", help="Group name (default: from the source, e.g. mnist-test)."),
     method: List[str] = typer.Option(["likelihood"], "--method", callback=_known_methods,
                                      help=f"Scores to compute (repeatable); each is oriented higher = more "
@@ -87,7 +87,10 @@ def score(
     json_out: bool = options.Json,
     quiet: bool = options.Quiet,
 ) -> None:
-    """Score every sample of SOURCE and store the scores in group NAME of an HDF5 file.
+    """Score every sample of SOURCE: into group NAME of an HDF5 file (--out), or as a table on stdout.
+
+    Without --out (and without a gate) each sample's id and scores go to stdout, tab-separated with a
+    header (JSON with --json), e.g. `oodflow score imgs/ --model m.pt | sort -t$'\\t' -k2 -g | head`.
 
     Scores are oriented so that higher = more in-distribution: log_likelihood is log P(x) in nats of the
     data as stored (8-bit images: the -D log 256 correction included); bits_per_dim = -log P(x) / (D ln 2).
@@ -121,14 +124,15 @@ def score(
         attrs.update(gate.attrs(arrays["is_ood"]))
     if out is not None:
         store.write_group(out, group, {**arrays, **_ids_labels(ds)}, attrs, overwrite=overwrite)
+    if out is None and gate is None:
+        _print_scores(group, ds, arrays, json_out, quiet)
+        return
     _summary(out, group, ds, arrays, json_out, gate, flags)
     _apply_gate(gate, arrays, max_ood_fraction)
 
 
 def _check_usage(methods, out, reference, gate_score, max_ood_fraction, flags) -> Optional[str]:
     """Option combinations that make no sense are usage errors (exit 2); returns the gate score."""
-    if out is None and reference is None:
-        common.fail("--out is required (unless --reference gates the source without saving)", 2)
     if reference is None:
         given = [o for o, v in (("--gate-score", gate_score), ("--max-ood-fraction", max_ood_fraction),
                                 ("--flags", flags or None)) if v is not None]
@@ -249,6 +253,23 @@ def _summary(out: Optional[Path], group: str, ds, arrays: dict, json_out: bool, 
                       highlight=False)
     for sample in summary.get("samples", []):  # tab-separated, for cut/grep/awk
         sys.stdout.write(f"{sample['id']}\t{'OOD' if sample['is_ood'] else 'in'}\t{sample['score']:.6g}\n")
+
+
+def _print_scores(group: str, ds, arrays: dict, json_out: bool, quiet: bool) -> None:
+    """No --out and no gate: every sample's scores on stdout (tab-separated with a header, or JSON)."""
+    names = list(arrays)
+    ids = np.asarray(ds.ids, dtype=str)
+    columns = np.stack([np.asarray(arrays[k], dtype=np.float64) for k in names], axis=1)
+    if json_out:
+        common.print_json({"file": None, "group": group, "n": len(ds), "skipped": len(ds.skipped), "scores": names,
+                           "samples": [{"id": i, **dict(zip(names, map(float, row)))} for i, row in zip(ids, columns)]})
+        return
+    lines = ["\t".join(["id", *names])]
+    lines += ["\t".join([i, *(f"{v:.10g}" for v in row)]) for i, row in zip(ids, columns.tolist())]
+    sys.stdout.write("\n".join(lines) + "\n")
+    bpd = arrays.get("bits_per_dim")
+    mean = f", mean {float(np.mean(bpd)):.3f} bits/dim" if bpd is not None else ""
+    common.message(f"{group}: {len(ds)} samples{mean} (not saved: pass --out FILE.h5 to keep them)", quiet)
 
 
 def _gate_summary(gate: Gate, is_ood: np.ndarray) -> dict:
