@@ -38,6 +38,16 @@ def test_train_writes_model_checkpoint_and_json_summary(trained):
     assert (d / "m.pt").exists() and (d / "m.ckpt.pt").exists()
 
 
+def test_train_without_out_names_the_model_after_data_and_family(trained, tmp_path, monkeypatch):
+    _, src, _, _ = trained
+    monkeypatch.chdir(tmp_path)
+    summary = run_json("train", "--data", src, *TRAIN_SMALL)
+    assert summary["model"] == "in-realnvp.pt" and (tmp_path / "in-realnvp.pt").exists()
+    before = (tmp_path / "in-realnvp.pt").read_bytes()
+    one_line_error(run("train", "--data", src, *TRAIN_SMALL, code=1), "in-realnvp.pt exists")
+    assert (tmp_path / "in-realnvp.pt").read_bytes() == before
+
+
 def test_train_refuses_to_replace_a_model_and_resume_continues(trained, tmp_path):
     d, src, _, _ = trained
     result = run("train", "--data", src, "--out", d / "m.pt", *TRAIN_SMALL, code=1)

@@ -20,7 +20,8 @@ MODEL_OPTIONS = ("mask", "bottleneck", "scales", "blocks", "channels", "coupling
 
 def train(
     data: str = typer.Option(..., "--data", help="Training SOURCE: dataset[:split], folder, image, .npy/.npz, .h5, .csv."),
-    out: Path = typer.Option(..., "--out", help="Model file to write (.pt or .h5); a checkpoint goes beside it."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Model file to write (.pt or .h5); a checkpoint goes beside "
+                                       "it. Default: DATA-MODEL.pt here, e.g. fashionmnist-train-realnvp.pt."),
     model: Optional[str] = typer.Option(None, "--model", callback=common.choice(*PAPER_DEFAULTS),
                                         help="realnvp, glow or tabular (default: realnvp for images, tabular for vectors)."),
     mask: Optional[str] = typer.Option(None, "--mask", callback=common.choice("checkerboard", "horizontal", "vertical", "cycle"),
@@ -70,6 +71,7 @@ def train(
     ds = load_source(data, split="train", data_dir=data_dir, limit=limit, skip_invalid=skip_invalid,
                      columns=options.split_columns(columns), label_column=label_column, class_value=class_value)
     _report_skipped(ds, quiet)
+    out = out or Path(f"{ds.name}-{_family(ds, model)}.pt")
     given = {k: v for k, v in locals().items() if k in MODEL_OPTIONS and v is not None}
     if resume:
         flow, cfg, extra = _resume(out, ds, dev, {"epochs": epochs, "max_steps": max_steps}, given, negative_data)
@@ -104,8 +106,13 @@ def _check_new(out: Path, overwrite: bool) -> None:
         raise InputError(f"{out.parent}: no such folder for the model file")
 
 
+def _family(ds, model: Optional[str]) -> str:
+    """--model, or the default family for the data: realnvp for images, tabular for vectors."""
+    return model or ("realnvp" if ds.kind == "image" else "tabular")
+
+
 def _new(ds, model: Optional[str], given: dict, seed: int, device: str):
-    name = model or ("realnvp" if ds.kind == "image" else "tabular")
+    name = _family(ds, model)
     if (name == "tabular") != (ds.kind == "vector"):
         what = "vectors" if ds.kind == "vector" else "images"
         raise InputError(f"{ds.name}: {what} need --model {'tabular' if ds.kind == 'vector' else 'realnvp or glow'}, not {name}")
