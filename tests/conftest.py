@@ -7,7 +7,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real datasets root (OODFLOW_DATA_DIR), or skip."""
     root = os.environ.get("OODFLOW_DATA_DIR")

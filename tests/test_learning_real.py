@@ -21,14 +21,8 @@ MODELS = {
 
 
 @pytest.fixture(scope="module")
-def fashion():
-    import os
-    from pathlib import Path
-
-    root = os.environ.get("OODFLOW_DATA_DIR")
-    if not root or not Path(root).is_dir():
-        pytest.skip("OODFLOW_DATA_DIR not set: real FashionMNIST not available")
-    return load_source("fashionmnist:train", data_dir=root, limit=800, download=False).x
+def fashion(data_dir):
+    return load_source("fashionmnist:train", data_dir=data_dir, limit=800, download=False).x
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -244,8 +244,8 @@ def _summary(out: Optional[Path], group: str, ds, arrays: dict, json_out: bool, 
         common.print_json(summary)
         return
     console = common.stdout()
-    mean = f", mean {summary['mean_bits_per_dim']:.3f} bits/dim" if bpd is not None else ""
-    console.print(f"{group}: {len(ds)} samples{mean} -> {out if out is not None else '(not saved)'}", highlight=False)
+    console.print(f"{group}: {len(ds)} samples{_mean_bpd(arrays)} -> {out if out is not None else '(not saved)'}",
+                  highlight=False)
     if gate is not None:
         g = summary["gate"]
         console.print(f"{group}: {g['n_ood']} of {len(ds)} OOD ({g['ood_fraction']:.1%}): {gate.score} < "
@@ -267,9 +267,13 @@ def _print_scores(group: str, ds, arrays: dict, json_out: bool, quiet: bool) -> 
     lines = ["\t".join(["id", *names])]
     lines += ["\t".join([i, *(f"{v:.10g}" for v in row)]) for i, row in zip(ids, columns.tolist())]
     sys.stdout.write("\n".join(lines) + "\n")
+    common.message(f"{group}: {len(ds)} samples{_mean_bpd(arrays)} (not saved: pass --out FILE.h5 to keep them)", quiet)
+
+
+def _mean_bpd(arrays: dict) -> str:
+    """``", mean 3.871 bits/dim"`` for the one-line summary, or nothing when bits/dim was not computed."""
     bpd = arrays.get("bits_per_dim")
-    mean = f", mean {float(np.mean(bpd)):.3f} bits/dim" if bpd is not None else ""
-    common.message(f"{group}: {len(ds)} samples{mean} (not saved: pass --out FILE.h5 to keep them)", quiet)
+    return f", mean {float(np.mean(bpd)):.3f} bits/dim" if bpd is not None else ""
 
 
 def _gate_summary(gate: Gate, is_ood: np.ndarray) -> dict:
