@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ood_flow.fileio import atomic_path
+from ood_flow.fileio import atomic_write
 
 HEADER = ("| variant | OOD set | AUROC ours (%) | AUROC paper (%) | FPR@95 ours (%) "
           "| bits/dim in-dist | bits/dim OOD | n in / OOD |\n|---|---|---|---|---|---|---|---|")
@@ -105,8 +105,8 @@ def write_report(results: dict, folder: Path) -> tuple[Path, Path]:
     """Write ``reproduction.md`` and ``reproduction.json`` into ``folder``, each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     md, js = folder / "reproduction.md", folder / "reproduction.json"
-    with atomic_path(js) as tmp:
+    with atomic_write(js, overwrite=True) as tmp:
         tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    with atomic_path(md) as tmp:
+    with atomic_write(md, overwrite=True) as tmp:
         tmp.write_text(render_markdown(results))
     return md, js

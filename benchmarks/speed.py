@@ -53,7 +53,7 @@ from speed_measure import (  # noqa: E402
 )
 from speed_models import bits_per_dim_loss, normflows_model, oodflow_model, params  # noqa: E402
 
-from ood_flow.fileio import atomic_path  # noqa: E402
+from ood_flow.fileio import atomic_write  # noqa: E402
 from ood_flow.flows import create_flow, fused  # noqa: E402
 from ood_flow.preprocess import dequantize  # noqa: E402
 
@@ -355,9 +355,9 @@ def _mib(v: float | None) -> str:
 
 def write(res: dict, out: Path, stem: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / f"{stem}.json") as tmp:
+    with atomic_write(out / f"{stem}.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps(res, indent=1) + "\n")
-    with atomic_path(out / f"{stem}.md") as tmp:
+    with atomic_write(out / f"{stem}.md", overwrite=True) as tmp:
         tmp.write_text(markdown(res))
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ood_flow.data import load_source
 from ood_flow.data.registry import DEMO_FILES
-from ood_flow.fileio import atomic_path
+from ood_flow.fileio import atomic_write
 
 # (dataset, split) -> number of images; the file names come from the registry.
 SIZES = {("fashionmnist", "train"): 3000, ("fashionmnist", "test"): 1000,
@@ -30,7 +30,7 @@ def build(data_dir: str, out: Path) -> None:
     for (name, split), n in SIZES.items():
         ds = load_source(f"{name}:{split}", data_dir=data_dir, limit=n, download=False)
         target = out / DEMO_FILES[(name, split)]
-        with atomic_path(target) as tmp:
+        with atomic_write(target, overwrite=True) as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, x=ds.x[:, 0].numpy(), y=ds.labels.astype(np.int64))
         print(f"{target}: {len(ds)} images from {ds.source}, {target.stat().st_size} bytes")

@@ -27,3 +27,13 @@ class GateFailed(OodflowError):
     """A quality gate the user asked for was not met (exit 3)."""
 
     exit_code = 3
+
+
+class UsageError(OodflowError, ValueError):
+    """An option or argument out of its range, non-finite, or in a combination that makes no sense (exit 2)."""
+
+    exit_code = 2
+
+
+class OutputError(OodflowError):
+    """An output file that may not or cannot be written: it exists, is of another kind, or its folder is not writable."""

@@ -21,11 +21,12 @@ else JSON-serialisable (a dict, None, nested lists) is stored as a JSON string
 and its name listed in the attribute ``oodflow_json_attrs``, so reading gives
 back the dict.
 
-Every write is atomic: the new content is built in a temporary file beside the
-target (a copy of the existing file when adding to it), flushed and renamed
-into place. A failure or KeyboardInterrupt at any point leaves the existing
-file byte-identical. Concurrent writers to one file are not serialised: the
-last rename wins.
+Every write goes through :func:`ood_flow.fileio.atomic_write`: the new content
+is built in a temporary file beside the target (a copy of the existing file
+when adding to it), flushed and renamed into place. A failure, KeyboardInterrupt
+or kill at any point leaves the existing file byte-identical. Concurrent writers
+take turns: the whole read-modify-replace runs under the file's lock, so two
+processes adding different groups to one file both land.
 
 Every problem with a file (missing, not HDF5, truncated, not ours, missing
 group or dataset) raises :class:`ScoreFileError` with a one-line message that
@@ -45,7 +46,7 @@ import h5py
 import numpy as np
 
 from ood_flow.errors import ScoreFileError
-from ood_flow.fileio import atomic_path
+from ood_flow.fileio import Kind, atomic_write, check_output, file_lock
 
 FORMAT_ATTR = "oodflow_format"
 VERSION_ATTR = "oodflow_format_version"
@@ -54,6 +55,21 @@ JSON_ATTRS = "oodflow_json_attrs"
 NOT_SCORES = ("id", "label", "is_ood")  # per-sample datasets that are not scores
 _KIND_WORDS = {"scores": "score file", "features": "features file"}
 _STR = h5py.string_dtype("utf-8")
+
+
+def _is_oodflow_file(kind: str):
+    def test(path) -> bool:
+        try:
+            with h5py.File(path, "r") as f:
+                return _to_py(f.attrs.get(FORMAT_ATTR)) == kind
+        except Exception:  # noqa: BLE001 - any unreadable file is simply not of this kind
+            return False
+
+    return test
+
+
+SCORE_FILE = Kind("an oodflow score file", _is_oodflow_file("scores"))
+FEATURES_FILE = Kind("an oodflow features file", _is_oodflow_file("features"))
 
 
 # ---------------------------------------------------------------- public API
@@ -73,25 +89,37 @@ def write_group(path, name: str, arrays: Mapping[str, Any], attrs: Mapping[str, 
     _check_name(name, "group")
     data = _prepare_arrays(arrays)
     packed = _pack_attrs(attrs)
-    target, shown = os.path.realpath(path), os.fspath(path)
-    replace = False
-    if os.path.exists(path):
-        with _open(path, "scores") as f:
-            replace = name in _group_names(f)
+    with file_lock(path):
+        replace = _has_group(path, name)
         if replace and not overwrite:
-            raise ScoreFileError(f"{shown}: group '{name}' already exists; pass --overwrite to replace it")
-    with atomic_path(target) as tmp:
-        if replace:
-            with _open(path, "scores", reading=False) as src, h5py.File(tmp, "w", track_order=True) as dst:
-                _repack(src, dst, name, data, packed)
-        elif os.path.exists(target):
-            shutil.copy2(target, tmp)
-            with h5py.File(tmp, "r+") as f:
-                _create_group(f, name, data, packed)
-        else:
-            with h5py.File(tmp, "w", track_order=True) as f:
-                _mark(f, "scores")
-                _create_group(f, name, data, packed)
+            raise ScoreFileError(f"{os.fspath(path)}: group '{name}' already exists; pass --overwrite to replace it")
+        with atomic_write(path, kind=SCORE_FILE, replaceable=True) as tmp:
+            if replace:
+                with _open(path, "scores", reading=False) as src, h5py.File(tmp, "w", track_order=True) as dst:
+                    _repack(src, dst, name, data, packed)
+            elif os.path.exists(path):
+                shutil.copy2(os.path.realpath(path), tmp)
+                with h5py.File(tmp, "r+") as f:
+                    _create_group(f, name, data, packed)
+            else:
+                with h5py.File(tmp, "w", track_order=True) as f:
+                    _mark(f, "scores")
+                    _create_group(f, name, data, packed)
+
+
+def _has_group(path, name: str) -> bool:
+    """Whether the score file ``path`` (if it exists) holds group ``name``; any other file is refused."""
+    if not os.path.lexists(path):
+        return False
+    with _open(path, "scores") as f:
+        return name in _group_names(f)
+
+
+def check_score_output(path, name: str, *, overwrite: bool = False) -> None:
+    """Fail before any work if group ``name`` could not be written to ``path`` (the write checks again, locked)."""
+    if _has_group(path, name) and not overwrite:
+        raise ScoreFileError(f"{os.fspath(path)}: group '{name}' already exists; pass --overwrite to replace it")
+    check_output(path, kind=SCORE_FILE, replaceable=True)
 
 
 def add_datasets(path, name: str, arrays: Mapping[str, Any], attrs: Mapping[str, Any] | None = None,
@@ -103,25 +131,26 @@ def add_datasets(path, name: str, arrays: Mapping[str, Any], attrs: Mapping[str,
     """
     data = _prepare_arrays(arrays, allow_empty=True)
     packed = _pack_attrs(attrs)
-    target, shown = os.path.realpath(path), os.fspath(path)
-    with _open(path, "scores") as f:
-        group = _get_group(f, shown, name)
-        n = _group_length(group)
-        clashes = [f"dataset '{k}'" for k in data if k in group]
-        clashes += [f"attribute '{k}'" for k in packed[0] if k in group.attrs]
-    if clashes and not overwrite:
-        raise ScoreFileError(f"{shown}: group '{name}' already has {clashes[0]}; pass --overwrite to replace it")
-    wrong = {k: len(a) for k, a in data.items() if n is not None and len(a) != n}
-    if wrong:
-        raise ValueError(f"group '{name}' has {n} samples but got arrays of length {wrong}")
-    with atomic_path(target) as tmp:
-        shutil.copy2(target, tmp)
-        with h5py.File(tmp, "r+") as f:
-            for key, a in data.items():
-                if key in f[name]:
-                    del f[name][key]
-                _write_dataset(f[name], key, a)
-            _set_attrs(f[name], packed)
+    shown = os.fspath(path)
+    with file_lock(path):
+        with _open(path, "scores") as f:
+            group = _get_group(f, shown, name)
+            n = _group_length(group)
+            clashes = [f"dataset '{k}'" for k in data if k in group]
+            clashes += [f"attribute '{k}'" for k in packed[0] if k in group.attrs]
+        if clashes and not overwrite:
+            raise ScoreFileError(f"{shown}: group '{name}' already has {clashes[0]}; pass --overwrite to replace it")
+        wrong = {k: len(a) for k, a in data.items() if n is not None and len(a) != n}
+        if wrong:
+            raise ValueError(f"group '{name}' has {n} samples but got arrays of length {wrong}")
+        with atomic_write(path, kind=SCORE_FILE, replaceable=True) as tmp:
+            shutil.copy2(os.path.realpath(path), tmp)
+            with h5py.File(tmp, "r+") as f:
+                for key, a in data.items():
+                    if key in f[name]:
+                        del f[name][key]
+                    _write_dataset(f[name], key, a)
+                _set_attrs(f[name], packed)
 
 
 def read_group(path, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -156,10 +185,10 @@ def score_names(group: h5py.Group) -> list[str]:
             if isinstance(ds, h5py.Dataset) and ds.ndim == 1 and ds.dtype.kind in "iuf" and k not in NOT_SCORES]
 
 
-def write_features(path, features, *, ids, labels=None, attrs: Mapping[str, Any]) -> None:
+def write_features(path, features, *, ids, labels=None, attrs: Mapping[str, Any], overwrite: bool = False) -> None:
     """Write a features file atomically (``features`` (N, d) float32, ``id``, ``label``).
 
-    An existing features file is replaced; any other existing file is refused.
+    An existing features file is replaced only with ``overwrite``; any other existing file never.
     """
     x = np.asarray(features)
     if x.ndim != 2:
@@ -169,14 +198,8 @@ def write_features(path, features, *, ids, labels=None, attrs: Mapping[str, Any]
         arrays["label"] = labels
     data = _prepare_arrays(arrays)
     packed = _pack_attrs(attrs)
-    target, shown = os.path.realpath(path), os.fspath(path)
-    if os.path.exists(path):
-        try:
-            with _open(path, "features"):
-                pass
-        except ScoreFileError:
-            raise ScoreFileError(f"{shown}: exists and is not an oodflow features file; refusing to replace it") from None
-    with atomic_path(target) as tmp, h5py.File(tmp, "w", track_order=True) as f:
+    with atomic_write(path, overwrite=overwrite, kind=FEATURES_FILE) as tmp, \
+            h5py.File(tmp, "w", track_order=True) as f:
         _mark(f, "features")
         for key, a in data.items():
             _write_dataset(f, key, a)

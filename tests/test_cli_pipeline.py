@@ -154,7 +154,7 @@ def test_bad_model_files_fail_in_one_line(trained, tmp_path):
 
     torch.save({"format": "oodflow-model", "x": Evil()}, tmp_path / "evil.pt")
     one_line_error(run("score", src, "--model", tmp_path / "evil.pt", "--out", tmp_path / "s.h5", code=1),
-                   "refused to load")
+                   "not an oodflow model file", "not loaded")
     assert not (tmp_path / "pwned").exists()
     one_line_error(run("score", src, "--model", tmp_path / "none.pt", "--out", tmp_path / "s.h5", code=1),
                    "none.pt")

@@ -112,7 +112,7 @@ class _Evil:
 def test_a_pickle_that_runs_code_is_refused_and_does_not_run(tmp_path):
     _Evil.marker = tmp_path / "pwned"
     torch.save({"format": "oodflow-model", "payload": _Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(ModelFileError, match="refused to load"):
+    with pytest.raises(ModelFileError, match="not an oodflow model file"):
         ood_flow.load_model(tmp_path / "evil.pt")
     assert not _Evil.marker.exists()
     with open(tmp_path / "evil2.pt", "wb") as f:
@@ -143,7 +143,7 @@ def test_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", boom)
     with pytest.raises(KeyboardInterrupt):
-        ood_flow.save_model(flow, path)
+        ood_flow.save_model(flow, path, overwrite=True)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["m.pt"]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ood_flow import store
-from ood_flow.errors import ScoreFileError
+from ood_flow.errors import OutputError, ScoreFileError
 
 ATTRS = {
     "source": "mnist:test",
@@ -271,7 +271,7 @@ def test_interrupted_write_leaves_file_unchanged(scores, monkeypatch, exc, overw
         real(group, key, a)
 
     monkeypatch.setattr(store, "_write_dataset", flaky)
-    with pytest.raises(exc):
+    with pytest.raises(KeyboardInterrupt if exc is KeyboardInterrupt else OutputError):  # OutputError names the file
         store.write_group(scores, "fmnist-test" if overwrite else "new", arrays(4), ATTRS, overwrite=overwrite)
     assert len(calls) == 3
     assert scores.read_bytes() == raw
@@ -313,14 +313,16 @@ def test_features_round_trip(tmp_path):
     assert attrs == {"backbone": "resnet18", "source": "cifar10:test"}
     with h5py.File(path, "r") as f:
         assert f.attrs["oodflow_format"] == "features" and f["features"].shape == (4, 3)
-    store.write_features(path, x[:2], ids=["a", "b"], attrs={})  # a features file may be replaced
+    with pytest.raises(OutputError, match="exists; pass --overwrite"):
+        store.write_features(path, x[:2], ids=["a", "b"], attrs={})
+    store.write_features(path, x[:2], ids=["a", "b"], attrs={}, overwrite=True)  # a features file may be replaced
     assert store.read_features(path)[0]["features"].shape == (2, 3)
 
 
 def test_features_refuse_to_replace_a_score_file(scores):
     raw = scores.read_bytes()
-    with pytest.raises(ScoreFileError, match="exists and is not an oodflow features file; refusing to replace it"):
-        store.write_features(scores, np.zeros((2, 2)), ids=["a", "b"], attrs={})
+    with pytest.raises(OutputError, match="exists and is not an oodflow features file; refusing to replace it"):
+        store.write_features(scores, np.zeros((2, 2)), ids=["a", "b"], attrs={}, overwrite=True)
     assert scores.read_bytes() == raw
     with pytest.raises(ScoreFileError, match="an oodflow score file, not a features file"):
         store.read_features(scores)

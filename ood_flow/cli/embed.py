@@ -88,7 +88,7 @@ def embed(
                                 progress=lambda n: bar.advance(task, n))
     seconds = time.time() - start
     attrs = _provenance(ds, backbone, weights, size, cfg, features.shape[1], seconds)
-    store.write_features(out, features, ids=ds.ids, labels=ds.labels, attrs=attrs)
+    store.write_features(out, features, ids=ds.ids, labels=ds.labels, attrs=attrs, overwrite=overwrite)
     _summary(out, ds, features.shape, attrs, seconds, json_out)
 
 

@@ -12,14 +12,14 @@ import json
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
 
 from ood_flow import __version__
 from ood_flow.errors import ModelFileError
-from ood_flow.fileio import atomic_path
+from ood_flow.fileio import Kind, atomic_write
 from ood_flow.flows.models import Flow, config_dict, create_flow
 
 FORMAT = "oodflow-model"
@@ -35,6 +35,38 @@ def _suffix(path: Path) -> str:
     return suffix
 
 
+def _is_model_file(path: Path) -> bool:
+    """An oodflow model or checkpoint file, judged from its metadata only (no weights are read)."""
+    try:
+        if path.suffix.lower() in H5_SUFFIXES:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                return f.attrs.get("format") in (FORMAT, FORMAT.encode())
+        with zipfile.ZipFile(path) as z:
+            pickles = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+            return len(pickles) == 1 and FORMAT.encode() in z.read(pickles[0])
+    except Exception:  # noqa: BLE001 - anything unreadable is not a model file
+        return False
+
+
+MODEL_FILE = Kind("an oodflow model file", _is_model_file)
+
+
+def first_non_finite(named: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first floating-point tensor holding a NaN or an infinity, or None when all are finite.
+
+    One device sync in all: the per-tensor checks are stacked before they are read.
+    """
+    named = [(k, t) for k, t in named if t.is_floating_point() and t.numel()]
+    if not named:
+        return None
+    finite = torch.stack([t.isfinite().all() for _, t in named]).cpu()
+    if bool(finite.all()):
+        return None
+    return named[int((~finite).nonzero()[0])][0]
+
+
 def header(flow: Flow) -> dict[str, Any]:
     """Everything but the weights: enough to rebuild the architecture."""
     return {
@@ -47,16 +79,24 @@ def header(flow: Flow) -> dict[str, Any]:
     }
 
 
-def save_model(flow: Flow, path: str | Path, *, extra: dict | None = None) -> None:
+def save_model(flow: Flow, path: str | Path, *, extra: dict | None = None, overwrite: bool = False) -> None:
     """Write ``flow`` to ``path`` atomically; the format follows the extension (.pt or .h5).
 
     ``extra`` must hold tensors and plain values only (it is loaded with ``weights_only=True``);
-    in ``.h5`` files only its JSON-able part is kept, as an attribute.
+    in ``.h5`` files only its JSON-able part is kept, as an attribute. An existing file is replaced
+    only with ``overwrite``, and only when it is an oodflow model file.
+
+    Raises:
+        ValueError: a weight or statistic of ``flow`` is NaN or infinite (such a model cannot score).
+        OutputError: ``path`` exists (without ``overwrite``), is another kind of file, or cannot be written.
     """
     path = Path(path)
     suffix = _suffix(path)
     state = {k: v.detach().cpu().clone() for k, v in flow.state_dict().items()}
-    with atomic_path(path) as tmp:
+    bad = first_non_finite(state.items())
+    if bad is not None:
+        raise ValueError(f"{path}: refusing to save a model whose weights are not finite (NaN or inf in {bad})")
+    with atomic_write(path, overwrite=overwrite, kind=MODEL_FILE) as tmp:
         if suffix in PT_SUFFIXES:
             torch.save({**header(flow), "state_dict": state, "extra": extra or {}}, tmp)
         else:
@@ -109,8 +149,8 @@ def _read_pt(path: Path) -> dict:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise ModelFileError(f"{path}: refused to load: the file holds Python objects that could run code "
-                                 "(oodflow model files hold only tensors and plain values)") from None
+            raise ModelFileError(f"{path}: not an oodflow model file (not loaded: oodflow loads only tensors and "
+                                 "plain values from .pt files)") from None
         raise ModelFileError(f"{path}: not an oodflow model file (corrupt or truncated)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
         raise ModelFileError(f"{path}: not an oodflow model file (corrupt or truncated: {_first_line(exc)})") from None
@@ -152,6 +192,10 @@ def _rebuild(path: Path, record: dict) -> Flow:
         flow.load_state_dict(record["state_dict"], strict=True)
     except (ValueError, RuntimeError, TypeError) as exc:
         raise ModelFileError(f"{path}: model file does not match its configuration: {_first_line(exc)}") from None
+    bad = first_non_finite(record["state_dict"].items())
+    if bad is not None:
+        raise ModelFileError(f"{path}: the model's weights are not finite (NaN or inf in {bad}); it cannot score "
+                             "(was it saved from a diverged training run?)")
     return flow
 
 

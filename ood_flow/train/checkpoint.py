@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from ood_flow.errors import ModelFileError
-from ood_flow.fileio import atomic_path
-from ood_flow.flows.io import header, load_checkpoint
+from ood_flow.fileio import atomic_write
+from ood_flow.flows.io import MODEL_FILE, header, load_checkpoint
 from ood_flow.train.config import TrainConfig
 
 CHECKPOINT_FORMAT = "oodflow-checkpoint"
@@ -33,7 +33,7 @@ def save_checkpoint(path: Path, flow, optimizer, position: dict, cfg: TrainConfi
     record = {**header(flow), "state_dict": state,
               "extra": {"checkpoint": CHECKPOINT_FORMAT, "optimizer": optimizer.state_dict(), "position": position,
                         "train_config": dataclasses.asdict(cfg), **info}}
-    with atomic_path(path) as tmp:
+    with atomic_write(path, overwrite=True, kind=MODEL_FILE) as tmp:
         torch.save(record, tmp)
 
 

@@ -136,7 +136,7 @@ class Trainer:
         info = {**self.info, "history": self.history}
         save_checkpoint(checkpoint_path(self.out), self.flow, self.optimizer, dict(self.position), self.cfg, info)
         save_model(self.flow, self.out, extra=_plain({**info, "train_config": dataclasses.asdict(self.cfg),
-                                                      "steps": self.position["step"]}))
+                                                      "steps": self.position["step"]}), overwrite=True)
 
     # -- loop ----------------------------------------------------------------------------------
     def _batches(self, epoch: int) -> list[Tensor]:

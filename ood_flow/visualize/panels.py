@@ -20,7 +20,7 @@ from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ood_flow.fileio import atomic_path  # noqa: E402
+from ood_flow.fileio import PNG, atomic_write  # noqa: E402
 
 COLORBAR = "<colorbar>"  # label of colour-bar axes (matplotlib's own convention)
 # Positions a panel does not apply to (e.g. unchanged by a coupling): a muted colour off the map's
@@ -100,7 +100,10 @@ def row_label(ax: Axes, text: str) -> None:
     ax.set_ylabel(text, fontsize=8, rotation=0, ha="right", va="center", labelpad=4)
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> None:
-    """Write ``fig`` as PNG atomically (the file appears complete or not at all)."""
-    with atomic_path(path) as tmp:
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100, *, overwrite: bool = False) -> None:
+    """Write ``fig`` as PNG atomically (the file appears complete or not at all).
+
+    An existing file is replaced only with ``overwrite``, and only when it is a PNG image.
+    """
+    with atomic_write(path, overwrite=overwrite, kind=PNG) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
