@@ -250,4 +250,4 @@ def test_background_model_trained_with_perturb_end_to_end(setup, tmp_path, monke
                        "--background-model", tmp_path / "bg.pt", "--out", tmp_path / "s.h5", "--quiet")
     assert "likelihood_ratio" in summary["scores"]
     one_line_error(run("train", "--data", d / "in.npz", "--out", tmp_path / "bad.pt", "--perturb", "1.5", *TRAIN_SMALL,
-                       code=1), "perturb")
+                       code=2), "perturb")

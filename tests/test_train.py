@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
 
 import ood_flow
-from ood_flow.train import TrainConfig, Trainer, TrainEvents, checkpoint_path, load_training_state, perturb_pixels
-from ood_flow.train.loop import negative_objective, split_validation
+from ood_flow.errors import ModelFileError, OutputError, UsageError
+from ood_flow.train import (TrainConfig, Trainer, TrainEvents, TrainingDiverged, checkpoint_path, load_training_state,
+                            negative_objective, perturb_pixels, split_validation)
 
 
 def _images(n=96, seed=0):
@@ -117,3 +119,145 @@ def test_paper_defaults_per_family():
     with pytest.raises(ValueError, match="unknown optimizer"):
         TrainConfig(optimizer="sgd").resolved("realnvp")
     assert math.isclose(TrainConfig().resolved("realnvp").lr, 5e-5)
+
+
+# ---------------------------------------------------------------- exact resume, NaN guard, ranges
+
+
+def _resumed(path, x, **changes):
+    """Continue the run whose checkpoint is beside ``path`` to the end of its configuration."""
+    flow, extra = load_training_state(checkpoint_path(path), "cpu")
+    cfg = TrainConfig(**{**extra["train_config"], **changes})
+    trainer = Trainer(flow, x, cfg, path)
+    trainer.restore(extra)
+    return trainer.run()
+
+
+def _same_state(a, b) -> bool:
+    a, b = a.state_dict(), b.state_dict()
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    x = _images()
+    return x, Trainer(_flow(), x, _cfg(), tmp_path_factory.mktemp("full") / "full.pt").run()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_stop_request_saves_the_completed_step_and_resume_is_exact(tmp_path, uninterrupted, seed):
+    x, full = uninterrupted
+    at = random.Random(seed).randrange(1, full.steps)
+    trainer = Trainer(_flow(), x, _cfg(), tmp_path / "m.pt")
+    trainer.events.on_step = lambda step, m: trainer.stop.request("SIGTERM") if step == at else None
+    stopped = trainer.run()
+    assert stopped.interrupted and stopped.signal == "SIGTERM" and stopped.steps == at, f"seed {seed}"
+    resumed = _resumed(tmp_path / "m.pt", x)
+    assert resumed.steps == full.steps and _same_state(resumed.flow, full.flow), f"seed {seed}: stopped at {at}"
+    assert [h["train_bpd"] for h in resumed.history] == [h["train_bpd"] for h in full.history]
+
+
+def test_an_interrupt_inside_a_step_leaves_no_trace_in_batch_norm_statistics(tmp_path, uninterrupted):
+    """The bug of issue 12: a Ctrl-C during the forward pass had already moved the running statistics."""
+    x, full = uninterrupted
+    trainer = Trainer(_flow(), x, _cfg(), tmp_path / "m.pt")
+    forward = trainer.flow.log_prob
+
+    def interrupted_forward(batch):
+        out = forward(batch)  # batch norm has updated its running statistics by now
+        if trainer.position["step"] == 3:
+            raise KeyboardInterrupt
+        return out
+
+    trainer.flow.log_prob = interrupted_forward
+    stopped = trainer.run()
+    assert stopped.interrupted and stopped.steps == 3
+    del trainer.flow.log_prob
+    assert _same_state(_resumed(tmp_path / "m.pt", x).flow, full.flow)
+
+
+def test_non_finite_weights_after_a_step_are_rolled_back_and_never_saved(tmp_path):
+    x, messages, saved = _images(), [], []
+    trainer = Trainer(_flow(), x, _cfg(), tmp_path / "m.pt", events=TrainEvents(on_message=messages.append))
+    real_step, real_save = trainer.optimizer.step, trainer.save
+
+    def poisoned_step(*args, **kwargs):
+        real_step(*args, **kwargs)
+        if trainer.position["step"] == 2:
+            next(trainer.flow.parameters()).data.view(-1)[0] = float("nan")
+
+    def checked_save():
+        real_save()
+        saved.append(ood_flow.load_model(tmp_path / "m.pt"))  # load refuses non-finite weights
+
+    trainer.optimizer.step, trainer.save = poisoned_step, checked_save
+    result = trainer.run()
+    assert any("non-finite weights" in m and "rolled back" in m for m in messages)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
+    assert saved and not result.interrupted
+    assert all(torch.isfinite(t).all() for t in result.flow.state_dict().values() if t.is_floating_point())
+
+
+def test_a_skipped_step_puts_back_the_batch_norm_statistics(tmp_path):
+    x = _images()
+    trainer = Trainer(_flow(), x, _cfg(), tmp_path / "m.pt")
+    before = {k: v.clone() for k, v in trainer.flow.state_dict().items()}
+    forward = trainer.flow.log_prob
+    trainer.flow.log_prob = lambda batch: forward(batch) * float("nan")
+    assert trainer._step(torch.arange(16)) is None
+    after = trainer.flow.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "a skipped step changed the model"
+    assert trainer.position["step"] == 1 and trainer.guard.bad_steps == 1
+
+
+def test_training_that_keeps_diverging_gives_up_keeping_the_last_finite_model(tmp_path):
+    x = _images()
+    trainer = Trainer(_flow(), x, _cfg(epochs=6, lr=1e30, max_rollbacks=2), tmp_path / "m.pt")
+    with pytest.raises(TrainingDiverged, match=r"kept the last finite model \(step \d+\) in .*m\.pt; try a smaller --lr") \
+            as info:
+        trainer.run()
+    kept = int(str(info.value).split("(step ")[1].split(")")[0])
+    assert kept < trainer.total_steps() and trainer.guard.rollbacks == 2
+    model, extra = ood_flow.load_checkpoint(tmp_path / "m.pt")  # loading checks that every weight is finite
+    assert extra["steps"] == kept and _same_state(model, trainer.flow.eval())
+    assert load_training_state(checkpoint_path(tmp_path / "m.pt"), "cpu")[1]["position"]["step"] == kept
+
+
+def test_a_model_with_non_finite_weights_is_refused_on_save_and_on_load(tmp_path):
+    flow = _flow()
+    with torch.no_grad():
+        next(flow.parameters()).view(-1)[0] = float("inf")
+    with pytest.raises(ValueError, match="not finite"):
+        ood_flow.save_model(flow, tmp_path / "m.pt")
+    assert not (tmp_path / "m.pt").exists()
+    record = {**ood_flow.flows.io.header(flow), "state_dict": flow.state_dict(), "extra": {}}
+    torch.save(record, tmp_path / "m.pt")  # as a diverged run of an older oodflow could have left it
+    with pytest.raises(ModelFileError, match=r"m\.pt: the model's weights are not finite"):
+        ood_flow.load_model(tmp_path / "m.pt")
+
+
+def test_a_fresh_run_never_replaces_a_model_or_checkpoint(tmp_path):
+    x = _images()
+    Trainer(_flow(), x, _cfg(epochs=1), tmp_path / "m.pt").run()
+    before = (tmp_path / "m.pt").read_bytes()
+    with pytest.raises(OutputError, match="exists; pass --resume to continue training it or --overwrite"):
+        Trainer(_flow(1), x, _cfg(epochs=1), tmp_path / "m.pt").run()
+    assert (tmp_path / "m.pt").read_bytes() == before
+    Trainer(_flow(1), x, _cfg(epochs=1), tmp_path / "m.pt", overwrite=True).run()
+    assert (tmp_path / "m.pt").read_bytes() != before
+
+
+@pytest.mark.parametrize("field, value", [
+    ("lr", float("nan")), ("lr", float("inf")), ("lr", 0.0), ("lr", -1e-3), ("clip", 0.0), ("clip", float("nan")),
+    ("weight_decay", -1e-5), ("weight_decay", float("inf")), ("val_fraction", 1.0), ("val_fraction", -0.1),
+    ("perturb", 1.5), ("perturb", float("nan")), ("negative_threshold", float("-inf")), ("epochs", 0),
+    ("batch_size", 0), ("max_steps", 0), ("seed", -1), ("seed", 2**32),
+])
+def test_out_of_range_settings_are_usage_errors_naming_the_option(field, value):
+    with pytest.raises(UsageError, match=f"--{field.replace('_', '-')} must be") as info:
+        _cfg(**{field: value}).validate()
+    assert info.value.exit_code == 2
+
+
+def test_legitimate_zeros_and_negatives_are_accepted():
+    _cfg(seed=0, weight_decay=0.0, negative_threshold=-30000.0, perturb=0.0, val_fraction=0.0).validate()

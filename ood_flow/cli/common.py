@@ -6,8 +6,11 @@ Exit codes: 0 success, 1 runtime error, 2 usage error, 3 a requested gate not me
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
+import signal
 import sys
 from typing import Any, Callable
 
@@ -17,7 +20,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ood_flow.errors import OodflowError
 
-state = {"debug": False}
+state = {"debug": False, "signal": None}
+
+
+def _terminated(signum, frame) -> None:
+    state["signal"] = "SIGTERM"
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: temporary files are removed, saved files stay whole
+
+
+def catch_sigterm() -> None:
+    """Treat SIGTERM (schedulers, CI, ``kill``) like Ctrl-C; the exit code is then 143 instead of 130."""
+    signal.signal(signal.SIGTERM, _terminated)
 
 
 def stderr() -> Console:
@@ -64,7 +77,8 @@ def handle_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with core_notes(kwargs.get("quiet", False)):
+                return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
         except OodflowError as exc:
@@ -78,13 +92,36 @@ def handle_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             if state["debug"]:
                 raise
-            fail("interrupted", 130)
+            terminated = state["signal"] == "SIGTERM"
+            fail("terminated (SIGTERM)" if terminated else "interrupted", 143 if terminated else 130)
         except Exception as exc:  # anything unforeseen still ends as one line
             if state["debug"]:
                 raise
             fail(f"{type(exc).__name__}: {one_line(exc)} (run with --debug for the traceback)")
 
     return wrapper
+
+
+class _NoteHandler(logging.Handler):
+    """The core's log records (e.g. a stale temporary file removed) as ``note: ...`` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(f"note: {record.getMessage()}\n")
+
+
+@contextlib.contextmanager
+def core_notes(quiet: bool):
+    """Show what the core logs on the ``ood_flow`` logger while a command runs (nothing with ``--quiet``)."""
+    logger, handler = logging.getLogger("ood_flow"), _NoteHandler(logging.INFO)
+    if quiet:
+        handler.setLevel(logging.CRITICAL + 1)
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def plain_logger(quiet: bool = False, every: float = 30.0) -> Callable[[str], None]:

@@ -52,4 +52,5 @@ _register()
 
 
 def main() -> None:
+    common.catch_sigterm()
     app()

@@ -86,7 +86,7 @@ def train(
     if negative is not None and cfg.negative_threshold is None:
         cfg = dataclasses.replace(cfg, negative_threshold=_threshold(negative_threshold, flow))
     info = {"data": ds.source, "negative_data": negative_data, "oodflow_command": "train"}
-    _run(flow, ds, cfg, out, negative, info, extra, quiet, json_out)
+    _run(flow, ds, cfg, out, negative, info, extra, quiet, json_out, overwrite)
 
 
 def _threshold(value: Optional[float], flow) -> float:
@@ -148,7 +148,7 @@ def _report_skipped(ds, quiet: bool) -> None:
         common.message(f"skipped {path}: {reason}", quiet)
 
 
-def _run(flow, ds, cfg, out, negative, info, extra, quiet, json_out) -> None:
+def _run(flow, ds, cfg, out, negative, info, extra, quiet, json_out, overwrite) -> None:
     bar = common.progress(quiet)
     task = {}
 
@@ -170,7 +170,7 @@ def _run(flow, ds, cfg, out, negative, info, extra, quiet, json_out) -> None:
             bar.console.print(f"epoch {s['epoch']}: train {train_text} bits/dim{val}{neg} (step {s['step']})", highlight=False)
 
     events = TrainEvents(on_start, on_step, on_epoch, lambda text: bar.console.print(text, highlight=False))
-    trainer = Trainer(flow, ds.x, cfg, out, negative=negative, events=events, info=info)
+    trainer = Trainer(flow, ds.x, cfg, out, negative=negative, events=events, info=info, overwrite=overwrite)
     if extra:
         trainer.restore(extra)
     else:
@@ -189,8 +189,8 @@ def _finish(result, flow, cfg, out, ds, trainer, quiet, json_out) -> None:
     if json_out:
         common.print_json(summary)
     if result.interrupted:
-        common.fail(f"interrupted at step {result.steps}; checkpoint saved to {result.checkpoint}; "
-                    "continue with the same command plus --resume", 130)
+        common.fail(f"interrupted ({result.signal}) at step {result.steps}; checkpoint saved to {result.checkpoint}; "
+                    "continue with the same command plus --resume", 143 if result.signal == "SIGTERM" else 130)
     fmt = lambda v: f"{v:.3f}" if v is not None else "n/a"  # noqa: E731
     common.message(f"done: {flow.name} on {ds.name} ({summary['n_train']} train / {summary['n_val']} val), "
                    f"{fmt(summary['train_bpd'])} bits/dim train, {fmt(summary['val_bpd'])} val, {result.steps} steps "

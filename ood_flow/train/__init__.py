@@ -2,7 +2,11 @@
 
 from ood_flow.train.checkpoint import checkpoint_path, load_training_state
 from ood_flow.train.config import OPTIMIZERS, PAPER_DEFAULTS, TrainConfig
-from ood_flow.train.loop import Trainer, TrainEvents, TrainResult, perturb_pixels, split_validation
+from ood_flow.train.guard import TrainingDiverged
+from ood_flow.train.loop import Trainer, TrainEvents, TrainResult
+from ood_flow.train.objective import negative_objective, perturb_pixels, split_validation
+from ood_flow.train.stop import StopRequest
 
-__all__ = ["OPTIMIZERS", "PAPER_DEFAULTS", "TrainConfig", "Trainer", "TrainEvents", "TrainResult", "checkpoint_path",
-           "load_training_state", "perturb_pixels", "split_validation"]
+__all__ = ["OPTIMIZERS", "PAPER_DEFAULTS", "StopRequest", "TrainConfig", "Trainer", "TrainEvents", "TrainResult",
+           "TrainingDiverged", "checkpoint_path", "load_training_state", "negative_objective", "perturb_pixels",
+           "split_validation"]

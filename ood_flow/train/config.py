@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ood_flow.errors import UsageError
+from ood_flow.validation import check_number, check_seed
+
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
 
 # The paper's settings (Appendix C and the authors' code): Adam 5e-5 for RealNVP, RMSprop 5e-5 for
@@ -30,7 +33,9 @@ class TrainConfig:
         negative_threshold: C of the paper's objective (7): only negative samples whose
             log-likelihood is above C are pushed down.
         perturb: rate of random pixel replacement (Ren et al. 2019 background model).
-        max_bad_steps: consecutive non-finite losses before rolling back and halving the lr.
+        max_bad_steps: consecutive skipped steps (non-finite loss or gradient) before rolling back to
+            the last good state and halving the lr.
+        max_rollbacks: roll-backs allowed before training gives up (exit 1), keeping the last good model.
     """
 
     epochs: int = 10
@@ -45,6 +50,7 @@ class TrainConfig:
     negative_threshold: float | None = None
     perturb: float | None = None
     max_bad_steps: int = 3
+    max_rollbacks: int = 6
 
     def resolved(self, model: str) -> "TrainConfig":
         """Fill unset fields with the paper's defaults for ``model`` and validate."""
@@ -54,13 +60,21 @@ class TrainConfig:
         return cfg
 
     def validate(self) -> None:
+        """Raise :class:`UsageError` (exit 2) for an unknown optimizer or a value out of its range; the
+        message names the option as on the command line."""
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-        checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
-                  "weight_decay": self.weight_decay >= 0, "clip": self.clip > 0,
-                  "max_steps": self.max_steps is None or self.max_steps >= 1,
-                  "val_fraction": 0 <= self.val_fraction < 1,
-                  "perturb": self.perturb is None or 0 < self.perturb <= 1}
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid training setting {bad[0]}={getattr(self, bad[0])}")
+            raise UsageError(f"--optimizer: unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        for option, value, bounds in _RANGES:
+            check_number(option, getattr(self, value), **bounds)
+        check_seed("--seed", self.seed)
+
+
+_POSITIVE_INT = {"low": 1, "integer": True}
+_RANGES = (  # option, field, allowed range
+    ("--epochs", "epochs", _POSITIVE_INT), ("--max-steps", "max_steps", _POSITIVE_INT),
+    ("--batch-size", "batch_size", _POSITIVE_INT), ("--lr", "lr", {"low": 0, "low_open": True}),
+    ("--weight-decay", "weight_decay", {"low": 0}), ("--clip", "clip", {"low": 0, "low_open": True}),
+    ("--val-fraction", "val_fraction", {"low": 0, "high": 1, "high_open": True}),
+    ("--negative-threshold", "negative_threshold", {}), ("--perturb", "perturb", {"low": 0, "high": 1}),
+    ("max_bad_steps", "max_bad_steps", _POSITIVE_INT), ("max_rollbacks", "max_rollbacks", {"low": 0, "integer": True}),
+)

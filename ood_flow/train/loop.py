@@ -1,17 +1,19 @@
 """Maximum-likelihood training of a flow, with optional negative training and perturbed inputs.
 
 One readable loop: dequantize, ``-log P(x)`` per sample (nats, of the 8-bit data), clip the
-gradient norm, step. Every epoch a held-out bits/dim is computed and the model file and a
-checkpoint are written (atomically). A non-finite loss never reaches the weights: the step is
-skipped, and if it happens ``max_bad_steps`` times in a row the model and optimiser go back to the
-last good snapshot with half the learning rate. Ctrl-C writes a checkpoint first.
+gradient norm, step. Every epoch a held-out bits/dim is computed; every epoch and every
+``SNAPSHOT_EVERY`` steps the state is checked finite, kept as the last good one and written
+(checkpoint, then model file, each atomically). Non-finite losses, gradients or weights never
+reach a saved file (:mod:`ood_flow.train.guard`). SIGINT and SIGTERM stop after the current step
+and save it (:mod:`ood_flow.train.stop`); a resumed run then continues bit for bit as if it had
+never stopped, and so does one resumed from the last checkpoint after ``kill -9``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +22,18 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ood_flow.errors import InputError, OutputError
+from ood_flow.fileio import file_lock
 from ood_flow.flows.io import save_model
 from ood_flow.flows.models import Flow
 from ood_flow.preprocess import LOG_256, dequantize
 from ood_flow.score.likelihood import score_likelihood
 from ood_flow.train.checkpoint import checkpoint_path, save_checkpoint
 from ood_flow.train.config import OPTIMIZERS, TrainConfig
+from ood_flow.train.objective import (bpd as _bpd, negative_objective, perturb_pixels, split_validation,
+                                      step_generator as _step_generator)
+from ood_flow.train.guard import Guard, TrainingDiverged
+from ood_flow.train.stop import StopRequest
 
 SNAPSHOT_EVERY = 100
 
@@ -48,95 +56,75 @@ class TrainResult:
     seconds: float = 0.0
     interrupted: bool = False
     checkpoint: Path | None = None
+    signal: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM), when one did
 
     @property
     def last(self) -> dict:
         return self.history[-1] if self.history else {}
 
 
-def split_validation(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """(train, validation) indices: a seeded shuffle, at most 2000 held out, none below 20 samples."""
-    k = min(int(n * fraction), 2000) if n >= 20 else 0
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[k:].sort().values, perm[:k].sort().values
-
-
-def _step_generator(seed: int, step: int, salt: int, device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + step * 31 + salt) % (2**63))
-
-
-def negative_objective(ll: Tensor, neg_ll: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
-    """The paper's objective (7) (Appendix B): ``0.5 * (mean NLL_in + mean of ll_neg over negatives above C)``.
-
-    Negatives whose log-likelihood is at or below ``threshold`` (C) are dropped, so they give no
-    gradient; when none is above C the loss is the plain mean NLL, as in the authors' code.
-
-    Returns:
-        The loss and the boolean mask of the negatives that count.
-    """
-    above = neg_ll > threshold
-    if not bool(above.any()):
-        return -ll.mean(), above
-    return 0.5 * (-ll.mean() + neg_ll[above].mean()), above
-
-
-def perturb_pixels(x: Tensor, rate: float, gen: torch.Generator) -> Tensor:
-    """Replace each pixel with a uniform random 8-bit value with probability ``rate`` (Ren et al. 2019)."""
-    replace = torch.rand(x.shape, generator=gen, device=x.device) < rate
-    noise = torch.randint(0, 256, x.shape, generator=gen, device=x.device, dtype=torch.uint8)
-    return torch.where(replace, noise, x)
-
-
 class Trainer:
-    """Holds the state of one training run; :meth:`run` trains until done or interrupted."""
+    """Holds the state of one training run; :meth:`run` trains until done, stopped or diverged.
+
+    Args:
+        flow, x, cfg: the model, the training samples and how to train.
+        out: the model file; the checkpoint goes beside it (:func:`checkpoint_path`).
+        negative: samples whose likelihood to push down (negative training), or None.
+        events: progress callbacks.
+        info: plain values recorded in the model file and checkpoint (data source, command).
+        overwrite: a fresh run may replace an existing model file and checkpoint at ``out``.
+        stop: where SIGINT/SIGTERM land during :meth:`run` (a new one by default).
+    """
 
     def __init__(self, flow: Flow, x: Tensor, cfg: TrainConfig, out: Path, *, negative: Tensor | None = None,
-                 events: TrainEvents | None = None, info: dict | None = None):
+                 events: TrainEvents | None = None, info: dict | None = None, overwrite: bool = False,
+                 stop: StopRequest | None = None):
         self.flow, self.x, self.cfg, self.out = flow, x, cfg, Path(out)
         self.negative, self.events, self.info = negative, events or TrainEvents(), info or {}
+        self.overwrite, self.stop, self.resumed = overwrite, stop or StopRequest(), False
         self.device = next(flow.parameters()).device
         self.train_idx, self.val_idx = split_validation(x.shape[0], cfg.val_fraction, cfg.seed)
         if self.train_idx.numel() == 0:
-            raise ValueError("no training samples")
+            raise InputError("no training samples")
         self.optimizer = OPTIMIZERS[cfg.optimizer](flow.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.position = {"epoch": 0, "batch": 0, "step": 0}
+        self.guard = Guard(flow, self.optimizer, cfg.max_bad_steps, cfg.max_rollbacks)
+        self.position = {"epoch": 0, "batch": 0, "step": 0, "sums": _zero_sums()}
         self.history: list[dict] = []
-        self.bad_steps = 0
-        self.snapshot = self._snapshot()
+        self._before: list[Tensor] | None = None  # buffers before the step in progress
+        self.guard.mark_good(self.position, 0)
 
     # -- state ---------------------------------------------------------------------------------
     def fit_preprocessing(self) -> None:
         """Fit the model's data statistics (vector standardization) on the training part only."""
         if self.x.dtype != torch.uint8:
             self.flow.fit_preprocessing(self.x[self.train_idx].float().to(self.device))
-        self.snapshot = self._snapshot()
+        self.guard.mark_good(self.position, 0)
 
     def restore(self, extra: dict) -> None:
-        """Continue from a checkpoint's ``extra`` dict (optimiser state, position, history)."""
+        """Continue from a checkpoint's ``extra`` dict (optimiser state, position, history, guard)."""
         self.optimizer.load_state_dict(extra["optimizer"])
-        self.position = dict(extra["position"])
+        self.position = {"sums": _zero_sums(), **copy.deepcopy(extra["position"])}
         self.history = list(extra.get("history", []))
-        self.snapshot = self._snapshot()
+        self.guard.mark_good(self.position, len(self.history))
+        self.guard.load(extra.get("guard", {}))
+        saved = extra.get("train_config", {})
+        for name in ("lr", "weight_decay"):  # a value changed on resume replaces the optimiser's (and roll-back's)
+            if name in saved and getattr(self.cfg, name) != saved[name]:
+                self.set_hyper(name, getattr(self.cfg, name))
+        self.resumed = True
 
-    def _snapshot(self) -> dict:
-        return {"model": copy.deepcopy(self.flow.state_dict()), "optimizer": copy.deepcopy(self.optimizer.state_dict())}
-
-    def _rollback(self) -> None:
-        self.flow.load_state_dict(self.snapshot["model"])
-        self.optimizer.load_state_dict(self.snapshot["optimizer"])
-        for group in self.optimizer.param_groups:
-            group["lr"] *= 0.5
-        self.snapshot["optimizer"] = copy.deepcopy(self.optimizer.state_dict())
-        self.bad_steps = 0
-        self.events.on_message(f"warning: {self.cfg.max_bad_steps} non-finite losses in a row at step "
-                               f"{self.position['step']}; rolled back to the last good state and lowered the "
-                               f"learning rate to {self.optimizer.param_groups[0]['lr']:.3g}")
+    def set_hyper(self, name: str, value: float) -> None:
+        """Change an optimiser setting (``lr``, ``weight_decay``) of a resumed run, roll-back state included."""
+        self.guard.set_hyper(name, value)
 
     def save(self) -> None:
-        info = {**self.info, "history": self.history}
-        save_checkpoint(checkpoint_path(self.out), self.flow, self.optimizer, dict(self.position), self.cfg, info)
-        save_model(self.flow, self.out, extra=_plain({**info, "train_config": dataclasses.asdict(self.cfg),
-                                                      "steps": self.position["step"]}), overwrite=True)
+        """Write the checkpoint, then the model file (each atomically, under its lock)."""
+        info = {**self.info, "history": self.history, "guard": self.guard.state(self.position)}
+        save_checkpoint(checkpoint_path(self.out), self.flow, self.optimizer, copy.deepcopy(self.position), self.cfg,
+                        info)
+        extra = _plain({**self.info, "history": self.history, "train_config": dataclasses.asdict(self.cfg),
+                        "steps": self.position["step"]})
+        save_model(self.flow, self.out, extra=extra, overwrite=True)
 
     # -- loop ----------------------------------------------------------------------------------
     def _batches(self, epoch: int) -> list[Tensor]:
@@ -183,20 +171,51 @@ class Trainer:
         return ll[: len(x)], ll[len(x):]
 
     def _step(self, idx: Tensor) -> dict | None:
+        """One optimiser step; None when it was skipped (non-finite loss or gradient). The position
+        advances with the weights, in one critical section, so a stop never sees half a step."""
+        self._before = [b.detach().clone() for b in self.flow.buffers()]
         self.flow.train()
         loss, metrics = self._loss(idx, self.position["step"])
-        if not torch.isfinite(loss):
-            self.bad_steps += 1
-            self.events.on_message(f"warning: non-finite loss at step {self.position['step']}; step skipped")
-            if self.bad_steps >= self.cfg.max_bad_steps:
-                self._rollback()
-            return None
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.flow.parameters(), self.cfg.clip)
-        self.optimizer.step()
-        self.bad_steps = 0
+        norm = torch.nn.utils.clip_grad_norm_(self.flow.parameters(), self.cfg.clip)
+        if not bool(torch.isfinite(loss.detach()) & torch.isfinite(norm)):
+            self._undo_partial_step()
+            with self.stop.critical():
+                self._move()
+            self._skipped()
+            return None
+        with self.stop.critical():
+            self.optimizer.step()
+            self._move()
+        self.guard.stepped()
+        if not self.guard.weights_finite():
+            self._rollback("non-finite weights after the step")
+            return None
         return metrics
+
+    def _move(self) -> None:
+        self.position = {**self.position, "batch": self.position["batch"] + 1, "step": self.position["step"] + 1}
+        self._before = None
+
+    def _undo_partial_step(self) -> None:
+        """Put back the buffers (batch-norm running statistics) that a step's forward pass changed."""
+        if self._before is not None:
+            with torch.no_grad():
+                for b, saved in zip(self.flow.buffers(), self._before):
+                    b.copy_(saved)
+            self._before = None
+
+    def _skipped(self) -> None:
+        self.events.on_message(f"warning: non-finite loss or gradient at step {self.position['step'] - 1}; "
+                               "step skipped")
+        if self.guard.skipped():
+            self._rollback(f"{self.cfg.max_bad_steps} non-finite steps in a row")
+
+    def _rollback(self, why: str) -> None:
+        lr = self.guard.rollback()
+        self.events.on_message(f"warning: {why} at step {self.position['step']}; rolled back to the last good state "
+                               f"(step {self.guard.good.position['step']}) and lowered the learning rate to {lr:.3g}")
 
     def validate(self) -> float | None:
         if self.val_idx.numel() == 0:
@@ -205,30 +224,59 @@ class Trainer:
         return float(scores["bits_per_dim"].mean())
 
     def run(self) -> TrainResult:
+        """Train until done. SIGINT/SIGTERM stop after the current step with its state saved.
+
+        Raises:
+            TrainingDiverged: every roll-back allowed was spent; the last good state was saved first.
+            OutputError: ``out`` exists (a fresh run without ``overwrite``) or is being trained elsewhere.
+        """
         start, total = time.time(), self.total_steps()
-        self.events.on_start(total, min(self.position["step"], total))
-        try:
-            self._epochs(total)
-        except KeyboardInterrupt:
-            self.save()  # the state between two steps: resuming continues from the next batch
-            return TrainResult(self.flow, self.position["step"], self.history, time.time() - start, True,
-                               checkpoint_path(self.out))
-        return TrainResult(self.flow, self.position["step"], self.history, time.time() - start, False,
-                           checkpoint_path(self.out))
+        with file_lock(self.out, timeout=0), self.stop.catching():
+            self._check_out()
+            self.events.on_start(total, min(self.position["step"], total))
+            try:
+                self._epochs(total)
+            except KeyboardInterrupt:
+                self._undo_partial_step()
+                self.stop.request("SIGINT")
+            except TrainingDiverged as exc:
+                self._give_up(exc)
+            if self.stop.signal:
+                with contextlib.suppress(KeyboardInterrupt), self.stop.critical():
+                    self.save()
+        return TrainResult(self.flow, self.position["step"], self.history, time.time() - start,
+                           interrupted=self.stop.signal is not None, checkpoint=checkpoint_path(self.out),
+                           signal=self.stop.signal)
+
+    def _check_out(self) -> None:
+        if self.resumed or self.overwrite:
+            return
+        for path in (self.out, checkpoint_path(self.out)):
+            if path.exists():
+                raise OutputError(f"{path} exists; pass --resume to continue training it or --overwrite to replace it")
+
+    def _give_up(self, exc: TrainingDiverged) -> None:
+        good = self.guard.restore_good()
+        self.position, self.history = copy.deepcopy(good.position), self.history[: good.history_length]
+        with self.stop.critical():
+            self.save()
+        raise TrainingDiverged(f"training diverged: {exc}; kept the last finite model (step {good.position['step']}) "
+                               f"in {self.out}; try a smaller --lr") from None
 
     def _epochs(self, total: int) -> None:
-        while self.position["epoch"] < self.cfg.epochs and self.position["step"] < total:
-            batches, sums = self._batches(self.position["epoch"]), {"ll": 0.0, "n": 0, "neg_ll": 0.0, "neg_n": 0}
-            while self.position["batch"] < len(batches) and self.position["step"] < total:
-                metrics = self._step(batches[self.position["batch"]])
-                self._advance(metrics, sums)
-            self._end_epoch(sums, finished=self.position["batch"] >= len(batches))
+        while self.position["epoch"] < self.cfg.epochs and self.position["step"] < total and not self.stop.signal:
+            batches = self._batches(self.position["epoch"])
+            if self.position["batch"] == 0:
+                self.position["sums"] = _zero_sums()
+            while self.position["batch"] < len(batches) and self.position["step"] < total and not self.stop.signal:
+                self._advance(self._step(batches[self.position["batch"]]))
+            if not self.stop.signal:
+                self._end_epoch(finished=self.position["batch"] >= len(batches))
 
-    def _advance(self, metrics: dict | None, sums: dict) -> None:
-        # position and state change together, between steps, so an interrupt always sees a consistent pair
-        self.position = {**self.position, "batch": self.position["batch"] + 1, "step": self.position["step"] + 1}
+    def _advance(self, metrics: dict | None) -> None:
         if metrics is None:
             return
+        sums = self.position["sums"]
         report = {"bpd": _bpd(metrics["ll"], self.flow.dim)}
         if "neg_ll" in metrics:
             report["ll"], report["neg_ll"] = float(metrics["ll"].mean()), float(metrics["neg_ll"].mean())
@@ -237,26 +285,35 @@ class Trainer:
         sums["ll"] += float(metrics["ll"].sum())
         sums["n"] += metrics["ll"].numel()
         if self.position["step"] % SNAPSHOT_EVERY == 0:
-            self.snapshot = self._snapshot()
+            self._checkpoint()
         self.events.on_step(self.position["step"], report)
 
-    def _end_epoch(self, sums: dict, finished: bool) -> None:
+    def _checkpoint(self) -> None:
+        """Take the current state as good (when it is all finite) and save it; else roll back."""
+        if not self.guard.mark_good(self.position, len(self.history)):
+            self._rollback("non-finite batch-norm statistics")
+            return
+        with self.stop.critical():
+            self.save()
+
+    def _end_epoch(self, finished: bool) -> None:
+        sums = self.position["sums"]
         train_bpd = _bpd(torch.tensor(sums["ll"] / max(sums["n"], 1)), self.flow.dim) if sums["n"] else None
         summary = {"epoch": self.position["epoch"] + 1, "step": self.position["step"], "train_bpd": train_bpd,
                    "val_bpd": self.validate(), "complete": finished}
         if sums["neg_n"]:  # negative training: the mean log-likelihood (nats) of the negatives seen this epoch
             summary["train_ll"] = sums["ll"] / max(sums["n"], 1)
             summary["negative_ll"] = sums["neg_ll"] / sums["neg_n"]
-        self.history.append(summary)
-        if finished:
-            self.position = {**self.position, "epoch": self.position["epoch"] + 1, "batch": 0}
-        self.snapshot = self._snapshot()
-        self.save()
+        with self.stop.critical():
+            self.history.append(summary)
+            if finished:
+                self.position = {**self.position, "epoch": self.position["epoch"] + 1, "batch": 0}
+        self._checkpoint()
         self.events.on_epoch(summary)
 
 
-def _bpd(ll: Tensor, dim: int) -> float:
-    return float(-ll.double().mean() / (dim * math.log(2)))
+def _zero_sums() -> dict:
+    return {"ll": 0.0, "n": 0, "neg_ll": 0.0, "neg_n": 0}
 
 
 def _plain(obj):
