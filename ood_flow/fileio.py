@@ -69,22 +69,27 @@ PNG = Kind("a PNG image", _starts_with(_PNG_MAGIC))
 # ---------------------------------------------------------------- names
 
 
-def _name_max(folder: Path) -> int:
+def name_max(folder: Path) -> int:
+    """The longest file name (bytes) the file system of ``folder`` allows (255 where it cannot tell)."""
     try:
         return os.pathconf(folder, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):
         return 255
 
 
-def _stem(path: Path) -> str:
-    """The part of the temporary and lock names that stands for ``path.name``; it fits the name limit."""
-    name, limit = path.name, _name_max(path.parent)
-    room = limit - len(".") - len(f".oodflow-{'9' * _PID_DIGITS}-xxxxxxxx.tmp")
-    if len(os.fsencode(name)) <= room:
+def shorten(name: str, limit: int) -> str:
+    """``name`` if it fits in ``limit`` bytes, else its head and a hash of all of it (``head~0123abcd4567``)."""
+    if len(os.fsencode(name)) <= limit:
         return name
     digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:12]
-    head = os.fsencode(name)[: room - len(digest) - 1].decode("utf-8", errors="ignore")
+    head = os.fsencode(name)[: limit - len(digest) - 1].decode("utf-8", errors="ignore")
     return f"{head}~{digest}"
+
+
+def _stem(path: Path) -> str:
+    """The part of the temporary and lock names that stands for ``path.name``; it fits the name limit."""
+    room = name_max(path.parent) - len(".") - len(f".oodflow-{'9' * _PID_DIGITS}-xxxxxxxx.tmp")
+    return shorten(path.name, room)
 
 
 def temp_path(path: str | os.PathLike) -> Path:
@@ -164,9 +169,9 @@ def check_output(path: str | os.PathLike, *, overwrite: bool = False, kind: Kind
     folder = path.parent
     if not folder.is_dir():
         raise OutputError(f"{path}: no such folder {folder}")
-    if len(os.fsencode(path.name)) > _name_max(folder):
+    if len(os.fsencode(path.name)) > name_max(folder):
         raise OutputError(f"{path}: file name too long ({len(os.fsencode(path.name))} bytes; this file system "
-                          f"allows {_name_max(folder)})")
+                          f"allows {name_max(folder)})")
     if path.is_dir():
         raise OutputError(f"{path} is a folder; give a file name")
     if os.path.lexists(path):

@@ -16,16 +16,21 @@ from typing import Any
 import torch
 
 from ood_flow.errors import ModelFileError
-from ood_flow.fileio import atomic_write
+from ood_flow.fileio import atomic_write, name_max, shorten
 from ood_flow.flows.io import MODEL_FILE, header, load_checkpoint
 from ood_flow.train.config import TrainConfig
 
 CHECKPOINT_FORMAT = "oodflow-checkpoint"
+CHECKPOINT_SUFFIX = ".ckpt.pt"
 
 
 def checkpoint_path(model_path: str | Path) -> Path:
+    """``m.pt`` -> ``m.ckpt.pt`` beside it; a stem too long for the file system with the suffix is
+    shortened with a hash of it (:func:`~ood_flow.fileio.shorten`), so every model name that fits has a
+    checkpoint."""
     model_path = Path(model_path)
-    return model_path.with_name(model_path.stem + ".ckpt.pt")
+    room = name_max(model_path.parent) - len(CHECKPOINT_SUFFIX)
+    return model_path.with_name(shorten(model_path.stem, room) + CHECKPOINT_SUFFIX)
 
 
 def save_checkpoint(path: Path, flow, optimizer, position: dict, cfg: TrainConfig, info: dict) -> None:
