@@ -5,6 +5,7 @@ with ``torch.load(weights_only=True)``, ``.safetensors`` with safetensors.
 """
 
 import importlib.util
+import pickle
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -45,6 +46,12 @@ def read_state_dict(path: str | Path) -> StateDict:
             raise InputError(f"{path}: weights must be .safetensors or one of {', '.join(TORCH_SUFFIXES)}")
     except InputError:
         raise
+    except pickle.UnpicklingError as e:  # torch's text advises turning weights_only off: never repeat it
+        if "Unsupported global" not in str(e):
+            raise InputError(f"{path}: cannot read weights (corrupt, or not a weights file)") from None
+        raise InputError(f"{path}: not a plain state dict: it holds pickled Python objects, which are never "
+                         "loaded; save the weights with torch.save(model.state_dict(), path) or as .safetensors") \
+            from None
     except Exception as e:  # torch and safetensors raise many kinds for a bad file
         raise InputError(f"{path}: cannot read weights ({type(e).__name__}: {_first_line(e)})") from e
     return _unwrap(raw, path)
