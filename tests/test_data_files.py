@@ -317,3 +317,20 @@ def test_table_options_only_for_csv(tmp_path):
     np.save(tmp_path / "f.npy", np.zeros((2, 2)))
     with pytest.raises(InputError, match="apply to CSV sources only"):
         load_source(str(tmp_path / "f.npy"), columns=["a"])
+
+
+def test_a_folder_of_mixed_sizes_loads_at_one_size_when_asked(tmp_path):
+    from ood_flow.data.conform import resize_images
+    from ood_flow.data.images import decode_image
+
+    rng = np.random.default_rng(0)
+    for i, (w, h) in enumerate([(8, 8), (12, 10), (5, 16)]):
+        Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    with pytest.raises(InputError, match="differ in size"):
+        load_source(str(tmp_path))
+    ds = load_source(str(tmp_path), image_size=(8, 8))
+    assert ds.x.shape == (3, 1, 8, 8) and "[images read at 8x8]" in ds.source
+    for i in range(3):
+        raw = torch.from_numpy(decode_image(tmp_path / f"{i}.png"))[None]
+        want = raw if i == 0 else resize_images(raw, (8, 8))
+        assert torch.equal(ds.x[i : i + 1], want)

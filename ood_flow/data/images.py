@@ -87,12 +87,14 @@ def _reason(exc: BaseException) -> str:
 
 
 def load_image_files(
-    paths: list[Path], where: str, *, limit: int | None, skip_invalid: bool
+    paths: list[Path], where: str, *, limit: int | None, skip_invalid: bool, size: tuple[int, int] | None = None
 ) -> tuple[torch.Tensor, list[str], list[tuple[str, str]]]:
     """Decode ``paths`` in order until ``limit`` images are read.
 
-    All images must share one height and width; grayscale images are repeated to
-    three channels when any image is in colour.
+    All images must share one height and width, unless ``size`` (height, width) is given: then each
+    image of another size is resized to it as it is read (bilinear with antialiasing, as
+    :func:`~ood_flow.data.conform.resize_images`), so a folder of mixed sizes loads. Grayscale images
+    are repeated to three channels when any image is in colour.
 
     Returns:
         ``(x, ids, skipped)``: uint8 ``(N, C, H, W)``, the path of each image, and
@@ -108,6 +110,8 @@ def load_image_files(
                 raise InputError(f"cannot read image {path}: {reason}; pass --skip-invalid to skip such files")
             skipped.append((str(path), reason))
             continue
+        if size is not None and a.shape[1:] != tuple(size):
+            a = _resized(a, size)
         _check_size(a, arrays, path, ids)
         arrays.append(a)
         ids.append(str(path))
@@ -115,6 +119,12 @@ def load_image_files(
         first_bad = f", first: {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
         raise InputError(f"{where}: no readable images ({len(skipped)} skipped{first_bad})")
     return _stack(arrays), ids, skipped
+
+
+def _resized(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from ood_flow.data.conform import resize_images
+
+    return resize_images(torch.from_numpy(a)[None], size)[0].numpy()
 
 
 def _check_size(a: np.ndarray, arrays: list[np.ndarray], path: Path, ids: list[str]) -> None:
@@ -134,17 +144,19 @@ def _stack(arrays: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays))
 
 
-def load_folder(folder: Path, *, limit: int | None, skip_invalid: bool) -> Dataset:
-    """All images under ``folder`` (recursive, sorted by path) as one dataset."""
+def load_folder(folder: Path, *, limit: int | None, skip_invalid: bool, size: tuple[int, int] | None = None) -> Dataset:
+    """All images under ``folder`` (recursive, sorted by path) as one dataset; with ``size``
+    (height, width), images of other sizes are resized to it as they are read."""
     paths = list_images(folder)
     if not paths:
         raise InputError(
             f"folder {folder} contains no images ({', '.join(s[1:] for s in IMAGE_SUFFIXES)})"
         )
-    x, ids, skipped = load_image_files(paths, f"folder {folder}", limit=limit, skip_invalid=skip_invalid)
+    x, ids, skipped = load_image_files(paths, f"folder {folder}", limit=limit, skip_invalid=skip_invalid, size=size)
+    note = f" [images read at {size[1]}x{size[0]}]" if size is not None else ""
     return Dataset(
         x=x, ids=np.array(ids, dtype=str), labels=None, kind="image",
-        name=folder.resolve().name, source=str(folder.resolve()), skipped=skipped,
+        name=folder.resolve().name, source=str(folder.resolve()) + note, skipped=skipped,
     )
 
 

@@ -37,6 +37,7 @@ def load_source(
     columns: list[str] | None = None,
     label_column: str | None = None,
     class_value: str | None = None,
+    image_size: tuple[int, int] | None = None,
 ) -> Dataset:
     """Load a SOURCE (see the module docstring) as a :class:`Dataset`.
 
@@ -53,6 +54,8 @@ def load_source(
         label_column: CSV column holding the labels; dropped from the features.
         class_value: keep only samples with this label (a number or a label name),
             before ``limit`` is applied.
+        image_size: (height, width) to read a folder's images at, resizing each image of
+            another size (so a folder of mixed sizes loads); other sources ignore it.
 
     Returns:
         The samples; ``name`` is the default score-group name and ``source`` the
@@ -75,7 +78,7 @@ def load_source(
     if path is None:
         ds = _load_named(spec, split, data_dir, inner_limit, skip_invalid, download)
     else:
-        ds = _load_path(path, key, inner_limit, skip_invalid, columns, label_column)
+        ds = _load_path(path, key, inner_limit, skip_invalid, columns, label_column, image_size)
     if class_value is not None:
         ds = select_class(ds, str(class_value))
     ds = first(ds, limit)
@@ -100,13 +103,13 @@ def _as_path(spec: str) -> tuple[Path | None, str | None]:
 
 
 def _load_path(path: Path, key: str | None, limit: int | None, skip_invalid: bool,
-               columns: list[str] | None, label_column: str | None) -> Dataset:
+               columns: list[str] | None, label_column: str | None, image_size: tuple[int, int] | None) -> Dataset:
     if not path.exists():
         raise InputError(f"cannot read {path}: broken link")
     if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
         raise InputError(f"cannot read {path}: permission denied")
     if path.is_dir():
-        return load_folder(path, limit=limit, skip_invalid=skip_invalid)
+        return load_folder(path, limit=limit, skip_invalid=skip_invalid, size=image_size)
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return load_image_file(path)
