@@ -1,7 +1,7 @@
 """The guard against non-finite training: a step never leaves NaN or inf in the weights.
 
 A step whose loss or gradient norm is not finite is skipped (the batch-norm statistics its forward
-pass touched are put back). Weights that are not finite after a step, or ``max_bad_steps``
+pass touched are put back). Weights or statistics that are not finite after a step, or ``max_bad_steps``
 skipped steps in a row, roll the model and the optimiser back to the last *good* state (every
 weight and statistic checked finite when it was taken) with half the learning rate. After
 ``max_rollbacks`` roll-backs the run gives up (:class:`TrainingDiverged`) and the caller keeps the
@@ -46,14 +46,15 @@ class Guard:
 
     def mark_good(self, position: dict, history_length: int) -> bool:
         """Take the current state as the good one if all of it is finite; False (nothing taken) otherwise."""
-        if first_non_finite(self.flow.state_dict().items()) is not None:
+        if not self.state_finite():
             return False
         self.good = GoodState(copy.deepcopy(self.flow.state_dict()), copy.deepcopy(self.optimizer.state_dict()),
                               copy.deepcopy(position), history_length)
         return True
 
-    def weights_finite(self) -> bool:
-        return first_non_finite(self.flow.named_parameters()) is None
+    def state_finite(self) -> bool:
+        """Whether every weight and statistic (batch-norm running statistics included) is finite."""
+        return first_non_finite(self.flow.state_dict().items()) is None
 
     def skipped(self) -> bool:
         """Count one skipped step; True when as many in a row as allowed were skipped (roll back now)."""

@@ -189,8 +189,8 @@ class Trainer:
             self.optimizer.step()
             self._move()
         self.guard.stepped()
-        if not self.guard.weights_finite():
-            self._rollback("non-finite weights after the step")
+        if not self.guard.state_finite():
+            self._rollback("non-finite weights or statistics after the step")
             return None
         return metrics
 
