@@ -13,18 +13,20 @@ from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
+import torch
 import typer
 
 from ood_flow import __version__
 from ood_flow.cli import common, options
-from ood_flow.data import conform, load_source
+from ood_flow.data import open_source
+from ood_flow.data.conform import conform_source
 from ood_flow.errors import GateFailed, InputError, ScoreFileError
 from ood_flow.fileio import sha256_file
 from ood_flow.flows import load_model
 from ood_flow.score.complexity import COMPRESSORS
 from ood_flow.score.gate import Gate, fit_gate, ood_fraction, parse_reference
-from ood_flow.score.likelihood import sample_keys
-from ood_flow.score.methods import METHODS, ScoreContext, check, compute, get_method, total_passes
+from ood_flow.score.batched import Scored, check_methods, score_batches
+from ood_flow.score.methods import METHODS, ScoreContext, get_method, total_passes
 from ood_flow import store
 
 METHOD_HELP = " ".join(f"{m.name}: {m.help}" for m in METHODS.values())
@@ -107,18 +109,19 @@ def score(
     background = _load_background(background_model, methods, flows[0], dev, quiet)
     _check_members(model, flows, quiet, methods)
     gate = _reference_gate(reference, tpr, gate_score, model) if reference else None
-    ds = load_source(source, split="test", data_dir=data_dir, limit=limit, skip_invalid=skip_invalid,
-                     columns=options.split_columns(columns), label_column=label_column, class_value=class_value)
-    ds = conform(ds, flows[0].input_shape, resize=resize, grayscale=grayscale, rgb=rgb)
-    group = name or ds.name
+    src = open_source(source, split="test", data_dir=data_dir, limit=limit, skip_invalid=skip_invalid,
+                      columns=options.split_columns(columns), label_column=label_column, class_value=class_value)
+    src, transform = conform_source(src, flows[0].input_shape, resize=resize, grayscale=grayscale, rgb=rgb)
+    group = name or src.name
     if out is not None:
         _check_group_free(out, group, overwrite)
-    for path, reason in ds.skipped:
-        common.message(f"skipped {path}: {reason}", quiet)
-    ctx = ScoreContext(flows, ds.x, sample_keys(ds.ids), batch_size, dequant_samples, seed,
+    ctx = ScoreContext(flows, torch.zeros(0), torch.zeros(0, dtype=torch.int64), batch_size, dequant_samples, seed,
                        options={"compressor": compressor}, background=background)
-    arrays = _compute(methods, ctx, group, quiet)
-    attrs = {**_provenance(ds, model, methods, seed, dequant_samples, background_model), **ctx.attrs}
+    ds = _compute(methods, ctx, src, transform, group, quiet)
+    for path, reason in src.skipped:
+        common.message(f"skipped {path}: {reason}", quiet)
+    arrays = ds.arrays
+    attrs = {**_provenance(src, ds, model, methods, seed, dequant_samples, background_model), **ctx.attrs}
     if gate is not None:
         arrays["is_ood"] = gate.flags(arrays[gate_score])
         attrs.update(gate.attrs(arrays["is_ood"]))
@@ -188,40 +191,44 @@ def _check_group_free(out: Path, group: str, overwrite: bool) -> None:
         raise ScoreFileError(f"{out}: group {group!r} already exists; pass --overwrite to replace it")
 
 
-def _compute(methods, ctx: ScoreContext, label: str, quiet: bool) -> dict[str, np.ndarray]:
-    check(methods, ctx)  # before the progress bar: an error is then the only line on stderr
+def _compute(methods, ctx: ScoreContext, src, transform, label: str, quiet: bool) -> Scored:
+    # before the progress bar: an error is then the only line on stderr
+    check_methods(methods, ctx, ctx.flow.input_shape, src.kind == "image")
     bar = common.progress(quiet)
     with bar:
-        n = ctx.x.shape[0] * total_passes(methods, len(ctx.flows))
+        n = len(src) * total_passes(methods, len(ctx.flows))
         task = bar.add_task("score", total=n, info=label)
-        ctx.progress = lambda k: bar.advance(task, k)
-        arrays = compute(methods, ctx)
+        scored = score_batches(methods, src.batches(ctx.batch_size, transform), ctx,
+                               progress=lambda k: bar.advance(task, k))
+        bar.update(task, total=len(scored) * total_passes(methods, len(ctx.flows)))
+    scored.skipped = list(src.skipped)
     for note in ctx.notes:
         common.message(f"warning: {note}", quiet)
-    return arrays
+    return scored
 
 
-def _ids_labels(ds) -> dict[str, np.ndarray]:
+def _ids_labels(ds: Scored) -> dict[str, np.ndarray]:
     out = {"id": np.asarray(ds.ids, dtype=str)}
     if ds.labels is not None:
         out["label"] = np.asarray(ds.labels, dtype=np.int64)
     return out
 
 
-def _provenance(ds, models: list[Path], methods, seed: int, dequant_samples: int, background: Optional[Path]) -> dict:
+def _provenance(src, ds: Scored, models: list[Path], methods, seed: int, dequant_samples: int,
+                background: Optional[Path]) -> dict:
     attrs = {
-        "source": ds.source,
+        "source": src.source,
         "model": [str(Path(m).resolve()) for m in models] if len(models) > 1 else str(Path(models[0]).resolve()),
         "model_sha256": [sha256_file(m) for m in models] if len(models) > 1 else sha256_file(models[0]),
         "method": [m.name for m in methods],
         "seed": seed,
-        "dequantization": f"uniform, {dequant_samples} draw(s), noise = f(seed, sample id)" if ds.kind == "image" else "none",
+        "dequantization": f"uniform, {dequant_samples} draw(s), noise = f(seed, sample id)" if src.kind == "image" else "none",
         "batchnorm": "eval (stored statistics)",
         "oodflow_version": __version__,
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "n_samples": len(ds),
-        "skipped": json.dumps([{"path": p, "reason": r} for p, r in ds.skipped]),
-        "label_names": list(ds.label_names) if ds.label_names else [],
+        "skipped": json.dumps([{"path": p, "reason": r} for p, r in src.skipped]),
+        "label_names": list(src.label_names) if src.label_names else [],
     }
     if background is not None and "likelihood-ratio" in attrs["method"]:
         attrs.update(background_model=str(Path(background).resolve()), background_model_sha256=sha256_file(background))

@@ -3,6 +3,8 @@
 - :func:`load_source` turns a SOURCE (a folder or file of images, an array, HDF5 or
   CSV file, or a dataset ``NAME[:SPLIT]`` of :data:`DATASETS`) into a :class:`Dataset`:
   uint8 images ``(N, C, H, W)`` or float32 vectors ``(N, D)`` with ids and labels.
+- :func:`open_source` opens the same SOURCE as a :class:`Source` that is read in fixed-size
+  batches, image files decoded (and converted) per image in DataLoader workers.
 - :func:`conform` checks a dataset against a model's input shape and converts it
   (resize, grayscale, rgb) where the caller allows.
 - :func:`default_data_root` is where named datasets live: ``--data-dir``, else
@@ -13,6 +15,8 @@ from ood_flow.data.conform import conform
 from ood_flow.data.dataset import Dataset
 from ood_flow.data.download import default_data_root
 from ood_flow.data.registry import DATASETS, DatasetEntry
-from ood_flow.data.source import load_source
+from ood_flow.data.source import load_source, open_source
+from ood_flow.data.stream import Batch, Source
 
-__all__ = ["DATASETS", "Dataset", "DatasetEntry", "conform", "default_data_root", "load_source"]
+__all__ = ["DATASETS", "Batch", "Dataset", "DatasetEntry", "Source", "conform", "default_data_root", "load_source",
+           "open_source"]

@@ -83,26 +83,31 @@ def first(ds: Dataset, limit: int | None) -> Dataset:
 
 def select_class(ds: Dataset, value: str) -> Dataset:
     """The samples whose label equals ``value`` (a label number or a label name)."""
-    if ds.labels is None:
-        raise InputError(f"{ds.name}: cannot select class {value!r}: the source has no labels")
-    code = _label_code(ds, value)
-    keep = ds.labels == code
-    if not keep.any():
-        present = ", ".join(str(v) for v in np.unique(ds.labels)[:20])
-        raise InputError(f"{ds.name}: no sample has label {value!r}; labels present: {present}")
-    out = take(ds, keep)
+    out = take(ds, class_mask(ds.name, ds.labels, ds.label_names, value))
     return dataclasses.replace(out, source=f"{ds.source} [class {value}]")
 
 
-def _label_code(ds: Dataset, value: str) -> int | None:
-    if ds.label_names is not None and value in ds.label_names:
-        return ds.label_names.index(value)
+def class_mask(name: str, labels: np.ndarray | None, label_names: list[str] | None, value: str) -> np.ndarray:
+    """Which samples have label ``value`` (a label number or a label name); raises if none or no labels."""
+    if labels is None:
+        raise InputError(f"{name}: cannot select class {value!r}: the source has no labels")
+    code = _label_code(name, label_names, value)
+    keep = labels == code
+    if not keep.any():
+        present = ", ".join(str(v) for v in np.unique(labels)[:20])
+        raise InputError(f"{name}: no sample has label {value!r}; labels present: {present}")
+    return keep
+
+
+def _label_code(name: str, label_names: list[str] | None, value: str) -> int | None:
+    if label_names is not None and value in label_names:
+        return label_names.index(value)
     try:
         number = float(value)
     except ValueError:
-        names = ", ".join(ds.label_names or [])
+        names = ", ".join(label_names or [])
         raise InputError(
-            f"{ds.name}: class {value!r} is not a label number" + (f" or one of: {names}" if names else "")
+            f"{name}: class {value!r} is not a label number" + (f" or one of: {names}" if names else "")
         ) from None
     return int(number) if number == int(number) else None
 

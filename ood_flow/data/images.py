@@ -1,15 +1,16 @@
-"""Image files and folders of image files, decoded with PIL one file at a time."""
+"""Image files and folders of image files, decoded with PIL one file at a time as they are read."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ood_flow.data.dataset import Dataset
+from ood_flow.data.stream import Decoder, Source
 from ood_flow.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -45,13 +46,14 @@ def decode_image(path: Path) -> np.ndarray:
     Raises:
         InputError: the file cannot be read or is not a complete image.
     """
-    a, reason = _try_decode(path)
+    a, reason = read_image(path)
     if a is None:
         raise InputError(f"cannot read image {path}: {reason}")
     return a
 
 
-def _try_decode(path: Path) -> tuple[np.ndarray | None, str]:
+def read_image(path: Path) -> tuple[np.ndarray | None, str]:
+    """``(uint8 (C, H, W), "")`` for a readable image file, else ``(None, reason)`` (see :func:`decode_image`)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -86,84 +88,43 @@ def _reason(exc: BaseException) -> str:
     return text.strip(" :'\"") or type(exc).__name__
 
 
-def load_image_files(
-    paths: list[Path], where: str, *, limit: int | None, skip_invalid: bool, size: tuple[int, int] | None = None
-) -> tuple[torch.Tensor, list[str], list[tuple[str, str]]]:
-    """Decode ``paths`` in order until ``limit`` images are read.
-
-    All images must share one height and width, unless ``size`` (height, width) is given: then each
-    image of another size is resized to it as it is read (bilinear with antialiasing, as
-    :func:`~ood_flow.data.conform.resize_images`), so a folder of mixed sizes loads. Grayscale images
-    are repeated to three channels when any image is in colour.
-
-    Returns:
-        ``(x, ids, skipped)``: uint8 ``(N, C, H, W)``, the path of each image, and
-        ``(path, reason)`` for files skipped because ``skip_invalid`` is set.
-    """
-    arrays, ids, skipped = [], [], []
-    for path in paths:
-        if limit is not None and len(arrays) >= limit:
-            break
-        a, reason = _try_decode(path)
-        if a is None:
-            if not skip_invalid:
-                raise InputError(f"cannot read image {path}: {reason}; pass --skip-invalid to skip such files")
-            skipped.append((str(path), reason))
-            continue
-        if size is not None and a.shape[1:] != tuple(size):
-            a = _resized(a, size)
-        _check_size(a, arrays, path, ids)
-        arrays.append(a)
-        ids.append(str(path))
-    if not arrays:
-        first_bad = f", first: {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
-        raise InputError(f"{where}: no readable images ({len(skipped)} skipped{first_bad})")
-    return _stack(arrays), ids, skipped
+def files_source(paths: list[Path], *, where: str, name: str, source: str, limit: int | None,
+                 skip_invalid: bool, labels: np.ndarray | None = None, label_names: list[str] | None = None,
+                 decode: Decoder = read_image) -> Source:
+    """Image files read on demand, in the given order (see :class:`~ood_flow.data.stream.Source`)."""
+    return Source(items=list(paths), ids=np.array([str(p) for p in paths], dtype=str), labels=labels, kind="image",
+                  name=name, source=source, label_names=label_names, decode=decode, limit=limit,
+                  skip_invalid=skip_invalid, where=where)
 
 
-def _resized(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from ood_flow.data.conform import resize_images
-
-    return resize_images(torch.from_numpy(a)[None], size)[0].numpy()
-
-
-def _check_size(a: np.ndarray, arrays: list[np.ndarray], path: Path, ids: list[str]) -> None:
-    if arrays and a.shape[1:] != arrays[0].shape[1:]:
-        h0, w0 = arrays[0].shape[1:]
-        h, w = a.shape[1:]
-        raise InputError(
-            f"images differ in size: {path} is {w}x{h} but {ids[0]} is {w0}x{h0} (width x height); "
-            "make them one size first"
-        )
-
-
-def _stack(arrays: list[np.ndarray]) -> torch.Tensor:
-    channels = max(a.shape[0] for a in arrays)
-    if channels == 3:
-        arrays = [np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a for a in arrays]
-    return torch.from_numpy(np.stack(arrays))
-
-
-def load_folder(folder: Path, *, limit: int | None, skip_invalid: bool, size: tuple[int, int] | None = None) -> Dataset:
-    """All images under ``folder`` (recursive, sorted by path) as one dataset; with ``size``
-    (height, width), images of other sizes are resized to it as they are read."""
+def folder_source(folder: Path, *, limit: int | None, skip_invalid: bool,
+                  size: tuple[int, int] | None = None) -> Source:
+    """All images under ``folder`` (recursive, sorted by path), decoded as they are read; with ``size``
+    (height, width), :meth:`Source.load` resizes each image of another size to it (bilinear with
+    antialiasing, as :func:`~ood_flow.data.conform.resize_images`), so a folder of mixed sizes loads."""
     paths = list_images(folder)
     if not paths:
         raise InputError(
             f"folder {folder} contains no images ({', '.join(s[1:] for s in IMAGE_SUFFIXES)})"
         )
-    x, ids, skipped = load_image_files(paths, f"folder {folder}", limit=limit, skip_invalid=skip_invalid, size=size)
     note = f" [images read at {size[1]}x{size[0]}]" if size is not None else ""
-    return Dataset(
-        x=x, ids=np.array(ids, dtype=str), labels=None, kind="image",
-        name=folder.resolve().name, source=str(folder.resolve()) + note, skipped=skipped,
-    )
+    src = files_source(paths, where=f"folder {folder}", name=folder.resolve().name,
+                       source=str(folder.resolve()) + note, limit=limit, skip_invalid=skip_invalid)
+    return dataclasses.replace(src, read_size=None if size is None else tuple(size))
+
+
+def file_source(path: Path) -> Source:
+    """One image file as a source of one sample; an unreadable file is always an error."""
+    source = files_source([path], where=str(path), name=path.stem, source=str(path.resolve()), limit=None,
+                          skip_invalid=False)
+    return dataclasses.replace(source, skip_hint=False)
+
+
+def load_folder(folder: Path, *, limit: int | None, skip_invalid: bool, size: tuple[int, int] | None = None) -> Dataset:
+    """All images under ``folder`` read whole (see :func:`folder_source`)."""
+    return folder_source(folder, limit=limit, skip_invalid=skip_invalid, size=size).load()
 
 
 def load_image_file(path: Path) -> Dataset:
     """One image file as a dataset of one sample."""
-    x = torch.from_numpy(np.array(decode_image(path)[None]))
-    return Dataset(
-        x=x, ids=np.array([str(path)], dtype=str), labels=None, kind="image",
-        name=path.stem, source=str(path.resolve()),
-    )
+    return file_source(Path(path)).load()

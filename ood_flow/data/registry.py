@@ -11,6 +11,7 @@ import numpy as np
 
 from ood_flow.data.cifar import load_cifar10
 from ood_flow.data.dataset import Dataset, LoadRequest, row_ids, to_images
+from ood_flow.data.stream import Source
 from ood_flow.data.tabular import load_hepmass, load_miniboone
 from ood_flow.data.vision import (DIGITS, FASHION_CLASSES, LETTERS, load_celeba, load_fashionmnist,
                                   load_mnist, load_notmnist, load_svhn)
@@ -23,7 +24,8 @@ class DatasetEntry:
 
     Attributes:
         name: the name used on the command line.
-        loader: builds the :class:`Dataset` for a :class:`LoadRequest`.
+        loader: builds the :class:`Dataset` (rows in memory) or the
+            :class:`~ood_flow.data.stream.Source` (files read on demand) for a :class:`LoadRequest`.
         splits: the valid splits; the first is the default where the caller's
             default split does not exist and there is only one.
         kind: ``"image"`` or ``"vector"``.
@@ -33,7 +35,7 @@ class DatasetEntry:
     """
 
     name: str
-    loader: Callable[[LoadRequest], Dataset]
+    loader: Callable[[LoadRequest], Dataset | Source]
     splits: tuple[str, ...]
     kind: str
     description: str

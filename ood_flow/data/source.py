@@ -7,6 +7,9 @@ A SOURCE is, in this order of precedence:
   ``images`` dataset) or a ``.csv`` table;
 - ``FILE.npz:KEY`` or ``FILE.h5:KEY``: one named array of such a file;
 - ``NAME[:SPLIT]``: a dataset of :data:`ood_flow.data.DATASETS` under the data root.
+
+:func:`open_source` opens one for reading in batches (image files decoded as they are read, see
+:mod:`ood_flow.data.stream`); :func:`load_source` reads it whole.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import os
 from pathlib import Path
 
 from ood_flow.data.arrays import load_h5, load_npy, load_npz
-from ood_flow.data.dataset import Dataset, LoadRequest, first, select_class
+from ood_flow.data.dataset import Dataset, LoadRequest, class_mask, first, select_class
 from ood_flow.data.download import default_data_root
-from ood_flow.data.images import IMAGE_SUFFIXES, load_folder, load_image_file
+from ood_flow.data.images import IMAGE_SUFFIXES, file_source, folder_source
 from ood_flow.data.registry import DATASETS, get_entry, resolve_split
+from ood_flow.data.stream import Source, replace
 from ood_flow.data.tables import load_csv
 from ood_flow.errors import InputError
 
@@ -39,35 +43,60 @@ def load_source(
     class_value: str | None = None,
     image_size: tuple[int, int] | None = None,
 ) -> Dataset:
-    """Load a SOURCE (see the module docstring) as a :class:`Dataset`.
+    """Load a SOURCE (see the module docstring) whole, as a :class:`Dataset`.
+
+    Takes the arguments of :func:`open_source`; a folder's images must then share one size.
+
+    Example:
+        >>> ds = load_source("demo-mnist:test", limit=10)
+        >>> ds.x.shape, ds.name
+        (torch.Size([10, 1, 28, 28]), 'demo-mnist-test')
+    """
+    return open_source(spec, split=split, data_dir=data_dir, limit=limit, skip_invalid=skip_invalid,
+                       download=download, columns=columns, label_column=label_column, class_value=class_value,
+                       image_size=image_size).load()
+
+
+def open_source(
+    spec: str,
+    *,
+    split: str = "train",
+    data_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+    skip_invalid: bool = False,
+    download: bool = True,
+    columns: list[str] | None = None,
+    label_column: str | None = None,
+    class_value: str | None = None,
+    image_size: tuple[int, int] | None = None,
+) -> Source:
+    """Open a SOURCE (see the module docstring) for reading in batches; image files are decoded as read.
 
     Args:
         spec: the SOURCE text.
         split: the split of a named dataset when ``spec`` names none; a dataset with
             one split (``notmnist``) uses that one instead.
         data_dir: the data root for named datasets (see :func:`default_data_root`).
-        limit: keep the first ``limit`` samples, in the source's order.
-        skip_invalid: skip unreadable image files (listed in ``Dataset.skipped``)
-            instead of failing.
+        limit: keep the first ``limit`` samples, in the source's order (files: readable ones).
+        skip_invalid: skip unreadable image files (listed in ``skipped``) instead of failing.
         download: fetch a missing named dataset where the network and the root allow.
         columns: CSV feature columns by name (default: all but ``label_column``).
         label_column: CSV column holding the labels; dropped from the features.
         class_value: keep only samples with this label (a number or a label name),
             before ``limit`` is applied.
-        image_size: (height, width) to read a folder's images at, resizing each image of
-            another size (so a folder of mixed sizes loads); other sources ignore it.
+        image_size: (height, width) at which :meth:`Source.load` reads a folder's images, resizing
+            each image of another size (so a folder of mixed sizes loads); other sources ignore it.
 
     Returns:
-        The samples; ``name`` is the default score-group name and ``source`` the
-        provenance text.
+        The source; ``name`` is the default score-group name and ``source`` the provenance text.
 
     Raises:
         InputError: a one-line reason, naming the file or dataset at fault.
 
     Example:
-        >>> ds = load_source("demo-mnist:test", limit=10)
-        >>> ds.x.shape, ds.name
-        (torch.Size([10, 1, 28, 28]), 'demo-mnist-test')
+        >>> src = open_source("demo-mnist:test", limit=300)
+        >>> [len(b) for b in src.batches(128)]
+        [128, 128, 44]
     """
     if limit is not None and limit < 1:
         raise InputError(f"limit must be at least 1, got {limit}")
@@ -76,15 +105,32 @@ def load_source(
         raise InputError(f"{spec}: --columns and --label-column apply to CSV sources only")
     inner_limit = None if class_value is not None else limit
     if path is None:
-        ds = _load_named(spec, split, data_dir, inner_limit, skip_invalid, download)
+        src = _load_named(spec, split, data_dir, inner_limit, skip_invalid, download)
     else:
-        ds = _load_path(path, key, inner_limit, skip_invalid, columns, label_column, image_size)
+        src = _load_path(path, key, inner_limit, skip_invalid, columns, label_column, image_size)
+    src = src if isinstance(src, Source) else Source.from_dataset(src)
     if class_value is not None:
-        ds = select_class(ds, str(class_value))
-    ds = first(ds, limit)
+        src = _select_class(src, str(class_value))
+    src = _first(src, limit)
     if limit is not None:
-        ds.source = f"{ds.source} [limit {limit}]"
-    return ds
+        src.source = f"{src.source} [limit {limit}]"
+    return src
+
+
+def _select_class(src: Source, value: str) -> Source:
+    if src.in_memory:
+        return Source.from_dataset(select_class(src.load(), value))
+    keep = class_mask(src.name, src.labels, src.label_names, value)
+    items = [p for p, k in zip(src.items, keep) if k]
+    return replace(src, items=items, ids=src.ids[keep], labels=src.labels[keep], source=f"{src.source} [class {value}]")
+
+
+def _first(src: Source, limit: int | None) -> Source:
+    if limit is None:
+        return src
+    if src.in_memory:
+        return Source.from_dataset(first(src.load(), limit))
+    return replace(src, limit=limit)
 
 
 def _as_path(spec: str) -> tuple[Path | None, str | None]:
@@ -103,16 +149,17 @@ def _as_path(spec: str) -> tuple[Path | None, str | None]:
 
 
 def _load_path(path: Path, key: str | None, limit: int | None, skip_invalid: bool,
-               columns: list[str] | None, label_column: str | None, image_size: tuple[int, int] | None) -> Dataset:
+               columns: list[str] | None, label_column: str | None,
+               image_size: tuple[int, int] | None) -> Dataset | Source:
     if not path.exists():
         raise InputError(f"cannot read {path}: broken link")
     if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
         raise InputError(f"cannot read {path}: permission denied")
     if path.is_dir():
-        return load_folder(path, limit=limit, skip_invalid=skip_invalid, size=image_size)
+        return folder_source(path, limit=limit, skip_invalid=skip_invalid, size=image_size)
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
-        return load_image_file(path)
+        return file_source(path)
     if suffix == ".npy":
         return load_npy(path, limit=limit)
     if suffix == ".npz":
@@ -127,7 +174,7 @@ def _load_path(path: Path, key: str | None, limit: int | None, skip_invalid: boo
 
 
 def _load_named(spec: str, default_split: str, data_dir, limit: int | None, skip_invalid: bool,
-                download: bool) -> Dataset:
+                download: bool) -> Dataset | Source:
     name, sep, split = spec.partition(":")
     if name.lower() not in DATASETS:
         if _looks_like_path(spec):

@@ -5,16 +5,17 @@ Files are read where they lie (a read-only root works); only a download writes.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ood_flow.data.dataset import Dataset, LoadRequest, row_ids, to_images
 from ood_flow.data.download import ensure, missing_error
 from ood_flow.data.idx import read_idx_pair
-from ood_flow.data.images import decode_image, list_images, load_image_files
+from ood_flow.data.images import files_source, list_images, read_image
+from ood_flow.data.stream import Source
 from ood_flow.errors import InputError
 
 DIGITS = [str(d) for d in range(10)]
@@ -91,7 +92,7 @@ def load_fashionmnist(req: LoadRequest) -> Dataset:
     return _idx_images("fashionmnist", "FashionMNIST", req, FASHION_CLASSES)
 
 
-def load_notmnist(req: LoadRequest) -> Dataset:
+def load_notmnist(req: LoadRequest) -> Dataset | Source:
     """notMNIST test letters A-J (labels 0-9).
 
     From ``ROOT/notMNIST/raw/t10k-{images-idx3,labels-idx1}-ubyte[.gz]`` (the
@@ -109,12 +110,12 @@ def load_notmnist(req: LoadRequest) -> Dataset:
                         f" or notMNIST_small's letter folders A..J in {base}/; no download exists for notMNIST")
 
 
-def _notmnist_folders(base: Path, req: LoadRequest) -> Dataset:
+def _notmnist_folders(base: Path, req: LoadRequest) -> Source:
     paths = [p for letter in LETTERS for p in list_images(base / letter)]
-    x, ids, skipped = load_image_files(paths, f"folder {base}", limit=req.limit, skip_invalid=True)
-    labels = np.array([LETTERS.index(Path(p).parent.name) for p in ids], dtype=np.int64)
-    return Dataset(x=x, ids=np.array(ids, dtype=str), labels=labels, kind="image", name=f"notmnist-{req.split}",
-                   source=f"notmnist:{req.split} from {base}", skipped=skipped, label_names=LETTERS)
+    labels = np.array([LETTERS.index(p.parent.name) for p in paths], dtype=np.int64)
+    return files_source(paths, where=f"folder {base}", name=f"notmnist-{req.split}", limit=req.limit,
+                        source=f"notmnist:{req.split} from {base}", skip_invalid=True, labels=labels,
+                        label_names=LETTERS)
 
 
 def load_svhn(req: LoadRequest) -> Dataset:
@@ -150,7 +151,7 @@ CELEBA_SIZE = 32
 _CELEBA_PARTITION = {"train": "0", "val": "1", "test": "2"}
 
 
-def load_celeba(req: LoadRequest) -> Dataset:
+def load_celeba(req: LoadRequest) -> Dataset | Source:
     """CelebA faces (Liu et al. 2015) at 32x32: centre crop 148x148, then PIL bilinear resize.
 
     From torchvision's layout ``ROOT/celeba/img_align_celeba/*.jpg`` with
@@ -168,9 +169,12 @@ def load_celeba(req: LoadRequest) -> Dataset:
            downloader=lambda: DOWNLOADERS["celeba"](req.root, req.split))
     names = _celeba_names(partition, req.split)[: req.limit]
     paths = [folder / "img_align_celeba" / n for n in names]
-    x, ids, skipped = _celeba_images(paths, req)
-    return Dataset(x=x, ids=np.array(ids, dtype=str), labels=None, kind="image", name=f"celeba-{req.split}",
-                   source=f"celeba:{req.split} from {folder} (centre crop 148, resize 32)", skipped=skipped)
+    if not paths:
+        raise InputError(f"celeba:{req.split}: no readable images")
+    source = files_source(paths, where=f"celeba:{req.split}", name=f"celeba-{req.split}", limit=None,
+                          source=f"celeba:{req.split} from {folder} (centre crop 148, resize 32)",
+                          skip_invalid=req.skip_invalid, decode=read_celeba)
+    return dataclasses.replace(source, skip_hint=False)
 
 
 def _celeba_names(partition: Path, split: str) -> list[str]:
@@ -178,19 +182,10 @@ def _celeba_names(partition: Path, split: str) -> list[str]:
     return [r[0] for r in rows if len(r) == 2 and r[1] == _CELEBA_PARTITION[split]]
 
 
-def _celeba_images(paths: list[Path], req: LoadRequest) -> tuple[torch.Tensor, list[str], list]:
-    arrays, ids, skipped = [], [], []
-    for path in paths:
-        try:
-            arrays.append(celeba_crop(decode_image(path)))
-            ids.append(str(path))
-        except InputError as exc:
-            if not req.skip_invalid:
-                raise
-            skipped.append((str(path), str(exc)))
-    if not arrays:
-        raise InputError(f"celeba:{req.split}: no readable images")
-    return torch.from_numpy(np.stack(arrays)), ids, skipped
+def read_celeba(path: Path) -> tuple[np.ndarray | None, str]:
+    """A CelebA file cropped and resized by :func:`celeba_crop`, or ``(None, reason)``."""
+    a, reason = read_image(path)
+    return (None, reason) if a is None else (celeba_crop(a), "")
 
 
 def celeba_crop(a: np.ndarray, crop: int = CELEBA_CROP, size: int = CELEBA_SIZE) -> np.ndarray:
@@ -201,7 +196,7 @@ def celeba_crop(a: np.ndarray, crop: int = CELEBA_CROP, size: int = CELEBA_SIZE)
     top, left = (h - crop) // 2, (w - crop) // 2
     img = Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0)))
     img = img.crop((left, top, left + crop, top + crop)).resize((size, size), Image.BILINEAR)
-    return np.asarray(img).transpose(2, 0, 1)
+    return np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1))
 
 
 def _celeba_sample(sample: Path, req: LoadRequest) -> Dataset:

@@ -1,0 +1,148 @@
+"""Sources read as a stream: the same rows, order, ids and skipped files as reading them whole, in
+fixed-size batches, decoded lazily, with per-image conversion for models and backbones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ood_flow.data import load_source, open_source
+from ood_flow.data.conform import conform, conform_source
+from ood_flow.data.images import read_image
+from ood_flow.errors import InputError
+
+
+def _png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """23 gray 8x6 PNGs in two sub-folders, three corrupt files among them, and a text file."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imgs"
+    for i in range(23):
+        _png(root / f"d{i % 2}" / f"{i:03d}.png", rng.integers(0, 256, (8, 6)))
+    for name in ("d0/004.png", "d1/011.png", "d0/020.png"):
+        (root / name).write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    (root / "notes.txt").write_text("ignored")
+    return root
+
+
+def _expected(root, limit=None):
+    """What reading the folder must give, computed here with PIL alone: readable files in path order."""
+    paths = sorted((p for p in root.rglob("*.png")), key=lambda p: p.as_posix())
+    rows, ids, skipped = [], [], []
+    for p in paths:
+        if limit is not None and len(rows) == limit:
+            break
+        try:
+            with Image.open(p) as img:
+                rows.append(np.asarray(img.convert("L"))[None])
+                ids.append(str(p))
+        except OSError:
+            skipped.append(str(p))
+    return np.stack(rows), ids, skipped
+
+
+def _read(src, batch_size, workers, transform=None):
+    batches = list(src.batches(batch_size, transform, workers=workers))
+    return batches, torch.cat([b.x for b in batches]), [i for b in batches for i in b.ids]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("batch_size,limit", [(4, None), (7, 12), (64, None), (5, 5)])
+def test_batches_give_the_rows_order_ids_and_skips_of_the_files(folder, workers, batch_size, limit):
+    src = open_source(str(folder), skip_invalid=True, limit=limit)
+    batches, x, ids = _read(src, batch_size, workers, transform=lambda t: t)
+    want_x, want_ids, want_skipped = _expected(folder, limit)
+    assert ids == want_ids and np.array_equal(x.numpy(), want_x)
+    assert [p for p, _ in src.skipped] == want_skipped and all(reason for _, reason in src.skipped)
+    assert [len(b) for b in batches[:-1]] == [batch_size] * (len(batches) - 1) and 0 < len(batches[-1]) <= batch_size
+    whole = load_source(str(folder), skip_invalid=True, limit=limit)
+    assert list(whole.ids) == want_ids and np.array_equal(whole.x.numpy(), want_x)
+    assert [p for p, _ in whole.skipped] == want_skipped
+
+
+def test_an_unreadable_file_is_an_error_naming_it_without_skip_invalid(folder):
+    with pytest.raises(InputError, match=r"004\.png.*--skip-invalid"):
+        list(open_source(str(folder)).batches(4, lambda t: t, workers=2))
+
+
+def test_files_are_decoded_as_they_are_read_not_up_front(folder, monkeypatch):
+    decoded = []
+
+    def counting(path):
+        decoded.append(path)
+        return read_image(path)
+
+    src = open_source(str(folder), skip_invalid=True)
+    src.decode = counting
+    first = next(iter(src.batches(4, lambda t: t, workers=0)))
+    assert len(first) == 4 and len(decoded) <= 8  # one chunk (plus the one that filled the batch), not 23 files
+
+
+def test_rows_in_memory_batch_in_order_with_labels():
+    src = open_source("demo-mnist:test", limit=300)
+    batches = list(src.batches(128))
+    assert [len(b) for b in batches] == [128, 128, 44]
+    ds = load_source("demo-mnist:test", limit=300)
+    assert torch.equal(torch.cat([b.x for b in batches]), ds.x)
+    assert np.array_equal(np.concatenate([b.labels for b in batches]), ds.labels)
+    assert list(np.concatenate([b.ids for b in batches])) == list(ds.ids)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_per_image_conversion_equals_converting_the_loaded_images(tmp_path, workers):
+    rng = np.random.default_rng(1)
+    for i in range(9):
+        _png(tmp_path / f"{i}.png", rng.integers(0, 256, (40, 30, 3)))
+    flags = {"resize": True, "grayscale": True}
+    want = conform(load_source(str(tmp_path)), (1, 28, 28), **flags).x
+    src, transform = conform_source(open_source(str(tmp_path)), (1, 28, 28), **flags)
+    assert torch.equal(_read(src, 4, workers, transform)[1], want)
+    assert "converted to 1x28x28" in src.source
+
+
+def test_a_folder_of_mixed_sizes_streams_with_resize_and_names_the_file_without(tmp_path):
+    rng = np.random.default_rng(2)
+    _png(tmp_path / "a.png", rng.integers(0, 256, (28, 28)))
+    _png(tmp_path / "b.png", rng.integers(0, 256, (50, 40, 3)))  # colour, another size
+    src, transform = conform_source(open_source(str(tmp_path)), (3, 28, 28), resize=True)
+    x = _read(src, 8, 0, transform)[1]
+    assert x.shape == (2, 3, 28, 28) and torch.equal(x[0, 0], x[0, 2])  # grey repeated to RGB
+    src, transform = conform_source(open_source(str(tmp_path)), (3, 28, 28))
+    with pytest.raises(InputError, match=r"b\.png: image is 3x50x40 but the model expects 3x28x28; pass --resize"):
+        list(src.batches(8, transform, workers=0))
+    with pytest.raises(InputError, match=r"b\.png is 40x50 but .*a\.png is 28x28"):
+        load_source(str(tmp_path))
+
+
+def test_rows_in_memory_get_conform_messages_before_reading():
+    src = open_source("demo-mnist:test", limit=10)
+    with pytest.raises(InputError, match="images are 1x28x28 but the model expects 3x32x32; pass --resize and --rgb"):
+        conform_source(src, (3, 32, 32))
+    out, transform = conform_source(src, (3, 32, 32), resize=True, rgb=True)
+    want = conform(load_source("demo-mnist:test", limit=10), (3, 32, 32), resize=True, rgb=True)
+    assert torch.equal(torch.cat([b.x for b in out.batches(4, transform, workers=0)]), want.x)
+    assert out.source == want.source
+
+
+def test_class_selection_and_limit_on_files_with_labels(tmp_path):
+    from ood_flow.data.images import files_source
+    from ood_flow.data.source import _first, _select_class
+
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(10):
+        _png(tmp_path / f"{i}.png", rng.integers(0, 256, (4, 4)))
+        paths.append(tmp_path / f"{i}.png")
+    src = files_source(paths, where="t", name="t", source="t", limit=None, skip_invalid=False,
+                       labels=np.arange(10) % 3, label_names=["x", "y", "z"])
+    picked = _first(_select_class(src, "y"), 2)
+    ds = picked.load()
+    assert [p.rsplit("/", 1)[-1] for p in ds.ids] == ["1.png", "4.png"] and list(ds.labels) == [1, 1]
+    assert picked.source == "t [class y]"
