@@ -38,7 +38,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent)]
 
-from ood_flow.fileio import atomic_path  # noqa: E402
+from ood_flow.fileio import atomic_write  # noqa: E402
 
 MODEL_ARGS = {"channels": 16, "blocks": 1}
 
@@ -128,7 +128,7 @@ def run(args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     model_path = work / "m.pt"
     torch.manual_seed(0)
-    save_model(create_flow("realnvp", (3, 32, 32), **MODEL_ARGS), model_path)
+    save_model(create_flow("realnvp", (3, 32, 32), **MODEL_ARGS), model_path, overwrite=True)
     rows = []
     for n in args.sizes:
         folder = write_photos(work / f"photos-{n}", n, tuple(args.size))
@@ -171,7 +171,7 @@ def main() -> None:
     res = run(args)
     if args.save:
         for suffix, text in ((".json", json.dumps(res, indent=2) + "\n"), (".md", markdown(res))):
-            with atomic_path(HERE / "results" / f"stream_memory{suffix}") as tmp:
+            with atomic_write(HERE / "results" / f"stream_memory{suffix}", overwrite=True) as tmp:
                 Path(tmp).write_text(text)
     print(json.dumps(res, indent=2) if args.json else markdown(res))
 

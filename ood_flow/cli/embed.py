@@ -18,7 +18,7 @@ import typer
 
 from ood_flow import __version__, store
 from ood_flow.cli import common, options
-from ood_flow.data import load_source
+from ood_flow.data import open_source
 from ood_flow.errors import InputError
 from ood_flow.fileio import sha256_file
 
@@ -54,6 +54,8 @@ def embed(
     batch_size: Optional[int] = options.BatchSize,
     limit: Optional[int] = options.Limit,
     device: str = typer.Option("auto", "--device", callback=common.choice("auto", "cpu", "cuda"), help="auto, cpu or cuda."),
+    precision: str = typer.Option("fp32", "--precision", callback=common.choice("fp32", "bf16"),
+                                  help="fp32, or bf16 autocast where the CPU (AVX512-BF16, AMX) or GPU supports it."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing features file."),
     data_dir: Optional[str] = options.DataDir,
     skip_invalid: bool = options.SkipInvalid,
@@ -70,26 +72,26 @@ def embed(
     file (features, id, label) is a SOURCE for train --model tabular, score and evaluate.
     """
     _check_out(out, overwrite)
-    ds = load_source(source, split="train", data_dir=data_dir, limit=limit, skip_invalid=skip_invalid)
-    if ds.kind != "image":
-        raise InputError(f"{ds.name}: the source holds {ds.sample_shape[0]}-dimensional vectors; embed needs images")
-    for path, reason in ds.skipped:
-        common.message(f"skipped {path}: {reason}", quiet)
-    from ood_flow.embed import backbone_config, create_backbone, embed_images
+    src = open_source(source, split="train", data_dir=data_dir, limit=limit, skip_invalid=skip_invalid)
+    if src.kind != "image":
+        raise InputError(f"{src.name}: the source holds {src.sample_shape[0]}-dimensional vectors; embed needs images")
+    from ood_flow.embed import check_precision, create_backbone, embed_source, transform_for
 
     dev = common.resolve_device(device)
+    check_precision(precision, dev)
     model = create_backbone(backbone, weights=str(weights) if weights else None, device=dev)
-    cfg = backbone_config(model)
-    size = image_size or int(cfg["input_size"][-1])
+    transform = transform_for(model, image_size)
     start = time.time()
     with common.progress(quiet) as bar:
-        task = bar.add_task("embed", total=len(ds), info=f"{backbone} {size}px")
-        features = embed_images(model, ds.x, image_size=size, batch_size=batch_size or 64, device=dev,
-                                progress=lambda n: bar.advance(task, n))
+        task = bar.add_task("embed", total=len(src), info=f"{backbone} {transform.size}px {precision}")
+        ds = embed_source(model, src, transform, batch_size=batch_size or 64, precision=precision, device=dev,
+                          progress=lambda n: bar.advance(task, n))
     seconds = time.time() - start
-    attrs = _provenance(ds, backbone, weights, size, cfg, features.shape[1], seconds)
-    store.write_features(out, features, ids=ds.ids, labels=ds.labels, attrs=attrs, overwrite=overwrite)
-    _summary(out, ds, features.shape, attrs, seconds, json_out)
+    for path, reason in ds.skipped:
+        common.message(f"skipped {path}: {reason}", quiet)
+    attrs = _provenance(ds, backbone, weights, ds.features.shape[1], seconds)
+    store.write_features(out, ds.features, ids=ds.ids, labels=ds.labels, attrs=attrs, overwrite=overwrite)
+    _summary(out, ds, ds.features.shape, attrs, seconds, json_out)
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -133,20 +135,22 @@ def weights_provenance(backbone: str, weights: Optional[Path]) -> dict:
     return {"weights": "timm pretrained", "weights_file": str(cached) if cached else "downloaded by timm"}
 
 
-def _provenance(ds, backbone: str, weights: Optional[Path], size: int, cfg: dict, dim: int, seconds: float) -> dict:
+def _provenance(ds, backbone: str, weights: Optional[Path], dim: int, seconds: float) -> dict:
     import timm
 
+    transform, precision = ds.transform, ds.precision
     return {
         "source": ds.source,
         "backbone": backbone,
         **weights_provenance(backbone, weights),
-        "image_size": size,
-        "mean": [float(v) for v in cfg["mean"]],
-        "std": [float(v) for v in cfg["std"]],
-        "interpolation": cfg["interpolation"],
+        "image_size": transform.size,
+        "mean": [float(v) for v in transform.mean],
+        "std": [float(v) for v in transform.std],
+        "interpolation": transform.interpolation,
+        "precision": precision,
         "preprocessing": "uint8/255, grayscale repeated to RGB, resized (antialiased) to image_size, (x-mean)/std",
         "feature_dim": int(dim),
-        "n_samples": len(ds),
+        "n_samples": len(ds.ids),
         "skipped": json.dumps([{"path": p, "reason": r} for p, r in ds.skipped]),
         "label_names": list(ds.label_names) if ds.label_names else [],
         "seconds": round(seconds, 1),

@@ -12,6 +12,8 @@ Example:
 """
 
 from ood_flow.embed.backbones import BACKBONES, backbone_config, create_backbone
-from ood_flow.embed.extract import embed_images
+from ood_flow.embed.extract import (PRECISIONS, Embedded, ImageTransform, bf16_supported, check_precision,
+                                    embed_batches, embed_images, embed_source, transform_for)
 
-__all__ = ["BACKBONES", "backbone_config", "create_backbone", "embed_images"]
+__all__ = ["BACKBONES", "PRECISIONS", "Embedded", "ImageTransform", "backbone_config", "bf16_supported",
+           "check_precision", "create_backbone", "embed_batches", "embed_images", "embed_source", "transform_for"]

@@ -1,16 +1,155 @@
-"""Images in, feature vectors out: resize, normalise, run the backbone in batches."""
+"""Images in, feature vectors out: resize, normalise, run the backbone in batches, fast.
 
-from collections.abc import Callable
+The image transform (:class:`ImageTransform`) runs per batch of a source in the DataLoader's worker
+processes (see :mod:`ood_flow.data.stream`), so decoding and resizing overlap the backbone. The
+backbone runs under ``torch.inference_mode`` in channels-last memory format, in fp32 or under bf16
+autocast (``precision="bf16"``, where the CPU or GPU supports it), on CUDA when asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ood_flow.data.stream import Batch, Source
 from ood_flow.embed.backbones import backbone_config
 from ood_flow.errors import InputError
 
 _ANTIALIAS = {"bilinear", "bicubic"}  # the modes F.interpolate can antialias
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """What a backbone is fed: 8-bit images scaled to [0, 1], grayscale repeated to RGB, resized whole
+    (antialiased, not cropped: non-square images are stretched) to ``size`` x ``size`` with
+    ``interpolation``, then normalised with ``mean`` and ``std`` per channel.
+
+    Example:
+        >>> t = ImageTransform(size=4, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear")
+        >>> t(torch.full((1, 1, 8, 8), 255, dtype=torch.uint8)).shape
+        torch.Size([1, 3, 4, 4])
+    """
+
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, C, H, W)``, C in {1, 3} -> float32 ``(B, 3, size, size)``."""
+        if images.shape[1] not in (1, 3):
+            raise InputError(f"images have {images.shape[1]} channels; the backbone takes 1 (repeated) or 3")
+        x = _resize(images.float() / 255, self.size, self.interpolation)
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return (x.expand(-1, 3, -1, -1) - mean) / std
+
+    def to_dict(self) -> dict:
+        """Plain values, for model and feature files."""
+        d = asdict(self)
+        return {**d, "mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std],
+                "channels": "grayscale repeated to RGB"}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ImageTransform:
+        return cls(size=int(d["size"]), mean=tuple(float(v) for v in d["mean"]),
+                   std=tuple(float(v) for v in d["std"]), interpolation=str(d["interpolation"]))
+
+
+def transform_for(model: nn.Module, image_size: int | None = None) -> ImageTransform:
+    """The transform a backbone expects (its pretrained cfg), at ``image_size`` if given."""
+    cfg = backbone_config(model)
+    return ImageTransform(size=int(image_size or cfg["input_size"][-1]), mean=tuple(cfg["mean"]),
+                          std=tuple(cfg["std"]), interpolation=str(cfg["interpolation"]))
+
+
+def check_precision(precision: str, device: str | torch.device) -> None:
+    """Raise unless ``precision`` is known and, for bf16, supported natively by the device."""
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision == "bf16" and not bf16_supported(device):
+        where = "this GPU" if torch.device(device).type == "cuda" else "this CPU (no AVX512-BF16 or AMX)"
+        raise InputError(f"--precision bf16: {where} has no native bfloat16; use --precision fp32")
+
+
+def bf16_supported(device: str | torch.device) -> bool:
+    """Whether bf16 matrix products run natively (CPU: AVX512-BF16 or AMX through oneDNN)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def prepare(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """Eval mode and channels-last weights on ``device`` (None: where the model is); returns the device."""
+    if device is not None:
+        model.to(device)
+    model.eval().to(memory_format=torch.channels_last)
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def embed_batches(model: nn.Module, batches: Iterable[Batch], *, precision: str = "fp32",
+                  device: str | torch.device | None = "cpu",
+                  progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[Batch]]:
+    """Features of every batch (already transformed to the backbone's input), in order.
+
+    Returns:
+        float32 ``(N, d)`` and the batches with their ``x`` dropped (ids and labels kept).
+    """
+    dev = prepare(model, device)
+    check_precision(precision, dev)
+    out, kept = [], []
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        for batch in batches:
+            x = batch.x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            out.append(model(x).float().cpu())
+            kept.append(Batch(x=torch.empty(0), ids=batch.ids, labels=batch.labels))
+            if progress is not None:
+                progress(len(batch.ids))
+    if not out:
+        return np.zeros((0, _feature_size(model)), dtype=np.float32), kept
+    return torch.cat(out).numpy(), kept
+
+
+@dataclass
+class Embedded:
+    """Features of a source: one row per sample read, with its id and label, and how they were made."""
+
+    features: np.ndarray
+    ids: np.ndarray
+    labels: np.ndarray | None
+    name: str
+    source: str
+    skipped: list[tuple[str, str]]
+    label_names: list[str] | None
+    transform: ImageTransform
+    precision: str
+
+
+def embed_source(model: nn.Module, src: Source, transform: ImageTransform, *, batch_size: int = 64,
+                 precision: str = "fp32", device: str | torch.device | None = "cpu", workers: int | None = None,
+                 progress: Callable[[int], None] | None = None) -> Embedded:
+    """Embed every image of ``src``, read in batches with ``transform`` applied in the DataLoader workers.
+
+    Raises:
+        InputError: the source holds vectors, an image cannot be read (see :meth:`Source.batches`),
+            or ``precision`` is not supported here.
+    """
+    if src.kind != "image":
+        raise InputError(f"{src.name}: the source holds {src.sample_shape[0]}-dimensional vectors; embedding needs images")
+    check_precision(precision, device if device is not None else "cpu")
+    features, read = embed_batches(model, src.batches(batch_size, transform, workers=workers), precision=precision,
+                                   device=device, progress=progress)
+    ids = np.concatenate([b.ids for b in read]) if read else np.zeros(0, dtype=str)
+    labels = None if src.labels is None or not read else np.concatenate([b.labels for b in read])
+    return Embedded(features, ids, labels, src.name, src.source, list(src.skipped), src.label_names, transform,
+                    precision)
 
 
 def embed_images(
@@ -20,27 +159,23 @@ def embed_images(
     image_size: int | None = None,
     batch_size: int = 128,
     device: str | torch.device | None = "cpu",
+    precision: str = "fp32",
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Pooled features of a backbone for a stack of 8-bit images.
-
-    Each batch is scaled to [0, 1], grayscale is repeated to RGB, resized
-    (with antialiasing) to a square ``image_size`` with the backbone's
-    interpolation, and normalised with the backbone's mean and std. Images are
-    resized whole, not cropped, so non-square images are stretched.
+    """Pooled features of a backbone for a stack of 8-bit images in memory (see :class:`ImageTransform`).
 
     Args:
         model: from ``create_backbone``; put in eval mode and moved to ``device``.
         images: uint8 ``(N, C, H, W)`` with ``C`` 1 or 3 (channels first).
         image_size: side in pixels; default the backbone's input size.
-        batch_size: images per forward pass; results do not depend on it
-            beyond float rounding.
+        batch_size: images per forward pass; results do not depend on it beyond float rounding.
         device: where to compute; None keeps the model's device.
+        precision: ``fp32`` or ``bf16`` (autocast; needs native support).
         progress: called after each batch with the number of images it held.
 
     Returns:
-        float32 ``(N, d)``; ``d`` is the backbone's feature size (or its
-        number of classes when it kept its classifier).
+        float32 ``(N, d)``; ``d`` is the backbone's feature size (or its number of classes when it
+        kept its classifier).
 
     Raises:
         InputError: images of the wrong type, dtype, rank or channels.
@@ -48,25 +183,9 @@ def embed_images(
     images = _check_images(images)
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
-    cfg = backbone_config(model)
-    size = image_size or cfg["input_size"][-1]
-    if device is not None:
-        model.to(device)
-    model.eval()
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    mean = torch.tensor(cfg["mean"], device=device).view(1, -1, 1, 1)
-    std = torch.tensor(cfg["std"], device=device).view(1, -1, 1, 1)
-    out = []
-    with torch.inference_mode():
-        for batch in images.split(batch_size):
-            x = _resize(batch.to(device).float() / 255, size, cfg["interpolation"])
-            out.append(model((x.expand(-1, 3, -1, -1) - mean) / std).float().cpu())
-            if progress is not None:
-                progress(len(batch))
-    if not out:
-        return np.zeros((0, _feature_size(model)), dtype=np.float32)
-    return torch.cat(out).numpy()
+    transform = transform_for(model, image_size)
+    batches = (Batch(transform(x), np.zeros(len(x), dtype=str), None) for x in images.split(batch_size))
+    return embed_batches(model, batches, precision=precision, device=device, progress=progress)[0]
 
 
 def _check_images(images: torch.Tensor | np.ndarray) -> torch.Tensor:

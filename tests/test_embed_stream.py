@@ -1,0 +1,82 @@
+"""Embedding a source as it is read: the same features as embedding the images in memory, any image
+size in a folder, and the bf16 path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ood_flow.data import load_source, open_source
+from ood_flow.embed import (ImageTransform, bf16_supported, check_precision, create_backbone, embed_images,
+                            embed_source, transform_for)
+from ood_flow.errors import InputError
+
+BACKBONE = "test_efficientnet"
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = create_backbone(BACKBONE, pretrained=False)
+    with torch.no_grad():  # non-trivial batch-norm statistics
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+    return m
+
+
+def _photos(folder, sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    for i, (h, w, c) in enumerate(sizes):
+        a = rng.integers(0, 256, (h, w, c) if c == 3 else (h, w), dtype=np.uint8)
+        Image.fromarray(a).save(folder / f"{i:02d}.png")
+    return folder
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_folder_of_any_sizes_gives_the_features_of_each_image_alone(tmp_path, model, workers):
+    sizes = [(20, 30, 3), (33, 17, 1), (40, 40, 3), (24, 24, 1), (50, 20, 3)] * 3
+    folder = _photos(tmp_path, sizes)
+    transform = transform_for(model, 32)
+    out = embed_source(model, open_source(str(folder)), transform, batch_size=4, workers=workers)
+    assert out.features.shape == (15, model.num_features) and list(out.ids) == sorted(map(str, folder.glob("*.png")))
+    each = np.concatenate([embed_images(model, load_source(i).x, image_size=32) for i in out.ids])
+    np.testing.assert_allclose(out.features, each, rtol=1e-5, atol=1e-6)
+
+
+def test_rows_in_memory_give_the_features_of_embed_images(tmp_path, model):
+    x = np.random.default_rng(1).integers(0, 256, (10, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "x.npz", x=x, y=np.arange(10) % 2)
+    out = embed_source(model, open_source(str(tmp_path / "x.npz")), transform_for(model, 32), batch_size=3, workers=2)
+    np.testing.assert_allclose(out.features, embed_images(model, torch.from_numpy(x)[:, None], image_size=32),
+                               rtol=1e-5, atol=1e-6)
+    assert list(out.labels) == [0, 1] * 5 and list(out.ids) == [str(i) for i in range(10)]
+
+
+def test_vectors_are_refused(tmp_path, model):
+    np.save(tmp_path / "v.npy", np.zeros((4, 5), dtype=np.float32))
+    with pytest.raises(InputError, match="vectors; embedding needs images"):
+        embed_source(model, open_source(str(tmp_path / "v.npy")), transform_for(model))
+
+
+def test_bf16_is_close_to_fp32_or_refused_where_not_native(model):
+    x = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (6, 3, 32, 32), dtype=np.uint8))
+    if not bf16_supported("cpu"):
+        with pytest.raises(InputError, match="no native bfloat16"):
+            check_precision("bf16", "cpu")
+        return
+    a = embed_images(model, x, precision="fp32")
+    b = embed_images(model, x, precision="bf16")
+    assert b.dtype == np.float32
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.99 and not np.array_equal(a, b)
+
+
+def test_unknown_precision_and_transform_round_trip(model):
+    with pytest.raises(InputError, match="unknown precision 'fp16'"):
+        check_precision("fp16", "cpu")
+    t = transform_for(model, 48)
+    assert ImageTransform.from_dict(t.to_dict()) == t and t.size == 48
