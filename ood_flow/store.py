@@ -216,6 +216,16 @@ def read_features(path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return arrays, attrs
 
 
+def features_attrs(f: h5py.File) -> dict[str, Any]:
+    """The attributes of an open features file (backbone, transform, provenance); ``{}`` for other HDF5 files."""
+    if _to_py(f.attrs.get(FORMAT_ATTR)) != "features":
+        return {}
+    attrs = _unpack_attrs(f.attrs)
+    for key in (FORMAT_ATTR, VERSION_ATTR):
+        attrs.pop(key, None)
+    return attrs
+
+
 # ---------------------------------------------------------------- opening and checking files
 
 

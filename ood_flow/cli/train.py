@@ -13,6 +13,7 @@ from ood_flow.cli import common, options
 from ood_flow.data import conform, load_source
 from ood_flow.errors import InputError
 from ood_flow.flows import create_flow
+from ood_flow.flows.configs import FEATURE_STD_FLOOR
 from ood_flow.train import PAPER_DEFAULTS, TrainConfig, Trainer, TrainEvents, checkpoint_path, load_training_state
 
 MODEL_OPTIONS = ("mask", "bottleneck", "scales", "blocks", "channels", "couplings", "hidden", "net")
@@ -116,6 +117,8 @@ def _new(ds, model: Optional[str], given: dict, seed: int, device: str):
     if (name == "tabular") != (ds.kind == "vector"):
         what = "vectors" if ds.kind == "vector" else "images"
         raise InputError(f"{ds.name}: {what} need --model {'tabular' if ds.kind == 'vector' else 'realnvp or glow'}, not {name}")
+    if ds.meta.get("backbone"):  # features written by embed: floor near-constant columns (see Standardize)
+        given = {"std_floor": FEATURE_STD_FLOOR, **given}
     torch.manual_seed(seed)
     return create_flow(name, ds.sample_shape, **given).to(device)
 

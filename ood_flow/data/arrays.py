@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ood_flow import store
 from ood_flow.data.dataset import Dataset, row_ids, to_images, to_vectors
 from ood_flow.errors import InputError
 
@@ -42,10 +43,11 @@ def _labels(y: np.ndarray | None, n_total: int, limit: int | None, where: str) -
     return y[:limit].astype(np.int64)
 
 
-def _dataset(a, y, where, name, source, *, ids=None, images=None, label_names=None) -> Dataset:
+def _dataset(a, y, where, name, source, *, ids=None, images=None, label_names=None, meta=None) -> Dataset:
     x, kind = samples_from_array(a, where, images=images)
     ids = row_ids(len(x)) if ids is None else ids
-    return Dataset(x=x, ids=ids, labels=y, kind=kind, name=name, source=source, label_names=label_names)
+    return Dataset(x=x, ids=ids, labels=y, kind=kind, name=name, source=source, label_names=label_names,
+                   meta=meta or {})
 
 
 def load_npy(path: Path, *, limit: int | None) -> Dataset:
@@ -126,12 +128,13 @@ def load_h5(path: Path, *, key: str | None, limit: int | None) -> Dataset:
         ids = _h5_ids(f, n_total, limit, path) if chosen == "features" else None
         y = f["label"][()] if chosen == "features" and "label" in f else None
         names = _h5_label_names(f)
+        meta = store.features_attrs(f) if chosen == "features" else {}
     where = f"{path}:{chosen}"
     labels = _labels(y, n_total, limit, where)
     images = {"images": True, "features": False}.get(chosen)
     name = path.stem if key is None else f"{path.stem}-{key}"
     source = f"{path.resolve()}:{chosen}"
-    return _dataset(a, labels, where, name, source, ids=ids, images=images, label_names=names)
+    return _dataset(a, labels, where, name, source, ids=ids, images=images, label_names=names, meta=meta)
 
 
 def _h5_key(f: h5py.File, key: str | None, path: Path) -> str:

@@ -31,6 +31,8 @@ class Dataset:
         source: canonical description of where the samples came from (provenance).
         skipped: ``(path, reason)`` of inputs skipped because ``skip_invalid=True``.
         label_names: name of each label value where known (``label_names[k]`` names k).
+        meta: attributes of the file the samples came from where they matter downstream: for a
+            features file written by ``oodflow embed``, its backbone, transform and provenance.
     """
 
     x: torch.Tensor
@@ -41,6 +43,7 @@ class Dataset:
     source: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
     label_names: list[str] | None = None
+    meta: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.x.shape[0])

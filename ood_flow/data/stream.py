@@ -63,7 +63,7 @@ class Source:
         items: uint8 images ``(N, C, H, W)`` or float32 vectors ``(N, D)`` in memory, or a list of
             image files decoded on demand by ``decode``.
         ids, labels: per item (a file's id is its path); labels None where unknown.
-        kind, name, source, label_names: as in :class:`~ood_flow.data.dataset.Dataset`.
+        kind, name, source, label_names, meta: as in :class:`~ood_flow.data.dataset.Dataset`.
         decode: reads one file of ``items`` (see :data:`Decoder`).
         limit: read at most this many samples (files: readable ones, in path order).
         skip_invalid: skip unreadable files (recorded in ``skipped``) instead of failing.
@@ -87,12 +87,13 @@ class Source:
     skip_hint: bool = True
     skipped: list[tuple[str, str]] = field(default_factory=list)
     read_size: tuple[int, int] | None = None
+    meta: dict = field(default_factory=dict)
 
     @classmethod
     def from_dataset(cls, ds: Dataset) -> Source:
         """A source over samples already in memory."""
         return cls(items=ds.x, ids=ds.ids, labels=ds.labels, kind=ds.kind, name=ds.name, source=ds.source,
-                   label_names=ds.label_names, skipped=list(ds.skipped), where=ds.name)
+                   label_names=ds.label_names, skipped=list(ds.skipped), where=ds.name, meta=dict(ds.meta))
 
     @property
     def in_memory(self) -> bool:
@@ -146,7 +147,7 @@ class Source:
         if self.in_memory:
             return Dataset(x=self.items[: self.limit], ids=self.ids[: self.limit], labels=_first(self.labels, self.limit),
                            kind=self.kind, name=self.name, source=self.source, label_names=self.label_names,
-                           skipped=list(self.skipped))
+                           skipped=list(self.skipped), meta=dict(self.meta))
         arrays, ids, labels = [], [], []
         for batch in self.batches(_LOAD_CHUNK, _Same(self.read_size), workers=workers):
             arrays += batch.x

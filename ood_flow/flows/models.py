@@ -181,7 +181,7 @@ def build_tabular(input_shape: tuple[int, ...], cfg) -> Flow:
     opts = {"hidden": cfg.hidden, "layers": cfg.layers, "batchnorm": cfg.batchnorm}
     make_net = lambda cin, cout, spatial: create_net("mlp", cin, cout, None, **opts)  # noqa: E731
     body = Sequential(*_couplings("channel", input_shape, cfg.couplings, make_net))
-    pre = Standardize(input_shape[0]) if cfg.standardize else Sequential()
+    pre = Standardize(input_shape[0], floor=cfg.std_floor) if cfg.standardize else Sequential()
     return Flow("tabular", cfg, input_shape, pre, body)
 
 

@@ -45,21 +45,32 @@ class Standardize(Bijection):
 
     Embeddings and raw tabular columns can have wildly different scales; without this the first
     couplings spend their capacity (and huge log-dets) on rescaling.
+
+    With ``floor > 0`` a column's std is floored at ``floor`` times the median column std. CNN
+    embeddings have near-constant columns (pooled ReLU channels that are zero for almost every
+    training image): dividing by their tiny std turned a test value a little off that spike into a
+    latent of hundreds of standard deviations, and in-distribution bits/dim of a few samples into
+    the thousands (issue 13). Feature files written by ``oodflow embed`` get
+    :data:`~ood_flow.flows.configs.FEATURE_STD_FLOOR`; tables keep ``floor = 0``, since their columns
+    may rightly differ in scale by orders of magnitude. Constant columns get std 1 without a floor.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-6):
+    def __init__(self, dim: int, eps: float = 1e-6, floor: float = 0.0):
         super().__init__()
-        self.eps = eps
+        self.eps, self.floor = eps, floor
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("log_std", torch.zeros(dim))
         self.register_buffer("fitted", torch.tensor(False))
 
     @torch.no_grad()
     def fit(self, x: Tensor) -> None:
-        """Fit mean and std on ``x`` (N, D); constant columns get std 1 (nothing to rescale)."""
+        """Fit mean and std on ``x`` (N, D), flooring each std at ``floor`` x the median column std."""
         x = x.to(self.mean.dtype)
         std = x.std(dim=0, unbiased=False)
-        std = torch.where(std > self.eps, std, torch.ones_like(std))
+        spread = std[std > self.eps]
+        if self.floor > 0 and spread.numel():
+            std = torch.clamp(std, min=self.floor * float(spread.median()))
+        std = torch.where(std > self.eps, std, torch.ones_like(std))  # constant: nothing to rescale
         self.mean.copy_(x.mean(dim=0))
         self.log_std.copy_(std.log())
         self.fitted.fill_(True)
