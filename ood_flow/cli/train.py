@@ -13,7 +13,7 @@ from ood_flow.cli import common, options
 from ood_flow.data import conform, load_source
 from ood_flow.errors import InputError
 from ood_flow.flows import create_flow
-from ood_flow.flows.configs import FEATURE_STD_FLOOR
+from ood_flow.flows.configs import FEATURE_STD_FLOOR, VECTOR_MODELS
 from ood_flow.train import PAPER_DEFAULTS, TrainConfig, Trainer, TrainEvents, checkpoint_path, load_training_state
 
 MODEL_OPTIONS = ("mask", "bottleneck", "scales", "blocks", "channels", "couplings", "hidden", "net")
@@ -24,7 +24,9 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", help="Model file to write (.pt or .h5); a checkpoint goes beside "
                                        "it. Default: DATA-MODEL.pt here, e.g. fashionmnist-train-realnvp.pt."),
     model: Optional[str] = typer.Option(None, "--model", callback=common.choice(*PAPER_DEFAULTS),
-                                        help="realnvp, glow or tabular (default: realnvp for images, tabular for vectors)."),
+                                        help="realnvp, glow or tabular (default: realnvp for images, tabular for vectors); "
+                                        "gaussian: a full-covariance Gaussian for vectors, fitted in closed form "
+                                        "(Ledoit-Wolf shrinkage), the baseline a feature flow must beat."),
     mask: Optional[str] = typer.Option(None, "--mask", callback=common.choice("checkerboard", "horizontal", "vertical", "cycle"),
                                        help="realnvp coupling mask; horizontal/vertical/cycle build the paper's single-scale model."),
     bottleneck: Optional[int] = typer.Option(None, "--bottleneck", min=1, help="st-network bottleneck dimension l (Section 7)."),
@@ -114,9 +116,10 @@ def _family(ds, model: Optional[str]) -> str:
 
 def _new(ds, model: Optional[str], given: dict, seed: int, device: str):
     name = _family(ds, model)
-    if (name == "tabular") != (ds.kind == "vector"):
+    if (name in VECTOR_MODELS) != (ds.kind == "vector"):
         what = "vectors" if ds.kind == "vector" else "images"
-        raise InputError(f"{ds.name}: {what} need --model {'tabular' if ds.kind == 'vector' else 'realnvp or glow'}, not {name}")
+        need = "tabular or gaussian" if ds.kind == "vector" else "realnvp or glow"
+        raise InputError(f"{ds.name}: {what} need --model {need}, not {name}")
     if ds.meta.get("backbone"):  # features written by embed: floor near-constant columns (see Standardize)
         given = {"std_floor": FEATURE_STD_FLOOR, **given}
     torch.manual_seed(seed)

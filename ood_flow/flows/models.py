@@ -1,4 +1,5 @@
-"""The model families of the paper, built by name: ``realnvp``, ``glow`` and ``tabular``.
+"""The model families of the paper, built by name: ``realnvp``, ``glow`` and ``tabular``, and the
+closed-form ``gaussian`` baseline.
 
 A :class:`Flow` is preprocessing (logit for images, standardization for vectors) followed by a
 body of bijections, with a standard normal base distribution over every latent dimension. Image
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from ood_flow.flows.base import Bijection, Sequential, standard_normal_logprob
 from ood_flow.flows.configs import CONFIGS, resolve_config
 from ood_flow.flows.coupling import AffineCoupling
+from ood_flow.flows.gaussian import GaussianBody
 from ood_flow.flows.layers import ActNorm, FactorOut, InvConv1x1, Squeeze, Unsqueeze
 from ood_flow.flows.masks import create_mask
 from ood_flow.flows.nets import create_net
@@ -90,6 +92,19 @@ class Flow(Bijection):
     def latent_mask(self, mask: Tensor) -> Tensor:
         """Latent positions that hold the variables of input positions ``mask`` (bool, input shape)."""
         return self.body.push_mask(mask.bool())
+
+    @property
+    def closed_form(self) -> bool:
+        """True when the model is fitted in one step (:meth:`fit_closed_form`), not trained by gradient."""
+        return bool(getattr(self.body, "closed_form", False))
+
+    @torch.no_grad()
+    def fit_closed_form(self, x: Tensor) -> None:
+        """Fit preprocessing and body on training data ``x`` (closed-form models only)."""
+        if not self.closed_form:
+            raise ValueError(f"{self.name} is trained by gradient steps, not fitted in closed form")
+        self.fit_preprocessing(x)
+        self.body.fit(self.preprocess(x)[0], self.config.shrinkage)
 
     def fit_preprocessing(self, x: Tensor) -> None:
         """Fit data statistics that are part of the model (vector standardization); no-op for images."""
@@ -185,10 +200,17 @@ def build_tabular(input_shape: tuple[int, ...], cfg) -> Flow:
     return Flow("tabular", cfg, input_shape, pre, body)
 
 
+def build_gaussian(input_shape: tuple[int, ...], cfg) -> Flow:
+    """Full-covariance Gaussian on standardized vectors, fitted in closed form (see :mod:`ood_flow.flows.gaussian`)."""
+    pre = Standardize(input_shape[0], floor=cfg.std_floor) if cfg.standardize else Sequential()
+    return Flow("gaussian", cfg, input_shape, pre, GaussianBody(input_shape[0]))
+
+
 BUILDERS: dict[str, Callable[[tuple[int, ...], Any], Flow]] = {
     "realnvp": build_realnvp,
     "glow": build_glow,
     "tabular": build_tabular,
+    "gaussian": build_gaussian,
 }
 MODELS = tuple(BUILDERS)
 

@@ -19,6 +19,7 @@ PAPER_DEFAULTS = {
     "realnvp": {"optimizer": "adam", "lr": 5e-5, "weight_decay": 5e-5, "batch_size": 32},
     "glow": {"optimizer": "rmsprop", "lr": 5e-5, "weight_decay": 5e-5, "batch_size": 32},
     "tabular": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-3, "batch_size": 256},
+    "gaussian": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 256},  # fitted in closed form
 }
 
 

@@ -230,6 +230,8 @@ class Trainer:
             TrainingDiverged: every roll-back allowed was spent; the last good state was saved first.
             OutputError: ``out`` exists (a fresh run without ``overwrite``) or is being trained elsewhere.
         """
+        if self.flow.closed_form:
+            return self._fit_closed_form()
         start, total = time.time(), self.total_steps()
         with file_lock(self.out, timeout=0), self.stop.catching():
             self._check_out()
@@ -262,6 +264,23 @@ class Trainer:
             self.save()
         raise TrainingDiverged(f"training diverged: {exc}; kept the last finite model (step {good.position['step']}) "
                                f"in {self.out}; try a smaller --lr") from None
+
+    def _fit_closed_form(self) -> TrainResult:
+        """Models such as the Gaussian: one fit on the training part, validated and saved like an epoch."""
+        start = time.time()
+        with file_lock(self.out, timeout=0):
+            self._check_out()
+            self.events.on_start(1, 0)
+            x = self.x[self.train_idx].float().to(self.device)
+            self.flow.fit_closed_form(x)
+            with torch.no_grad():
+                train_bpd = _bpd(self.flow.log_prob(x), self.flow.dim)
+            summary = {"epoch": 1, "step": 0, "train_bpd": train_bpd, "val_bpd": self.validate(), "complete": True}
+            self.history.append(summary)
+            self.position = {"epoch": 1, "batch": 0, "step": 0, "sums": _zero_sums()}
+            self.save()
+        self.events.on_epoch(summary)
+        return TrainResult(self.flow, 0, self.history, time.time() - start, checkpoint=checkpoint_path(self.out))
 
     def _epochs(self, total: int) -> None:
         while self.position["epoch"] < self.cfg.epochs and self.position["step"] < total and not self.stop.signal:
