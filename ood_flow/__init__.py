@@ -10,7 +10,7 @@ Example:
     >>> ood_flow.save_model(flow, "m.pt")
 """
 
-__version__ = "0.1.0"
+from ood_flow.version import __version__  # noqa: F401
 
 from ood_flow.flows import (  # noqa: E402
     MODELS,

@@ -1,8 +1,13 @@
 """Errors that reach the user as one line.
 
 The core raises these (it never prints or exits); the CLI turns them into
-``error: <message>`` on stderr and an exit code.
+``error: <message>`` on stderr and the error's ``exit_code``: 1 for a runtime
+error, 2 for a usage error, 3 for a quality gate that was not met.
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 
 class OodflowError(Exception):
@@ -24,9 +29,18 @@ class ScoreFileError(OodflowError):
 
 
 class GateFailed(OodflowError):
-    """A quality gate the user asked for was not met (exit 3)."""
+    """A quality gate the user asked for was not met (exit 3).
+
+    Attributes:
+        result: what the call computed (and saved) before the gate failed, e.g. a
+            :class:`~ood_flow.score.run.ScoreResult`, so a caller can still report it.
+    """
 
     exit_code = 3
+
+    def __init__(self, message: str, result: Any = None):
+        super().__init__(message)
+        self.result = result
 
 
 class UsageError(OodflowError, ValueError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ood_flow import __version__
+from ood_flow.version import __version__
 from ood_flow.cli import common
 
 app = typer.Typer(

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from ood_flow import __version__
+from ood_flow.version import __version__
 from ood_flow.errors import ModelFileError
 from ood_flow.fileio import Kind, atomic_write
 from ood_flow.flows.models import Flow, config_dict, create_flow
@@ -179,7 +179,8 @@ def _check_header(path: Path, record: Any) -> dict:
     version = int(record.get("format_version", 0))
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{path}: model format version {version} is newer than this oodflow supports "
-                             f"({FORMAT_VERSION}); upgrade oodflow (file written by oodflow {record.get('oodflow_version')})")
+                             f"({FORMAT_VERSION}); upgrade oodflow (file written by oodflow "
+                             f"{record.get('oodflow_version')})")
     missing = [k for k in ("model", "config", "input_shape", "state_dict") if k not in record]
     if missing:
         raise ModelFileError(f"{path}: model file is missing {', '.join(missing)}")
