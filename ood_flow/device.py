@@ -1,4 +1,5 @@
-"""Where models run: the device names the commands accept, and what ``auto`` means here."""
+"""Where and how models run: the device names the commands accept, what ``auto`` means here, and the
+numeric precisions."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from ood_flow.errors import OodflowError
 
 DEVICES = ("auto", "cpu", "cuda")
 """Device names: ``auto`` picks CUDA when it is available, else the CPU."""
+PRECISIONS = ("fp32", "bf16")
+"""Numeric precisions: ``bf16`` is autocast where the CPU (AVX512-BF16, AMX) or GPU supports it."""
 
 
 def resolve_device(device: str) -> str:

@@ -13,8 +13,14 @@ read it without oodflow (no pickled objects)::
     /<source>/label            int (N,), where known
     /<source>/is_ood           bool (N,), once a threshold was applied
 
-A features file holds root datasets ``features`` (N, d) float32, ``id`` and
-optionally ``label``, with ``oodflow_format="features"``.
+A features file (written by ``oodflow embed``, a SOURCE like any other; files end in
+``.h5`` or ``.hdf5``) holds root datasets and provenance attributes::
+
+    /                          oodflow_format="features", oodflow_format_version=1, provenance
+                               (source, backbone, weights, image_size, mean, std, ...)
+    /features                  float32 (N, d)
+    /id                        variable-length UTF-8 strings (N,)
+    /label                     int (N,), where known
 
 Attributes may be str, int, float, bool, lists of str or of numbers; anything
 else JSON-serialisable (a dict, None, nested lists) is stored as a JSON string
@@ -53,6 +59,7 @@ VERSION_ATTR = "oodflow_format_version"
 FORMAT_VERSION = 1
 JSON_ATTRS = "oodflow_json_attrs"
 NOT_SCORES = ("id", "label", "is_ood")  # per-sample datasets that are not scores
+FEATURES_SUFFIXES = (".h5", ".hdf5")
 _KIND_WORDS = {"scores": "score file", "features": "features file"}
 _STR = h5py.string_dtype("utf-8")
 
@@ -75,7 +82,8 @@ FEATURES_FILE = Kind("an oodflow features file", _is_oodflow_file("features"))
 # ---------------------------------------------------------------- public API
 
 
-def write_group(path, name: str, arrays: Mapping[str, Any], attrs: Mapping[str, Any], *, overwrite: bool = False) -> None:
+def write_group(path, name: str, arrays: Mapping[str, Any], attrs: Mapping[str, Any], *,
+                overwrite: bool = False) -> None:
     """Create the score file ``path`` or add the group ``name`` to it, atomically.
 
     Args:
@@ -206,6 +214,15 @@ def write_features(path, features, *, ids, labels=None, attrs: Mapping[str, Any]
         _set_attrs(f, packed)
 
 
+def is_features_file(path) -> bool:
+    """Whether ``path`` is an existing oodflow features file."""
+    try:
+        with _open(path, "features"):
+            return True
+    except ScoreFileError:
+        return False
+
+
 def read_features(path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Datasets (``features``, ``id``, ``label`` if present) and attributes of a features file."""
     with _open(path, "features") as f:
@@ -278,7 +295,8 @@ def _check_format(f: h5py.File, shown: str, kind: str) -> None:
 
 def _group_names(f: h5py.Group) -> list[str]:
     """Names of the groups at the root, in iteration order (creation order when tracked)."""
-    return [k for k in f if not isinstance(f.get(k, getlink=True), h5py.ExternalLink) and isinstance(f.get(k), h5py.Group)]
+    return [k for k in f
+            if not isinstance(f.get(k, getlink=True), h5py.ExternalLink) and isinstance(f.get(k), h5py.Group)]
 
 
 def _get_group(f: h5py.File, shown: str, name: str) -> h5py.Group:

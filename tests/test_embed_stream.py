@@ -10,7 +10,7 @@ from PIL import Image
 
 from ood_flow.data import load_source, open_source
 from ood_flow.embed import (ImageTransform, bf16_supported, check_precision, create_backbone, embed_images,
-                            embed_source, transform_for)
+                            embed_stream, transform_for)
 from ood_flow.errors import InputError
 
 BACKBONE = "test_efficientnet"
@@ -41,7 +41,7 @@ def test_a_folder_of_any_sizes_gives_the_features_of_each_image_alone(tmp_path, 
     sizes = [(20, 30, 3), (33, 17, 1), (40, 40, 3), (24, 24, 1), (50, 20, 3)] * 3
     folder = _photos(tmp_path, sizes)
     transform = transform_for(model, 32)
-    out = embed_source(model, open_source(str(folder)), transform, batch_size=4, workers=workers)
+    out = embed_stream(model, open_source(str(folder)), transform, batch_size=4, workers=workers)
     assert out.features.shape == (15, model.num_features) and list(out.ids) == sorted(map(str, folder.glob("*.png")))
     each = np.concatenate([embed_images(model, load_source(i).x, image_size=32) for i in out.ids])
     np.testing.assert_allclose(out.features, each, rtol=1e-5, atol=1e-6)
@@ -50,7 +50,7 @@ def test_a_folder_of_any_sizes_gives_the_features_of_each_image_alone(tmp_path, 
 def test_rows_in_memory_give_the_features_of_embed_images(tmp_path, model):
     x = np.random.default_rng(1).integers(0, 256, (10, 28, 28), dtype=np.uint8)
     np.savez(tmp_path / "x.npz", x=x, y=np.arange(10) % 2)
-    out = embed_source(model, open_source(str(tmp_path / "x.npz")), transform_for(model, 32), batch_size=3, workers=2)
+    out = embed_stream(model, open_source(str(tmp_path / "x.npz")), transform_for(model, 32), batch_size=3, workers=2)
     np.testing.assert_allclose(out.features, embed_images(model, torch.from_numpy(x)[:, None], image_size=32),
                                rtol=1e-5, atol=1e-6)
     assert list(out.labels) == [0, 1] * 5 and list(out.ids) == [str(i) for i in range(10)]
@@ -59,7 +59,7 @@ def test_rows_in_memory_give_the_features_of_embed_images(tmp_path, model):
 def test_vectors_are_refused(tmp_path, model):
     np.save(tmp_path / "v.npy", np.zeros((4, 5), dtype=np.float32))
     with pytest.raises(InputError, match="vectors; embedding needs images"):
-        embed_source(model, open_source(str(tmp_path / "v.npy")), transform_for(model))
+        embed_stream(model, open_source(str(tmp_path / "v.npy")), transform_for(model))
 
 
 def test_bf16_is_close_to_fp32_or_refused_where_not_native(model):

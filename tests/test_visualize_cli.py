@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 import ood_flow
 import ood_flow.visualize as viz
-import ood_flow.visualize.cli_support as cli_support
+import ood_flow.visualize.histogram as histogram_module
+import ood_flow.visualize.run as run_module
 from ood_flow import store
 from ood_flow.cli.main import app
 from ood_flow.visualize import panel_count
@@ -49,8 +50,8 @@ def figures(monkeypatch):
         original(fig, path, dpi)
 
     original = viz.save_figure
-    monkeypatch.setattr(viz, "save_figure", capture)
-    monkeypatch.setattr(cli_support, "save_figure", capture)
+    monkeypatch.setattr(run_module, "save_figure", capture)
+    monkeypatch.setattr(histogram_module, "save_figure", capture)
     return saved
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import logging
 import signal
@@ -18,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ood_flow.errors import OodflowError
+from ood_flow.errors import GateFailed, OodflowError
 
 state = {"debug": False, "signal": None}
 
@@ -141,7 +142,7 @@ def plain_logger(quiet: bool = False, every: float = 30.0) -> Callable[[str], No
     return log
 
 
-def progress(quiet: bool = False) -> Progress:
+def progress_bar(quiet: bool = False) -> Progress:
     """A rich progress bar on stderr; disabled by ``--quiet``."""
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -156,26 +157,64 @@ def progress(quiet: bool = False) -> Progress:
     )
 
 
-def choice(*values: str) -> Callable[[Any], Any]:
-    """A Typer callback accepting only ``values`` (a usage error, exit 2, lists them)."""
+class Reporter:
+    """Progress and messages of one core call on stderr, for its ``progress`` and ``on_message`` callbacks.
 
-    def check(value):
-        if value is not None and value not in values:
-            raise typer.BadParameter(f"{value!r} is not one of: {', '.join(values)}")
-        return value
+    The bar starts at the first progress report, so an error raised before any work is the only
+    line on stderr; messages print above a running bar.
+    """
 
-    return check
+    def __init__(self, what: str, quiet: bool = False, info: str = ""):
+        self.what, self.quiet, self.info = what, quiet, info
+        self.bar: Progress | None = None
+
+    def progress(self, done: int, total: int, info: str | None = None) -> None:
+        if self.bar is None:
+            self.bar = progress_bar(self.quiet)
+            self.bar.start()
+            self.task = self.bar.add_task(self.what, total=total, info=self.info)
+        self.bar.update(self.task, completed=done, total=total, info=self.info if info is None else info)
+
+    def message(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.console.print(text, highlight=False)
+        else:
+            message(text)
+
+    def __enter__(self) -> "Reporter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` picks CUDA when available."""
-    import torch
+def run(call: Callable[[], Any], show: Callable[[Any], None], reporter: Reporter | None = None) -> Any:
+    """``show(call())``, with ``reporter``'s bar around the call; when a gate fails (exit 3), what the
+    call computed is shown first."""
+    try:
+        with reporter or contextlib.nullcontext():
+            result = call()
+    except GateFailed as exc:
+        if exc.result is not None:
+            show(exc.result)
+        raise
+    show(result)
+    return result
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise OodflowError("--device cuda: no CUDA device is available here; use --device cpu")
-    return device
+
+def unwrap(doc: str | None) -> str:
+    """A docstring as help text: paragraphs kept, the line breaks inside them dropped, so that rich
+    wraps the text to the terminal's width."""
+    paragraphs = inspect.cleandoc(doc or "").split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+def command(app: typer.Typer, fn: Callable, name: str | None = None) -> None:
+    """Register ``fn`` as subcommand ``name`` (default: its own name): one-line errors, wrapped help."""
+    app.command(name or fn.__name__, help=unwrap(fn.__doc__))(handle_errors(fn))
 
 
 def duration(seconds: float) -> str:

@@ -56,4 +56,4 @@ def demo(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("demo")(common.handle_errors(demo))
+    common.command(app, demo)

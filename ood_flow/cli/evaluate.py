@@ -1,4 +1,7 @@
-"""``oodflow evaluate``: detection metrics of an in-distribution group against OOD groups."""
+"""``oodflow evaluate``: detection metrics of an in-distribution group against OOD groups.
+
+The work is :func:`ood_flow.evaluate_groups`; this module parses the options and prints the tables.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +11,11 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from ood_flow import store
 from ood_flow.cli import common, options
-from ood_flow.errors import GateFailed, ScoreFileError
-from ood_flow.evaluate import ood_metrics, typicality_auroc
-from ood_flow.score.methods import SCORES
+from ood_flow.evaluate import Evaluation, Typicality, evaluate_groups
+from ood_flow.score import SCORES
 
 KEYS = ("auroc", "aupr_in", "aupr_out", "fpr95")
-SELF_REFERENCE = ("the entropy is estimated on the in-distribution group itself, which flatters the result; "
-                  "pass --reference-group (e.g. scores of a train split)")
 
 
 def evaluate(
@@ -29,7 +28,8 @@ def evaluate(
                                     "groups, in one table."),
     tpr: float = typer.Option(0.95, "--tpr", min=0.0, max=1.0, help="TPR at which the threshold and FPR are reported."),
     min_auroc: Optional[float] = typer.Option(None, "--min-auroc", help="Exit 3 if any AUROC is below this."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the log-likelihood histogram (paper Fig. 1a) as PNG."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the log-likelihood histogram (paper Fig. 1a) "
+                                        "as PNG."),
     typicality: bool = typer.Option(False, "--typicality", help="Also run the typicality test (Nalisnick et al. 2019) "
                                     "on batches of --batch-size samples of log_likelihood."),
     batch_size: int = typer.Option(10, "--batch-size", min=1, help="M, samples per batch of the typicality test."),
@@ -50,38 +50,23 @@ def evaluate(
     --typicality tests batches instead of points: a batch of M samples is OOD when its mean negative
     log-likelihood is far from the entropy H of the model, estimated on --reference-group.
     """
-    names = _chosen_scores(scores, [in_group, *ood], score_names, all_scores)
-    by_score = {name: _metrics(scores, in_group, ood, name, tpr) for name in names}
-    score, results = names[0], by_score[names[0]]
-    if plot is not None:
-        _plot(scores, [in_group, *results], score, plot, quiet)
-    report = {"file": str(scores), "in": in_group, "score": score, "tpr": tpr, "ood": results, "by_score": by_score}
-    if typicality:
-        report["typicality"] = _typicality(scores, in_group, ood, reference_group, batch_size, n_batches, seed, tpr)
-        if report["typicality"]["note"]:
-            common.message(f"note: {report['typicality']['note']}", quiet)
+    test = Typicality(batch_size, n_batches, reference_group, seed) if typicality else None
+    common.run(lambda: evaluate_groups(scores, in_group, ood, scores=score_names, all_scores=all_scores, tpr=tpr,
+                                       typicality=test, plot=plot, min_auroc=min_auroc),
+               lambda result: _show(result, json_out, quiet))
+
+
+def _show(result: Evaluation, json_out: bool, quiet: bool) -> None:
+    if result.plot is not None:
+        common.message(f"histogram written to {result.plot}", quiet)
+    if result.typicality is not None and result.typicality["note"]:
+        common.message(f"note: {result.typicality['note']}", quiet)
     if json_out:
-        common.print_json(report)
-    else:
-        common.stdout().print(_table(in_group, by_score, tpr))
-        if typicality:
-            common.stdout().print(_typicality_table(report["typicality"], tpr))
-    _gate(by_score, min_auroc)
-
-
-def _chosen_scores(path: Path, groups: list[str], given: list[str], all_scores: bool) -> list[str]:
-    """The scores to evaluate: those given, then (--all-scores) every method score that all groups hold."""
-    names = list(dict.fromkeys(given))
-    if all_scores:
-        held = [set(store.read_group(path, g)[0]) for g in dict.fromkeys(groups)]
-        names += [s for s in SCORES if all(s in h for h in held) and s not in names]
-    return names
-
-
-def _metrics(path: Path, in_group: str, ood: list[str], score: str, tpr: float) -> dict:
-    in_scores = store.read_scores(path, in_group, score)
-    return {g: ood_metrics(in_scores, store.read_scores(path, g, score), tpr=tpr, in_name=in_group, ood_name=g)
-            for g in dict.fromkeys(ood)}
+        common.print_json(result.to_dict())
+        return
+    common.stdout().print(_table(result.in_group, result.by_score, result.tpr))
+    if result.typicality is not None:
+        common.stdout().print(_typicality_table(result.typicality, result.tpr))
 
 
 def _table(in_group: str, by_score: dict, tpr: float) -> Table:
@@ -95,21 +80,6 @@ def _table(in_group: str, by_score: dict, tpr: float) -> Table:
     return table
 
 
-def _typicality(path: Path, in_group: str, ood: list[str], reference_group: Optional[str], batch_size: int,
-                n_batches: int, seed: int, tpr: float) -> dict:
-    """Batch-level metrics of the typicality test for each OOD group (log_likelihood of each group)."""
-    reference = reference_group or in_group
-    if reference in ood:
-        raise ScoreFileError(f"{path}: --reference-group '{reference}' is also an --ood group")
-    ref_ll, in_ll = (store.read_scores(path, g, "log_likelihood") for g in (reference, in_group))
-    results = {g: typicality_auroc(ref_ll, in_ll, store.read_scores(path, g, "log_likelihood"), batch_size,
-                                   n_batches=n_batches, seed=seed, tpr=tpr, in_name=in_group, ood_name=g)
-               for g in dict.fromkeys(ood)}
-    entropy = next(iter(results.values()))["entropy"]
-    return {"score": "log_likelihood", "batch_size": batch_size, "n_batches": n_batches, "reference": reference,
-            "entropy": entropy, "note": SELF_REFERENCE if reference == in_group else None, "ood": results}
-
-
 def _typicality_table(report: dict, tpr: float) -> Table:
     caveat = " (from --in itself: flatters the result)" if report["note"] else ""
     table = Table(title=f"typicality test (Nalisnick et al. 2019): batches of {report['batch_size']}, "
@@ -121,21 +91,5 @@ def _typicality_table(report: dict, tpr: float) -> Table:
     return table
 
 
-def _plot(path: Path, groups: list[str], score: str, out: Path, quiet: bool) -> None:
-    from ood_flow.visualize.cli_support import write_histogram
-
-    write_histogram(path, groups, score, out, in_groups=groups[:1])
-    common.message(f"histogram written to {out}", quiet)
-
-
-def _gate(by_score: dict, min_auroc: Optional[float]) -> None:
-    if min_auroc is None:
-        return
-    low = {(s, g): m["auroc"] for s, results in by_score.items() for g, m in results.items() if m["auroc"] < min_auroc}
-    if low:
-        worst = ", ".join(f"{g} {a:.3f}" if len(by_score) == 1 else f"{g} ({s}) {a:.3f}" for (s, g), a in low.items())
-        raise GateFailed(f"AUROC below --min-auroc {min_auroc}: {worst}")
-
-
 def register(app: typer.Typer) -> None:
-    app.command("evaluate")(common.handle_errors(evaluate))
+    common.command(app, evaluate)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
+
+from ood_flow.data import SourceOptions
+from ood_flow.device import DEVICES
 
 DataDir = typer.Option(None, "--data-dir", help="Root of named datasets (torchvision layout); default "
                        "$OODFLOW_DATA_DIR, else ~/.cache/oodflow.", envvar="OODFLOW_DATA_DIR", show_envvar=False)
 Limit = typer.Option(None, "--limit", min=1, help="Use only the first N samples (deterministic).")
 Quiet = typer.Option(False, "--quiet", "-q", help="No progress bars or messages on stderr.")
 Json = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
-Device = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 BatchSize = typer.Option(None, "--batch-size", min=1, help="Samples per batch.")
 Seed = typer.Option(0, "--seed", help="Seed for everything random (initialisation, data order, noise).")
 SkipInvalid = typer.Option(False, "--skip-invalid", help="Skip unreadable or corrupt input files (reported on "
@@ -25,9 +26,29 @@ Grayscale = typer.Option(False, "--grayscale", help="Convert colour images to gr
 Rgb = typer.Option(False, "--rgb", help="Repeat grayscale images to 3 channels.")
 
 
-def split_columns(columns: Optional[str]) -> Optional[list[str]]:
-    return [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+def choice(*values: str):
+    """A Typer callback accepting only ``values`` (a usage error, exit 2, lists them)."""
+
+    def check(value):
+        if value is not None and value not in values:
+            raise typer.BadParameter(f"{value!r} is not one of: {', '.join(values)}")
+        return value
+
+    return check
 
 
-def existing(path: Path) -> Path:
-    return path
+def device_option() -> typer.models.OptionInfo:
+    return typer.Option("auto", "--device", callback=choice(*DEVICES), help=f"{', '.join(DEVICES[:-1])} or "
+                        f"{DEVICES[-1]} (auto: CUDA when available).")
+
+
+def split_columns(columns: Optional[str]) -> Optional[tuple[str, ...]]:
+    return tuple(c.strip() for c in columns.split(",") if c.strip()) if columns else None
+
+
+def source_options(data_dir=None, limit=None, skip_invalid=False, columns=None, label_column=None, class_value=None,
+                   resize=False, grayscale=False, rgb=False) -> SourceOptions:
+    """The shared data options as the core takes them."""
+    return SourceOptions(data_dir=data_dir, limit=limit, skip_invalid=skip_invalid, columns=split_columns(columns),
+                         label_column=label_column, class_value=class_value, resize=resize, grayscale=grayscale,
+                         rgb=rgb)

@@ -2,6 +2,7 @@
 
 Kirichenko et al. (NeurIPS 2020, Section 8) show that flows trained on the
 features of a pretrained network detect OOD data where flows on pixels fail.
+:func:`embed_source` embeds a SOURCE into a features file (``oodflow embed``).
 
 Example:
     >>> import torch
@@ -13,7 +14,9 @@ Example:
 
 from ood_flow.embed.backbones import BACKBONES, backbone_config, create_backbone
 from ood_flow.embed.extract import (PRECISIONS, Embedded, ImageTransform, bf16_supported, check_precision,
-                                    embed_batches, embed_images, embed_source, transform_for)
+                                    embed_batches, embed_images, embed_stream, transform_for)
+from ood_flow.embed.run import EmbedResult, embed_source
 
-__all__ = ["BACKBONES", "PRECISIONS", "Embedded", "ImageTransform", "backbone_config", "bf16_supported",
-           "check_precision", "create_backbone", "embed_batches", "embed_images", "embed_source", "transform_for"]
+__all__ = ["BACKBONES", "PRECISIONS", "EmbedResult", "Embedded", "ImageTransform", "backbone_config", "bf16_supported",
+           "check_precision", "create_backbone", "embed_batches", "embed_images", "embed_source", "embed_stream",
+           "transform_for"]

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ood_flow.data.stream import Batch, Source
+from ood_flow.device import PRECISIONS
 from ood_flow.embed.backbones import backbone_config
 from ood_flow.errors import InputError
 
 _ANTIALIAS = {"bilinear", "bicubic"}  # the modes F.interpolate can antialias
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ class Embedded:
     precision: str
 
 
-def embed_source(model: nn.Module, src: Source, transform: ImageTransform, *, batch_size: int = 64,
+def embed_stream(model: nn.Module, src: Source, transform: ImageTransform, *, batch_size: int = 64,
                  precision: str = "fp32", device: str | torch.device | None = "cpu", workers: int | None = None,
                  progress: Callable[[int], None] | None = None) -> Embedded:
     """Embed every image of ``src``, read in batches with ``transform`` applied in the DataLoader workers.

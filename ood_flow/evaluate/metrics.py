@@ -11,48 +11,16 @@ sample zero density: maximally OOD) and ``+inf`` a valid, maximally
 in-distribution one. They keep their place in the ordering: AUROC and AUPR
 depend on the scores only through their order, so they are computed on dense
 ranks, which are finite and preserve ties. ``NaN`` has no place in an order and
-is an :class:`InputError` naming the group and the count.
+is an :class:`InputError` naming the group and the count (see
+:func:`~ood_flow.score.threshold.checked_scores`).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from ood_flow.errors import InputError
-
-
-def threshold_at_tpr(in_scores, tpr: float = 0.95, *, name: str = "in-distribution") -> float:
-    """The largest threshold ``t`` with ``mean(in_scores >= t) >= tpr``.
-
-    Samples with ``score >= t`` are accepted as in-distribution. Let ``k`` be the
-    smallest count with ``k / n >= tpr`` (compared in floating point, exactly as
-    ``np.mean(in_scores >= t) >= tpr`` compares); then ``t`` is the ``k``-th largest
-    in-distribution score. With ties at ``t`` more than ``k`` samples are accepted;
-    any ``t' > t`` accepts at most ``k - 1``, a fraction below ``tpr``. The threshold
-    is always one of the scores (it may be ``-inf`` if enough scores are ``-inf``).
-
-    Args:
-        in_scores: 1-D in-distribution scores (higher = more in-distribution).
-        tpr: the true-positive rate to reach, in (0, 1].
-        name: what to call the scores in error messages (e.g. the group name).
-
-    Example:
-        >>> threshold_at_tpr([1.0, 2.0, 3.0, 4.0], tpr=0.75)
-        2.0
-    """
-    if not 0.0 < tpr <= 1.0:
-        raise ValueError(f"tpr must be in (0, 1], got {tpr}")
-    scores = checked_scores(in_scores, name)
-    n = len(scores)
-    k = min(max(math.ceil(tpr * n), 1), n)
-    while k > 1 and (k - 1) / n >= tpr:  # undo a ceil pushed up by rounding (0.95 * 20 > 19)
-        k -= 1
-    while k < n and k / n < tpr:
-        k += 1
-    return float(np.sort(scores)[::-1][k - 1])
+from ood_flow.score.threshold import checked_scores, threshold_at_tpr
 
 
 def ood_metrics(in_scores, ood_scores, *, tpr: float = 0.95,
@@ -97,19 +65,6 @@ def ood_metrics(in_scores, ood_scores, *, tpr: float = 0.95,
         "n_in": len(s_in),
         "n_ood": len(s_ood),
     }
-
-
-def checked_scores(scores, name: str) -> np.ndarray:
-    """1-D float64 scores; empty input or NaN is an InputError naming ``name``."""
-    s = np.asarray(scores, dtype=np.float64)
-    if s.ndim != 1:
-        raise ValueError(f"{name}: scores must be 1-D, got shape {s.shape}")
-    if len(s) == 0:
-        raise InputError(f"{name}: no scores")
-    n_nan = int(np.isnan(s).sum())
-    if n_nan:
-        raise InputError(f"{name}: {n_nan} of {len(s)} scores are NaN")
-    return s
 
 
 def _dense_ranks(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from ood_flow.errors import InputError
-from ood_flow.evaluate.metrics import checked_scores, ood_metrics
+from ood_flow.evaluate.metrics import ood_metrics
+from ood_flow.score.threshold import checked_scores
 
 
 def entropy_estimate(reference_ll, *, name: str = "reference") -> float:
@@ -62,7 +63,8 @@ def typicality_batches(reference_ll, group_ll, batch_size: int, *, n_batches: in
 
 
 def typicality_auroc(reference_ll, in_ll, ood_ll, batch_size: int, *, n_batches: int = 1000, seed: int = 0,
-                     tpr: float = 0.95, in_name: str = "in-distribution", ood_name: str = "out-of-distribution") -> dict:
+                     tpr: float = 0.95, in_name: str = "in-distribution",
+                     ood_name: str = "out-of-distribution") -> dict:
     """Batch-level detection metrics of the typicality test.
 
     In-distribution batches are the positive class and the decision score is

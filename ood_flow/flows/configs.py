@@ -13,10 +13,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ood_flow.flows.masks import MASKS
 from ood_flow.flows.nets import NETS
 
 IMAGE_MASKS = ("checkerboard", "horizontal", "vertical", "cycle")
+"""The masks of RealNVP's couplings that a user chooses (``channel`` is internal to the multi-scale model)."""
+IMAGE_NETS = tuple(name for name in NETS if name != "mlp")
+"""The st-network families of the image models (``mlp`` serves the tabular model)."""
 
 
 @dataclass(frozen=True)
@@ -141,8 +143,8 @@ def _check_gaussian(cfg: GaussianConfig, input_shape: tuple[int, ...]) -> Gaussi
 def _check_image(name: str, cfg, input_shape: tuple[int, ...], explicit: set[str]):
     if len(input_shape) != 3:
         raise ValueError(f"{name} needs images (C, H, W), got input shape {input_shape}; use 'tabular' for vectors")
-    if cfg.net not in NETS or cfg.net == "mlp":
-        raise ValueError(f"unknown st-network {cfg.net!r} for {name}; valid: resnet, glow, highway")
+    if cfg.net not in IMAGE_NETS:
+        raise ValueError(f"unknown st-network {cfg.net!r} for {name}; valid: {', '.join(IMAGE_NETS)}")
     mask = getattr(cfg, "mask", "checkerboard")
     if mask not in IMAGE_MASKS:
         raise ValueError(f"unknown mask {mask!r}; valid masks: {', '.join(IMAGE_MASKS)}")

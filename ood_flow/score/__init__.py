@@ -1,9 +1,16 @@
-"""Per-sample OOD scores from trained flows (higher = more in-distribution), and thresholds on them."""
+"""Per-sample OOD scores from trained flows (higher = more in-distribution), and thresholds on them.
+
+:func:`score_source` scores a SOURCE with any of the :data:`METHODS` and writes a score group.
+"""
 
 from ood_flow.score.combine import likelihood_ratio, waic
 from ood_flow.score.complexity import COMPRESSORS, compressed_bits, complexity
-from ood_flow.score.gate import Gate, fit_gate, ood_fraction, parse_reference
+from ood_flow.score.gate import Gate, GateSpec, fit_gate, ood_fraction, parse_reference
 from ood_flow.score.likelihood import sample_keys, score_likelihood
+from ood_flow.score.methods import METHODS, SCORES
+from ood_flow.score.run import ScoreResult, score_source
+from ood_flow.score.threshold import threshold_at_tpr
 
-__all__ = ["sample_keys", "score_likelihood", "likelihood_ratio", "waic", "COMPRESSORS", "compressed_bits",
-           "complexity", "Gate", "fit_gate", "ood_fraction", "parse_reference"]
+__all__ = ["COMPRESSORS", "METHODS", "SCORES", "Gate", "GateSpec", "ScoreResult", "compressed_bits", "complexity",
+           "fit_gate", "likelihood_ratio", "ood_fraction", "parse_reference", "sample_keys", "score_likelihood",
+           "score_source", "threshold_at_tpr", "waic"]

@@ -1,6 +1,6 @@
 """Thresholds chosen on in-distribution data, per-sample OOD flags and the OOD-fraction gate.
 
-The threshold is :func:`~ood_flow.evaluate.metrics.threshold_at_tpr` of a *reference* group (in-
+The threshold is :func:`~ood_flow.score.threshold.threshold_at_tpr` of a *reference* group (in-
 distribution data the model did not train on, e.g. a validation split): the largest score that keeps
 ``tpr`` of the reference. A sample is OOD when its score is below the threshold, or is NaN (a score
 that cannot be ordered never passes a gate)::
@@ -13,10 +13,32 @@ so on the reference itself the share of flagged samples is at most ``1 - tpr``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from ood_flow.evaluate.metrics import threshold_at_tpr
+from ood_flow import store
+from ood_flow.errors import ScoreFileError
+from ood_flow.fileio import sha256_file
+from ood_flow.score.threshold import threshold_at_tpr
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """A gate to apply while scoring (``oodflow score --reference``).
+
+    Attributes:
+        reference: ``FILE:GROUP`` of in-distribution scores of the same model (e.g. a validation split).
+        tpr: share of the reference that the threshold keeps.
+        score: the score the threshold applies to (default: the first method's score).
+        max_ood_fraction: raise :class:`~ood_flow.errors.GateFailed` (after saving) when more than
+            this share of the source is OOD; None only flags the samples.
+    """
+
+    reference: str
+    tpr: float = 0.95
+    score: str | None = None
+    max_ood_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -76,3 +98,17 @@ def parse_reference(text: str) -> tuple[str, str]:
     if not sep or not path or not group:
         raise ValueError(f"reference {text!r} must be FILE:GROUP, e.g. ref.h5:fashionmnist-val")
     return path, group
+
+
+def reference_gate(spec: GateSpec, score: str, models: list[Path]) -> Gate:
+    """The gate of ``spec`` on ``score``, fitted on the reference group, which must have been scored
+    with the same model (with the same ensemble for a ``waic`` score)."""
+    path, group = parse_reference(spec.reference)
+    ref_scores = store.read_scores(path, group, score)
+    recorded = store.read_group(path, group)[1].get("model_sha256")
+    if recorded is not None:
+        ref_sha, sha = recorded if isinstance(recorded, list) else [recorded], [sha256_file(m) for m in models]
+        if ref_sha[0] != sha[0] or (score.startswith("waic") and ref_sha != sha):
+            raise ScoreFileError(f"{path}: group '{group}' was scored with other model(s) than --model; a "
+                                 "threshold only applies to scores of the same model")
+    return fit_gate(ref_scores, spec.tpr, score=score, reference=spec.reference)

@@ -22,13 +22,15 @@ PAPER_DEFAULTS = {
     "gaussian": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 256},  # fitted in closed form
 }
 
+DEFAULT_EPOCHS = 10
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train. ``None`` fields take the paper default for the model family.
 
     Attributes:
-        epochs: passes over the training data.
+        epochs: passes over the training data (default :data:`DEFAULT_EPOCHS`).
         max_steps: stop after this many optimiser steps in all (across resumes).
         val_fraction: share of the training source held out for validation (at most 2000 samples).
         negative_threshold: C of the paper's objective (7): only negative samples whose
@@ -39,7 +41,7 @@ class TrainConfig:
         max_rollbacks: roll-backs allowed before training gives up (exit 1), keeping the last good model.
     """
 
-    epochs: int = 10
+    epochs: int | None = None
     max_steps: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -55,7 +57,8 @@ class TrainConfig:
 
     def resolved(self, model: str) -> "TrainConfig":
         """Fill unset fields with the paper's defaults for ``model`` and validate."""
-        filled = {k: v for k, v in PAPER_DEFAULTS[model].items() if getattr(self, k) is None}
+        defaults = {"epochs": DEFAULT_EPOCHS, **PAPER_DEFAULTS[model]}
+        filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         cfg = dataclasses.replace(self, **filled)
         cfg.validate()
         return cfg

@@ -50,6 +50,18 @@ class TrainEvents:
 
 @dataclass
 class TrainResult:
+    """What a training run did.
+
+    Attributes:
+        flow: the trained flow.
+        steps: optimiser steps in all (across resumes).
+        history: one summary per epoch (``train_bpd``, ``val_bpd``, ...).
+        interrupted: stopped by ``signal`` (SIGINT, SIGTERM); the checkpoint holds the state to resume from.
+        model, checkpoint: the files written.
+        n_train, n_val: training and held-out validation samples.
+        data, name: the training source's provenance text and name.
+    """
+
     flow: Flow
     steps: int
     history: list[dict] = field(default_factory=list)
@@ -57,6 +69,11 @@ class TrainResult:
     interrupted: bool = False
     checkpoint: Path | None = None
     signal: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM), when one did
+    model: Path | None = None
+    n_train: int = 0
+    n_val: int = 0
+    data: str = ""
+    name: str = ""
 
     @property
     def last(self) -> dict:
@@ -248,7 +265,8 @@ class Trainer:
                     self.save()
         return TrainResult(self.flow, self.position["step"], self.history, time.time() - start,
                            interrupted=self.stop.signal is not None, checkpoint=checkpoint_path(self.out),
-                           signal=self.stop.signal)
+                           signal=self.stop.signal, model=self.out, n_train=int(self.train_idx.numel()),
+                           n_val=int(self.val_idx.numel()))
 
     def _check_out(self) -> None:
         if self.resumed or self.overwrite:

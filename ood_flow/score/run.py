@@ -1,0 +1,223 @@
+"""Scoring a SOURCE under trained flows: :func:`score_source`, the work behind ``oodflow score``.
+
+It loads the model(s), reads the source and fits it to the model, computes the chosen methods
+(sharing forward passes), applies a gate fitted on a reference group if asked, and writes one
+group of a score file with its provenance.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ood_flow import store
+from ood_flow.data import Dataset, Source, SourceOptions, fit_to_model, open_with_options
+from ood_flow.device import resolve_device
+from ood_flow.errors import GateFailed, InputError, UsageError
+from ood_flow.fileio import sha256_file
+from ood_flow.flows import Flow, load_model
+from ood_flow.score.gate import Gate, GateSpec, ood_fraction, reference_gate
+from ood_flow.score.batched import Scored, check_methods, score_batches
+from ood_flow.score.methods import Method, ScoreContext, get_method, total_passes
+from ood_flow.version import __version__
+
+
+@dataclass
+class ScoreResult:
+    """The scores of one source.
+
+    Attributes:
+        group: the score group's name.
+        arrays: per-sample scores (``log_likelihood``, ...; ``is_ood`` when gated), float64 (N,).
+        ids, labels: per-sample ids and labels (None when unknown).
+        attrs: the group's provenance attributes.
+        source: where the samples came from.
+        out: the score file written, or None.
+        skipped: ``(path, reason)`` of inputs skipped as invalid.
+        gate: the gate applied, or None.
+    """
+
+    group: str
+    arrays: dict[str, np.ndarray]
+    ids: np.ndarray
+    labels: np.ndarray | None
+    attrs: dict
+    source: str
+    out: Path | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    gate: Gate | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    @property
+    def score_names(self) -> list[str]:
+        """The stored scores, sorted (``is_ood`` is a flag, not a score)."""
+        return sorted(k for k in self.arrays if k != "is_ood")
+
+
+def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str | os.PathLike], *,
+                 methods: Sequence[str] = ("likelihood",), out: str | os.PathLike | None = None,
+                 name: str | None = None, overwrite: bool = False, gate: GateSpec | None = None,
+                 background: str | os.PathLike | None = None, compressor: str = "png", dequant_samples: int = 1,
+                 batch_size: int = 256, seed: int = 0, device: str = "cpu", options: SourceOptions | None = None,
+                 progress: Callable[[int, int], None] | None = None,
+                 on_message: Callable[[str], None] | None = None) -> ScoreResult:
+    """Score every sample of ``source`` with ``methods`` (see :data:`~ood_flow.score.methods.METHODS`).
+
+    Args:
+        source: SOURCE text (default split: test) or a :class:`~ood_flow.data.Dataset`.
+        models: model file(s); the first is *the* model, all are the ensemble of ``waic``.
+        out: score file to create or add the group to; None keeps the scores in memory only.
+        name: group name (default: from the source, e.g. ``mnist-test``).
+        overwrite: replace an existing group of that name.
+        gate: a threshold from a reference group; adds ``is_ood``.
+        background: the background flow of ``likelihood-ratio``.
+        dequant_samples, seed: the dequantization noise (a function of seed and sample id).
+        options: how to read the source and fit it to the model.
+        progress: called with (samples done, total) over all forward passes.
+        on_message: receives warnings and skipped inputs, one line each.
+
+    Raises:
+        InputError, ModelFileError, ScoreFileError, UsageError: before any work where possible.
+        GateFailed: after saving, when ``gate.max_ood_fraction`` is exceeded; ``.result`` holds the result.
+
+    Example (``m.pt`` from :func:`~ood_flow.train_flow`; docs/api.md runs the whole sequence)::
+
+        r = score_source("demo-mnist", "m.pt", out="scores.h5", options=SourceOptions(limit=10))
+        r.arrays["log_likelihood"].shape   # (10,)
+    """
+    say = on_message or (lambda text: None)
+    chosen = [get_method(m) for m in dict.fromkeys(methods)]
+    gate_score = _gate_score(chosen, gate)
+    paths = [Path(models)] if isinstance(models, (str, os.PathLike)) else [Path(m) for m in models]
+    dev = resolve_device(device)
+    flows = [load_model(m, device=dev) for m in paths]
+    bg = _load_background(background, chosen, flows[0], dev, say)
+    _check_members(paths, flows, chosen, say)
+    fitted = reference_gate(gate, gate_score, paths) if gate is not None else None
+    src, transform = fit_to_model(open_with_options(source, "test", options), flows[0].input_shape, options)
+    group = name or src.name
+    if out is not None:
+        store.check_score_output(out, group, overwrite=overwrite)
+    ctx = ScoreContext(flows, torch.zeros(0), torch.zeros(0, dtype=torch.int64), batch_size, dequant_samples, seed,
+                       options={"compressor": compressor}, background=bg)
+    scored = _compute(chosen, ctx, src, transform, progress, say)
+    for path, reason in src.skipped:
+        say(f"skipped {path}: {reason}")
+    arrays = scored.arrays
+    attrs = {**_provenance(src, scored, paths, chosen, seed, dequant_samples, background), **ctx.attrs}
+    if fitted is not None:
+        arrays["is_ood"] = fitted.flags(arrays[gate_score])
+        attrs.update(fitted.attrs(arrays["is_ood"]))
+    if out is not None:
+        store.write_group(out, group, {**arrays, **_ids_labels(scored)}, attrs, overwrite=overwrite)
+    result = ScoreResult(group, arrays, np.asarray(scored.ids, dtype=str), scored.labels, attrs, src.source,
+                         Path(out) if out is not None else None, list(src.skipped), fitted)
+    _check_fraction(result, gate)
+    return result
+
+
+def _gate_score(methods: list[Method], gate: GateSpec | None) -> str | None:
+    """The score the gate applies to: the one asked for, which a chosen method must compute."""
+    if gate is None:
+        return None
+    choices = [m.score for m in methods]
+    if gate.score is not None and gate.score not in choices:
+        raise UsageError(f"--gate-score {gate.score!r} is not computed by the chosen --method; choose from: "
+                         f"{', '.join(choices)}")
+    return gate.score or choices[0]
+
+
+def _load_background(path, methods: list[Method], flow: Flow, device: str, say) -> Flow | None:
+    if path is None:
+        return None
+    if "likelihood-ratio" not in [m.name for m in methods]:
+        say("warning: --background-model is used only by --method likelihood-ratio; ignored")
+        return None
+    background = load_model(path, device=device)
+    if background.input_shape != flow.input_shape:
+        raise InputError(f"{path}: background model expects inputs of shape {background.input_shape}, "
+                         f"the model {flow.input_shape}")
+    return background
+
+
+def _check_members(paths: list[Path], flows: list[Flow], methods: list[Method], say) -> None:
+    """Every model takes the same inputs; extra models are only used by waic (say so)."""
+    for path, flow in zip(paths[1:], flows[1:]):
+        if flow.input_shape != flows[0].input_shape:
+            raise InputError(f"{path}: expects inputs of shape {flow.input_shape}, but {paths[0]} "
+                             f"{flows[0].input_shape}; ensemble members must take the same inputs")
+    if len(flows) > 1 and "waic" not in [m.name for m in methods]:
+        say(f"warning: {len(flows)} models given; only --method waic uses more than the first")
+
+
+def _compute(methods: list[Method], ctx: ScoreContext, src: Source, transform, progress, say) -> Scored:
+    """Every method on every batch of ``src``; checked before anything is read (an error is then the
+    only thing reported)."""
+    check_methods(methods, ctx, ctx.flow.input_shape, src.kind == "image")
+    passes = total_passes(methods, len(ctx.flows))
+    total, done = len(src) * passes, [0]
+
+    def advance(k: int) -> None:
+        done[0] += k
+        if progress is not None:
+            progress(done[0], total)
+
+    scored = score_batches(methods, src.batches(ctx.batch_size, transform), ctx, progress=advance)
+    if progress is not None:  # the true total once the files are read (unreadable ones are skipped)
+        progress(done[0], len(scored) * passes)
+    scored.skipped = list(src.skipped)
+    for note in ctx.notes:
+        say(f"warning: {note}")
+    return scored
+
+
+def _ids_labels(ds: Scored) -> dict[str, np.ndarray]:
+    out = {"id": np.asarray(ds.ids, dtype=str)}
+    if ds.labels is not None:
+        out["label"] = np.asarray(ds.labels, dtype=np.int64)
+    return out
+
+
+def _provenance(src: Source, ds: Scored, models: list[Path], methods: list[Method], seed: int,
+                dequant_samples: int, background) -> dict:
+    several = len(models) > 1
+    attrs = {
+        "source": src.source,
+        "model": [str(m.resolve()) for m in models] if several else str(models[0].resolve()),
+        "model_sha256": [sha256_file(m) for m in models] if several else sha256_file(models[0]),
+        "method": [m.name for m in methods],
+        "seed": seed,
+        "dequantization": (f"uniform, {dequant_samples} draw(s), noise = f(seed, sample id)" if src.kind == "image"
+                           else "none"),
+        "batchnorm": "eval (stored statistics)",
+        "oodflow_version": __version__,
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "n_samples": len(ds),
+        "skipped": json.dumps([{"path": p, "reason": r} for p, r in src.skipped]),
+        "label_names": list(src.label_names) if src.label_names else [],
+    }
+    if background is not None and "likelihood-ratio" in attrs["method"]:
+        attrs.update(background_model=str(Path(background).resolve()), background_model_sha256=sha256_file(background))
+    return attrs
+
+
+def _check_fraction(result: ScoreResult, gate: GateSpec | None) -> None:
+    """GateFailed when the OOD fraction exceeds the gate's maximum."""
+    if gate is None or gate.max_ood_fraction is None:
+        return
+    is_ood = result.arrays["is_ood"]
+    fraction = ood_fraction(is_ood)
+    if fraction > gate.max_ood_fraction:
+        raise GateFailed(f"OOD fraction {fraction:.4f} exceeds --max-ood-fraction {gate.max_ood_fraction} "
+                         f"({int(np.sum(is_ood))} of {len(is_ood)} samples below the threshold "
+                         f"{result.gate.threshold:.6g} on {result.gate.score})", result=result)

@@ -1,0 +1,143 @@
+"""Training a flow on a SOURCE: :func:`train_flow`, the work behind ``oodflow train``.
+
+It reads the source, builds a new flow (or rebuilds one from its checkpoint to resume), fills in
+the paper's training settings for the model family, loads negative data if asked, and runs the
+:class:`~ood_flow.train.loop.Trainer`, which writes the model file and its checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ood_flow.data import Dataset, SourceOptions, read_source
+from ood_flow.device import resolve_device
+from ood_flow.errors import InputError, UsageError
+from ood_flow.flows import Flow, create_flow
+from ood_flow.flows.configs import FEATURE_STD_FLOOR, VECTOR_MODELS
+from ood_flow.train.checkpoint import checkpoint_path, load_training_state
+from ood_flow.train.config import TrainConfig
+from ood_flow.train.loop import Trainer, TrainEvents, TrainResult
+
+MODEL_SUFFIXES = (".pt", ".pth", ".h5", ".hdf5")
+
+
+def train_flow(source: str | Dataset, config: TrainConfig | None = None, *, out: str | os.PathLike | None = None,
+               model: str | None = None, model_options: dict[str, Any] | None = None, negative: str | None = None,
+               resume: bool = False, overwrite: bool = False, device: str = "cpu",
+               options: SourceOptions | None = None, events: TrainEvents | None = None) -> TrainResult:
+    """Train a flow on ``source`` by maximum likelihood; write the model file and a checkpoint beside it.
+
+    Args:
+        source: SOURCE text (default split: train) or a :class:`~ood_flow.data.Dataset`.
+        config: how to train; unset fields take the paper's settings for the model family.
+        out: model file (.pt or .h5); default ``DATA-MODEL.pt`` in the current folder.
+        model: family, one of :data:`~ood_flow.flows.MODELS` (default: realnvp for images, tabular for vectors).
+        model_options: architecture options of :func:`~ood_flow.create_flow` (None values are ignored).
+        negative: SOURCE whose likelihood is pushed down (the paper's Appendix B).
+        resume: continue from the checkpoint beside ``out``; ``config`` then only changes
+            ``epochs`` and ``max_steps``.
+        overwrite: replace an existing model file.
+        options: how to read the source (the negative source uses only its data root and limit).
+        events: callbacks for progress and messages.
+
+    Returns:
+        The result of the run; ``interrupted`` is True after Ctrl-C (a checkpoint was written).
+
+    Example (docs/api.md runs it)::
+
+        r = train_flow("demo-mnist", TrainConfig(max_steps=2, batch_size=8), out="m.pt",
+                       model_options={"channels": 4, "blocks": 1})
+    """
+    events = events or TrainEvents()
+    config = config or TrainConfig()
+    if config.negative_threshold is not None and not negative:
+        raise UsageError("--negative-threshold needs --negative-data")
+    dev = resolve_device(device)
+    ds = read_source(source, "train", options)
+    for path, reason in ds.skipped:
+        events.on_message(f"skipped {path}: {reason}")
+    out = Path(out) if out is not None else default_model_path(ds, model)
+    given = {k: v for k, v in (model_options or {}).items() if v is not None}
+    if resume:
+        flow, cfg, extra = _resume(out, ds, dev, config, given, negative)
+    else:
+        _check_new(out, overwrite)
+        flow, extra = _new(ds, model, given, config.seed, dev), None
+        cfg = config.resolved(flow.name)
+    neg = _negative(negative, flow, options or SourceOptions(), events)
+    if neg is not None and cfg.negative_threshold is None:
+        cfg = dataclasses.replace(cfg, negative_threshold=default_negative_threshold(flow))
+    info = {"data": ds.source, "negative_data": negative, "oodflow_command": "train"}
+    trainer = Trainer(flow, ds.x, cfg, out, negative=neg, events=events, info=info, overwrite=overwrite)
+    if extra:
+        trainer.restore(extra)
+    else:
+        trainer.fit_preprocessing()
+    return dataclasses.replace(trainer.run(), data=ds.source, name=ds.name)
+
+
+def family(ds: Dataset, model: str | None) -> str:
+    """``model``, or the default family for the data: realnvp for images, tabular for vectors."""
+    return model or ("realnvp" if ds.kind == "image" else "tabular")
+
+
+def default_model_path(ds: Dataset, model: str | None) -> Path:
+    """``DATA-MODEL.pt`` in the current folder, e.g. ``fashionmnist-train-realnvp.pt``."""
+    return Path(f"{ds.name}-{family(ds, model)}.pt")
+
+
+def default_negative_threshold(flow: Flow) -> float:
+    """C of the paper's objective (7): -30000 nats for 28x28 images, -100000 for larger ones; about -38
+    nats per dimension for vectors."""
+    if flow.kind == "image":
+        return -30000.0 if flow.dim <= 28 * 28 else -100000.0
+    return -38.0 * flow.dim
+
+
+def _check_new(out: Path, overwrite: bool) -> None:
+    if out.suffix.lower() not in MODEL_SUFFIXES:
+        raise InputError(f"{out}: model files end in .pt or .h5")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; pass --resume to continue training it or --overwrite to replace it")
+    if not out.parent.exists():
+        raise InputError(f"{out.parent}: no such folder for the model file")
+
+
+def _new(ds: Dataset, model: str | None, given: dict, seed: int, device: str) -> Flow:
+    name = family(ds, model)
+    if (name in VECTOR_MODELS) != (ds.kind == "vector"):
+        what = "vectors" if ds.kind == "vector" else "images"
+        need = "tabular or gaussian" if ds.kind == "vector" else "realnvp or glow"
+        raise InputError(f"{ds.name}: {what} need --model {need}, not {name}")
+    if ds.meta.get("backbone"):  # features written by embed: floor near-constant columns (see Standardize)
+        given = {"std_floor": FEATURE_STD_FLOOR, **given}
+    torch.manual_seed(seed)
+    return create_flow(name, ds.sample_shape, **given).to(device)
+
+
+def _resume(out: Path, ds: Dataset, device: str, config: TrainConfig, given: dict, negative: str | None):
+    flow, extra = load_training_state(checkpoint_path(out), device)
+    if extra.get("data") != ds.source or tuple(ds.sample_shape) != flow.input_shape:
+        raise InputError(f"{checkpoint_path(out)} was trained on {extra.get('data')}, not {ds.source}; "
+                         "resume with the same --data (and --limit)")
+    if extra.get("negative_data") != negative:
+        raise InputError(f"{checkpoint_path(out)} was trained with --negative-data {extra.get('negative_data')}; "
+                         "resume with the same negative data")
+    if given:
+        raise InputError(f"--resume keeps the model's architecture; drop {', '.join('--' + k for k in given)}")
+    overrides = {k: getattr(config, k) for k in ("epochs", "max_steps") if getattr(config, k) is not None}
+    return flow, dataclasses.replace(TrainConfig(**extra["train_config"]), **overrides), extra
+
+
+def _negative(source: str | None, flow: Flow, options: SourceOptions, events: TrainEvents):
+    if not source:
+        return None
+    plain = SourceOptions(data_dir=options.data_dir, limit=options.limit)
+    neg = read_source(source, "train", plain, shape=flow.input_shape)
+    events.on_message(f"negative training: pushing down {len(neg)} samples of {neg.source}")
+    return neg.x
