@@ -55,7 +55,7 @@ from speed_models import bits_per_dim_loss, normflows_model, oodflow_model, para
 
 from ood_flow.fileio import atomic_write  # noqa: E402
 from ood_flow.flows import create_flow, fused  # noqa: E402
-from ood_flow.preprocess import dequantize  # noqa: E402
+from ood_flow.dequantize import dequantize  # noqa: E402
 
 SHAPE = (1, 28, 28)
 PRESETS = {

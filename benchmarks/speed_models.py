@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ood_flow.flows import create_flow
-from ood_flow.preprocess import LOG_256
+from ood_flow.dequantize import LOG_256
 
 ALPHA = 0.05
 

@@ -16,7 +16,7 @@ from torch import nn
 from helpers import randomize
 from ood_flow.errors import InputError
 from ood_flow.flows import create_flow
-from ood_flow.preprocess import LOG_256, dequantize_indexed
+from ood_flow.dequantize import LOG_256, dequantize_indexed
 from ood_flow.score import methods as methods_module
 from ood_flow.score.combine import likelihood_ratio, waic
 from ood_flow.score.complexity import COMPRESSORS, compressed_bits, complexity

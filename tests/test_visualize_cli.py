@@ -13,6 +13,7 @@ import ood_flow.visualize as viz
 import ood_flow.visualize.histogram as histogram_module
 import ood_flow.visualize.run as run_module
 from ood_flow import store
+from ood_flow.dequantize import dequantized_draws
 from ood_flow.cli.main import app
 from ood_flow.visualize import panel_count
 from ood_flow.visualize.histogram import dataset_stem, plot_range
@@ -98,10 +99,10 @@ def test_latents_are_those_of_the_model():
     x = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
     keys = torch.arange(4)
     lat = viz.image_latents(flow, x, keys, average=1, seed=3)
-    z, _ = flow(viz.latents.dequantized_draws(x, keys, 3, 1))
+    z, _ = flow(dequantized_draws(x, keys, 3, 1))
     torch.testing.assert_close(lat.z, z)
     mean = viz.image_latents(flow, x, keys, average=2, seed=3).z
-    z2, _ = flow(viz.latents.dequantized_draws(x, keys, 3, 2))
+    z2, _ = flow(dequantized_draws(x, keys, 3, 2))
     torch.testing.assert_close(mean, z2.view(2, 4, 1, 8, 8).mean(0))
 
 

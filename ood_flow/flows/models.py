@@ -139,6 +139,11 @@ def batchnorm_train(flow: nn.Module) -> Iterator[nn.Module]:
                 m.num_batches_tracked.copy_(tracked)
 
 
+def has_batchnorm(flow: nn.Module) -> bool:
+    """Whether any layer of ``flow`` is a batch norm (whose mode changes the scores)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in flow.modules())
+
+
 def _net_factory(cfg) -> Callable[..., nn.Module]:
     opts = {"channels": cfg.channels, "blocks": cfg.blocks, "batchnorm": cfg.batchnorm, "bottleneck": cfg.bottleneck}
     return lambda cin, cout, spatial: create_net(cfg.net, cin, cout, spatial, **opts)
@@ -234,4 +239,4 @@ def config_dict(flow: Flow) -> dict:
     return dataclasses.asdict(flow.config)
 
 
-__all__ = ["Flow", "create_flow", "MODELS", "CONFIGS", "batchnorm_train", "config_dict"]
+__all__ = ["Flow", "create_flow", "MODELS", "CONFIGS", "batchnorm_train", "config_dict", "has_batchnorm"]

@@ -8,6 +8,8 @@ and input give the same score on every run, whatever the batch size or ``--limit
 
 from __future__ import annotations
 
+import contextlib
+import math
 import zlib
 from typing import Callable
 
@@ -15,10 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ood_flow.dequantize import bits_per_dim, dequantized_draws, discrete_log_likelihood
 from ood_flow.flows.models import Flow, batchnorm_train
-from ood_flow.preprocess import LOG_256, bits_per_dim, dequantize_indexed
-
-PARTS = ("log_likelihood", "bits_per_dim", "log_prior", "log_det")
 
 
 def sample_keys(ids) -> Tensor:
@@ -34,8 +34,7 @@ def _batch_parts(flow: Flow, x: Tensor, keys: Tensor, seed: int, draws: int) -> 
     """Mean log-prior and log-det over ``draws`` dequantization draws (one forward for all draws)."""
     if x.dtype != torch.uint8:
         return flow.log_prob_parts(x.float())
-    xin = torch.cat([dequantize_indexed(x, keys, seed + 7919 * k) for k in range(draws)])
-    log_prior, logdet = flow.log_prob_parts(xin)
+    log_prior, logdet = flow.log_prob_parts(dequantized_draws(x, keys, seed, draws))
     return log_prior.view(draws, -1).mean(0), logdet.view(draws, -1).mean(0)
 
 
@@ -60,7 +59,7 @@ def score_likelihood(flow: Flow, x: Tensor, keys: Tensor | None = None, *, batch
     keys = torch.arange(x.shape[0]) if keys is None else keys
     device, parts = _device_of(flow), []
     flow.eval()
-    with torch.inference_mode(), (batchnorm_train(flow) if bn_train else _nothing()):
+    with torch.inference_mode(), (batchnorm_train(flow) if bn_train else contextlib.nullcontext()):
         for start in range(0, x.shape[0], batch_size):
             xb = x[start : start + batch_size].to(device)
             kb = keys[start : start + batch_size].to(device)
@@ -72,16 +71,6 @@ def score_likelihood(flow: Flow, x: Tensor, keys: Tensor | None = None, *, batch
 
 def _assemble(parts: Tensor, x: Tensor) -> dict[str, np.ndarray]:
     log_prior, log_det = parts
-    dim = int(np.prod(x.shape[1:]))
-    correction = -dim * LOG_256 if x.dtype == torch.uint8 else 0.0
-    ll = log_prior + log_det + correction
-    return {"log_likelihood": ll.numpy(), "bits_per_dim": bits_per_dim(ll, dim).numpy(),
+    ll = discrete_log_likelihood(log_prior + log_det, x)
+    return {"log_likelihood": ll.numpy(), "bits_per_dim": bits_per_dim(ll, math.prod(x.shape[1:])).numpy(),
             "log_prior": log_prior.numpy(), "log_det": log_det.numpy()}
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

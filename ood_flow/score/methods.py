@@ -13,10 +13,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from ood_flow.errors import InputError
-from ood_flow.flows.models import Flow
+from ood_flow.flows.models import Flow, has_batchnorm
 from ood_flow.score.combine import likelihood_ratio, waic
 from ood_flow.score.complexity import compressed_bits, complexity
 from ood_flow.score.likelihood import score_likelihood
@@ -117,10 +116,6 @@ def _ratio(ctx: ScoreContext) -> dict[str, np.ndarray]:
     ll = ctx.member(0)
     bg = ctx.once("background", ctx.background)["log_likelihood"]
     return {**ll, "likelihood_ratio": likelihood_ratio(ll["log_likelihood"], bg), "background_log_likelihood": bg}
-
-
-def has_batchnorm(flow: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in flow.modules())
 
 
 def _check_bn(ctx: ScoreContext) -> None:

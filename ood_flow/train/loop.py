@@ -22,11 +22,11 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ood_flow.dequantize import dequantize, discrete_log_likelihood
 from ood_flow.errors import InputError, OutputError
 from ood_flow.fileio import file_lock
 from ood_flow.flows.io import save_model
 from ood_flow.flows.models import Flow
-from ood_flow.preprocess import LOG_256, dequantize
 from ood_flow.score.likelihood import score_likelihood
 from ood_flow.train.checkpoint import checkpoint_path, save_checkpoint
 from ood_flow.train.config import OPTIMIZERS, TrainConfig
@@ -36,6 +36,7 @@ from ood_flow.train.guard import Guard, TrainingDiverged
 from ood_flow.train.stop import StopRequest
 
 SNAPSHOT_EVERY = 100
+SHUFFLE_SEED_STRIDE = 7919  # seed of epoch e's data order: seed * 7919 + e
 
 
 @dataclass
@@ -146,7 +147,8 @@ class Trainer:
     # -- loop ----------------------------------------------------------------------------------
     def _batches(self, epoch: int) -> list[Tensor]:
         n, b = self.train_idx.numel(), self.cfg.batch_size
-        perm = self.train_idx[torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch))]
+        order = torch.Generator().manual_seed(self.cfg.seed * SHUFFLE_SEED_STRIDE + epoch)
+        perm = self.train_idx[torch.randperm(n, generator=order)]
         full = n // b * b if n >= b else n
         return list(perm[:full].split(max(1, min(b, n))))
 
@@ -156,9 +158,8 @@ class Trainer:
         return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
 
     def _log_likelihood(self, x: Tensor, gen: torch.Generator) -> Tensor:
-        if x.dtype == torch.uint8:
-            return self.flow.log_prob(dequantize(x, gen)) - x[0].numel() * LOG_256
-        return self.flow.log_prob(x.float())
+        xin = dequantize(x, gen) if x.dtype == torch.uint8 else x.float()
+        return discrete_log_likelihood(self.flow.log_prob(xin), x)
 
     def _loss(self, idx: Tensor, step: int) -> tuple[Tensor, dict]:
         gen = _step_generator(self.cfg.seed, step, 0, self.device)
@@ -182,9 +183,10 @@ class Trainer:
         statistics also track."""
         if x.dtype == torch.uint8:
             neg_gen = _step_generator(self.cfg.seed, step, 2, self.device)
-            ll = self.flow.log_prob(torch.cat([dequantize(x, gen), dequantize(neg, neg_gen)])) - x[0].numel() * LOG_256
+            xin = torch.cat([dequantize(x, gen), dequantize(neg, neg_gen)])
         else:
-            ll = self.flow.log_prob(torch.cat([x, neg]).float())
+            xin = torch.cat([x, neg]).float()
+        ll = discrete_log_likelihood(self.flow.log_prob(xin), x)
         return ll[: len(x)], ll[len(x):]
 
     def _step(self, idx: Tensor) -> dict | None:

@@ -6,10 +6,10 @@ resumed run draws exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
+
+from ood_flow.dequantize import bits_per_dim
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -46,4 +46,5 @@ def perturb_pixels(x: Tensor, rate: float, gen: torch.Generator) -> Tensor:
 
 
 def bpd(ll: Tensor, dim: int) -> float:
-    return float(-ll.double().mean() / (dim * math.log(2)))
+    """Mean bits/dim of the log-likelihoods ``ll`` (nats) of ``dim``-dimensional data."""
+    return float(bits_per_dim(ll.double().mean(), dim))

@@ -4,25 +4,22 @@ Image latents already have the input's shape: every scale of a flow built by
 :func:`ood_flow.create_flow` un-squeezes its output and keeps factored-out halves in place,
 so ``z`` is the "un-squeezed" latent image of Appendix E (see :mod:`ood_flow.flows.models`).
 
-Dequantization noise is the scorer's (a fixed function of seed and sample id, draw ``k`` using
-seed ``seed + 7919 k``), so a latent figure and ``oodflow score`` see the same inputs.
+Dequantization noise is the scorer's (:func:`~ood_flow.dequantize.dequantized_draws`: a fixed
+function of seed and sample id), so a latent figure and ``oodflow score`` see the same inputs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from ood_flow.dequantize import bits_per_dim, dequantized_draws, discrete_log_likelihood
 from ood_flow.errors import InputError
 from ood_flow.flows.base import standard_normal_logprob
-from ood_flow.flows.models import Flow, batchnorm_train
-from ood_flow.preprocess import LOG_256, dequantize_indexed
-
-DRAW_STRIDE = 7919  # seed step between dequantization draws, as in ood_flow.score.likelihood
+from ood_flow.flows.models import Flow, batchnorm_train, has_batchnorm
 
 
 def require_image_flow(flow: Flow, what: str) -> None:
@@ -30,11 +27,6 @@ def require_image_flow(flow: Flow, what: str) -> None:
     if flow.kind != "image":
         raise InputError(f"{what} needs an image model (realnvp or glow); this is a {flow.name} model over "
                          f"{flow.input_shape[0]}-dimensional vectors")
-
-
-def dequantized_draws(x: Tensor, keys: Tensor, seed: int, draws: int) -> Tensor:
-    """``draws`` dequantizations of uint8 ``x`` (N, ...) as one batch of ``draws * N`` (draw-major)."""
-    return torch.cat([dequantize_indexed(x, keys, seed + DRAW_STRIDE * k) for k in range(draws)])
 
 
 @dataclass
@@ -68,12 +60,11 @@ def image_latents(flow: Flow, x: Tensor, keys: Tensor, *, average: int = 1, seed
     flow.eval()
     with batchnorm_train(flow) if bn_train else contextlib.nullcontext():
         z, logdet = flow(xin)
-    log_p = standard_normal_logprob(z) + logdet - flow.dim * LOG_256
+    log_p = discrete_log_likelihood(standard_normal_logprob(z) + logdet, x)
     n = x.shape[0]
-    bpd = -log_p.view(average, n).mean(0) / (flow.dim * math.log(2.0))
-    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in flow.modules())
+    bpd = bits_per_dim(log_p.view(average, n).mean(0), flow.dim)
     return Latents(z=z.view(average, n, *z.shape[1:]).mean(0).cpu(), bits_per_dim=bpd.cpu(), draws=average,
-                   bn_train=bn_train, has_batchnorm=has_bn)
+                   bn_train=bn_train, has_batchnorm=has_batchnorm(flow))
 
 
 def box_mask(input_shape: tuple[int, ...], box: int) -> Tensor:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ood_flow.data import Dataset, SourceOptions, read_source
+from ood_flow.dequantize import dequantized_draws
 from ood_flow.device import resolve_device
 from ood_flow.errors import InputError
 from ood_flow.flows import Flow, load_model
@@ -22,8 +23,7 @@ from ood_flow.visualize.coupling import coupling_views
 from ood_flow.visualize.coupling_figure import coupling_figure, pick_layers
 from ood_flow.visualize.figures import SourceImages, latents_figure, resample_figure, samples_figure
 from ood_flow.visualize.histogram import Group, write_histogram
-from ood_flow.visualize.latents import (box_mask, dequantized_draws, draw_samples, image_latents,
-                                        require_image_flow, resample_box)
+from ood_flow.visualize.latents import box_mask, draw_samples, image_latents, require_image_flow, resample_box
 from ood_flow.visualize.panels import save_figure
 
 Progress = Callable[[int, int], None]

@@ -1,4 +1,4 @@
-"""Turning stored data into flow inputs: uniform dequantization of 8-bit images.
+"""8-bit data as a flow sees it: dequantization noise, and the log-likelihood of the discrete data.
 
 A flow models a density over continuous inputs in [0, 1]. For 8-bit images the discrete
 probability of pixel values ``k`` is approximated by the density of ``(k + u) / 256``,
@@ -7,6 +7,11 @@ probability of pixel values ``k`` is approximated by the density of ``(k + u) / 
     log P(x) = log p((x + u) / 256) - D log 256        (nats)
 
 and bits/dim = ``-log P(x) / (D ln 2)``. Vectors (features, tables) are used as they are.
+:func:`discrete_log_likelihood` is that formula, the one place every command takes it from.
+
+Training draws the noise from a generator; scoring and the figures draw it with
+:func:`counter_uniform`, a pure function of ``(seed, sample key)``, draw ``k`` of a sample using
+the seed ``seed + DRAW_STRIDE * k``.
 """
 
 from __future__ import annotations
@@ -17,32 +22,40 @@ import torch
 from torch import Tensor
 
 LOG_256 = math.log(256.0)
+DRAW_STRIDE = 7919
+"""Seed step between the dequantization draws of one sample (draw ``k`` uses ``seed + 7919 k``)."""
+
+
+def discrete_log_likelihood(log_density: Tensor, x: Tensor) -> Tensor:
+    """``log P(x)`` in nats of the stored data ``x`` from the flow's log-density of its (dequantized) input.
+
+    For 8-bit ``x`` (uint8, (N, ...)) the ``-D log 256`` of the bin volume is added, D the size of
+    one sample; vectors take the log-density as it is.
+
+    Example:
+        >>> x = torch.zeros(1, 1, 2, 2, dtype=torch.uint8)
+        >>> discrete_log_likelihood(torch.tensor([2.0]), x)
+        tensor([-20.1807])
+    """
+    if x.dtype != torch.uint8:
+        return log_density
+    return log_density - math.prod(x.shape[1:]) * LOG_256
+
+
+def bits_per_dim(log_likelihood: Tensor, dim: int) -> Tensor:
+    """Negative log-likelihood in bits per dimension.
+
+    Example:
+        >>> bits_per_dim(torch.tensor([-8 * math.log(2.0)]), 4)
+        tensor([2.])
+    """
+    return -log_likelihood / (dim * math.log(2.0))
 
 
 def dequantize(x: Tensor, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """uint8 images -> continuous values ``(x + u) / 256`` in [0, 1) with ``u ~ U[0, 1)``."""
     u = torch.rand(x.shape, generator=generator, dtype=dtype, device=x.device)
     return (x.to(dtype) + u) / 256.0
-
-
-def to_flow_input(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Dequantize uint8 images; pass float vectors through as float32."""
-    if x.dtype == torch.uint8:
-        return dequantize(x, generator)
-    return x.float()
-
-
-def discrete_correction(x: Tensor) -> float:
-    """What to add to a continuous log-density to get the log-probability of the stored data.
-
-    ``-D log 256`` for 8-bit images (pixels scaled by 1/256), 0 for vectors.
-    """
-    return -x[0].numel() * LOG_256 if x.dtype == torch.uint8 else 0.0
-
-
-def bits_per_dim(log_likelihood: Tensor, dim: int) -> Tensor:
-    """Negative log-likelihood in bits per dimension."""
-    return -log_likelihood / (dim * math.log(2.0))
 
 
 _MASK32 = 0xFFFFFFFF
@@ -72,3 +85,8 @@ def dequantize_indexed(x: Tensor, index: Tensor, seed: int) -> Tensor:
     """:func:`dequantize` with :func:`counter_uniform` noise (deterministic per sample)."""
     u = counter_uniform(index, tuple(x.shape[1:]), seed).to(x.device)
     return (x.float() + u) / 256.0
+
+
+def dequantized_draws(x: Tensor, keys: Tensor, seed: int, draws: int) -> Tensor:
+    """``draws`` dequantizations of uint8 ``x`` (N, ...) as one batch of ``draws * N`` (draw-major)."""
+    return torch.cat([dequantize_indexed(x, keys, seed + DRAW_STRIDE * k) for k in range(draws)])
