@@ -1,4 +1,4 @@
-"""benchmarks/reproduce.py without training: the report it writes, its verdicts and its command line.
+"""benchmarks/reproduce/reproduce.py without training: the report it writes, its verdicts and its command line.
 
 The real runs (an hour for the full reproduction, ~10 minutes for --quick) stay out of the test
 suite; here the experiments run against a fake CLI runner that returns canned JSON.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce"
 sys.path.insert(0, str(BENCH))
 
 import repro_experiments as rx  # noqa: E402

@@ -11,8 +11,8 @@ import numpy as np
 
 from ood_flow.data.cifar import load_cifar10
 from ood_flow.data.dataset import Dataset, LoadRequest, row_ids, to_images
+from ood_flow.data.maf import load_hepmass, load_miniboone
 from ood_flow.data.stream import Source
-from ood_flow.data.tabular import load_hepmass, load_miniboone
 from ood_flow.data.vision import (DIGITS, FASHION_CLASSES, LETTERS, load_celeba, load_fashionmnist,
                                   load_mnist, load_notmnist, load_svhn)
 from ood_flow.errors import InputError
@@ -30,7 +30,6 @@ class DatasetEntry:
             default split does not exist and there is only one.
         kind: ``"image"`` or ``"vector"``.
         description: one line for listings.
-        needs_root: False for the samples shipped in the package.
         note: said after the list of valid splits in a split error.
     """
 
@@ -39,7 +38,6 @@ class DatasetEntry:
     splits: tuple[str, ...]
     kind: str
     description: str
-    needs_root: bool = True
     note: str = ""
 
 
@@ -76,11 +74,11 @@ _ENTRIES = [
     DatasetEntry("miniboone", load_miniboone, ("train", "val", "test"), "vector", "MiniBooNE, 43 features (MAF)"),
     DatasetEntry("hepmass", load_hepmass, ("train", "val", "test"), "vector", "HEPMASS, 21 features (MAF)"),
     DatasetEntry("demo-fashionmnist", partial(load_demo, "fashionmnist", FASHION_CLASSES), ("train", "test"),
-                 "image", "shipped sample: Fashion-MNIST train 3000 / test 1000", needs_root=False),
+                 "image", "shipped sample: Fashion-MNIST train 3000 / test 1000"),
     DatasetEntry("demo-mnist", partial(load_demo, "mnist", DIGITS), ("test",), "image",
-                 "shipped sample: MNIST test 1000", needs_root=False, note="the sample holds test images only"),
+                 "shipped sample: MNIST test 1000", note="the sample holds test images only"),
     DatasetEntry("demo-notmnist", partial(load_demo, "notmnist", LETTERS), ("test",), "image",
-                 "shipped sample: notMNIST test 1000", needs_root=False, note="the sample holds test images only"),
+                 "shipped sample: notMNIST test 1000", note="the sample holds test images only"),
 ]
 
 DATASETS: dict[str, DatasetEntry] = {e.name: e for e in _ENTRIES}

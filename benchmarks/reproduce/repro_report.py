@@ -1,4 +1,4 @@
-"""Turn the results of benchmarks/reproduce.py into reproduction.md (and keep reproduction.json).
+"""Turn the results of benchmarks/reproduce/reproduce.py into reproduction.md (and keep reproduction.json).
 
 The results dict is plain JSON: run metadata (``quick``, ``complete``, ``started``, ``finished``,
 ``command``, ``environment``, ``budget``) and ``experiments`` keyed by number, each with ``title``,
@@ -81,7 +81,7 @@ def render_markdown(results: dict) -> str:
     if "--only" in results.get("command", ""):
         lines += ["> Merged report: the last run re-ran only the experiments named by `--only`; the others are "
                   "kept from earlier runs (each section says when and at which commit it ran).", ""]
-    lines += [f"Produced by `{results.get('command', 'python benchmarks/reproduce.py')}` (started "
+    lines += [f"Produced by `{results.get('command', 'python benchmarks/reproduce/reproduce.py')}` (started "
               f"{results.get('started', '?')}, finished {results.get('finished') or '—'}) with oodflow "
               f"{env.get('oodflow', '?')} (git {env.get('git', '?')}), torch {env.get('torch', '?')}, "
               f"{env.get('cpus', '?')} CPU cores shared "

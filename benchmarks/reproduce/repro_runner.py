@@ -1,4 +1,4 @@
-"""Run the public ``oodflow`` CLI for benchmarks/reproduce.py: echo, run, parse ``--json``.
+"""Run the public ``oodflow`` CLI for benchmarks/reproduce/reproduce.py: echo, run, parse ``--json``.
 
 Every step of the reproduction is a subprocess ``python -m ood_flow ...`` (what the ``oodflow``
 entry point runs), printed to stderr as ``$ oodflow ...`` first, so each number in the report

@@ -117,7 +117,8 @@ def table1(r: Runner, b: Budget) -> dict:
     glow = r.work / "glow-fmnist.pt"
     r.train(glow, "fashionmnist:train", b.n_train, *GLOW, *steps(b.steps))
     rows = label(base["rows"], "RealNVP", {"MNIST": 10.8, "notMNIST": 72.1})
-    rows += label(score_and_evaluate(r, glow, "glow-fmnist", FMNIST, b.n_test), "Glow", {"MNIST": 13.3, "notMNIST": 80.2})
+    rows += label(score_and_evaluate(r, glow, "glow-fmnist", FMNIST, b.n_test), "Glow",
+                  {"MNIST": 13.3, "notMNIST": 80.2})
     coupling = r.figure("coupling-realnvp-fmnist-mnist.png")
     r.run("visualize", "coupling", "fashionmnist:test", "mnist:test", "--model", str(base["model"]),
           "--layers", "0,1,-1", "--out", str(coupling), "--quiet")
@@ -126,7 +127,8 @@ def table1(r: Runner, b: Budget) -> dict:
     order = all(auroc(rows, v, "notMNIST") > auroc(rows, v, "MNIST") for v in ("RealNVP", "Glow"))
     verdict = (f"{'agrees' if failure and order else 'disagrees'} qualitatively: MNIST AUROC "
                f"{'below' if failure else 'not below'} 50% for both flows (the failure), notMNIST "
-               f"{'above' if order else 'not above'} MNIST; our numbers differ from Table 1 by up to {worst:.1f} points.")
+               f"{'above' if order else 'not above'} MNIST; our numbers differ from Table 1 by up to "
+               f"{worst:.1f} points.")
     return {"title": "RealNVP and Glow on FashionMNIST (Table 1)", "verdict": verdict,
             "config": f"RealNVP `{' '.join(REALNVP)}` (2 scales, 10 couplings); Glow `{' '.join(GLOW)}` "
                       f"(2 scales); each {b.steps} steps (≈{epochs(b.steps, b.n_train):.1f} epochs) "
@@ -226,7 +228,8 @@ def embeddings(r: Runner, b: Budget) -> dict:
             "samples": f"first {b.n_cmp} test images of each set (same images for both flows)", "rows": rows,
             "paper": "qualitative — flows on features of a pretrained CNN detect OOD where flows on pixels fail; "
                      "Table 2a is on EfficientNet(-B4, 1792-d) features of CIFAR-10/CelebA/SVHN, not FashionMNIST",
-            "why": f"Lite0 at {b.emb_size} px on fewer training images stands in for the paper's EfficientNet-B4 features "
+            "why": f"Lite0 at {b.emb_size} px on fewer training images stands in for the paper's "
+                   "EfficientNet-B4 features "
                    "to fit the CPU budget; the FashionMNIST pair is our analogue, not a row of Table 2a.",
             "figures": [("flow on embeddings: log-likelihoods", "figures/embeddings-hist.png")]}
 

@@ -2,9 +2,9 @@
 
 Usage::
 
-    python benchmarks/speed.py            # full run (about 10 minutes on 2 cores)
-    python benchmarks/speed.py --quick    # small models, few steps (about a minute)
-    python benchmarks/speed.py --json     # the results as JSON on stdout
+    python benchmarks/speed/speed.py            # full run (about 10 minutes on 2 cores)
+    python benchmarks/speed/speed.py --quick    # small models, few steps (about a minute)
+    python benchmarks/speed/speed.py --json     # the results as JSON on stdout
 
 Both libraries get the same data (FashionMNIST training images from ``../shared/data``, or random
 uint8 images where that is absent), the same batches, threads, optimiser (Adam), loss (bits/dim of
@@ -41,7 +41,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
+sys.path[:0] = [str(HERE), str(HERE.parents[1])]
 
 from speed_measure import (  # noqa: E402
     conv_gflops,
@@ -326,7 +326,8 @@ def markdown(res: dict) -> str:
             k = lib.replace("-", "_")
             lines.append(f"| | **oodflow / {lib}** | | **{a[f'train_speedup_vs_{k}']:.2f}x** | "
                          f"**{a[f'score_speedup_vs_{k}']:.2f}x** | per FLOP: | "
-                         f"{a[f'train_speedup_per_flop_vs_{k}']:.2f}x | {a[f'score_speedup_per_flop_vs_{k}']:.2f}x | | |")
+                         f"{a[f'train_speedup_per_flop_vs_{k}']:.2f}x | "
+                         f"{a[f'score_speedup_per_flop_vs_{k}']:.2f}x | | |")
     paper, env = res["paper_realnvp_fmnist"], res["environment"]
     lines += ["", f"Speedup over normflows (geometric mean of glow and realnvp, FLOP-matched counterparts): "
               f"training {res['train_speedup_vs_normflows']:.2f}x, scoring {res['score_speedup_vs_normflows']:.2f}x. "
@@ -366,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small models and few steps (about a minute)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
-    ap.add_argument("--data-dir", type=Path, default=HERE.parent.parent / "shared" / "data")
-    ap.add_argument("--out", type=Path, default=HERE / "results", help="folder for speed.json and speed.md")
+    ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
+    ap.add_argument("--out", type=Path, default=HERE.parent / "results", help="folder for speed.json and speed.md")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

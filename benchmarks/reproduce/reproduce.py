@@ -18,7 +18,7 @@ writes its report under WORK/quick/ so it never replaces the real one; --only re
 experiments and keeps the others from the existing reproduction.json.
 
 Usage:
-    OODFLOW_DATA_DIR=../shared/data OMP_NUM_THREADS=1 python benchmarks/reproduce.py [--quick]
+    OODFLOW_DATA_DIR=../shared/data OMP_NUM_THREADS=1 python benchmarks/reproduce/reproduce.py [--quick]
         [--only 1,4] [--work DIR] [--data-dir DIR] [--results DIR]
 """
 
@@ -43,6 +43,7 @@ from repro_report import write_report  # noqa: E402
 from repro_runner import ReproError, Runner  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parent / "results"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny budget, a smoke test (report under WORK/quick/)")
     p.add_argument("--only", default="", help="comma-separated experiment numbers (default: all, 1-6)")
-    p.add_argument("--work", type=Path, default=HERE / "results" / "work", help="models and score files")
+    p.add_argument("--work", type=Path, default=RESULTS / "work", help="models and score files")
     p.add_argument("--data-dir", default=None, help="dataset root (default: $OODFLOW_DATA_DIR)")
     p.add_argument("--results", type=Path, default=None,
                    help="where reproduction.md/.json and figures/ go (default: benchmarks/results, "
@@ -141,10 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     budget = QUICK if args.quick else FULL
     work = short(args.work / ("quick" if args.quick else "full"))
-    out = short(args.results or (work if args.quick else HERE / "results"))
+    out = short(args.results or (work if args.quick else RESULTS))
     work.mkdir(parents=True, exist_ok=True)
     runner = Runner(data_dir=root, work=work, figures=out / "figures")
-    results = {"quick": args.quick, "complete": False, "command": shlex.join(["python", "benchmarks/reproduce.py",
+    results = {"quick": args.quick, "complete": False,
+               "command": shlex.join(["python", "benchmarks/reproduce/reproduce.py",
                *(argv if argv is not None else sys.argv[1:])]),
                "started": datetime.now().astimezone().isoformat(timespec="seconds"), "finished": None,
                "environment": environment(), "budget": budget_dict(budget),

@@ -1,25 +1,21 @@
 """The fused scoring path against the plain modules, on every image model and st-network, in float32.
 
-Usage: ``python benchmarks/check_fused.py`` — prints one line per model and exits 1 if the fused
-path's log-likelihoods are further from a float64 reference than float rounding allows (twice the
-plain float32 path's own error, plus 1e-6 relative), differ between ``no_grad`` and
-``inference_mode``, or the fused kernel is missing. Weights and batch-norm statistics are random,
-so no layer is the identity.
+The fused path's log-likelihoods must be no further from a float64 reference than float rounding
+allows (twice the plain float32 path's own error, plus 1e-6 relative), equal between ``no_grad``
+and ``inference_mode``, and finite. Weights and batch-norm statistics are random, so no layer is the
+identity.
 """
 
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ood_flow.flows import create_flow, fused  # noqa: E402
-from ood_flow.flows.layers import ActNorm  # noqa: E402
+from ood_flow.flows import create_flow, fused
+from ood_flow.flows.layers import ActNorm
 
 SMALL = {"channels": 16, "blocks": 2}
 CASES = [
@@ -48,11 +44,15 @@ def randomize(flow: nn.Module, seed: int = 0) -> nn.Module:
     return flow.eval()
 
 
-def check(name: str, shape: tuple[int, ...], opts: dict) -> tuple[float, float, bool]:
-    """Largest relative error of the fused and the plain float32 paths against float64, and the verdict."""
+def test_the_fused_kernel_exists_in_this_torch_build():
+    assert fused._kernel() is not None, "without it the fused path is the plain path, compared with itself"
+
+
+@pytest.mark.parametrize("name, shape, opts", CASES, ids=[f"{n}-{'x'.join(map(str, s))}-{o}" for n, s, o in CASES])
+def test_fused_path_matches_the_plain_modules(name, shape, opts):
     torch.manual_seed(0)
     flow = randomize(create_flow(name, shape, **opts))
-    x = torch.rand(8, *shape)
+    x = torch.rand(4, *shape)
     with torch.inference_mode():
         fast = flow.log_prob(x)
         with fused.disabled():
@@ -62,22 +62,6 @@ def check(name: str, shape: tuple[int, ...], opts: dict) -> tuple[float, float, 
         fast_no_grad = flow.log_prob(x)
     err_fast = ((fast.double() - ref).abs() / ref.abs()).max().item()
     err_plain = ((plain.double() - ref).abs() / ref.abs()).max().item()
-    ok = err_fast <= 2 * err_plain + 1e-6 and torch.equal(fast, fast_no_grad) and bool(torch.isfinite(fast).all())
-    return err_fast, err_plain, ok
-
-
-def main() -> int:
-    failed = 0
-    for name, shape, opts in CASES:
-        err_fast, err_plain, ok = check(name, shape, opts)
-        failed += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} {name} {shape} {opts}: relative error vs float64 "
-              f"fused {err_fast:.1e}, plain {err_plain:.1e}")
-    if fused._kernel() is None:
-        print("FAIL: the fused kernel is not available in this torch build (the plain path was compared with itself)")
-        failed += 1
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    assert torch.isfinite(fast).all()
+    assert torch.equal(fast, fast_no_grad)
+    assert err_fast <= 2 * err_plain + 1e-6, f"fused {err_fast:.1e} vs plain {err_plain:.1e} relative error"
