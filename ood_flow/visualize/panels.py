@@ -1,7 +1,8 @@
 """Shared drawing helpers: image panels, colour bars, panel counting and atomic PNG writing.
 
-Everything draws on the Agg backend (no display needed). Figures are built with
-``matplotlib.figure.Figure`` directly, never through pyplot's global state, so they are
+Figures are ``matplotlib.figure.Figure`` objects drawn on their own Agg canvas (no display
+needed), never through pyplot's global state and without ``matplotlib.use``: importing oodflow
+leaves the backend of the program that imports it (a notebook, say) as it was, and figures are
 garbage-collected like any object and never pop up a window.
 """
 
@@ -9,18 +10,15 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize, to_rgb
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-from matplotlib import colormaps  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.cm import ScalarMappable  # noqa: E402
-from matplotlib.colors import Normalize  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from ood_flow.fileio import PNG, atomic_write  # noqa: E402
+from ood_flow.fileio import PNG, atomic_write
 
 COLORBAR = "<colorbar>"  # label of colour-bar axes (matplotlib's own convention)
 # Positions a panel does not apply to (e.g. unchanged by a coupling): a muted colour off the map's
@@ -30,8 +28,10 @@ HIDDEN_DEFAULT = "#2b4a5c"
 
 
 def new_figure(width: float, height: float) -> Figure:
-    """A figure with constrained layout (titles and colour bars never overlap)."""
-    return Figure(figsize=(width, height), layout="constrained")
+    """A figure with constrained layout (titles and colour bars never overlap), on an Agg canvas."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def to_numpy(v) -> np.ndarray:
@@ -49,7 +49,7 @@ def show(ax: Axes, v, lo: float, hi: float, cmap: str = "gray", hide=None):
     if v.shape[0] == 3:
         rgb = np.clip((v.transpose(1, 2, 0) - lo) / max(hi - lo, 1e-12), 0, 1)
         if hide is not None:
-            rgb[hide] = matplotlib.colors.to_rgb(HIDDEN_DEFAULT)
+            rgb[hide] = to_rgb(HIDDEN_DEFAULT)
         ax.imshow(rgb, interpolation="nearest")
         im = ScalarMappable(norm=Normalize(lo, hi), cmap="gray")  # what a colour bar shows: the per-channel scale
     else:
