@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 
+import click
 import h5py
 import numpy as np
 import pytest
 import torch
+import typer
 
 from cli_helpers import TRAIN_SMALL, image_npz, one_line_error, run, run_json
 from ood_flow.cli.main import app
@@ -25,10 +27,24 @@ def trained(tmp_path_factory):
     return d, src, ood, summary
 
 
-def test_every_command_has_help():
-    for command in ("train", "score", "evaluate", "embed", "visualize", "demo"):
-        result = run(command, "--help")
-        assert "Usage" in result.stdout and len(result.stdout) > 200
+def _commands(group: click.Group, path: tuple[str, ...] = ()):
+    """Every (sub)command of the application, as (argv path, click command)."""
+    for name, command in group.commands.items():
+        yield (*path, name), command
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+
+
+def test_every_command_and_option_has_help_that_rich_can_wrap():
+    commands = list(_commands(typer.main.get_command(app)))
+    assert "train" in [path[0] for path, _ in commands]
+    for path, command in commands:
+        assert "Usage" in run(*path, "--help").stdout
+        assert command.help, f"oodflow {' '.join(path)} has no help text"
+        hard_breaks = [p for p in command.help.split("\n\n") if "\n" in p]
+        assert not hard_breaks, f"oodflow {' '.join(path)}: a line break inside a paragraph: {hard_breaks[0][:60]!r}"
+        bare = [p.name for p in command.params if isinstance(p, click.Option) and not p.help]
+        assert not bare, f"oodflow {' '.join(path)}: options without help: {bare}"
     assert "higher = more in-distribution" in run("--help").stdout
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -142,27 +144,60 @@ def test_every_parameter_gets_a_gradient(key):
 
 @pytest.mark.parametrize("key", list(MODELS))
 def test_sample_has_input_shape_and_inverts(key):
+    """A sample is the inverse of the base noise drawn from the generator, and the forward pass gives that
+    noise back. (Seeded weights and a low temperature: random weights amplify the noise, and the logit
+    cannot invert pixels that round to 0 or 1.)"""
+    torch.manual_seed(0)
     flow, shape = _model(key)
-    x = flow.sample(5, temperature=0.5, generator=torch.Generator().manual_seed(0))
+    x = flow.sample(5, temperature=0.1, generator=torch.Generator().manual_seed(0))
     assert x.shape == (5, *shape) and torch.isfinite(x).all()
+    z = torch.randn((5, *shape), generator=torch.Generator().manual_seed(0)) * 0.1
+    torch.testing.assert_close(flow.inverse(z)[0], x, rtol=0, atol=0)
+    torch.testing.assert_close(flow(x)[0], z, rtol=1e-6, atol=1e-6)
+
+
+def _norms(flow):
+    return [m for m in flow.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
 
 def test_batchnorm_train_and_eval_agree_when_statistics_match():
-    """In eval mode with running stats equal to the batch's, results equal train-mode results."""
-    flow = create_flow("realnvp", (1, 8, 8), mask="horizontal", channels=4, blocks=1, couplings=1).double()
-    flow = randomize(flow)
+    """In eval mode with running statistics equal to each layer's batch statistics, the log-likelihood
+    equals the train-mode one (batch norm is then the same function in both modes)."""
+    flow = randomize(create_flow("realnvp", (1, 8, 8), channels=4, blocks=1, scales=2))
     x = _input((1, 8, 8), batch=6)
-    net = flow.body.layers[0].net.net
-    bn = [m for m in net if isinstance(m, torch.nn.BatchNorm2d)]
-    assert bn
-    flow.eval()
+    norms, per_channel = _norms(flow), {}
+    assert norms
+    hooks = [m.register_forward_pre_hook(lambda m, a: per_channel.__setitem__(m, a[0].numel() // a[0].shape[1]))
+             for m in norms]
+    flow.train()
+    for m in norms:
+        m.momentum = 1.0  # the running statistics become this batch's
+    with torch.no_grad():
+        lp_train = flow.log_prob(x)
+    for hook in hooks:
+        hook.remove()
+    for m in norms:  # torch stores the unbiased variance but normalises with the biased one
+        m.running_var.mul_((per_channel[m] - 1) / per_channel[m])
+    with torch.no_grad():
+        lp_eval = flow.eval().log_prob(x)
+    torch.testing.assert_close(lp_eval, lp_train)
+
+
+def test_batchnorm_train_uses_batch_statistics_and_keeps_the_stored_ones():
+    """``batchnorm_train`` gives the train-mode result, differs from eval mode with other stored
+    statistics, and changes no stored statistic."""
     from ood_flow.flows import batchnorm_train
 
+    flow = randomize(create_flow("realnvp", (1, 8, 8), mask="horizontal", channels=4, blocks=1, couplings=1)).eval()
+    x = _input((1, 8, 8), batch=6)
+    assert _norms(flow)
     before = {k: v.clone() for k, v in flow.state_dict().items()}
-    with batchnorm_train(flow):
-        lp_train = flow.log_prob(x)
-    after = flow.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before), "bn-train must not change stored statistics"
+    with torch.no_grad(), batchnorm_train(flow):
+        lp_bn_train = flow.log_prob(x)
+    assert all(torch.equal(before[k], v) for k, v in flow.state_dict().items()), "stored statistics changed"
     assert not flow.training
-    lp_eval = flow.log_prob(x)
-    assert not torch.allclose(lp_train, lp_eval)
+    with torch.no_grad():
+        lp_eval = flow.log_prob(x)
+        lp_train = copy.deepcopy(flow).train().log_prob(x)
+    torch.testing.assert_close(lp_bn_train, lp_train)
+    assert not torch.allclose(lp_bn_train, lp_eval)

@@ -239,7 +239,3 @@ def test_histogram_unknown_group_or_file(scores, tmp_path):
     one_line_error(run("visualize", "histogram", tmp_path / "none.h5", "--out", out, code=1), "no such file")
     assert not out.exists()
 
-
-def test_every_visualize_command_has_help():
-    for command in ("latents", "coupling", "samples", "resample", "histogram"):
-        assert "Usage" in run("visualize", command, "--help").stdout
