@@ -15,7 +15,8 @@ runner = CliRunner()
 def run(*args, code: int = 0):
     """Invoke ``oodflow ARGS``; check the exit code; return the result."""
     result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == code, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}\n{result.exception!r}"
+    assert result.exit_code == code, (f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}\n"
+                                      f"{result.exception!r}")
     return result
 
 

@@ -44,7 +44,8 @@ def setup(tmp_path_factory):
     models = ["--model", d / "a.pt", "--model", d / "b.pt", "--model", d / "c.pt", "--background-model", d / "bg.pt"]
     scores = d / "s.h5"
     for group in ("in", "ood"):
-        run("score", d / f"{group}.npz", *models, *ALL, "--out", scores, "--name", group, "--batch-size", "16", "--quiet")
+        run("score", d / f"{group}.npz", *models, *ALL, "--out", scores, "--name", group, "--batch-size", "16",
+            "--quiet")
     run("score", d / "ref.npz", "--model", d / "a.pt", "--out", scores, "--name", "ref", "--quiet")
     return d, scores
 
@@ -55,7 +56,8 @@ def test_every_method_is_stored_with_its_provenance(setup):
     assert {"log_likelihood", "complexity", "compressed_bits", "likelihood_ratio", "background_log_likelihood",
             "bn_train", "waic", "waic_mean", "waic_var"} <= set(arrays)
     np.testing.assert_allclose(arrays["complexity"], arrays["log_likelihood"] / math.log(2) + arrays["compressed_bits"])
-    np.testing.assert_allclose(arrays["likelihood_ratio"], arrays["log_likelihood"] - arrays["background_log_likelihood"])
+    np.testing.assert_allclose(arrays["likelihood_ratio"],
+                               arrays["log_likelihood"] - arrays["background_log_likelihood"])
     np.testing.assert_allclose(arrays["waic"], arrays["waic_mean"] - arrays["waic_var"])
     assert attrs["method"] == ["likelihood", "complexity", "likelihood-ratio", "bn-train", "waic"]
     assert attrs["compressor"] == "png" and attrs["ensemble_size"] == 3
@@ -201,7 +203,8 @@ def test_method_errors_are_one_line(setup, tmp_path):
     one_line_error(run(*base, "--method", "waic", code=1), "waic", "at least twice")
     one_line_error(run(*base, "--method", "likelihood-ratio", code=1), "--background-model")
     assert "valid methods: likelihood, complexity" in collapsed(run(*base, "--method", "llr", code=2).stderr)
-    assert "png, zlib, lzma, bz2" in collapsed(run(*base, "--method", "complexity", "--compressor", "gzip", code=2).stderr)
+    result = run(*base, "--method", "complexity", "--compressor", "gzip", code=2)
+    assert "png, zlib, lzma, bz2" in collapsed(result.stderr)
     torch.manual_seed(0)
     save_model(create_flow("realnvp", (1, 4, 4), channels=4, blocks=1), tmp_path / "small.pt")
     one_line_error(run(*base, "--method", "likelihood-ratio", "--background-model", tmp_path / "small.pt", code=1),
@@ -218,8 +221,9 @@ def test_warnings_go_to_stderr(setup, tmp_path):
     d, _ = setup
     torch.manual_seed(0)
     save_model(create_flow("realnvp", (1, 8, 8), channels=4, blocks=1, batchnorm=False), tmp_path / "nobn.pt")
-    result = run("score", d / "in.npz", "--model", tmp_path / "nobn.pt", "--method", "bn-train", "--method", "likelihood",
-                 "--out", tmp_path / "s.h5", "--json", "--background-model", d / "bg.pt", "--model", d / "a.pt")
+    result = run("score", d / "in.npz", "--model", tmp_path / "nobn.pt", "--method", "bn-train", "--method",
+                 "likelihood", "--out", tmp_path / "s.h5", "--json", "--background-model", d / "bg.pt",
+                 "--model", d / "a.pt")
     json.loads(result.stdout)
     assert "no batch-norm layers" in result.stderr and "--background-model is used only" in result.stderr
     assert "only --method waic uses more than the first" in result.stderr

@@ -21,8 +21,8 @@ def _coupling(mask, shape, index):
 
 
 @settings(max_examples=25, deadline=None)
-@given(mask=st.sampled_from(SPATIAL + ("channel",)), c=st.sampled_from([1, 3]), h=st.integers(1, 6).map(lambda n: 2 * n),
-       w=st.integers(1, 6).map(lambda n: 2 * n), index=st.integers(0, 7))
+@given(mask=st.sampled_from(SPATIAL + ("channel",)), c=st.sampled_from([1, 3]),
+       h=st.integers(1, 6).map(lambda n: 2 * n), w=st.integers(1, 6).map(lambda n: 2 * n), index=st.integers(0, 7))
 def test_coupling_changes_exactly_the_change_part(mask, c, h, w, index):
     shape = (c * 4, h, w) if mask == "channel" else (c, h, w)
     layer = _coupling(mask, shape, index)

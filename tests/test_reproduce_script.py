@@ -83,7 +83,8 @@ def test_write_report_writes_markdown_and_json(tmp_path):
 
 
 def test_minutes():
-    assert (minutes(59.6), minutes(60), minutes(3725), minutes(None)) == ("1 min 00 s", "1 min 00 s", "62 min 05 s", "—")
+    got = (minutes(59.6), minutes(60), minutes(3725), minutes(None))
+    assert got == ("1 min 00 s", "1 min 00 s", "62 min 05 s", "—")
 
 
 def test_selected_experiments():

@@ -117,7 +117,8 @@ def test_append_keeps_other_groups(scores):
 
 def test_duplicate_group_is_an_error_and_leaves_file(scores):
     raw = scores.read_bytes()
-    with pytest.raises(ScoreFileError, match=r"scores\.h5: group 'mnist-test' already exists; pass --overwrite to replace it"):
+    with pytest.raises(ScoreFileError,
+                       match=r"scores\.h5: group 'mnist-test' already exists; pass --overwrite to replace it"):
         store.write_group(scores, "mnist-test", arrays(3), {})
     assert scores.read_bytes() == raw
 
@@ -204,7 +205,8 @@ def test_missing_group_lists_groups(scores):
 
 
 def test_missing_score_lists_scores(scores):
-    with pytest.raises(ScoreFileError, match="has no score 'odin'; scores present: log_likelihood, bits_per_dim, log_prior, log_det"):
+    with pytest.raises(ScoreFileError,
+                       match="has no score 'odin'; scores present: log_likelihood, bits_per_dim, log_prior, log_det"):
         store.read_scores(scores, "mnist-test", "odin")
     with pytest.raises(ScoreFileError, match="has no score 'id'"):
         store.read_scores(scores, "mnist-test", "id")

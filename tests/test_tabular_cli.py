@@ -45,7 +45,8 @@ def one_class(tmp_path_factory):
     _write(d / "train.csv", train)
     _write(d / "test.csv", test)
     summary = run_json("train", "--data", d / "train.csv", "--label-column", "target", "--class", "0",
-                       "--model", "tabular", "--out", d / "m.pt", "--epochs", "16", "--lr", "3e-3", "--val-fraction", "0", *FAST)
+                       "--model", "tabular", "--out", d / "m.pt", "--epochs", "16", "--lr", "3e-3",
+                       "--val-fraction", "0", *FAST)
     for name, cls in (("in", "0"), ("out", "1")):
         run("score", d / "test.csv", "--label-column", "target", "--class", cls, "--model", d / "m.pt",
             "--out", d / "s.h5", "--name", name, "--quiet")
@@ -98,7 +99,8 @@ def test_miniboone_maf_file_trains_and_scores(tmp_path):
     np.save(tmp_path / "miniboone" / "data.npy", rng.normal(size=(300, 43)) * rng.uniform(0.1, 10, 43))
     summary = run_json("train", "--data", "miniboone", "--data-dir", tmp_path, "--out", tmp_path / "m.pt",
                        "--epochs", "1", *FAST)
-    assert summary["family"] == "tabular" and summary["n_train"] + summary["n_val"] == 243  # MAF: the last 10% is test, the last 10% of the rest val
+    # MAF: the last 10% is test, the last 10% of the rest val
+    assert summary["family"] == "tabular" and summary["n_train"] + summary["n_val"] == 243
     run("score", "miniboone", "--data-dir", tmp_path, "--model", tmp_path / "m.pt", "--out", tmp_path / "s.h5",
         "--quiet")
     assert store.read_scores(tmp_path / "s.h5", "miniboone-test").shape == (30,)
