@@ -10,6 +10,8 @@ import ood_flow
 from ood_flow.data import load_source
 from ood_flow.train import TrainConfig, Trainer
 
+pytestmark = pytest.mark.slow  # real-data training: five models, 100 steps each
+
 STEPS = 100
 MODELS = {
     "realnvp-checkerboard": ("realnvp", {"channels": 8, "blocks": 1}),
