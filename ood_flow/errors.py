@@ -50,4 +50,5 @@ class UsageError(OodflowError, ValueError):
 
 
 class OutputError(OodflowError):
-    """An output file that may not or cannot be written: it exists, is of another kind, or its folder is not writable."""
+    """An output file that may not or cannot be written: it exists, is of another kind, or its folder is not
+    writable."""

@@ -22,10 +22,8 @@ A features file (written by ``oodflow embed``, a SOURCE like any other; files en
     /id                        variable-length UTF-8 strings (N,)
     /label                     int (N,), where known
 
-Attributes may be str, int, float, bool, lists of str or of numbers; anything
-else JSON-serialisable (a dict, None, nested lists) is stored as a JSON string
-and its name listed in the attribute ``oodflow_json_attrs``, so reading gives
-back the dict.
+Attribute values and per-sample arrays are converted as :mod:`ood_flow.hdf5`
+describes (a dict attribute is stored as JSON and read back as a dict).
 
 Every write goes through :func:`ood_flow.fileio.atomic_write`: the new content
 is built in a temporary file beside the target (a copy of the existing file
@@ -42,33 +40,28 @@ unstorable types) raise ``ValueError``.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import h5py
 import numpy as np
 
+from ood_flow import hdf5
 from ood_flow.errors import ScoreFileError
 from ood_flow.fileio import Kind, atomic_write, check_output, file_lock
 
-FORMAT_ATTR = "oodflow_format"
-VERSION_ATTR = "oodflow_format_version"
-FORMAT_VERSION = 1
-JSON_ATTRS = "oodflow_json_attrs"
+FORMAT_ATTR, VERSION_ATTR, FORMAT_VERSION = hdf5.FORMAT_ATTR, hdf5.VERSION_ATTR, hdf5.FORMAT_VERSION
+RESERVED_ATTRS = (FORMAT_ATTR, VERSION_ATTR)
 NOT_SCORES = ("id", "label", "is_ood")  # per-sample datasets that are not scores
 FEATURES_SUFFIXES = (".h5", ".hdf5")
-_KIND_WORDS = {"scores": "score file", "features": "features file"}
-_STR = h5py.string_dtype("utf-8")
 
 
 def _is_oodflow_file(kind: str):
     def test(path) -> bool:
         try:
             with h5py.File(path, "r") as f:
-                return _to_py(f.attrs.get(FORMAT_ATTR)) == kind
+                return hdf5.to_py(f.attrs.get(FORMAT_ATTR)) == kind
         except Exception:  # noqa: BLE001 - any unreadable file is simply not of this kind
             return False
 
@@ -94,16 +87,16 @@ def write_group(path, name: str, arrays: Mapping[str, Any], attrs: Mapping[str, 
         overwrite: replace an existing group of that name (in its place; the file is
             rewritten so the old group's space is reclaimed).
     """
-    _check_name(name, "group")
-    data = _prepare_arrays(arrays)
-    packed = _pack_attrs(attrs)
+    hdf5.check_name(name, "group")
+    data = hdf5.prepare_arrays(arrays)
+    packed = hdf5.pack_attrs(attrs, RESERVED_ATTRS)
     with file_lock(path):
         replace = _has_group(path, name)
         if replace and not overwrite:
             raise ScoreFileError(f"{os.fspath(path)}: group '{name}' already exists; pass --overwrite to replace it")
         with atomic_write(path, kind=SCORE_FILE, replaceable=True) as tmp:
             if replace:
-                with _open(path, "scores", reading=False) as src, h5py.File(tmp, "w", track_order=True) as dst:
+                with hdf5.open_file(path, "scores", reading=False) as src, h5py.File(tmp, "w", track_order=True) as dst:
                     _repack(src, dst, name, data, packed)
             elif os.path.exists(path):
                 shutil.copy2(os.path.realpath(path), tmp)
@@ -119,7 +112,7 @@ def _has_group(path, name: str) -> bool:
     """Whether the score file ``path`` (if it exists) holds group ``name``; any other file is refused."""
     if not os.path.lexists(path):
         return False
-    with _open(path, "scores") as f:
+    with hdf5.open_file(path, "scores") as f:
         return name in _group_names(f)
 
 
@@ -137,11 +130,11 @@ def add_datasets(path, name: str, arrays: Mapping[str, Any], attrs: Mapping[str,
     Arrays must have the group's length N. An existing dataset or attribute of the
     same name is an error unless ``overwrite``.
     """
-    data = _prepare_arrays(arrays, allow_empty=True)
-    packed = _pack_attrs(attrs)
+    data = hdf5.prepare_arrays(arrays, allow_empty=True)
+    packed = hdf5.pack_attrs(attrs, RESERVED_ATTRS)
     shown = os.fspath(path)
     with file_lock(path):
-        with _open(path, "scores") as f:
+        with hdf5.open_file(path, "scores") as f:
             group = _get_group(f, shown, name)
             n = _group_length(group)
             clashes = [f"dataset '{k}'" for k in data if k in group]
@@ -163,22 +156,22 @@ def add_datasets(path, name: str, arrays: Mapping[str, Any], attrs: Mapping[str,
 
 def read_group(path, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """All datasets of group ``name`` (string datasets as ``str`` arrays) and its attributes."""
-    with _open(path, "scores") as f:
+    with hdf5.open_file(path, "scores") as f:
         group = _get_group(f, os.fspath(path), name)
-        arrays = {k: _read_dataset(ds) for k, ds in group.items() if isinstance(ds, h5py.Dataset)}
-        return arrays, _unpack_attrs(group.attrs)
+        arrays = {k: hdf5.read_dataset(ds) for k, ds in group.items() if isinstance(ds, h5py.Dataset)}
+        return arrays, hdf5.unpack_attrs(group.attrs)
 
 
 def list_groups(path) -> list[str]:
     """Group names in creation order (files written by oodflow track it), else in name order."""
-    with _open(path, "scores") as f:
+    with hdf5.open_file(path, "scores") as f:
         return _group_names(f)
 
 
 def read_scores(path, name: str, score: str = "log_likelihood") -> np.ndarray:
     """One per-sample score of group ``name``, as stored (reads only that dataset)."""
     shown = os.fspath(path)
-    with _open(path, "scores") as f:
+    with hdf5.open_file(path, "scores") as f:
         group = _get_group(f, shown, name)
         present = score_names(group)
         if score not in present:
@@ -204,8 +197,8 @@ def write_features(path, features, *, ids, labels=None, attrs: Mapping[str, Any]
     arrays = {"features": x.astype(np.float32, copy=False), "id": ids}
     if labels is not None:
         arrays["label"] = labels
-    data = _prepare_arrays(arrays)
-    packed = _pack_attrs(attrs)
+    data = hdf5.prepare_arrays(arrays)
+    packed = hdf5.pack_attrs(attrs, RESERVED_ATTRS)
     with atomic_write(path, overwrite=overwrite, kind=FEATURES_FILE) as tmp, \
             h5py.File(tmp, "w", track_order=True) as f:
         _mark(f, "features")
@@ -217,7 +210,7 @@ def write_features(path, features, *, ids, labels=None, attrs: Mapping[str, Any]
 def is_features_file(path) -> bool:
     """Whether ``path`` is an existing oodflow features file."""
     try:
-        with _open(path, "features"):
+        with hdf5.open_file(path, "features"):
             return True
     except ScoreFileError:
         return False
@@ -225,9 +218,9 @@ def is_features_file(path) -> bool:
 
 def read_features(path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Datasets (``features``, ``id``, ``label`` if present) and attributes of a features file."""
-    with _open(path, "features") as f:
-        arrays = {k: _read_dataset(ds) for k, ds in f.items() if isinstance(ds, h5py.Dataset)}
-        attrs = _unpack_attrs(f.attrs)
+    with hdf5.open_file(path, "features") as f:
+        arrays = {k: hdf5.read_dataset(ds) for k, ds in f.items() if isinstance(ds, h5py.Dataset)}
+        attrs = hdf5.unpack_attrs(f.attrs)
     for key in (FORMAT_ATTR, VERSION_ATTR):
         attrs.pop(key, None)
     return arrays, attrs
@@ -235,62 +228,15 @@ def read_features(path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 def features_attrs(f: h5py.File) -> dict[str, Any]:
     """The attributes of an open features file (backbone, transform, provenance); ``{}`` for other HDF5 files."""
-    if _to_py(f.attrs.get(FORMAT_ATTR)) != "features":
+    if hdf5.to_py(f.attrs.get(FORMAT_ATTR)) != "features":
         return {}
-    attrs = _unpack_attrs(f.attrs)
+    attrs = hdf5.unpack_attrs(f.attrs)
     for key in (FORMAT_ATTR, VERSION_ATTR):
         attrs.pop(key, None)
     return attrs
 
 
-# ---------------------------------------------------------------- opening and checking files
-
-
-@contextlib.contextmanager
-def _open(path, kind: str, reading: bool = True) -> Iterator[h5py.File]:
-    """Open an oodflow file of ``kind`` read-only; every failure becomes a one-line ScoreFileError.
-
-    With ``reading``, h5py errors raised in the body (damaged data) are converted too; a body
-    that also writes elsewhere passes False so that, say, a full disk is not reported as a
-    corrupt source.
-    """
-    shown = os.fspath(path)
-    if not os.path.exists(path):
-        raise ScoreFileError(f"{shown}: no such file")
-    if os.path.isdir(path):
-        raise ScoreFileError(f"{shown}: is a directory, not a file")
-    if not os.access(path, os.R_OK):
-        raise ScoreFileError(f"{shown}: permission denied")
-    try:
-        f = h5py.File(path, "r")
-    except (OSError, RuntimeError):
-        raise ScoreFileError(f"{shown}: not an HDF5 file (or truncated)") from None
-    try:
-        try:
-            _check_format(f, shown, kind)
-        except (OSError, RuntimeError):
-            raise ScoreFileError(f"{shown}: unreadable HDF5 data (file truncated or corrupt)") from None
-        if not reading:
-            yield f
-            return
-        try:
-            yield f
-        except (OSError, RuntimeError) as e:  # h5py's errors when reading damaged data
-            raise ScoreFileError(f"{shown}: unreadable HDF5 data (file truncated or corrupt)") from e
-    finally:
-        f.close()
-
-
-def _check_format(f: h5py.File, shown: str, kind: str) -> None:
-    fmt, version = _to_py(f.attrs.get(FORMAT_ATTR)), _to_py(f.attrs.get(VERSION_ATTR))
-    ours = isinstance(fmt, str) and fmt in _KIND_WORDS
-    if not ours or not isinstance(version, int) or isinstance(version, bool):
-        raise ScoreFileError(f"{shown}: not an oodflow {_KIND_WORDS[kind]}")
-    if fmt != kind:
-        raise ScoreFileError(f"{shown}: an oodflow {_KIND_WORDS[fmt]}, not a {_KIND_WORDS[kind]}")
-    if version > FORMAT_VERSION:
-        raise ScoreFileError(f"{shown}: {_KIND_WORDS[kind]} format version {version} is newer than this "
-                             f"oodflow reads ({FORMAT_VERSION}); upgrade oodflow")
+# ---------------------------------------------------------------- groups
 
 
 def _group_names(f: h5py.Group) -> list[str]:
@@ -341,7 +287,7 @@ def _repack(src: h5py.File, dst: h5py.File, name: str, data, packed) -> None:
 
 def _write_dataset(group: h5py.Group, key: str, a: np.ndarray) -> None:
     if a.dtype.kind == "O":
-        group.create_dataset(key, data=a, dtype=_STR)
+        group.create_dataset(key, data=a, dtype=hdf5.STR)
     else:
         group.create_dataset(key, data=a)
 
@@ -350,107 +296,9 @@ def _set_attrs(obj, packed) -> None:
     values, as_json = packed
     for key, value in values.items():
         obj.attrs[key] = value
-    previous = set(_to_py(obj.attrs.get(JSON_ATTRS, [])))
+    previous = set(hdf5.to_py(obj.attrs.get(hdf5.JSON_ATTRS, [])))
     names = sorted((previous - set(values)) | set(as_json))
     if names:
-        obj.attrs[JSON_ATTRS] = np.array(names, dtype=_STR)
-    elif JSON_ATTRS in obj.attrs:
-        del obj.attrs[JSON_ATTRS]
-
-
-# ---------------------------------------------------------------- converting values
-
-
-def _check_name(name: Any, what: str) -> None:
-    if not isinstance(name, str) or not name or "/" in name or name == "." or "\x00" in name:
-        raise ValueError(f"invalid {what} name {name!r}: must be a non-empty string without '/'")
-
-
-def _prepare_arrays(arrays: Mapping[str, Any], allow_empty: bool = False) -> dict[str, np.ndarray]:
-    """Validate names, convert to storable arrays and check that all lengths agree."""
-    if not arrays and not allow_empty:
-        raise ValueError("no arrays to write")
-    data = {}
-    for key, value in arrays.items():
-        _check_name(key, "dataset")
-        data[key] = _as_storable(key, value)
-    lengths = {k: len(a) for k, a in data.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"per-sample arrays must have the same length, got {lengths}")
-    return data
-
-
-def _as_storable(key: str, value: Any) -> np.ndarray:
-    """Numbers and bools as they are; strings (and every ``id``) as an object array of str."""
-    a = np.asarray(value)
-    if a.ndim == 0:
-        raise ValueError(f"dataset '{key}': expected a per-sample array, got a scalar")
-    if a.dtype.kind == "S":
-        a = np.char.decode(a, "utf-8")
-    if key == "id" and a.dtype.kind not in "UO":
-        a = a.astype(str)  # dataset indices become strings: one type for every id
-    if a.dtype.kind in "UO":
-        a = a.astype(object)
-        if not all(isinstance(v, str) and "\x00" not in v for v in a.flat):
-            raise ValueError(f"dataset '{key}': an object array must hold only strings (without NUL)")
-        return a
-    if a.dtype.kind not in "biufc":
-        raise ValueError(f"dataset '{key}': cannot store dtype {a.dtype}")
-    return a
-
-
-def _pack_attrs(attrs: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
-    """Attribute values h5py stores natively, and the names of those stored as JSON."""
-    values, as_json = {}, []
-    for key, value in (attrs or {}).items():
-        _check_name(key, "attribute")
-        if key in (JSON_ATTRS, FORMAT_ATTR, VERSION_ATTR):
-            raise ValueError(f"attribute name '{key}' is reserved")
-        values[key], is_json = _attr_value(key, value)
-        if is_json:
-            as_json.append(key)
-    return values, as_json
-
-
-def _attr_value(key: str, value: Any) -> tuple[Any, bool]:
-    if isinstance(value, (np.generic, np.ndarray)):
-        value = value.tolist()
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if isinstance(value, (str, bool, int, float)):
-        return value, False
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return np.array(list(value), dtype=_STR), False
-    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-        return np.asarray(value), False
-    try:
-        return json.dumps(value), True
-    except (TypeError, ValueError):
-        raise ValueError(f"attribute '{key}': cannot store a {type(value).__name__}") from None
-
-
-def _read_dataset(ds: h5py.Dataset) -> np.ndarray:
-    if h5py.check_string_dtype(ds.dtype) is not None:
-        return ds.asstr()[()].astype(str)
-    return ds[()]
-
-
-def _unpack_attrs(h5attrs) -> dict[str, Any]:
-    as_json = set(_to_py(h5attrs.get(JSON_ATTRS, [])))
-    out = {}
-    for key in h5attrs:
-        if key != JSON_ATTRS:
-            value = _to_py(h5attrs[key])
-            out[key] = json.loads(value) if key in as_json else value
-    return out
-
-
-def _to_py(value: Any) -> Any:
-    """h5py attribute values as plain Python: str, int, float, bool, lists."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, np.ndarray):
-        return [_to_py(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+        obj.attrs[hdf5.JSON_ATTRS] = np.array(names, dtype=hdf5.STR)
+    elif hdf5.JSON_ATTRS in obj.attrs:
+        del obj.attrs[hdf5.JSON_ATTRS]

@@ -298,33 +298,3 @@ def test_interrupted_first_write_creates_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         store.write_group(tmp_path / "s.h5", "g", {"log_likelihood": np.zeros(2)}, {})
     assert os.listdir(tmp_path) == []
-
-
-# ---------------------------------------------------------------- features
-
-
-def test_features_round_trip(tmp_path):
-    path = tmp_path / "feat.h5"
-    x = np.random.default_rng(0).normal(size=(4, 3))
-    store.write_features(path, x, ids=["a", "b", "c", "d"], labels=[0, 1, 1, 0],
-                         attrs={"backbone": "resnet18", "source": "cifar10:test"})
-    got, attrs = store.read_features(path)
-    assert got["features"].dtype == np.float32
-    assert got["features"].tobytes() == x.astype(np.float32).tobytes()
-    assert got["id"].tolist() == ["a", "b", "c", "d"] and got["label"].tolist() == [0, 1, 1, 0]
-    assert attrs == {"backbone": "resnet18", "source": "cifar10:test"}
-    with h5py.File(path, "r") as f:
-        assert f.attrs["oodflow_format"] == "features" and f["features"].shape == (4, 3)
-    with pytest.raises(OutputError, match="exists; pass --overwrite"):
-        store.write_features(path, x[:2], ids=["a", "b"], attrs={})
-    store.write_features(path, x[:2], ids=["a", "b"], attrs={}, overwrite=True)  # a features file may be replaced
-    assert store.read_features(path)[0]["features"].shape == (2, 3)
-
-
-def test_features_refuse_to_replace_a_score_file(scores):
-    raw = scores.read_bytes()
-    with pytest.raises(OutputError, match="exists and is not an oodflow features file; refusing to replace it"):
-        store.write_features(scores, np.zeros((2, 2)), ids=["a", "b"], attrs={}, overwrite=True)
-    assert scores.read_bytes() == raw
-    with pytest.raises(ScoreFileError, match="an oodflow score file, not a features file"):
-        store.read_features(scores)

@@ -213,8 +213,8 @@ def test_a_skipped_step_puts_back_the_batch_norm_statistics(tmp_path):
 def test_training_that_keeps_diverging_gives_up_keeping_the_last_finite_model(tmp_path):
     x = _images()
     trainer = Trainer(_flow(), x, _cfg(epochs=6, lr=1e30, max_rollbacks=2), tmp_path / "m.pt")
-    with pytest.raises(TrainingDiverged, match=r"kept the last finite model \(step \d+\) in .*m\.pt; try a smaller --lr") \
-            as info:
+    expected = r"kept the last finite model \(step \d+\) in .*m\.pt; try a smaller --lr"
+    with pytest.raises(TrainingDiverged, match=expected) as info:
         trainer.run()
     kept = int(str(info.value).split("(step ")[1].split(")")[0])
     assert kept < trainer.total_steps() and trainer.guard.rollbacks == 2
