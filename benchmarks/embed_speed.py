@@ -108,8 +108,9 @@ def run(args) -> dict:
             order = ["plain", "memory", "folder"] if r % 2 else ["folder", "memory", "plain"]
             seconds = {}
             for what in order:
+                where = source if what == "memory" else folder
                 seconds[what] = (plain_forward(args.backbone, inputs, precision) if what == "plain" else
-                                 oodflow_embed(args.backbone, source if what == "memory" else folder, args.n, precision))
+                                 oodflow_embed(args.backbone, where, args.n, precision))
             if r == 0:
                 continue
             for what in rates:
@@ -132,8 +133,8 @@ def markdown(res: dict) -> str:
              "| precision | plain forward img/s | embed, images in memory | ratio | embed, PNG folder | ratio |",
              "|---|---|---|---|---|---|"]
     for r in res["rows"]:
-        lines.append(f"| {r['precision']} | {r['plain_img_s']:.1f} | {r['memory_img_s']:.1f} | {r['ratio_memory']:.3f} | "
-                     f"{r['folder_img_s']:.1f} | {r['ratio_folder']:.3f} |")
+        lines.append(f"| {r['precision']} | {r['plain_img_s']:.1f} | {r['memory_img_s']:.1f} | "
+                     f"{r['ratio_memory']:.3f} | {r['folder_img_s']:.1f} | {r['ratio_folder']:.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -145,9 +145,10 @@ class Source:
         join colour ones as three channels (repeated).
         """
         if self.in_memory:
-            return Dataset(x=self.items[: self.limit], ids=self.ids[: self.limit], labels=_first(self.labels, self.limit),
-                           kind=self.kind, name=self.name, source=self.source, label_names=self.label_names,
-                           skipped=list(self.skipped), meta=dict(self.meta))
+            return Dataset(x=self.items[: self.limit], ids=self.ids[: self.limit],
+                           labels=_first(self.labels, self.limit), kind=self.kind, name=self.name,
+                           source=self.source, label_names=self.label_names, skipped=list(self.skipped),
+                           meta=dict(self.meta))
         arrays, ids, labels = [], [], []
         for batch in self.batches(_LOAD_CHUNK, _Same(self.read_size), workers=workers):
             arrays += batch.x

@@ -142,7 +142,8 @@ def embed_stream(model: nn.Module, src: Source, transform: ImageTransform, *, ba
             or ``precision`` is not supported here.
     """
     if src.kind != "image":
-        raise InputError(f"{src.name}: the source holds {src.sample_shape[0]}-dimensional vectors; embedding needs images")
+        raise InputError(f"{src.name}: the source holds {src.sample_shape[0]}-dimensional vectors; embedding needs "
+                         "images")
     check_precision(precision, device if device is not None else "cpu")
     features, read = embed_batches(model, src.batches(batch_size, transform, workers=workers), precision=precision,
                                    device=device, progress=progress)
