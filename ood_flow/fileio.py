@@ -25,12 +25,11 @@ import os
 import re
 import secrets
 import stat
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ood_flow import filelock
 from ood_flow.errors import OutputError
 
 log = logging.getLogger("ood_flow")
@@ -207,11 +206,6 @@ def _probe(path: Path) -> None:
 # ---------------------------------------------------------------- the lock
 
 
-_held: dict[str, list] = {}  # lock file -> [fd, depth] for the locks this process holds
-_held_guard = threading.Lock()
-_thread_locks: dict[str, threading.RLock] = {}
-
-
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike, *, timeout: float | None = 600.0) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (the lock file ``.NAME.lock`` beside it).
@@ -223,74 +217,8 @@ def file_lock(path: str | os.PathLike, *, timeout: float | None = 600.0) -> Iter
     Raises:
         OutputError: the lock is held elsewhere past ``timeout``, or the folder is not writable.
     """
-    lock = lock_path(os.path.realpath(path))
-    key = os.fspath(lock)
-    with _held_guard:
-        rlock = _thread_locks.setdefault(key, threading.RLock())
-    if not rlock.acquire(timeout=-1 if timeout is None else timeout):
-        raise OutputError(f"{path}: in use by another thread of this process")
-    try:
-        if key in _held:
-            _held[key][1] += 1
-        else:
-            _held[key] = [_acquire(lock, Path(path), timeout), 1]
-        try:
-            yield
-        finally:
-            _held[key][1] -= 1
-            if _held[key][1] == 0:
-                _release(lock, _held.pop(key)[0])
-    finally:
-        rlock.release()
-
-
-def _acquire(lock: Path, shown: Path, timeout: float | None) -> int:
-    import fcntl
-
-    deadline, told = None if timeout is None else time.monotonic() + timeout, False
-    while True:
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
-        except OSError as exc:
-            raise OutputError(f"{shown}: cannot write in {lock.parent}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_pid(fd)
-            os.close(fd)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise OutputError(f"{shown} is being written by process {holder} (lock {lock.name}); "
-                                  "try again when it has finished") from None
-            if not told:
-                log.warning("waiting for %s: process %s is writing it", shown, holder)
-                told = True
-            time.sleep(0.05)
-            continue
-        if _same_file(fd, lock):  # else the holder removed it on release: lock the new one
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            return fd
-        os.close(fd)
-
-
-def _same_file(fd: int, lock: Path) -> bool:
-    try:
-        return os.fstat(fd).st_ino == os.stat(lock).st_ino
-    except FileNotFoundError:
-        return False
-
-
-def _read_pid(fd: int) -> str:
-    try:
-        return os.pread(fd, 32, 0).decode().strip() or "?"
-    except OSError:
-        return "?"
-
-
-def _release(lock: Path, fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(lock)  # while still locked, so a waiter re-checks the inode and locks afresh
-    os.close(fd)
+    with filelock.hold(lock_path(os.path.realpath(path)), Path(path), timeout=timeout):
+        yield
 
 
 # ---------------------------------------------------------------- writing
