@@ -6,7 +6,8 @@
 from ood_flow.train.checkpoint import checkpoint_path, load_training_state
 from ood_flow.train.config import OPTIMIZERS, PAPER_DEFAULTS, TrainConfig
 from ood_flow.train.guard import TrainingDiverged
-from ood_flow.train.loop import Trainer, TrainEvents, TrainResult
+from ood_flow.train.loop import Trainer
+from ood_flow.train.result import TrainEvents, TrainResult
 from ood_flow.train.objective import negative_objective, perturb_pixels, split_validation
 from ood_flow.train.run import train_flow
 from ood_flow.train.stop import StopRequest

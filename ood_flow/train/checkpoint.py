@@ -50,3 +50,12 @@ def load_training_state(path: Path, device) -> tuple[Any, dict]:
     if extra.get("checkpoint") != CHECKPOINT_FORMAT:
         raise ModelFileError(f"{path}: not an oodflow training checkpoint")
     return flow, extra
+
+
+def plain_values(obj):
+    """Drop values a ``.h5`` attribute or ``weights_only`` load could not hold (keeps plain data)."""
+    if isinstance(obj, dict):
+        return {k: plain_values(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_values(v) for v in obj]
+    return obj if isinstance(obj, (str, int, float, bool)) or obj is None else str(obj)

@@ -15,9 +15,7 @@ import contextlib
 import copy
 import dataclasses
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -28,57 +26,16 @@ from ood_flow.fileio import file_lock
 from ood_flow.flows.io import save_model
 from ood_flow.flows.models import Flow
 from ood_flow.score.likelihood import score_likelihood
-from ood_flow.train.checkpoint import checkpoint_path, save_checkpoint
+from ood_flow.train.checkpoint import checkpoint_path, plain_values, save_checkpoint
 from ood_flow.train.config import OPTIMIZERS, TrainConfig
 from ood_flow.train.objective import (bpd as _bpd, negative_objective, perturb_pixels, split_validation,
                                       step_generator as _step_generator)
 from ood_flow.train.guard import Guard, TrainingDiverged
+from ood_flow.train.result import TrainEvents, TrainResult
 from ood_flow.train.stop import StopRequest
 
 SNAPSHOT_EVERY = 100
 SHUFFLE_SEED_STRIDE = 7919  # seed of epoch e's data order: seed * 7919 + e
-
-
-@dataclass
-class TrainEvents:
-    """Callbacks through which the loop reports (the core never prints)."""
-
-    on_start: Callable[[int, int], None] = lambda total, done: None
-    on_step: Callable[[int, dict], None] = lambda step, metrics: None
-    on_epoch: Callable[[dict], None] = lambda summary: None
-    on_message: Callable[[str], None] = lambda text: None
-
-
-@dataclass
-class TrainResult:
-    """What a training run did.
-
-    Attributes:
-        flow: the trained flow.
-        steps: optimiser steps in all (across resumes).
-        history: one summary per epoch (``train_bpd``, ``val_bpd``, ...).
-        interrupted: stopped by ``signal`` (SIGINT, SIGTERM); the checkpoint holds the state to resume from.
-        model, checkpoint: the files written.
-        n_train, n_val: training and held-out validation samples.
-        data, name: the training source's provenance text and name.
-    """
-
-    flow: Flow
-    steps: int
-    history: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
-    interrupted: bool = False
-    checkpoint: Path | None = None
-    signal: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM), when one did
-    model: Path | None = None
-    n_train: int = 0
-    n_val: int = 0
-    data: str = ""
-    name: str = ""
-
-    @property
-    def last(self) -> dict:
-        return self.history[-1] if self.history else {}
 
 
 class Trainer:
@@ -140,7 +97,7 @@ class Trainer:
         info = {**self.info, "history": self.history, "guard": self.guard.state(self.position)}
         save_checkpoint(checkpoint_path(self.out), self.flow, self.optimizer, copy.deepcopy(self.position), self.cfg,
                         info)
-        extra = _plain({**self.info, "history": self.history, "train_config": dataclasses.asdict(self.cfg),
+        extra = plain_values({**self.info, "history": self.history, "train_config": dataclasses.asdict(self.cfg),
                         "steps": self.position["step"]})
         save_model(self.flow, self.out, extra=extra, overwrite=True)
 
@@ -353,12 +310,3 @@ class Trainer:
 
 def _zero_sums() -> dict:
     return {"ll": 0.0, "n": 0, "neg_ll": 0.0, "neg_n": 0}
-
-
-def _plain(obj):
-    """Drop values a ``.h5`` attribute or ``weights_only`` load could not hold (keeps plain data)."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj if isinstance(obj, (str, int, float, bool)) or obj is None else str(obj)

@@ -21,7 +21,8 @@ from ood_flow.flows import Flow, create_flow
 from ood_flow.flows.configs import FEATURE_STD_FLOOR, VECTOR_MODELS
 from ood_flow.train.checkpoint import checkpoint_path, load_training_state
 from ood_flow.train.config import TrainConfig
-from ood_flow.train.loop import Trainer, TrainEvents, TrainResult
+from ood_flow.train.loop import Trainer
+from ood_flow.train.result import TrainEvents, TrainResult
 
 MODEL_SUFFIXES = (".pt", ".pth", ".h5", ".hdf5")
 

@@ -1,0 +1,51 @@
+"""What a training run reports: events while it runs (the core never prints), the result when it ends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ood_flow.flows.models import Flow
+
+
+@dataclass
+class TrainEvents:
+    """Callbacks through which the loop reports (the core never prints)."""
+
+    on_start: Callable[[int, int], None] = lambda total, done: None
+    on_step: Callable[[int, dict], None] = lambda step, metrics: None
+    on_epoch: Callable[[dict], None] = lambda summary: None
+    on_message: Callable[[str], None] = lambda text: None
+
+
+@dataclass
+class TrainResult:
+    """What a training run did.
+
+    Attributes:
+        flow: the trained flow.
+        steps: optimiser steps in all (across resumes).
+        history: one summary per epoch (``train_bpd``, ``val_bpd``, ...).
+        interrupted: stopped by ``signal`` (SIGINT, SIGTERM); the checkpoint holds the state to resume from.
+        model, checkpoint: the files written.
+        n_train, n_val: training and held-out validation samples.
+        data, name: the training source's provenance text and name.
+    """
+
+    flow: Flow
+    steps: int
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+    checkpoint: Path | None = None
+    signal: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM), when one did
+    model: Path | None = None
+    n_train: int = 0
+    n_val: int = 0
+    data: str = ""
+    name: str = ""
+
+    @property
+    def last(self) -> dict:
+        return self.history[-1] if self.history else {}
