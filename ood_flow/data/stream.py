@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,31 +28,16 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ood_flow.data.dataset import Dataset
+from ood_flow.data.workers import (LOAD_CHUNK, Batch, Decoder, Rebatcher, Reader, Same, Transform,  # noqa: F401
+                                   as_is)
 from ood_flow.errors import InputError
 
-# A decoder maps one file to ``(uint8 (C, H, W) array, "")`` or ``(None, reason)``.
-Decoder = Callable[[Path], "tuple[np.ndarray | None, str]"]
-# A transform maps uint8 images ``(B, C, H, W)`` to model inputs; it raises InputError for an image it
-# cannot take. It must be picklable (a module-level class or function) to run in worker processes.
-Transform = Callable[[Tensor], Tensor]
 
 
 def default_workers() -> int:
     """Decoding worker processes: half the usable cores (at most 8), none on a single core."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return 0 if cores < 2 else min(cores // 2, 8)
-
-
-@dataclass
-class Batch:
-    """Consecutive samples of a source: ``x`` (transformed), their ids and labels."""
-
-    x: Tensor
-    ids: np.ndarray
-    labels: np.ndarray | None
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
 
 
 @dataclass
@@ -131,7 +116,7 @@ class Source:
         if self.in_memory and transform is None:
             yield from self._row_batches(batch_size)
             return
-        rebatch = _Rebatcher(batch_size, self.labels is not None)
+        rebatch = Rebatcher(batch_size, self.labels is not None)
         for chunk in self._chunks(batch_size, transform, workers):
             yield from rebatch.add(*chunk)
         yield from rebatch.rest()
@@ -150,7 +135,7 @@ class Source:
                            source=self.source, label_names=self.label_names, skipped=list(self.skipped),
                            meta=dict(self.meta))
         arrays, ids, labels = [], [], []
-        for batch in self.batches(_LOAD_CHUNK, _Same(self.read_size), workers=workers):
+        for batch in self.batches(LOAD_CHUNK, Same(self.read_size), workers=workers):
             arrays += batch.x
             ids.append(batch.ids)
             labels.append(batch.labels)
@@ -168,11 +153,11 @@ class Source:
 
     def _chunks(self, batch_size: int, transform: Transform | None, workers: int | None):
         """``(x, ids, labels)`` of the readable samples, in order, until ``limit`` of them are read."""
-        reader = _Reader(self.items, self.decode, transform)
+        reader = Reader(self.items, self.decode, transform)
         n_workers = default_workers() if workers is None else workers
         if len(self.items) <= batch_size:
             n_workers = 0  # one chunk: a worker process would only add its start-up time
-        loader = DataLoader(reader, batch_size=batch_size, num_workers=n_workers, collate_fn=_as_is)
+        loader = DataLoader(reader, batch_size=batch_size, num_workers=n_workers, collate_fn=as_is)
         kept = 0
         for positions, x, failures in loader:
             positions, x = self._accept(positions, x, failures, kept)
@@ -203,109 +188,6 @@ class Source:
     def _nothing_readable(self) -> str:
         first = f", first: {self.skipped[0][0]}: {self.skipped[0][1]}" if self.skipped else ""
         return f"{self.where}: no readable images ({len(self.skipped)} skipped{first})"
-
-
-_LOAD_CHUNK = 256
-
-
-@dataclass(frozen=True)
-class _Same:
-    """A read that keeps each file's own shape (:meth:`Source.load`), or resizes it to ``size``."""
-
-    size: tuple[int, int] | None = None
-    keeps_shape = True
-
-    def __call__(self, x: Tensor) -> Tensor:
-        if self.size is None or tuple(x.shape[-2:]) == self.size:
-            return x
-        from ood_flow.data.conform import resize_images
-
-        return resize_images(x, self.size)
-
-
-class _Reader(torch.utils.data.Dataset):
-    """What the DataLoader workers run: fetch a chunk of positions, decode and transform them."""
-
-    def __init__(self, items, decode: Decoder | None, transform: Transform | None):
-        self.items, self.decode, self.transform = items, decode, transform
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitems__(self, positions: list[int]):
-        if isinstance(self.items, Tensor):
-            return list(positions), self.transform(self.items[positions]), []
-        return self._files(positions)
-
-    def _files(self, positions: list[int]):
-        ok, images, failures = [], [], []
-        for p in positions:
-            a, reason = self.decode(self.items[p])
-            if a is None:
-                failures.append((p, reason, False))
-                continue
-            try:
-                images.append(self._one(torch.from_numpy(np.require(a, requirements=['C', 'W'])), self.items[p]))
-            except InputError as exc:
-                failures.append((p, str(exc), True))
-                continue
-            ok.append(p)
-        if getattr(self.transform, "keeps_shape", False) or not images:
-            return ok, images, failures
-        return ok, torch.stack(images), failures
-
-    def _one(self, image: Tensor, path: Path) -> Tensor:
-        if self.transform is None:
-            return image
-        try:
-            return self.transform(image[None])[0]
-        except InputError as exc:
-            raise InputError(f"{path}: {exc}") from None
-
-
-def _as_is(chunk):
-    return chunk
-
-
-class _Rebatcher:
-    """Regroups chunks of readable samples into batches of exactly ``size``."""
-
-    def __init__(self, size: int, labelled: bool):
-        self.size, self.labelled, self.count = size, labelled, 0
-        self.parts: list[tuple] = []
-        self.held = 0
-
-    def add(self, x, ids: np.ndarray, labels) -> Iterator[Batch]:
-        self.parts.append((x, ids, labels))
-        self.held += len(ids)
-        while self.held >= self.size:
-            yield self._take(self.size)
-
-    def rest(self) -> Iterator[Batch]:
-        if self.held:
-            yield self._take(self.held)
-
-    def _take(self, n: int) -> Batch:
-        xs, ids, labels, need = [], [], [], n
-        while need:
-            x, i, y = self.parts[0]
-            k = min(need, len(i))
-            xs.append(x[:k])
-            ids.append(i[:k])
-            labels.append(None if y is None else y[:k])
-            self.parts[0] = (x[k:], i[k:], None if y is None else y[k:])
-            if k == len(i):
-                self.parts.pop(0)
-            need -= k
-        self.held -= n
-        self.count += n
-        return Batch(_join(xs), np.concatenate(ids), np.concatenate(labels) if self.labelled else None)
-
-
-def _join(xs: list):
-    if isinstance(xs[0], list):
-        return [a for x in xs for a in x]
-    return xs[0] if len(xs) == 1 else torch.cat(xs)
 
 
 def _first(a: np.ndarray | None, limit: int | None) -> np.ndarray | None:

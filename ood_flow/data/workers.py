@@ -1,0 +1,137 @@
+"""What the DataLoader workers of a :class:`~ood_flow.data.stream.Source` run, and how their chunks
+become batches: :class:`Reader` decodes and transforms a chunk of positions in a worker process;
+:class:`Rebatcher` regroups the readable samples into batches of exactly the requested size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ood_flow.errors import InputError
+
+# A decoder maps one file to ``(uint8 (C, H, W) array, "")`` or ``(None, reason)``.
+Decoder = Callable[[Path], "tuple[np.ndarray | None, str]"]
+# A transform maps uint8 images ``(B, C, H, W)`` to model inputs; it raises InputError for an image it
+# cannot take. It must be picklable (a module-level class or function) to run in worker processes.
+Transform = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class Batch:
+    """Consecutive samples of a source: ``x`` (transformed), their ids and labels."""
+
+    x: Tensor
+    ids: np.ndarray
+    labels: np.ndarray | None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+LOAD_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class Same:
+    """A read that keeps each file's own shape (:meth:`Source.load`), or resizes it to ``size``."""
+
+    size: tuple[int, int] | None = None
+    keeps_shape = True
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.size is None or tuple(x.shape[-2:]) == self.size:
+            return x
+        from ood_flow.data.conform import resize_images
+
+        return resize_images(x, self.size)
+
+
+class Reader(torch.utils.data.Dataset):
+    """What the DataLoader workers run: fetch a chunk of positions, decode and transform them."""
+
+    def __init__(self, items, decode: Decoder | None, transform: Transform | None):
+        self.items, self.decode, self.transform = items, decode, transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitems__(self, positions: list[int]):
+        if isinstance(self.items, Tensor):
+            return list(positions), self.transform(self.items[positions]), []
+        return self._files(positions)
+
+    def _files(self, positions: list[int]):
+        ok, images, failures = [], [], []
+        for p in positions:
+            a, reason = self.decode(self.items[p])
+            if a is None:
+                failures.append((p, reason, False))
+                continue
+            try:
+                images.append(self._one(torch.from_numpy(np.require(a, requirements=['C', 'W'])), self.items[p]))
+            except InputError as exc:
+                failures.append((p, str(exc), True))
+                continue
+            ok.append(p)
+        if getattr(self.transform, "keeps_shape", False) or not images:
+            return ok, images, failures
+        return ok, torch.stack(images), failures
+
+    def _one(self, image: Tensor, path: Path) -> Tensor:
+        if self.transform is None:
+            return image
+        try:
+            return self.transform(image[None])[0]
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
+
+
+def as_is(chunk):
+    return chunk
+
+
+class Rebatcher:
+    """Regroups chunks of readable samples into batches of exactly ``size``."""
+
+    def __init__(self, size: int, labelled: bool):
+        self.size, self.labelled, self.count = size, labelled, 0
+        self.parts: list[tuple] = []
+        self.held = 0
+
+    def add(self, x, ids: np.ndarray, labels) -> Iterator[Batch]:
+        self.parts.append((x, ids, labels))
+        self.held += len(ids)
+        while self.held >= self.size:
+            yield self._take(self.size)
+
+    def rest(self) -> Iterator[Batch]:
+        if self.held:
+            yield self._take(self.held)
+
+    def _take(self, n: int) -> Batch:
+        xs, ids, labels, need = [], [], [], n
+        while need:
+            x, i, y = self.parts[0]
+            k = min(need, len(i))
+            xs.append(x[:k])
+            ids.append(i[:k])
+            labels.append(None if y is None else y[:k])
+            self.parts[0] = (x[k:], i[k:], None if y is None else y[k:])
+            if k == len(i):
+                self.parts.pop(0)
+            need -= k
+        self.held -= n
+        self.count += n
+        return Batch(join(xs), np.concatenate(ids), np.concatenate(labels) if self.labelled else None)
+
+
+def join(xs: list):
+    if isinstance(xs[0], list):
+        return [a for x in xs for a in x]
+    return xs[0] if len(xs) == 1 else torch.cat(xs)
