@@ -2,9 +2,9 @@
 
 Usage::
 
-    python benchmarks/embed_speed.py                    # 512 images, fp32 and bf16 (where supported), 3 rounds
-    python benchmarks/embed_speed.py --n 128 --rounds 1 # a quick check that the script works
-    python benchmarks/embed_speed.py --json             # the results as JSON on stdout
+    python benchmarks/speed/embed_speed.py                    # 512 images, fp32 and bf16 (where supported), 3 rounds
+    python benchmarks/speed/embed_speed.py --n 128 --rounds 1 # a quick check that the script works
+    python benchmarks/speed/embed_speed.py --json             # the results as JSON on stdout
 
 The plain forward is what a user could write with timm alone: ``timm.create_model(name,
 num_classes=0)`` in eval mode, channels-last, ``torch.inference_mode``, bf16 autocast for bf16,
@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent)]
+sys.path[:0] = [str(HERE.parents[1])]
 
 from ood_flow.data import open_source  # noqa: E402
 from ood_flow.data.stream import default_workers  # noqa: E402
@@ -127,7 +127,7 @@ def run(args) -> dict:
 
 def markdown(res: dict) -> str:
     lines = [f"# embed vs a plain timm forward ({res['backbone']}, {res['n']} images, batch {res['batch']})", "",
-             "Command: `python benchmarks/embed_speed.py --save`", "",
+             "Command: `python benchmarks/speed/embed_speed.py --save`", "",
              f"torch {res['torch']}, {res['threads']} threads, {res['workers']} decoding worker(s); "
              f"median of {res['rounds']} rounds. Ratio = embed's rate / the plain forward's (goal: at least 0.95).", "",
              "| precision | plain forward img/s | embed, images in memory | ratio | embed, PNG folder | ratio |",
@@ -150,7 +150,7 @@ def main() -> None:
     res = run(args)
     if args.save:
         for suffix, text in ((".json", json.dumps(res, indent=2) + "\n"), (".md", markdown(res))):
-            with atomic_write(HERE / "results" / f"embed_speed{suffix}", overwrite=True) as tmp:
+            with atomic_write(HERE.parent / "results" / f"embed_speed{suffix}", overwrite=True) as tmp:
                 Path(tmp).write_text(text)
     print(json.dumps(res, indent=2) if args.json else markdown(res))
 

@@ -2,9 +2,9 @@
 
 Usage::
 
-    python benchmarks/stream_memory.py --save               # 2,000 and 20,000 JPEGs of 500x375 (about 2 GB of disk)
-    python benchmarks/stream_memory.py --sizes 200 2000     # a quick check that the script works
-    python benchmarks/stream_memory.py --json
+    python benchmarks/speed/stream_memory.py --save         # 2,000 and 20,000 JPEGs of 500x375 (about 2 GB of disk)
+    python benchmarks/speed/stream_memory.py --sizes 200 2000 # a quick check that the script works
+    python benchmarks/speed/stream_memory.py --json
 
 For each size it writes that many JPEG photos (smooth random colour fields with noise, 500x375 by
 default, cached under ``--work``), then measures in a fresh process each:
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent)]
+sys.path[:0] = [str(HERE.parents[1])]
 
 from ood_flow.fileio import atomic_write  # noqa: E402
 
@@ -148,7 +148,7 @@ def run(args) -> dict:
 def markdown(res: dict) -> str:
     w, h = res["size"]
     lines = [f"# Streaming: `oodflow score FOLDER --resize` on {w}x{h} JPEGs", "",
-             "Command: `python benchmarks/stream_memory.py --save`", "",
+             "Command: `python benchmarks/speed/stream_memory.py --save`", "",
              "| images | score: img/s | score: peak memory (MiB, with workers) | reading the folder whole: peak MiB |",
              "|---|---|---|---|"]
     for r in res["rows"]:
@@ -171,7 +171,7 @@ def main() -> None:
     res = run(args)
     if args.save:
         for suffix, text in ((".json", json.dumps(res, indent=2) + "\n"), (".md", markdown(res))):
-            with atomic_write(HERE / "results" / f"stream_memory{suffix}", overwrite=True) as tmp:
+            with atomic_write(HERE.parent / "results" / f"stream_memory{suffix}", overwrite=True) as tmp:
                 Path(tmp).write_text(text)
     print(json.dumps(res, indent=2) if args.json else markdown(res))
 
