@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ood_flow.data.dataset import Dataset
 from ood_flow.data.stream import Decoder, Source
 from ood_flow.errors import InputError
 
@@ -118,13 +117,3 @@ def file_source(path: Path) -> Source:
     source = files_source([path], where=str(path), name=path.stem, source=str(path.resolve()), limit=None,
                           skip_invalid=False)
     return dataclasses.replace(source, skip_hint=False)
-
-
-def load_folder(folder: Path, *, limit: int | None, skip_invalid: bool, size: tuple[int, int] | None = None) -> Dataset:
-    """All images under ``folder`` read whole (see :func:`folder_source`)."""
-    return folder_source(folder, limit=limit, skip_invalid=skip_invalid, size=size).load()
-
-
-def load_image_file(path: Path) -> Dataset:
-    """One image file as a dataset of one sample."""
-    return file_source(Path(path)).load()
