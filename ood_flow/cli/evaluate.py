@@ -12,10 +12,9 @@ import typer
 from rich.table import Table
 
 from ood_flow.cli import common, options
-from ood_flow.evaluate import Evaluation, Typicality, evaluate_groups
+from ood_flow.evaluate import Bootstrap, Evaluation, Typicality, evaluate_groups
+from ood_flow.evaluate.metrics import KEYS
 from ood_flow.score import SCORES
-
-KEYS = ("auroc", "aupr_in", "aupr_out", "fpr95")
 
 
 def evaluate(
@@ -37,7 +36,11 @@ def evaluate(
     reference_group: Optional[str] = typer.Option(None, "--reference-group", help="In-distribution group, distinct "
                                                   "from --in (e.g. a train split), for the entropy estimate "
                                                   "(typicality; default: --in itself, which flatters the result)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the typicality batches."),
+    ci: Optional[float] = typer.Option(None, "--ci", help="Add percentile bootstrap intervals at this level (e.g. "
+                                       "0.95) to the table and the JSON; in- and OOD samples are resampled "
+                                       "separately."),
+    n_boot: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of --ci."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples (--ci) and typicality batches."),
     json_out: bool = options.Json,
     quiet: bool = options.Quiet,
 ) -> None:
@@ -51,8 +54,9 @@ def evaluate(
     log-likelihood is far from the entropy H of the model, estimated on --reference-group.
     """
     test = Typicality(batch_size, n_batches, reference_group, seed) if typicality else None
+    boot = Bootstrap(ci, n_boot, seed) if ci is not None else None
     common.run(lambda: evaluate_groups(scores, in_group, ood, scores=score_names, all_scores=all_scores, tpr=tpr,
-                                       typicality=test, plot=plot, min_auroc=min_auroc),
+                                       typicality=test, plot=plot, min_auroc=min_auroc, bootstrap=boot),
                lambda result: _show(result, json_out, quiet))
 
 
@@ -76,8 +80,22 @@ def _table(in_group: str, by_score: dict, tpr: float) -> Table:
         table.add_column(col, justify="left" if col in ("score", "ood group") else "right")
     for score, results in by_score.items():
         for group, m in results.items():
-            table.add_row(score, group, str(m["n_ood"]), *(f"{m[k]:.3f}" for k in KEYS), f"{m['threshold']:.1f}")
+            table.add_row(score, group, str(m["n_ood"]), *(_cell(m, k) for k in KEYS), f"{m['threshold']:.1f}")
+    ci = next(iter(next(iter(by_score.values())).values())).get("ci")
+    if ci:
+        table.caption = (f"\\[lo, hi]: {ci['level']:.0%} percentile bootstrap interval, {ci['n_bootstrap']} "
+                         f"resamples (in and OOD resampled separately), seed {ci['seed']}")
+        table.caption_justify = "left"
     return table
+
+
+def _cell(m: dict, key: str) -> str:
+    """``0.057``, or with an interval ``0.057 [0.051, 0.063]``."""
+    text = f"{m[key]:.3f}"
+    if "ci" in m:
+        lo, hi = m["ci"][key]
+        text += f" [{lo:.3f}, {hi:.3f}]"
+    return text
 
 
 def _typicality_table(report: dict, tpr: float) -> Table:

@@ -22,6 +22,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ood_flow.score.threshold import checked_scores, threshold_at_tpr
 
+KEYS = ("auroc", "aupr_in", "aupr_out", "fpr95")  # the metrics, in the order tables show them
+
 
 def ood_metrics(in_scores, ood_scores, *, tpr: float = 0.95,
                 in_name: str = "in-distribution", ood_name: str = "out-of-distribution") -> dict:
@@ -49,7 +51,7 @@ def ood_metrics(in_scores, ood_scores, *, tpr: float = 0.95,
     """
     s_in, s_ood = checked_scores(in_scores, in_name), checked_scores(ood_scores, ood_name)
     threshold = threshold_at_tpr(s_in, tpr, name=in_name)
-    r_in, r_ood = _dense_ranks(s_in, s_ood)
+    r_in, r_ood = dense_ranks(s_in, s_ood)
     y = np.r_[np.ones(len(r_in)), np.zeros(len(r_ood))]
     r = np.r_[r_in, r_ood]
     fpr = float(np.mean(s_ood >= threshold))
@@ -67,7 +69,7 @@ def ood_metrics(in_scores, ood_scores, *, tpr: float = 0.95,
     }
 
 
-def _dense_ranks(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def dense_ranks(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ranks 0, 1, 2, ... of the pooled scores, equal scores sharing a rank (±inf included)."""
     _, inverse = np.unique(np.r_[a, b], return_inverse=True)
     ranks = inverse.reshape(-1).astype(np.float64)

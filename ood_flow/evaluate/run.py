@@ -1,8 +1,8 @@
 """Evaluating a score file: :func:`evaluate_groups`, the work behind ``oodflow evaluate``.
 
 It reads the in-distribution group and each OOD group of a score file, computes the detection
-metrics for each chosen score (and the batch typicality test if asked), writes the histogram if
-asked, and checks the ``min_auroc`` gate.
+metrics for each chosen score (with percentile bootstrap intervals and the batch typicality test if
+asked), writes the histogram if asked, and checks the ``min_auroc`` gate.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ood_flow import store
-from ood_flow.errors import GateFailed, ScoreFileError
+from ood_flow.errors import GateFailed, ScoreFileError, UsageError
+from ood_flow.evaluate.bootstrap import bootstrap_intervals
 from ood_flow.evaluate.metrics import ood_metrics
 from ood_flow.evaluate.typicality import typicality_auroc
 from ood_flow.score.methods import SCORES
@@ -40,12 +41,34 @@ class Typicality:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class Bootstrap:
+    """Settings of the percentile bootstrap intervals (in- and OOD samples resampled separately).
+
+    Attributes:
+        level: the intervals' coverage, in (0, 1), e.g. 0.95.
+        n_boot: resamples.
+        seed: the same seed gives the same intervals.
+    """
+
+    level: float = 0.95
+    n_boot: int = 1000
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.0 < self.level < 1.0:
+            raise UsageError(f"--ci {self.level}: the confidence level must lie between 0 and 1, e.g. 0.95")
+        if self.n_boot < 1:
+            raise UsageError(f"--bootstrap {self.n_boot}: at least 1 resample")
+
+
 @dataclass
 class Evaluation:
     """Metrics of one in-distribution group against OOD groups.
 
     Attributes:
-        by_score: ``{score: {ood group: metrics}}``, metrics as :func:`~ood_flow.evaluate.ood_metrics` returns.
+        by_score: ``{score: {ood group: metrics}}``, metrics as :func:`~ood_flow.evaluate.ood_metrics` returns,
+            with ``ci`` (:func:`~ood_flow.evaluate.bootstrap_intervals`) when asked for.
         typicality: the typicality test's report (``entropy``, ``reference``, ``note``, ``ood``), if run.
         plot: the histogram written, if any.
     """
@@ -71,7 +94,7 @@ class Evaluation:
 def evaluate_groups(path: str | os.PathLike, in_group: str, ood_groups: Sequence[str], *,
                     scores: Sequence[str] = ("log_likelihood",), all_scores: bool = False, tpr: float = 0.95,
                     typicality: Typicality | None = None, plot: str | os.PathLike | None = None,
-                    min_auroc: float | None = None) -> Evaluation:
+                    min_auroc: float | None = None, bootstrap: Bootstrap | None = None) -> Evaluation:
     """AUROC, AUPR-in, AUPR-out and FPR at ``tpr`` of ``in_group`` against each OOD group of a score file.
 
     Args:
@@ -84,6 +107,7 @@ def evaluate_groups(path: str | os.PathLike, in_group: str, ood_groups: Sequence
         plot: write the first score's histogram (PNG) here.
         min_auroc: raise :class:`~ood_flow.errors.GateFailed` (``.result`` holds the evaluation) if any
             AUROC is below it.
+        bootstrap: add percentile bootstrap intervals (``ci``) to every metrics dict.
 
     Example (docs/api.md runs it)::
 
@@ -92,7 +116,7 @@ def evaluate_groups(path: str | os.PathLike, in_group: str, ood_groups: Sequence
     """
     path = Path(path)
     names = _chosen_scores(path, [in_group, *ood_groups], scores, all_scores)
-    by_score = {name: _metrics(path, in_group, ood_groups, name, tpr) for name in names}
+    by_score = {name: _metrics(path, in_group, ood_groups, name, tpr, bootstrap) for name in names}
     result = Evaluation(path, in_group, tpr, by_score, scores=names)
     if plot is not None:
         from ood_flow.visualize.histogram import write_histogram
@@ -114,10 +138,18 @@ def _chosen_scores(path: Path, groups: list[str], given: Sequence[str], all_scor
     return names
 
 
-def _metrics(path: Path, in_group: str, ood: Sequence[str], score: str, tpr: float) -> dict:
+def _metrics(path: Path, in_group: str, ood: Sequence[str], score: str, tpr: float,
+             bootstrap: Bootstrap | None) -> dict:
     in_scores = store.read_scores(path, in_group, score)
-    return {g: ood_metrics(in_scores, store.read_scores(path, g, score), tpr=tpr, in_name=in_group, ood_name=g)
-            for g in dict.fromkeys(ood)}
+    results = {}
+    for g in dict.fromkeys(ood):
+        ood_scores = store.read_scores(path, g, score)
+        results[g] = ood_metrics(in_scores, ood_scores, tpr=tpr, in_name=in_group, ood_name=g)
+        if bootstrap is not None:
+            results[g]["ci"] = bootstrap_intervals(in_scores, ood_scores, level=bootstrap.level,
+                                                   n_boot=bootstrap.n_boot, seed=bootstrap.seed, tpr=tpr,
+                                                   in_name=in_group, ood_name=g)
+    return results
 
 
 def _typicality(path: Path, in_group: str, ood: Sequence[str], settings: Typicality, tpr: float) -> dict:

@@ -35,13 +35,23 @@ def threshold_at_tpr(in_scores, tpr: float = 0.95, *, name: str = "in-distributi
     if not 0.0 < tpr <= 1.0:
         raise ValueError(f"tpr must be in (0, 1], got {tpr}")
     scores = checked_scores(in_scores, name)
-    n = len(scores)
+    return float(np.sort(scores)[::-1][rank_at_tpr(len(scores), tpr) - 1])
+
+
+def rank_at_tpr(n: int, tpr: float) -> int:
+    """``k``, the smallest count of ``n`` samples with ``k / n >= tpr`` in floating point (at least 1);
+    the threshold is the ``k``-th largest score (the bootstrap finds it by this count too).
+
+    Example:
+        >>> rank_at_tpr(20, 0.95)
+        19
+    """
     k = min(max(math.ceil(tpr * n), 1), n)
     while k > 1 and (k - 1) / n >= tpr:  # undo a ceil pushed up by rounding (0.95 * 20 > 19)
         k -= 1
     while k < n and k / n < tpr:
         k += 1
-    return float(np.sort(scores)[::-1][k - 1])
+    return k
 
 
 def checked_scores(scores, name: str) -> np.ndarray:
