@@ -136,12 +136,19 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Flow:
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[Flow, dict]:
     """Like :func:`load_model`, also returning the file's ``extra`` dict."""
     path = Path(path)
+    record = read_model_file(path)
+    flow = _rebuild(path, record)
+    return flow.to(device).eval(), record.get("extra") or {}
+
+
+def read_model_file(path: str | Path) -> dict:
+    """The checked contents of a model file without building the model: the header (``format_version``,
+    ``oodflow_version``, ``model``, ``config``, ``input_shape``), ``extra`` and ``state_dict``."""
+    path = Path(path)
     suffix = _suffix(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
-    record = _read_pt(path) if suffix in PT_SUFFIXES else _read_h5(path)
-    flow = _rebuild(path, record)
-    return flow.to(device).eval(), record.get("extra") or {}
+    return _read_pt(path) if suffix in PT_SUFFIXES else _read_h5(path)
 
 
 def _read_pt(path: Path) -> dict:

@@ -1,0 +1,143 @@
+"""What a file oodflow wrote holds: a model (or training checkpoint), a score file or a features file.
+
+:func:`describe_file` returns a plain, JSON-ready dict whose ``kind`` says which; any other file is
+an :class:`InputError` (one line, naming the file). Nothing is executed from the file: models are
+read with ``weights_only=True`` or from HDF5, score and features files with h5py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from ood_flow import hdf5, store
+from ood_flow.errors import InputError
+from ood_flow.fileio import sha256_file
+from ood_flow.flows.io import FORMAT as MODEL_FORMAT
+from ood_flow.flows.io import H5_SUFFIXES, PT_SUFFIXES, load_model, read_model_file
+
+FOREIGN = "not a file oodflow wrote (a model .pt/.h5, a score file or a features file)"
+GATE_ATTRS = ("threshold", "threshold_score", "threshold_tpr", "threshold_tpr_achieved", "threshold_reference",
+              "n_ood", "ood_fraction")
+SKIP_PROVENANCE = ("skipped", "label_names", "n_samples") + GATE_ATTRS  # shown elsewhere, or summarised
+
+
+def describe_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Describe ``path``: ``{"kind": "model" | "checkpoint" | "scores" | "features", "file": ..., ...}``.
+
+    Raises:
+        InputError: no such file, a folder, or a file oodflow did not write.
+        ModelFileError, ScoreFileError: an oodflow file that is damaged or of a newer format.
+
+    Example:
+        >>> describe_file("scores.h5")["groups"][0]["n"]
+        10000
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, not a file")
+    if h5py.is_hdf5(p):
+        if store.SCORE_FILE.test(p):
+            return describe_scores(p)
+        if store.FEATURES_FILE.test(p):
+            return describe_features(p)
+        if _is_h5_model(p):
+            return describe_model(p)
+        raise InputError(f"{p}: {FOREIGN}")
+    if p.suffix.lower() in PT_SUFFIXES:
+        return describe_model(p)
+    raise InputError(f"{p}: {FOREIGN}")
+
+
+def describe_model(path: Path) -> dict[str, Any]:
+    """A model or checkpoint file: architecture, size, training and format (see the module docstring)."""
+    record = read_model_file(path)
+    extra = record.get("extra") or {}
+    flow = load_model(path)
+    weights = [t for t in record["state_dict"].values() if t.is_floating_point()]
+    history = [h for h in extra.get("history", []) if h.get("val_bpd") is not None]
+    train_config = extra.get("train_config") or {}
+    return {
+        "kind": "checkpoint" if extra.get("checkpoint") else "model",
+        "file": str(path),
+        "sha256": sha256_file(path),
+        "model": record["model"],
+        "config": record["config"],
+        "preset": extra.get("preset", record["config"].get("preset")),
+        "parameters": sum(p.numel() for p in flow.parameters()),
+        "input_shape": list(record["input_shape"]),
+        "training_data": extra.get("data"),
+        "negative_data": extra.get("negative_data"),
+        "steps": extra.get("steps", (extra.get("position") or {}).get("step")),
+        "best_val_bits_per_dim": min((h["val_bpd"] for h in history), default=None),
+        "train_config": train_config or None,
+        "precision": _precision(weights, train_config),
+        "format": MODEL_FORMAT,
+        "format_version": int(record.get("format_version", 0)),
+        "oodflow_version": record.get("oodflow_version"),
+    }
+
+
+def describe_scores(path: Path) -> dict[str, Any]:
+    """A score file: each group's size, scores, gate and provenance."""
+    groups = []
+    for name in store.list_groups(path):
+        arrays, attrs = store.read_group(path, name)
+        n = len(next(iter(arrays.values()))) if arrays else 0
+        entry = {"name": name, "n": n, "scores": [k for k in arrays if k not in store.NOT_SCORES and arrays[k].ndim == 1
+                                                   and arrays[k].dtype.kind in "iuf"],
+                 "ids": "id" in arrays, "labels": "label" in arrays, "skipped": _count_skipped(attrs.get("skipped"))}
+        if "is_ood" in arrays:
+            entry["gate"] = {k: attrs[k] for k in GATE_ATTRS if k in attrs}
+        entry["provenance"] = {k: v for k, v in attrs.items() if k not in SKIP_PROVENANCE}
+        groups.append(entry)
+    return {"kind": "scores", "file": str(path), "format_version": store.FORMAT_VERSION, "groups": groups}
+
+
+def describe_features(path: Path) -> dict[str, Any]:
+    """A features file: backbone, shape and provenance."""
+    shape, labelled, attrs = _features_header(path)
+    return {"kind": "features", "file": str(path), "n": shape[0], "dim": shape[1] if len(shape) > 1 else None,
+            "labels": labelled, "backbone": attrs.get("backbone"), "image_size": attrs.get("image_size"),
+            "weights": attrs.get("weights"), "source": attrs.get("source"),
+            "oodflow_version": attrs.get("oodflow_version"), "time": attrs.get("time"),
+            "skipped": _count_skipped(attrs.get("skipped")),
+            "provenance": {k: v for k, v in attrs.items() if k not in ("skipped", "label_names")}}
+
+
+def _features_header(path: Path) -> tuple[tuple[int, ...], bool, dict[str, Any]]:
+    """Shape of ``features``, whether there are labels, and the attributes, without reading the features."""
+    with hdf5.open_file(path, "features") as f:
+        if "features" not in f:
+            raise InputError(f"{path}: an oodflow features file without a 'features' dataset")
+        shape, labelled, attrs = tuple(f["features"].shape), "label" in f, hdf5.unpack_attrs(f.attrs)
+    return shape, labelled, {k: v for k, v in attrs.items() if k not in (hdf5.FORMAT_ATTR, hdf5.VERSION_ATTR)}
+
+
+def _is_h5_model(path: Path) -> bool:
+    if path.suffix.lower() not in H5_SUFFIXES:
+        return False
+    with h5py.File(path, "r") as f:
+        value = f.attrs.get("format")
+    return (value.decode() if isinstance(value, bytes) else value) == MODEL_FORMAT
+
+
+def _precision(weights: list, train_config: dict) -> str:
+    stored = sorted({str(t.dtype).replace("torch.", "") for t in weights}) or ["(no weights)"]
+    trained = train_config.get("precision")
+    return "/".join(stored) + (f" (trained in {trained})" if trained else "")
+
+
+def _count_skipped(value: Any) -> int:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return 0
+    return len(value) if isinstance(value, list) else 0
