@@ -1,0 +1,129 @@
+"""`oodflow report`: the page's numbers equal `evaluate --json`, it fetches nothing, and bad input is one line."""
+
+import re
+
+import numpy as np
+import pytest
+from cli_helpers import one_line_error, run, run_json
+from report_helpers import make_scores, page_metrics
+
+from ood_flow import store
+from ood_flow.report import write_report
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    d = tmp_path_factory.mktemp("report")
+    scores, model = make_scores(d)
+    page = d / "r.html"
+    summary = run_json("report", scores, "--in", "in", "--ood", "ood", "--ood", "gated", "--out", page,
+                       "--score", "log_likelihood", "--score", "log_prior", "--thumbnails", "5")
+    return {"dir": d, "scores": scores, "model": model, "page": page, "html": page.read_text(), "summary": summary}
+
+
+def test_every_metric_and_interval_equals_evaluate_json(made):
+    evaluated = run_json("evaluate", made["scores"], "--in", "in", "--ood", "ood", "--ood", "gated", "--score",
+                         "log_likelihood", "--score", "log_prior", "--ci", "0.95")
+    values, intervals = page_metrics(made["html"])
+    expected = {(s, g) for s, results in evaluated["by_score"].items() for g in results}
+    assert set(values) == expected and len(expected) == 4
+    for (score, group), shown in values.items():
+        m = evaluated["by_score"][score][group]
+        assert shown == {k: m[k] for k in ("auroc", "aupr_in", "aupr_out", "fpr95", "threshold")}
+        assert intervals[score, group] == {k: m["ci"][k] for k in ("auroc", "aupr_in", "aupr_out", "fpr95")}
+        assert f">{m['auroc']:.3f}<" in made["html"]
+    assert made["summary"]["evaluation"] == evaluated
+
+
+def test_page_fetches_nothing_and_runs_no_script(made):
+    html = made["html"]
+    assert html.startswith("<!DOCTYPE html>") and "Content-Security-Policy" in html
+    assert not re.search(r"<script|<link|<iframe|<object|@import|@font-face", html, re.I)
+    assert not re.search(r"""(?:src|href)\s*=\s*["'](?!data:|#)""", html), "a reference to something outside"
+    assert not re.search(r"url\((?!#)", html) and "http://" not in html.replace("http://www.w3.org", "")
+
+
+def test_sections_thumbnails_and_provenance(made):
+    html = made["html"]
+    for anchor in ("metrics", "score-log_likelihood", "score-log_prior", "thumbnails", "gate", "provenance"):
+        assert f'id="{anchor}"' in html and f'href="#{anchor}"' in html
+    assert html.count('<img src="data:image/png;base64,') == 15 == made["summary"]["thumbnails"]
+    assert html.count("<svg") == 6  # histogram, ROC and PR for each of the two scores
+    assert "m.pt" in html and "realnvp" in html and made["summary"]["warnings"] == []
+    assert "oodflow report" in html  # the command that made it
+
+
+def test_in_distribution_strip_shows_the_lowest_scores_in_order(made):
+    scores = np.sort(store.read_scores(made["scores"], "in"))[:5]
+    strip = made["html"].split("lowest log_likelihood in in")[1].split("</div></div>")[0]
+    shown = [float(s) for s in re.findall(r'<span class="score">([-\d.]+)</span>', strip)]
+    assert shown == [round(float(s), 1) for s in scores]
+
+
+def test_gate_fraction_equals_the_stored_flags(made):
+    flags = store.read_group(made["scores"], "gated")[0]["is_ood"]
+    gate = made["summary"]["gates"][0]
+    assert gate["group"] == "gated" and gate["n_ood"] == int(flags.sum()) and gate["ood_fraction"] == flags.mean()
+    assert f"{int(flags.sum()):,} of {len(flags):,}" in made["html"]
+
+
+def test_existing_page_is_kept_without_overwrite(made):
+    before = made["page"].read_bytes()
+    one_line_error(run("report", made["scores"], "--in", "in", "--ood", "ood", "--out", made["page"], code=1),
+                   "exists", "--overwrite")
+    assert made["page"].read_bytes() == before
+    out = made["dir"] / "again.html"
+    out.write_text("old")
+    run("report", made["scores"], "--in", "in", "--ood", "ood", "--out", out, "--overwrite", "--quiet")
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    assert not [p for p in made["dir"].iterdir() if p.name.startswith(".again.html")]  # no temporary left
+
+
+@pytest.mark.parametrize("args, code, fragments", [
+    (("--ood", "mnist"), 1, ("no group 'mnist'", "in, ood, gated")),
+    (("--ood", "ood", "--score", "waic"), 1, ("no score 'waic'", "log_likelihood")),
+    (("--ood", "ood", "--out", "r.pdf"), 2, ("r.pdf", ".html")),
+    (("--ood", "ood", "--out", "missing/r.html"), 1, ("no such folder",)),
+    (("--ood", "ood", "--ci", "1.5"), 2, ("--ci",)),
+])
+def test_bad_input_is_one_line(made, tmp_path, monkeypatch, args, code, fragments):
+    monkeypatch.chdir(tmp_path)
+    args = args if "--out" in args else (*args, "--out", "r.html")
+    one_line_error(run("report", made["scores"], "--in", "in", *args, code=code), *fragments)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _synthetic(path, groups):
+    rng = np.random.default_rng(0)
+    for name, attrs in groups.items():
+        store.write_group(path, name, {"log_likelihood": rng.normal(0, 1, 30), "id": np.arange(30)}, attrs)
+    return path
+
+
+def test_groups_of_different_models_warn_and_name_each_model(tmp_path):
+    scores = _synthetic(tmp_path / "s.h5", {"in": {"model": "/x/a.pt", "model_sha256": "a" * 64},
+                                            "ood": {"model": "/x/b.pt", "model_sha256": "b" * 64}})
+    result = run("report", scores, "--in", "in", "--ood", "ood", "--out", tmp_path / "r.html", "--thumbnails", "0")
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "2 different models" in warning[0]
+    assert "in <- a.pt" in warning[0] and "ood <- b.pt" in warning[0]
+    html = (tmp_path / "r.html").read_text()
+    assert "2 different models" in html and "/x/a.pt is no longer there" in html
+
+
+def test_images_that_cannot_be_found_are_one_line_on_the_page(tmp_path):
+    scores = _synthetic(tmp_path / "s.h5", {"in": {"source": str(tmp_path / "gone.npz") + ":x"},
+                                            "ood": {"source": "mnist:test from /nowhere/t10k-images-idx3-ubyte.gz"}})
+    result = run("report", scores, "--in", "in", "--ood", "ood", "--out", tmp_path / "r.html", "--data-dir",
+                 tmp_path / "empty")
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: images of")]
+    assert len(notes) == 2 and all("\n" not in n for n in notes)
+    html = (tmp_path / "r.html").read_text()
+    assert html.count('<p class="missing">images of') == 2 and "<img" not in html
+
+
+def test_core_api_without_the_cli(made, tmp_path):
+    result = write_report(made["scores"], "in", ["ood"], tmp_path / "r.html", bootstrap=None, thumbnails=0)
+    html = result.out.read_text()
+    assert result.bytes == len(html.encode()) and "(called from Python)" in html and 'class="ci"' not in html
+    assert result.evaluation["ood"]["ood"]["auroc"] == page_metrics(html)[0]["log_likelihood", "ood"]["auroc"]
