@@ -60,11 +60,15 @@ def test_in_distribution_strip_shows_the_lowest_scores_in_order(made):
     assert shown == [round(float(s), 1) for s in scores]
 
 
-def test_gate_fraction_equals_the_stored_flags(made):
+def test_gate_fraction_equals_the_stored_flags(made, tmp_path):
     flags = store.read_group(made["scores"], "gated")[0]["is_ood"]
     gate = made["summary"]["gates"][0]
     assert gate["group"] == "gated" and gate["n_ood"] == int(flags.sum()) and gate["ood_fraction"] == flags.mean()
-    assert f"{int(flags.sum()):,} of {len(flags):,}" in made["html"]
+    assert gate["threshold_reference"].endswith("s.h5:in") and f"{int(flags.sum()):,} of {len(flags):,}" in made["html"]
+    # a gated group of the file that the report does not compare still has its gate shown
+    summary = run_json("report", made["scores"], "--in", "in", "--ood", "ood", "--out", tmp_path / "r.html",
+                       "--thumbnails", "0", "--ci", "0")
+    assert [g["group"] for g in summary["gates"]] == ["gated"] and 'id="gate"' in (tmp_path / "r.html").read_text()
 
 
 def test_existing_page_is_kept_without_overwrite(made):
@@ -120,6 +124,11 @@ def test_images_that_cannot_be_found_are_one_line_on_the_page(tmp_path):
     assert len(notes) == 2 and all("\n" not in n for n in notes)
     html = (tmp_path / "r.html").read_text()
     assert html.count('<p class="missing">images of') == 2 and "<img" not in html
+
+
+def test_help_says_what_the_page_holds():
+    text = " ".join(run("report", "--help").stdout.split())
+    assert "self-contained HTML page" in text and "evaluate --json" in text
 
 
 def test_core_api_without_the_cli(made, tmp_path):

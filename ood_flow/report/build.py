@@ -132,8 +132,15 @@ def collect(path: Path, evaluation: dict, thumbnails: int, data_dir, command: st
         data.figures[score] = _figures(groups, in_group, score, results, evaluation["tpr"])
     if thumbnails > 0:
         data.strips = _strips(groups, in_group, evaluation["score"], thumbnails, data_dir)
-    data.gates = [g for g in (gate_of(name, a, at) for name, (a, at) in groups.items()) if g is not None]
+    data.gates = _gates(path, groups)
     return data
+
+
+def _gates(path: Path, groups: dict) -> list[dict]:
+    """The gate of every group of the file that has one (``is_ood``), the report's groups first."""
+    others = [g for g in store.list_groups(path) if g not in groups]
+    found = [gate_of(g, *groups[g]) for g in groups] + [gate_of(g, *store.read_group(path, g)) for g in others]
+    return [g for g in found if g is not None]
 
 
 def _figures(groups: dict, in_group: str, score: str, results: dict, tpr: float) -> dict[str, str]:

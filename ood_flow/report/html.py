@@ -140,8 +140,8 @@ def _score_section(data, score: str, figs: dict[str, str]) -> str:
                             f"the threshold at {data.evaluation['tpr']:.0%} TPR.",
                "roc": "ROC, in-distribution positive; dotted: chance.",
                "pr": "Precision-recall, in-distribution positive; dotted: each base rate."}
-    parts = "".join(f"<figure>{unique_ids(svg, f'{s}-{kind}')}<figcaption>{caption[kind]}</figcaption></figure>"
-                    for kind, svg in figs.items())
+    parts = "".join(f"<figure class=\"{'wide' if kind == 'histogram' else 'square'}\">{unique_ids(svg, f'{s}-{kind}')}"
+                    f"<figcaption>{caption[kind]}</figcaption></figure>" for kind, svg in figs.items())
     return (f"<section id=\"score-{s}\">\n<h2>Scores: <code>{escape(score)}</code></h2>\n"
             f"<div class=\"figs\">{parts}</div>\n</section>\n")
 

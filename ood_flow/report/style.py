@@ -66,7 +66,9 @@ footer { margin-top: 40px; color: var(--muted); font-size: 0.8rem; border-top: 1
          padding-top: 8px; }
 @media (max-width: 900px) {
   .page { padding: 18px 16px 32px; }
-  .top, .figs { grid-template-columns: minmax(0, 1fr); }
+  .top { grid-template-columns: minmax(0, 1fr); }
+  .figs { grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); }
+  .figs figure.wide { grid-column: 1 / -1; }
 }
 @media print {
   @page { size: A4; margin: 14mm 12mm; }
