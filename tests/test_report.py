@@ -50,7 +50,15 @@ def test_sections_thumbnails_and_provenance(made):
     assert html.count('<img src="data:image/png;base64,') == 15 == made["summary"]["thumbnails"]
     assert html.count("<svg") == 6  # histogram, ROC and PR for each of the two scores
     assert "m.pt" in html and "realnvp" in html and made["summary"]["warnings"] == []
-    assert "oodflow report" in html  # the command that made it
+    assert html.count('href="#thumbs-') == 3 and 'id="thumbs-gated"' in html  # the contents name every strip
+
+
+def test_header_shows_the_command_as_typed(made, tmp_path, monkeypatch):
+    argv = ["/usr/local/bin/oodflow", "report", str(made["scores"]), "--in", "in", "--ood", "ood", "--out",
+            str(tmp_path / "r.html"), "--thumbnails", "0"]
+    monkeypatch.setattr("sys.argv", argv)
+    run(*argv[1:])
+    assert f"<code>oodflow report {made['scores']} --in in --ood ood" in (tmp_path / "r.html").read_text()
 
 
 def test_in_distribution_strip_shows_the_lowest_scores_in_order(made):
@@ -134,5 +142,5 @@ def test_help_says_what_the_page_holds():
 def test_core_api_without_the_cli(made, tmp_path):
     result = write_report(made["scores"], "in", ["ood"], tmp_path / "r.html", bootstrap=None, thumbnails=0)
     html = result.out.read_text()
-    assert result.bytes == len(html.encode()) and "(called from Python)" in html and 'class="ci"' not in html
+    assert result.bytes == len(html.encode()) and "(not recorded: called from Python)" in html and 'class="ci"' not in html
     assert result.evaluation["ood"]["ood"]["auroc"] == page_metrics(html)[0]["log_likelihood", "ood"]["auroc"]

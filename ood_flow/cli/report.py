@@ -49,7 +49,7 @@ def report(
     if not 0.0 <= ci < 1.0:
         common.fail(f"--ci {ci}: give a level between 0 and 1 (e.g. 0.95), or 0 for none", 2)
     boot = Bootstrap(ci, n_boot, seed) if ci > 0 else None
-    command = "oodflow " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
+    command = _command_line()
     result = write_report(scores, in_group, ood, out, scores=score_names, all_scores=all_scores, tpr=tpr,
                           bootstrap=boot, thumbnails=thumbnails, data_dir=data_dir, command=command, title=title,
                           overwrite=overwrite)
@@ -62,6 +62,14 @@ def report(
     else:
         common.stdout().print(f"report written to {result.out} ({result.bytes / 1e3:.0f} kB, "
                               f"{result.thumbnails} thumbnails)", highlight=False)
+
+
+def _command_line() -> Optional[str]:
+    """The command as typed, when this process is the ``oodflow`` program (not, say, a test runner)."""
+    program = Path(sys.argv[0]).name
+    if program not in ("oodflow", "__main__.py"):
+        return None
+    return shlex.join(["oodflow" if program == "oodflow" else "python -m ood_flow", *sys.argv[1:]])
 
 
 def register(app: typer.Typer) -> None:

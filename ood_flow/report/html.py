@@ -49,7 +49,7 @@ def _header(data) -> str:
         "OOD": ", ".join(f"<code>{escape(g)}</code> (n = {data.sizes[g]:,})" for g in ev["ood"]),
         "model": "<br>".join(_model_line(m) for m in data.models),
         "made": escape(data.created),
-        "command": f"<code>{escape(data.command)}</code>" if data.command else "(called from Python)",
+        "command": f"<code>{escape(data.command)}</code>" if data.command else "(not recorded: called from Python)",
         "versions": escape(", ".join(f"{k} {v}" for k, v in data.versions.items())),
     }
     warnings = "".join(f"<p class=\"warning\">warning: {escape(w)}</p>" for w in data.warnings)
@@ -70,7 +70,8 @@ def _toc(data) -> str:
     figs = "".join(f"<li><a href=\"#score-{slug(s)}\"><code>{escape(s)}</code></a></li>" for s in data.figures)
     items.append(f"<li>Histograms, ROC and PR curves<ol>{figs}</ol></li>")
     if data.strips:
-        items.append("<li><a href=\"#thumbnails\">Samples ranked worst and best</a></li>")
+        strips = "".join(f"<li><a href=\"#thumbs-{slug(st.group)}\">{escape(st.group)}</a></li>" for st in data.strips)
+        items.append(f"<li><a href=\"#thumbnails\">Samples ranked worst and best</a><ol>{strips}</ol></li>")
     if data.gates:
         items.append("<li><a href=\"#gate\">Gate</a></li>")
     items.append("<li><a href=\"#provenance\">Models and groups</a></li>")
@@ -158,7 +159,8 @@ def _thumbnails(data) -> str:
                 f"<div class=\"thumb\"><img src=\"{t.uri}\" alt=\"sample {escape(t.id)}\">"
                 f"<span class=\"score\">{t.score:.1f}</span><span class=\"id\" title=\"{escape(t.id)}\">"
                 f"{escape(Path(t.id).name)}</span></div>" for t in strip.thumbs) + "</div>"
-        blocks.append(f"<div class=\"strip\"><h3>{escape(strip.caption)}</h3>{inner}</div>")
+        blocks.append(f"<div class=\"strip\" id=\"thumbs-{slug(strip.group)}\"><h3>{escape(strip.caption)}</h3>"
+                      f"{inner}</div>")
     return (f"<section id=\"thumbnails\">\n<h2>Samples ranked worst and best</h2>\n<p class=\"note\">Under each "
             f"image: its <code>{escape(data.evaluation['score'])}</code> and its id in the source.</p>\n"
             f"{''.join(blocks)}\n</section>\n")
