@@ -144,3 +144,23 @@ def test_core_api_without_the_cli(made, tmp_path):
     html = result.out.read_text()
     assert result.bytes == len(html.encode()) and "(not recorded: called from Python)" in html and 'class="ci"' not in html
     assert result.evaluation["ood"]["ood"]["auroc"] == page_metrics(html)[0]["log_likelihood", "ood"]["auroc"]
+
+
+def test_thumbnails_of_image_files_and_a_line_once_they_are_gone(made, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(folder / f"i{k}.png")
+    scores = tmp_path / "s.h5"
+    for name in ("a", "b"):
+        run("score", folder, "--model", made["model"], "--out", scores, "--name", name, "--quiet")
+    summary = run_json("report", scores, "--in", "a", "--ood", "b", "--out", tmp_path / "r.html", "--thumbnails", "4")
+    assert summary["thumbnails"] == 8 and summary["missing_images"] == []
+    for k in range(6):
+        (folder / f"i{k}.png").unlink()
+    summary = run_json("report", scores, "--in", "a", "--ood", "b", "--out", tmp_path / "r2.html")
+    assert summary["thumbnails"] == 0 and len(summary["missing_images"]) == 2
+    assert "6 of the 6 image files are no longer there" in summary["missing_images"][0]

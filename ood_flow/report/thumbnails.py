@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ood_flow.data import load_source
-from ood_flow.data.images import load_image_file
+from ood_flow.data.images import IMAGE_SUFFIXES, load_image_file
 from ood_flow.errors import OodflowError
 
 _NOTES = re.compile(r"(\s\[[^\]]*\])+$")  # " [limit 5000]", " [class 3]", " [converted ...]"
@@ -71,8 +71,11 @@ def find_images(source: str, ids: list[str], data_dir=None) -> list[np.ndarray]:
         OodflowError: the images cannot be found (moved files, a dataset not under the data root,
             feature vectors rather than images); the message says which.
     """
-    found = [_existing_file(i, source) for i in ids]
-    if ids and all(p is not None for p in found):
+    if ids and all(Path(i).suffix.lower() in IMAGE_SUFFIXES for i in ids):  # image files: read just those
+        found = [_existing_file(i, source) for i in ids]
+        gone = [i for i, p in zip(ids, found, strict=True) if p is None]
+        if gone:
+            raise OodflowError(f"{len(gone)} of the {len(ids)} image files are no longer there (e.g. {gone[0]})")
         return [load_image_file(p).x[0].numpy() for p in found]
     spec = source_spec(source)
     if not spec:
@@ -133,8 +136,6 @@ def png_uri(image: np.ndarray) -> str:
 def _existing_file(sample_id: str, source: str) -> Path | None:
     """The image file of ``sample_id`` if it is a path that still exists (also relative to the source folder)."""
     path = Path(sample_id)
-    if not path.suffix or path.is_dir():
-        return None
     if path.is_file():
         return path
     base = Path(_NOTES.sub("", source.strip()))
