@@ -44,6 +44,9 @@ def test_markdown_has_our_number_beside_the_papers():
     assert "| RealNVP | MNIST | 12.3 | 10.8 | 99.0 | 3.46 | 2.50 | 2000 / 2000 |" in md
     assert "| cycle | MNIST | 12.3 | — | 99.0 | — | 2.50 | 2000 / 2000 |" in md
     assert "Paper: qualitative — cycle helps." in md
+    with_ci = fake_results()
+    with_ci["experiments"]["1"]["rows"][0]["auroc_ci"] = [0.1012, 0.1456]
+    assert "| RealNVP | MNIST | 12.3 [10.1, 14.6] | 10.8 | 99.0 |" in render_markdown(with_ci)
     assert "![cycle](figures/mask-cycle-hist.png)" in md
     assert "QUICK RUN" not in md and "Incomplete" not in md
 

@@ -82,7 +82,8 @@ def score_and_evaluate(r: Runner, model: Path, tag: str, sets: tuple[Set, ...], 
     summary = {s.group: r.score(model, scores, s.source, s.group, limit, *s.options) for s in sets}
     ev = r.evaluate(scores, sets[0].group, [s.group for s in sets[1:]], r.figure(f"{tag}-hist.png") if plot else None)
     bpd_in = summary[sets[0].group].get("mean_bits_per_dim")
-    return [{"ood": s.label, "auroc": ev[s.group]["auroc"], "fpr95": ev[s.group]["fpr95"],
+    return [{"ood": s.label, "auroc": ev[s.group]["auroc"], "auroc_ci": ev[s.group].get("ci", {}).get("auroc"),
+             "fpr95": ev[s.group]["fpr95"],
              "n_in": ev[s.group]["n_in"], "n_ood": ev[s.group]["n_ood"], "bpd_in": bpd_in,
              "bpd_ood": summary[s.group].get("mean_bits_per_dim")} for s in sets[1:]]
 

@@ -69,10 +69,11 @@ class Runner:
                          "--name", name, "--overwrite", "--quiet", *options)
 
     def evaluate(self, scores: Path, in_group: str, ood_groups: list[str], plot: Path | None) -> dict:
-        """AUROC etc. of ``in_group`` against each OOD group, with the histogram written to ``plot``."""
+        """AUROC etc. of ``in_group`` against each OOD group, with 95 % bootstrap intervals (``ci``) and the
+        histogram written to ``plot``."""
         ood = [a for g in ood_groups for a in ("--ood", g)]
         extra = ["--plot", str(plot)] if plot else []
-        return self.json("evaluate", str(scores), "--in", in_group, *ood, *extra, "--quiet")["ood"]
+        return self.json("evaluate", str(scores), "--in", in_group, *ood, *extra, "--ci", "0.95", "--quiet")["ood"]
 
     def figure(self, name: str) -> Path:
         self.figures.mkdir(parents=True, exist_ok=True)
