@@ -85,10 +85,15 @@ def test_existing_page_is_kept_without_overwrite(made):
                    "exists", "--overwrite")
     assert made["page"].read_bytes() == before
     out = made["dir"] / "again.html"
-    out.write_text("old")
+    out.write_text("<!doctype html><html><body>an older page</body></html>")
     run("report", made["scores"], "--in", "in", "--ood", "ood", "--out", out, "--overwrite", "--quiet")
-    assert out.read_text().startswith("<!DOCTYPE html>")
+    assert out.read_text().startswith("<!DOCTYPE html>") and "an older page" not in out.read_text()
     assert not [p for p in made["dir"].iterdir() if p.name.startswith(".again.html")]  # no temporary left
+    notes = made["dir"] / "notes.html"
+    notes.write_text("my notes, not a page")
+    one_line_error(run("report", made["scores"], "--in", "in", "--ood", "ood", "--out", notes, "--overwrite", code=1),
+                   "not an HTML page")
+    assert notes.read_text() == "my notes, not a page"
 
 
 @pytest.mark.parametrize("args, code, fragments", [

@@ -12,7 +12,6 @@ import typer
 from ood_flow.cli import common, options
 from ood_flow.evaluate.run import Bootstrap
 from ood_flow.report import write_report
-from ood_flow.report.build import HTML_SUFFIXES
 from ood_flow.score.methods import SCORES
 
 
@@ -44,8 +43,6 @@ def report(
     The numbers equal `oodflow evaluate --json --ci LEVEL --bootstrap N --seed S` on the same file.
     """
     out = out or scores.with_name(f"{scores.stem}-report.html")
-    if out.suffix.lower() not in HTML_SUFFIXES:
-        common.fail(f"--out {out}: the report is an HTML page; give a name ending in .html", 2)
     if not 0.0 <= ci < 1.0:
         common.fail(f"--ci {ci}: give a level between 0 and 1 (e.g. 0.95), or 0 for none", 2)
     boot = Bootstrap(ci, n_boot, seed) if ci > 0 else None

@@ -17,10 +17,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ood_flow import store
-from ood_flow.errors import OutputError
+from ood_flow import fileio, store
+from ood_flow.errors import UsageError
 from ood_flow.evaluate.run import Bootstrap, evaluate_groups
-from ood_flow.fileio import atomic_path, sha256_file
+from ood_flow.fileio import sha256_file
 from ood_flow.report import figures
 from ood_flow.report.html import render
 from ood_flow.report.provenance import ModelInfo, gate_of, mixed_models_warning, models_of, versions
@@ -83,16 +83,17 @@ def write_report(path: str | os.PathLike, in_group: str, ood_groups: Sequence[st
         title: the page title (default: what is compared).
 
     Raises:
-        ValueError: ``out`` is not an ``.html`` file name.
+        UsageError: ``out`` is not an ``.html`` file name.
         ScoreFileError: a missing group or score.
-        OutputError: ``out`` exists (without ``overwrite``), is a folder, or its folder does not exist.
+        OutputError: ``out`` exists (without ``overwrite``, or is not an HTML page), is a folder, or cannot
+            be written.
     """
     out = check_output(out, overwrite)
     evaluation = evaluate_groups(path, in_group, ood_groups, scores=scores, all_scores=all_scores, tpr=tpr,
                                  bootstrap=bootstrap)
     data = collect(Path(path), evaluation.to_dict(), thumbnails, data_dir, command, title)
     page = render(data)
-    with atomic_path(out) as tmp:
+    with fileio.atomic_write(out, overwrite=overwrite, kind=HTML) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return ReportResult(out=out, evaluation=data.evaluation, warnings=data.warnings,
                         thumbnails=sum(len(s.thumbs) for s in data.strips),
@@ -101,17 +102,22 @@ def write_report(path: str | os.PathLike, in_group: str, ood_groups: Sequence[st
 
 
 def check_output(out: str | os.PathLike, overwrite: bool) -> Path:
-    """``out`` as a Path after the checks made before any work: an HTML name, not there (or ``overwrite``)."""
+    """``out`` as a Path after the checks made before any work: an HTML name that may be written (see
+    :func:`ood_flow.fileio.check_output`; an existing file is replaced only with ``overwrite`` and only
+    when it is an HTML page)."""
     out = Path(out)
     if out.suffix.lower() not in HTML_SUFFIXES:
-        raise ValueError(f"{out}: the report is an HTML page; give an output name ending in .html")
-    if out.is_dir():
-        raise OutputError(f"{out} is a directory; refusing to replace it")
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out} exists; pass --overwrite to replace it")
-    if not out.parent.is_dir():
-        raise OutputError(f"{out}: no such folder {out.parent}")
-    return out
+        raise UsageError(f"{out}: the report is an HTML page; give an output name ending in .html")
+    return fileio.check_output(out, overwrite=overwrite, kind=HTML)
+
+
+def _is_html(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
+HTML = fileio.Kind("an HTML page", _is_html)
 
 
 def collect(path: Path, evaluation: dict, thumbnails: int, data_dir, command: str | None,
