@@ -3,8 +3,8 @@
 Implements and extends Kirichenko, Izmailov & Wilson, "Why Normalizing Flows Fail to
 Detect Out-of-Distribution Data" (NeurIPS 2020). Everything the ``oodflow`` command does is
 one call here (see docs/api.md): :func:`train_flow`, :func:`score_source`,
-:func:`evaluate_groups`, :func:`embed_source` and the ``plot_*`` functions; the flows
-themselves are built with :func:`create_flow`.
+:func:`evaluate_groups`, :func:`write_report`, :func:`describe_file`, :func:`embed_source` and the
+``plot_*`` functions; the flows themselves are built with :func:`create_flow`.
 
 Example:
     >>> import torch, ood_flow
@@ -34,6 +34,8 @@ _LAZY = {
     "score_source": "ood_flow.score", "ScoreResult": "ood_flow.score", "GateSpec": "ood_flow.score",
     "METHODS": "ood_flow.score",
     "evaluate_groups": "ood_flow.evaluate", "Evaluation": "ood_flow.evaluate", "Typicality": "ood_flow.evaluate",
+    "Bootstrap": "ood_flow.evaluate", "bootstrap_intervals": "ood_flow.evaluate",
+    "write_report": "ood_flow.report", "ReportResult": "ood_flow.report", "describe_file": "ood_flow.info",
     "embed_source": "ood_flow.embed", "EmbedResult": "ood_flow.embed",
     "plot_latents": "ood_flow.visualize", "plot_coupling": "ood_flow.visualize", "plot_samples": "ood_flow.visualize",
     "plot_resample": "ood_flow.visualize", "plot_histogram": "ood_flow.visualize", "Plotted": "ood_flow.visualize",

@@ -22,7 +22,7 @@ from ood_flow.flows.io import H5_SUFFIXES, PT_SUFFIXES, load_model, read_model_f
 
 FOREIGN = "not a file oodflow wrote (a model .pt/.h5, a score file or a features file)"
 GATE_ATTRS = ("threshold", "threshold_score", "threshold_tpr", "threshold_tpr_achieved", "threshold_reference",
-              "n_ood", "ood_fraction")
+              "n_ood", "ood_fraction", "max_ood_fraction")
 SKIP_PROVENANCE = ("skipped", "label_names", "n_samples") + GATE_ATTRS  # shown elsewhere, or summarised
 
 
@@ -33,9 +33,9 @@ def describe_file(path: str | os.PathLike) -> dict[str, Any]:
         InputError: no such file, a folder, or a file oodflow did not write.
         ModelFileError, ScoreFileError: an oodflow file that is damaged or of a newer format.
 
-    Example:
-        >>> describe_file("scores.h5")["groups"][0]["n"]
-        10000
+    Example (docs/api.md runs it)::
+
+        describe_file("scores.h5")["groups"][0]["n"]  # 10000
     """
     p = Path(path)
     if not p.exists():

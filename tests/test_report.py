@@ -4,10 +4,11 @@ import re
 
 import numpy as np
 import pytest
-from cli_helpers import one_line_error, run, run_json
+from cli_helpers import one_line_error, run, run_json, runner
 from report_helpers import make_scores, page_metrics
 
 from ood_flow import store
+from ood_flow.cli.main import app
 from ood_flow.report import write_report
 
 
@@ -147,7 +148,8 @@ def test_help_says_what_the_page_holds():
 def test_core_api_without_the_cli(made, tmp_path):
     result = write_report(made["scores"], "in", ["ood"], tmp_path / "r.html", bootstrap=None, thumbnails=0)
     html = result.out.read_text()
-    assert result.bytes == len(html.encode()) and "(not recorded: called from Python)" in html and 'class="ci"' not in html
+    assert result.bytes == len(html.encode()) and "(not recorded: called from Python)" in html
+    assert 'class="ci"' not in html
     assert result.evaluation["ood"]["ood"]["auroc"] == page_metrics(html)[0]["log_likelihood", "ood"]["auroc"]
 
 
@@ -169,3 +171,18 @@ def test_thumbnails_of_image_files_and_a_line_once_they_are_gone(made, tmp_path)
     summary = run_json("report", scores, "--in", "a", "--ood", "b", "--out", tmp_path / "r2.html")
     assert summary["thumbnails"] == 0 and len(summary["missing_images"]) == 2
     assert "6 of the 6 image files are no longer there" in summary["missing_images"][0]
+
+
+def test_gate_decision_follows_the_limit_recorded_by_score(made, tmp_path):
+    scores = tmp_path / "s.h5"
+    scores.write_bytes(made["scores"].read_bytes())
+    for name, limit in (("strict", "0.0"), ("lenient", "1.0")):
+        args = ["score", made["dir"] / "ood.npz", "--model", made["model"], "--out", scores, "--name", name,
+                "--reference", f"{scores}:in", "--max-ood-fraction", limit, "--quiet"]
+        assert runner.invoke(app, [str(a) for a in args]).exit_code in (0, 3)  # 3: the gate failed (after saving)
+    gates = {g["group"]: g for g in run_json("report", scores, "--in", "in", "--ood", "ood", "--out",
+                                             tmp_path / "r.html", "--thumbnails", "0", "--ci", "0")["gates"]}
+    strict = store.read_group(scores, "strict")[0]["is_ood"]
+    assert gates["strict"]["max_ood_fraction"] == 0.0 and gates["lenient"]["decision"] == "pass"
+    assert gates["strict"]["decision"] == ("fail" if strict.any() else "pass")
+    assert "gated" in gates and "decision" not in gates["gated"]  # scored without a limit

@@ -54,4 +54,4 @@ def _print_scores(described: dict) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("info")(common.handle_errors(info))
+    common.command(app, info)

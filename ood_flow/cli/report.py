@@ -70,4 +70,4 @@ def _command_line() -> Optional[str]:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("report")(common.handle_errors(report))
+    common.command(app, report)

@@ -79,10 +79,8 @@ def gate_of(group: str, arrays: dict, attrs: dict) -> dict[str, Any] | None:
     gate = {k: attrs[k] for k in GATE_ATTRS if k in attrs}
     gate.update(group=group, n=int(flags.size), n_ood=int(flags.sum()),
                 ood_fraction=float(flags.mean()) if flags.size else 0.0)
-    limit = attrs.get("max_ood_fraction")
-    if limit is not None:
-        gate["max_ood_fraction"] = float(limit)
-        gate["decision"] = "fail" if gate["ood_fraction"] > limit else "pass"
+    if gate.get("max_ood_fraction") is not None:  # the rule of score's gate: fail above the limit
+        gate["decision"] = "fail" if gate["ood_fraction"] > gate["max_ood_fraction"] else "pass"
     return gate
 
 

@@ -118,6 +118,8 @@ def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str
     if fitted is not None:
         arrays["is_ood"] = fitted.flags(arrays[gate_score])
         attrs.update(fitted.attrs(arrays["is_ood"]))
+        if gate.max_ood_fraction is not None:  # the limit, so a report can show the gate's decision
+            attrs["max_ood_fraction"] = gate.max_ood_fraction
     if out is not None:
         store.write_group(out, group, {**arrays, **_ids_labels(scored)}, attrs, overwrite=overwrite)
     result = ScoreResult(group, arrays, np.asarray(scored.ids, dtype=str), scored.labels, attrs, src.source,
