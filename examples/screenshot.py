@@ -20,7 +20,8 @@ ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-us
 
 def main(page_file: str, out: str, width: int = 1280) -> None:
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium") or shutil.which("chromium-browser"), args=ARGS)
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        browser = p.chromium.launch(executable_path=chromium, args=ARGS)
         page = browser.new_page(viewport={"width": width, "height": 800})
         seen = []
         page.on("console", lambda m: seen.append(f"console {m.type}: {m.text}"))
@@ -28,7 +29,8 @@ def main(page_file: str, out: str, width: int = 1280) -> None:
         page.goto(Path(page_file).resolve().as_uri(), wait_until="load")
         png = page.screenshot(full_page=True)
         browser.close()
-    Image.open(io.BytesIO(png)).convert("RGB").quantize(256).save(out, optimize=True)
+    rgb = Image.open(io.BytesIO(png)).convert("RGB")  # octree without dithering keeps the few UI colours exact
+    rgb.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(out, optimize=True)
     print("\n".join(seen), file=sys.stderr)
     print(f"{out}: {Image.open(out).size[0]}x{Image.open(out).size[1]} px", file=sys.stderr)
 

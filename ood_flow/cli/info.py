@@ -34,6 +34,8 @@ def _print_fields(described: dict) -> None:
     for key, value in described.items():
         if isinstance(value, (dict, list)):
             value = json.dumps(value)
+        elif isinstance(value, float):
+            value = f"{value:.6g}"
         console.print(f"{key.replace('_', ' ')}: {'-' if value is None else value}", highlight=False, markup=False)
 
 
