@@ -69,7 +69,7 @@ def describe_model(path: Path) -> dict[str, Any]:
         "sha256": sha256_file(path),
         "model": record["model"],
         "config": record["config"],
-        "preset": extra.get("preset", record["config"].get("preset")),
+        "preset": extra.get("preset") or train_config.get("preset") or record["config"].get("preset"),
         "parameters": sum(p.numel() for p in flow.parameters()),
         "input_shape": list(record["input_shape"]),
         "training_data": extra.get("data"),

@@ -14,3 +14,11 @@ def data_dir() -> Path:
     if not root or not Path(root).is_dir():
         pytest.skip("OODFLOW_DATA_DIR not set: real datasets not available")
     return Path(root)
+
+
+@pytest.fixture(scope="session")
+def report_scores(tmp_path_factory):
+    """``(score file, model)``: a small real evaluation shared by the report tests (see report_helpers)."""
+    from report_helpers import make_scores
+
+    return make_scores(tmp_path_factory.mktemp("report-scores"))

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 from cli_helpers import one_line_error, run, run_json, runner
-from report_helpers import make_scores, page_metrics
+from report_helpers import page_metrics
 
 from ood_flow import store
 from ood_flow.cli.main import app
@@ -13,10 +13,10 @@ from ood_flow.report import write_report
 
 
 @pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    d = tmp_path_factory.mktemp("report")
-    scores, model = make_scores(d)
-    page = d / "r.html"
+def made(tmp_path_factory, report_scores):
+    scores, model = report_scores
+    d = scores.parent
+    page = tmp_path_factory.mktemp("report") / "r.html"
     summary = run_json("report", scores, "--in", "in", "--ood", "ood", "--ood", "gated", "--out", page,
                        "--score", "log_likelihood", "--score", "log_prior", "--thumbnails", "5")
     return {"dir": d, "scores": scores, "model": model, "page": page, "html": page.read_text(), "summary": summary}
@@ -80,17 +80,17 @@ def test_gate_fraction_equals_the_stored_flags(made, tmp_path):
     assert [g["group"] for g in summary["gates"]] == ["gated"] and 'id="gate"' in (tmp_path / "r.html").read_text()
 
 
-def test_existing_page_is_kept_without_overwrite(made):
+def test_existing_page_is_kept_without_overwrite(made, tmp_path):
     before = made["page"].read_bytes()
     one_line_error(run("report", made["scores"], "--in", "in", "--ood", "ood", "--out", made["page"], code=1),
                    "exists", "--overwrite")
     assert made["page"].read_bytes() == before
-    out = made["dir"] / "again.html"
+    out = tmp_path / "again.html"
     out.write_text("<!doctype html><html><body>an older page</body></html>")
     run("report", made["scores"], "--in", "in", "--ood", "ood", "--out", out, "--overwrite", "--quiet")
     assert out.read_text().startswith("<!DOCTYPE html>") and "an older page" not in out.read_text()
-    assert not [p for p in made["dir"].iterdir() if p.name.startswith(".again.html")]  # no temporary left
-    notes = made["dir"] / "notes.html"
+    assert [p.name for p in tmp_path.iterdir()] == ["again.html"]  # no temporary or lock left
+    notes = tmp_path / "notes.html"
     notes.write_text("my notes, not a page")
     one_line_error(run("report", made["scores"], "--in", "in", "--ood", "ood", "--out", notes, "--overwrite", code=1),
                    "not an HTML page")

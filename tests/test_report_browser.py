@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from cli_helpers import run, run_json
 from PIL import Image
-from report_helpers import make_scores
 
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -46,9 +45,9 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def report(tmp_path_factory, report_scores):
     d = tmp_path_factory.mktemp("browser")
-    scores, _ = make_scores(d)
+    scores, _ = report_scores
     args = ("--in", "in", "--ood", "ood", "--ood", "gated")
     run("report", scores, *args, "--out", d / "r.html", "--quiet")
     return d / "r.html", run_json("evaluate", scores, *args, "--ci", "0.95")
