@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ood_flow.data import load_source
-from ood_flow.data.images import IMAGE_SUFFIXES, load_image_file
+from ood_flow.data.images import IMAGE_SUFFIXES, decode_image
 from ood_flow.errors import OodflowError
 
 _NOTES = re.compile(r"(\s\[[^\]]*\])+$")  # " [limit 5000]", " [class 3]", " [converted ...]"
@@ -76,7 +76,7 @@ def find_images(source: str, ids: list[str], data_dir=None) -> list[np.ndarray]:
         gone = [i for i, p in zip(ids, found, strict=True) if p is None]
         if gone:
             raise OodflowError(f"{len(gone)} of the {len(ids)} image files are no longer there (e.g. {gone[0]})")
-        return [load_image_file(p).x[0].numpy() for p in found]
+        return [decode_image(p) for p in found]
     spec = source_spec(source)
     if not spec:
         raise OodflowError("the score group records no source")
