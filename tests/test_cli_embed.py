@@ -16,6 +16,7 @@ from PIL import Image
 from cli_helpers import one_line_error, run, run_json
 from ood_flow import store
 from ood_flow.embed import create_backbone, embed_images
+from ood_flow.embed.weights import weights_sha256
 from ood_flow.fileio import sha256_file
 
 BACKBONE = "test_resnet"
@@ -57,6 +58,7 @@ def test_features_file_has_features_ids_labels_and_provenance(files, tmp_path):
     assert attrs["backbone"] == BACKBONE and attrs["image_size"] == 32 and attrs["feature_dim"] == 96
     assert attrs["weights"] == str((files / "w.pth").resolve())
     assert attrs["weights_sha256"] == sha256_file(files / "w.pth")
+    assert attrs["backbone_sha256"] == weights_sha256(create_backbone(BACKBONE, weights=str(files / "w.pth")))
     assert np.allclose(attrs["mean"], cfg.mean) and np.allclose(attrs["std"], cfg.std)
     assert attrs["source"].endswith("imgs.npz:x") and attrs["oodflow_version"] and attrs["time"]
     assert summary == {**summary, "n": 24, "dim": 96, "image_size": 32, "labels": True, "file": str(out)}

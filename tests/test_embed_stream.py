@@ -80,3 +80,16 @@ def test_unknown_precision_and_transform_round_trip(model):
         check_precision("fp16", "cpu")
     t = transform_for(model, 48)
     assert ImageTransform.from_dict(t.to_dict()) == t and t.size == 48
+
+
+def test_weights_hash_names_the_weights_not_the_file_or_layout(tmp_path, model):
+    from ood_flow.embed.weights import weights_sha256
+
+    torch.save(model.state_dict(), tmp_path / "w.pth")
+    again = create_backbone(BACKBONE, weights=str(tmp_path / "w.pth"))
+    first = weights_sha256(again)
+    assert weights_sha256(again.to(memory_format=torch.channels_last)) == first == weights_sha256(model)
+    with torch.no_grad():
+        p = next(again.parameters())
+        p[(0,) * p.dim()] += 1e-6
+    assert weights_sha256(again) != first

@@ -8,7 +8,7 @@ autocast (``precision="bf16"``, where the CPU or GPU supports it), on CUDA when 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -94,6 +94,19 @@ def prepare(model: nn.Module, device: str | torch.device | None) -> torch.device
     return param.device if param is not None else torch.device("cpu")
 
 
+def feature_batches(model: nn.Module, batches: Iterable[Batch], *, precision: str = "fp32",
+                    device: str | torch.device | None = "cpu") -> Iterator[Batch]:
+    """The backbone's features of each batch (already transformed to its input): float32 ``(B, d)`` batches
+    with the same ids and labels, computed under ``inference_mode`` in channels-last (bf16 autocast for bf16)."""
+    dev = prepare(model, device)
+    check_precision(precision, dev)
+    for batch in batches:
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            x = batch.x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            y = model(x).float().cpu()
+        yield Batch(x=y.clone(), ids=batch.ids, labels=batch.labels)  # a clone outside: an ordinary tensor
+
+
 def embed_batches(model: nn.Module, batches: Iterable[Batch], *, precision: str = "fp32",
                   device: str | torch.device | None = "cpu",
                   progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[Batch]]:
@@ -102,16 +115,12 @@ def embed_batches(model: nn.Module, batches: Iterable[Batch], *, precision: str 
     Returns:
         float32 ``(N, d)`` and the batches with their ``x`` dropped (ids and labels kept).
     """
-    dev = prepare(model, device)
-    check_precision(precision, dev)
     out, kept = [], []
-    with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        for batch in batches:
-            x = batch.x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            out.append(model(x).float().cpu())
-            kept.append(Batch(x=torch.empty(0), ids=batch.ids, labels=batch.labels))
-            if progress is not None:
-                progress(len(batch.ids))
+    for batch in feature_batches(model, batches, precision=precision, device=device):
+        out.append(batch.x)
+        kept.append(Batch(x=torch.empty(0), ids=batch.ids, labels=batch.labels))
+        if progress is not None:
+            progress(len(batch.ids))
     if not out:
         return np.zeros((0, _feature_size(model)), dtype=np.float32), kept
     return torch.cat(out).numpy(), kept

@@ -99,6 +99,7 @@ def embed_source(source: str | Dataset, backbone: str, out: str | os.PathLike, *
     for path, reason in ds.skipped:
         (on_message or (lambda text: None))(f"skipped {path}: {reason}")
     attrs = _provenance(ds, backbone, Path(weights) if weights else None, seconds)
+    attrs["backbone_sha256"] = wt.weights_sha256(model)
     store.write_features(out, ds.features, ids=ds.ids, labels=ds.labels, attrs=attrs, overwrite=overwrite)
     return EmbedResult(out, int(ds.features.shape[0]), int(ds.features.shape[1]), attrs, ds.source, ds.name,
                        ds.labels is not None, list(ds.skipped), seconds)

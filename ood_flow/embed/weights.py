@@ -4,6 +4,7 @@ Files are read without executing code from them: ``.pt``/``.pth``/``.th``
 with ``torch.load(weights_only=True)``, ``.safetensors`` with safetensors.
 """
 
+import hashlib
 import importlib.util
 import pickle
 from collections.abc import Iterable
@@ -109,6 +110,21 @@ def load_into(model: nn.Module, state: StateDict, source: str) -> None:
     if wrong:
         raise InputError(f"{source}: weights have other shapes than this backbone ({_few(wrong)})")
     model.load_state_dict(state)
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 of a model's weights: every parameter and buffer (name, dtype, shape, bytes) in state-dict order.
+
+    It names the weights themselves, whichever file or package they came from and whatever the
+    memory layout (channels-last or not), so a detector can check that it runs on the backbone it
+    was trained with.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().to("cpu").clone(memory_format=torch.contiguous_format).reshape(-1)
+        digest.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def lite0_available() -> bool:
