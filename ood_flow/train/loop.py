@@ -17,6 +17,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -65,6 +66,7 @@ class Trainer:
         self.guard = Guard(flow, self.optimizer, cfg.max_bad_steps, cfg.max_rollbacks)
         self.position = {"epoch": 0, "batch": 0, "step": 0, "sums": _zero_sums()}
         self.history: list[dict] = []
+        self.reference: dict | None = None  # the validation split's scores under the model as last validated
         self._before: list[Tensor] | None = None  # buffers before the step in progress
         self.guard.mark_good(self.position, 0)
 
@@ -80,6 +82,7 @@ class Trainer:
         self.optimizer.load_state_dict(extra["optimizer"])
         self.position = {"sums": _zero_sums(), **copy.deepcopy(extra["position"])}
         self.history = list(extra.get("history", []))
+        self.reference = extra.get("reference")
         self.guard.mark_good(self.position, len(self.history))
         self.guard.load(extra.get("guard", {}))
         saved = extra.get("train_config", {})
@@ -94,11 +97,12 @@ class Trainer:
 
     def save(self) -> None:
         """Write the checkpoint, then the model file (each atomically, under its lock)."""
-        info = {**self.info, "history": self.history, "guard": self.guard.state(self.position)}
+        info = {**self.info, "history": self.history, "guard": self.guard.state(self.position),
+                "reference": self.reference}
         save_checkpoint(checkpoint_path(self.out), self.flow, self.optimizer, copy.deepcopy(self.position), self.cfg,
                         info)
         extra = plain_values({**self.info, "history": self.history, "train_config": dataclasses.asdict(self.cfg),
-                        "steps": self.position["step"]})
+                              "steps": self.position["step"], "reference": self.reference})
         save_model(self.flow, self.out, extra=extra, overwrite=True)
 
     # -- loop ----------------------------------------------------------------------------------
@@ -194,9 +198,11 @@ class Trainer:
                                f"(step {self.guard.good.position['step']}) and lowered the learning rate to {lr:.3g}")
 
     def validate(self) -> float | None:
+        """Mean validation bits/dim; keeps the validation log-likelihoods as the model's ``reference``."""
         if self.val_idx.numel() == 0:
             return None
         scores = score_likelihood(self.flow, self.x[self.val_idx], self.val_idx, seed=self.cfg.seed)
+        self.reference = reference_record(scores["log_likelihood"], self.position["step"])
         return float(scores["bits_per_dim"].mean())
 
     def run(self) -> TrainResult:
@@ -306,6 +312,13 @@ class Trainer:
                 self.position = {**self.position, "epoch": self.position["epoch"] + 1, "batch": 0}
         self._checkpoint()
         self.events.on_epoch(summary)
+
+
+def reference_record(log_likelihood, step: int) -> dict:
+    """What a model file keeps of its validation split: every log-likelihood (nats, sorted), so ``score``
+    can gate at any TPR without ``--reference`` (see :func:`~ood_flow.score.gate.model_gate`)."""
+    values = sorted(float(v) for v in np.asarray(log_likelihood, dtype=np.float64))
+    return {"score": "log_likelihood", "split": "validation", "n": len(values), "step": int(step), "values": values}
 
 
 def _zero_sums() -> dict:

@@ -1,0 +1,39 @@
+"""Every model file carries the log-likelihoods of its validation split: a threshold without --reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cli_helpers import image_npz, run_json
+from ood_flow.data import load_source
+from ood_flow.flows import load_checkpoint
+from ood_flow.score.likelihood import score_likelihood
+from ood_flow.train.objective import split_validation
+
+
+@pytest.mark.parametrize("kind", ["vectors", "images"])
+def test_the_model_file_holds_its_validation_scores_under_its_final_weights(tmp_path, kind):
+    if kind == "vectors":
+        np.save(tmp_path / "d.npy", np.random.default_rng(0).normal(size=(400, 4)).astype(np.float32))
+        data, args = tmp_path / "d.npy", ["--model", "tabular", "--hidden", "8"]
+    else:
+        image_npz(tmp_path / "d.npz", n=200)
+        data, args = tmp_path / "d.npz", ["--model", "realnvp", "--channels", "4", "--blocks", "1"]
+    run_json("train", "--data", data, "--out", tmp_path / "m.pt", "--epochs", "2", "--val-fraction", "0.1",
+             "--seed", "3", *args)
+    flow, extra = load_checkpoint(tmp_path / "m.pt")
+    ref = extra["reference"]
+    ds = load_source(str(data))
+    _, val = split_validation(len(ds), 0.1, 3)
+    want = score_likelihood(flow, ds.x[val], val, seed=3)["log_likelihood"]
+    assert ref["score"] == "log_likelihood" and ref["n"] == len(val) == len(ref["values"])
+    np.testing.assert_allclose(ref["values"], np.sort(want), rtol=1e-6)
+    assert ref["step"] == extra["steps"]
+
+
+def test_no_validation_split_no_reference(tmp_path):
+    np.save(tmp_path / "d.npy", np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32))
+    run_json("train", "--data", tmp_path / "d.npy", "--model", "gaussian", "--out", tmp_path / "g.pt",
+             "--val-fraction", "0")
+    assert load_checkpoint(tmp_path / "g.pt")[1]["reference"] is None
