@@ -37,3 +37,17 @@ def test_no_validation_split_no_reference(tmp_path):
     run_json("train", "--data", tmp_path / "d.npy", "--model", "gaussian", "--out", tmp_path / "g.pt",
              "--val-fraction", "0")
     assert load_checkpoint(tmp_path / "g.pt")[1]["reference"] is None
+
+
+def test_model_gate_keeps_the_tpr_of_the_stored_scores_and_says_where_they_came_from():
+    from ood_flow.errors import UsageError
+    from ood_flow.score.gate import model_gate
+
+    extra = {"reference": {"score": "log_likelihood", "split": "validation", "n": 20, "step": 7,
+                           "values": [float(v) for v in range(20)]}}
+    g = model_gate(extra, 0.95, score="log_likelihood", model="m.pt")
+    assert g.threshold == 1.0 and g.n_reference == 20 and "m.pt's validation split (20 samples)" in g.reference
+    with pytest.raises(UsageError, match="carries a threshold on log_likelihood, not on waic"):
+        model_gate(extra, 0.95, score="waic", model="m.pt")
+    with pytest.raises(UsageError, match="carries no threshold"):
+        model_gate({"reference": None}, 0.95, score="log_likelihood", model="m.pt")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ood_flow import store
-from ood_flow.errors import ScoreFileError
+from ood_flow.errors import ScoreFileError, UsageError
 from ood_flow.fileio import sha256_file
 from ood_flow.score.threshold import threshold_at_tpr
 
@@ -112,3 +112,21 @@ def reference_gate(spec: GateSpec, score: str, models: list[Path]) -> Gate:
             raise ScoreFileError(f"{path}: group '{group}' was scored with other model(s) than --model; a "
                                  "threshold only applies to scores of the same model")
     return fit_gate(ref_scores, spec.tpr, score=score, reference=spec.reference)
+
+
+def model_gate(extra: dict, tpr: float, *, score: str, model: str) -> Gate:
+    """The gate from the validation scores a model file carries (``extra["reference"]``, written by train).
+
+    Raises:
+        UsageError: the model carries no such scores, or they are not of ``score``; ``--reference``
+            then names in-distribution scores to use instead.
+    """
+    ref = extra.get("reference") if isinstance(extra, dict) else None
+    if not ref or not ref.get("values"):
+        raise UsageError(f"{model} carries no threshold (trained without a validation split, or by an older oodflow); "
+                         "pass --reference FILE:GROUP with in-distribution scores of this model")
+    if ref.get("score") != score:
+        raise UsageError(f"{model} carries a threshold on {ref.get('score')}, not on {score}; pass --reference FILE:GROUP "
+                         "to gate on another score")
+    where = f"{model}'s {ref.get('split', 'validation')} split ({ref['n']} samples)"
+    return fit_gate(ref["values"], tpr, score=score, reference=where)
