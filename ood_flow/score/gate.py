@@ -126,7 +126,7 @@ def model_gate(extra: dict, tpr: float, *, score: str, model: str) -> Gate:
         raise UsageError(f"{model} carries no threshold (trained without a validation split, or by an older oodflow); "
                          "pass --reference FILE:GROUP with in-distribution scores of this model")
     if ref.get("score") != score:
-        raise UsageError(f"{model} carries a threshold on {ref.get('score')}, not on {score}; pass --reference FILE:GROUP "
-                         "to gate on another score")
+        raise UsageError(f"{model} carries a threshold on {ref.get('score')}, not on {score}; pass --reference "
+                         "FILE:GROUP to gate on another score")
     where = f"{model}'s {ref.get('split', 'validation')} split ({ref['n']} samples)"
     return fit_gate(ref["values"], tpr, score=score, reference=where)
