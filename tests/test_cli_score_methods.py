@@ -241,12 +241,12 @@ def test_help_documents_every_method_and_the_orientation():
 
 
 def test_background_model_trained_with_perturb_end_to_end(setup, tmp_path, monkeypatch):
-    import ood_flow.train.loop as loop
+    import ood_flow.train.losses as loop
 
     d, _ = setup
     rates = []
     real = loop.perturb_pixels
-    monkeypatch.setattr(loop, "perturb_pixels", lambda x, rate, gen: rates.append(rate) or real(x, rate, gen))
+    monkeypatch.setattr(loop, "perturb_pixels", lambda x, rate, *a: rates.append(rate) or real(x, rate, *a))
     run_json("train", "--data", d / "in.npz", "--out", tmp_path / "bg.pt", "--perturb", "0.2", *TRAIN_SMALL)
     assert rates and set(rates) == {0.2}  # every training batch was perturbed
     assert load_checkpoint(tmp_path / "bg.pt")[1]["train_config"]["perturb"] == 0.2

@@ -14,7 +14,7 @@ from cli_helpers import one_line_error, run
 from ood_flow import store
 from ood_flow.score.likelihood import score_likelihood
 from ood_flow.train import TrainConfig, Trainer
-from ood_flow.train.loop import negative_objective
+from ood_flow.train.objective import negative_objective
 
 
 def _images(n: int, seed: int, bright: float) -> torch.Tensor:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import io
 import json
 import logging
+import os
 import signal
 import sys
 from typing import Any, Callable
@@ -22,6 +24,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ood_flow.errors import GateFailed, OodflowError
 
 state = {"debug": False, "signal": None}
+
+
+def lead() -> bool:
+    """Whether this process speaks: the only one, or rank 0 of a torchrun job (the others stay quiet
+    but for their errors)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _terminated(signum, frame) -> None:
@@ -40,18 +48,23 @@ def stderr() -> Console:
 
 
 def stdout() -> Console:
-    """A console on stdout; when piped it is wide enough that tables are never cut."""
+    """A console on stdout; when piped it is wide enough that tables are never cut. Under torchrun only
+    rank 0 prints data (the other ranks' consoles discard it)."""
+    if not lead():
+        return Console(file=io.StringIO())
     return Console(file=sys.stdout, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 def message(text: str, quiet: bool = False) -> None:
     """A log line on stderr."""
-    if not quiet:
+    if not quiet and lead():
         stderr().print(text, highlight=False)
 
 
 def print_json(obj: Any) -> None:
-    """Machine-readable output on stdout (one JSON document)."""
+    """Machine-readable output on stdout (one JSON document); rank 0 only under torchrun."""
+    if not lead():
+        return
     sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
@@ -165,7 +178,7 @@ class Reporter:
     """
 
     def __init__(self, what: str, quiet: bool = False, info: str = ""):
-        self.what, self.quiet, self.info = what, quiet, info
+        self.what, self.quiet, self.info = what, quiet or not lead(), info
         self.bar: Progress | None = None
 
     def progress(self, done: int, total: int, info: str | None = None) -> None:

@@ -61,6 +61,8 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint beside --out exactly where it "
                                 "stopped."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model file."),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun: batch norm over the global batch "
+                                 "(default: each process's share, as DDP does). See docs/distributed.md."),
     data_dir: Optional[str] = options.DataDir,
     limit: Optional[int] = options.Limit,
     columns: Optional[str] = options.Columns,
@@ -74,6 +76,9 @@ def train(
 
     Writes the model file and a checkpoint (MODEL.ckpt.pt) every epoch and on Ctrl-C; --resume continues
     exactly where training stopped. Progress (loss in bits/dim, validation bits/dim) goes to stderr.
+
+    Data parallel: torchrun --nproc_per_node N -m ood_flow train ... (--batch-size is then the global
+    batch; only rank 0 writes and logs; see docs/distributed.md).
     """
     config = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, optimizer=optimizer, clip=clip, seed=seed,
@@ -85,7 +90,7 @@ def train(
     report = common.Reporter("train", quiet)
     common.run(lambda: train_flow(data, config, out=out, model=model, model_options=architecture,
                                   negative=negative_data, resume=resume, overwrite=overwrite, device=device,
-                                  options=data_options, events=_events(report)),
+                                  options=data_options, events=_events(report), sync_bn=sync_bn),
                lambda result: _finish(result, quiet, json_out), report)
 
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from ood_flow.data.stream import Batch, Source
 from ood_flow.device import PRECISIONS
+from ood_flow.distributed import SINGLE, Dist, gather_rows, own_batches
 from ood_flow.embed.backbones import backbone_config
 from ood_flow.errors import InputError
 
@@ -143,8 +144,11 @@ class Embedded:
 
 def embed_stream(model: nn.Module, src: Source, transform: ImageTransform, *, batch_size: int = 64,
                  precision: str = "fp32", device: str | torch.device | None = "cpu", workers: int | None = None,
-                 progress: Callable[[int], None] | None = None) -> Embedded:
+                 progress: Callable[[int], None] | None = None, dist: Dist = SINGLE) -> Embedded:
     """Embed every image of ``src``, read in batches with ``transform`` applied in the DataLoader workers.
+
+    Under torchrun (``dist``) each process embeds whole batches of the single-process grid and every
+    process gets all rows back in the source's order.
 
     Raises:
         InputError: the source holds vectors, an image cannot be read (see :meth:`Source.batches`),
@@ -154,10 +158,12 @@ def embed_stream(model: nn.Module, src: Source, transform: ImageTransform, *, ba
         raise InputError(f"{src.name}: the source holds {src.sample_shape[0]}-dimensional vectors; embedding needs "
                          "images")
     check_precision(precision, device if device is not None else "cpu")
-    features, read = embed_batches(model, src.batches(batch_size, transform, workers=workers), precision=precision,
-                                   device=device, progress=progress)
+    batches = own_batches(src.batches(batch_size, transform, workers=workers), dist)
+    features, read = embed_batches(model, batches, precision=precision, device=device, progress=progress)
     ids = np.concatenate([b.ids for b in read]) if read else np.zeros(0, dtype=str)
     labels = None if src.labels is None or not read else np.concatenate([b.labels for b in read])
+    rows = gather_rows(dist, batch_size, {"features": features, "ids": ids, "labels": labels})
+    features, ids, labels = rows["features"], rows["ids"], rows["labels"]
     return Embedded(features, ids, labels, src.name, src.source, list(src.skipped), src.label_names, transform,
                     precision)
 

@@ -18,7 +18,7 @@ from typing import Callable
 
 import timm
 
-from ood_flow import store
+from ood_flow import distributed, store
 from ood_flow.data import Dataset, SourceOptions, open_with_options
 from ood_flow.device import resolve_device
 from ood_flow.embed import hub
@@ -77,30 +77,42 @@ def embed_source(source: str | Dataset, backbone: str, out: str | os.PathLike, *
     Example (docs/api.md runs it)::
 
         embed_source("demo-mnist", "resnet18", "features.h5", weights="resnet18.pt").dim   # 512
+
+    Under torchrun each process embeds whole batches of the single-process grid; rank 0 writes the file.
     """
     out = Path(out)
-    _check_out(out, overwrite)
+    dev = resolve_device(device)
+    with distributed.session(dev) as dist:
+        return _embed(source, backbone, out, weights=weights, image_size=image_size, batch_size=batch_size,
+                      precision=precision, dev=dist.device if dist.backend == "nccl" else dev, overwrite=overwrite,
+                      options=options, progress=progress, on_message=on_message, dist=dist)
+
+
+def _embed(source, backbone: str, out: Path, *, weights, image_size, batch_size: int, precision: str, dev: str,
+           overwrite: bool, options, progress, on_message, dist: distributed.Dist) -> EmbedResult:
+    dist.agree(lambda: _check_out(out, overwrite), writer_only=True)
     src = open_with_options(source, "train", options)
     if src.kind != "image":
         raise InputError(f"{src.name}: the source holds {src.sample_shape[0]}-dimensional vectors; embed needs images")
-    dev = resolve_device(device)
     check_precision(precision, dev)
     model = create_backbone(backbone, weights=str(weights) if weights else None, device=dev)
     transform = transform_for(model, image_size)
     start, total, done = time.time(), len(src), [0]
 
     def advance(k: int) -> None:
-        done[0] += k
+        done[0] += k * dist.world  # this process's share stands for all of them
         if progress is not None:
-            progress(done[0], total)
+            progress(min(done[0], total), total)
 
-    ds = embed_stream(model, src, transform, batch_size=batch_size, precision=precision, device=dev, progress=advance)
+    ds = embed_stream(model, src, transform, batch_size=batch_size, precision=precision, device=dev, progress=advance,
+                      dist=dist)
     seconds = time.time() - start
     for path, reason in ds.skipped:
         (on_message or (lambda text: None))(f"skipped {path}: {reason}")
     attrs = _provenance(ds, backbone, Path(weights) if weights else None, seconds)
     attrs["backbone_sha256"] = wt.weights_sha256(model)
-    store.write_features(out, ds.features, ids=ds.ids, labels=ds.labels, attrs=attrs, overwrite=overwrite)
+    if dist.writer:
+        store.write_features(out, ds.features, ids=ds.ids, labels=ds.labels, attrs=attrs, overwrite=overwrite)
     return EmbedResult(out, int(ds.features.shape[0]), int(ds.features.shape[1]), attrs, ds.source, ds.name,
                        ds.labels is not None, list(ds.skipped), seconds)
 

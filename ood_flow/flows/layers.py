@@ -103,8 +103,14 @@ class ActNorm(Bijection):
     @torch.no_grad()
     def _initialize(self, x: Tensor) -> None:
         dims = [0] + list(range(2, x.dim()))
-        self.bias.copy_(-x.mean(dim=dims, keepdim=True))
-        self.log_scale.copy_(-torch.log(x.std(dim=dims, keepdim=True) + 1e-6))
+        self.initialize(x.mean(dim=dims, keepdim=True), x.std(dim=dims, keepdim=True))
+
+    @torch.no_grad()
+    def initialize(self, mean: Tensor, std: Tensor) -> None:
+        """Set the parameters so that inputs of per-channel ``mean`` and ``std`` leave with zero mean and
+        unit variance (data-parallel training passes the moments of the global batch)."""
+        self.bias.copy_(-mean)
+        self.log_scale.copy_(-torch.log(std + 1e-6))
         self.initialized.fill_(True)
 
     def _pixels(self, x: Tensor) -> int:

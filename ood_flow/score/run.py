@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ood_flow import store
+from ood_flow import distributed, store
 from ood_flow.data import Dataset, Source, SourceOptions, fit_to_model, open_with_options
 from ood_flow.device import resolve_device
 from ood_flow.errors import GateFailed, InputError, UsageError
@@ -86,6 +86,9 @@ def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str
         progress: called with (samples done, total) over all forward passes.
         on_message: receives warnings and skipped inputs, one line each.
 
+    Under torchrun every process calls this alike: each scores whole batches of the single-process batch
+    grid, rank 0 writes the group with the rows in the original order, and every process returns it.
+
     Raises:
         InputError, ModelFileError, ScoreFileError, UsageError: before any work where possible.
         GateFailed: after saving, when ``gate.max_ood_fraction`` is exceeded; ``.result`` holds the result.
@@ -100,6 +103,15 @@ def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str
     gate_score = _gate_score(chosen, gate)
     paths = [Path(models)] if isinstance(models, (str, os.PathLike)) else [Path(m) for m in models]
     dev = resolve_device(device)
+    with distributed.session(dev) as dist:
+        return _score(source, paths, chosen, gate_score, name=name, out=out, overwrite=overwrite, gate=gate,
+                      background=background, compressor=compressor, dequant_samples=dequant_samples,
+                      batch_size=batch_size, seed=seed, dev=dist.device if dist.backend == "nccl" else dev,
+                      dist=dist, options=options, progress=progress, say=say)
+
+
+def _score(source, paths: list[Path], chosen: list[Method], gate_score: str | None, *, name, out, overwrite, gate,
+           background, compressor, dequant_samples, batch_size, seed, dev, dist, options, progress, say) -> ScoreResult:
     flows = [load_model(m, device=dev) for m in paths]
     bg = _load_background(background, chosen, flows[0], dev, say)
     _check_members(paths, flows, chosen, say)
@@ -107,10 +119,10 @@ def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str
     src, transform = fit_to_model(open_with_options(source, "test", options), flows[0].input_shape, options)
     group = name or src.name
     if out is not None:
-        store.check_score_output(out, group, overwrite=overwrite)
+        dist.agree(lambda: store.check_score_output(out, group, overwrite=overwrite), writer_only=True)
     ctx = ScoreContext(flows, torch.zeros(0), torch.zeros(0, dtype=torch.int64), batch_size, dequant_samples, seed,
                        options={"compressor": compressor}, background=bg)
-    scored = _compute(chosen, ctx, src, transform, progress, say)
+    scored = _compute(chosen, ctx, src, transform, progress, say, dist)
     for path, reason in src.skipped:
         say(f"skipped {path}: {reason}")
     arrays = scored.arrays
@@ -120,7 +132,7 @@ def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str
         attrs.update(fitted.attrs(arrays["is_ood"]))
         if gate.max_ood_fraction is not None:  # the limit, so a report can show the gate's decision
             attrs["max_ood_fraction"] = gate.max_ood_fraction
-    if out is not None:
+    if out is not None and dist.writer:
         store.write_group(out, group, {**arrays, **_ids_labels(scored)}, attrs, overwrite=overwrite)
     result = ScoreResult(group, arrays, np.asarray(scored.ids, dtype=str), scored.labels, attrs, src.source,
                          Path(out) if out is not None else None, list(src.skipped), fitted)
@@ -162,25 +174,38 @@ def _check_members(paths: list[Path], flows: list[Flow], methods: list[Method], 
         say(f"warning: {len(flows)} models given; only --method waic uses more than the first")
 
 
-def _compute(methods: list[Method], ctx: ScoreContext, src: Source, transform, progress, say) -> Scored:
-    """Every method on every batch of ``src``; checked before anything is read (an error is then the
-    only thing reported)."""
+def _compute(methods: list[Method], ctx: ScoreContext, src: Source, transform, progress, say,
+             dist: distributed.Dist) -> Scored:
+    """Every method on every batch of ``src`` (this process's batches, then everyone's rows in order);
+    checked before anything is read (an error is then the only thing reported)."""
     check_methods(methods, ctx, ctx.flow.input_shape, src.kind == "image")
     passes = total_passes(methods, len(ctx.flows))
     total, done = len(src) * passes, [0]
 
     def advance(k: int) -> None:
-        done[0] += k
+        done[0] += k * dist.world  # this process's share stands for all of them
         if progress is not None:
-            progress(done[0], total)
+            progress(min(done[0], total), total)
 
-    scored = score_batches(methods, src.batches(ctx.batch_size, transform), ctx, progress=advance)
+    batches = distributed.own_batches(src.batches(ctx.batch_size, transform), dist)
+    scored = _merged(score_batches(methods, batches, ctx, progress=advance), ctx.batch_size, dist)
     if progress is not None:  # the true total once the files are read (unreadable ones are skipped)
-        progress(done[0], len(scored) * passes)
+        progress(len(scored) * passes, len(scored) * passes)
     scored.skipped = list(src.skipped)
     for note in ctx.notes:
         say(f"warning: {note}")
     return scored
+
+
+def _merged(scored: Scored, batch_size: int, dist: distributed.Dist) -> Scored:
+    """The rows of every process, in the source's order (as one process would have them)."""
+    if dist.world == 1:
+        return scored
+    rows = distributed.gather_rows(dist, batch_size, {**scored.arrays, "\0id": np.asarray(scored.ids),
+                                                      "\0label": scored.labels})
+    ids, labels = rows.pop("\0id"), rows.pop("\0label")
+    notes = list(dict.fromkeys(n for ns in dist.gather(scored.notes) for n in ns))
+    return Scored(rows, ids, labels, notes, scored.attrs)
 
 
 def _ids_labels(ds: Scored) -> dict[str, np.ndarray]:

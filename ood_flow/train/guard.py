@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -37,8 +38,8 @@ class Guard:
     """Counts skipped steps and roll-backs and keeps the last good state of ``flow`` and ``optimizer``."""
 
     def __init__(self, flow: torch.nn.Module, optimizer: torch.optim.Optimizer, max_bad_steps: int,
-                 max_rollbacks: int):
-        self.flow, self.optimizer = flow, optimizer
+                 max_rollbacks: int, agree: Callable[[bool], list[bool]] = lambda flag: [flag]):
+        self.flow, self.optimizer, self.agree = flow, optimizer, agree
         self.max_bad_steps, self.max_rollbacks = max_bad_steps, max_rollbacks
         self.bad_steps = 0
         self.rollbacks = 0
@@ -53,8 +54,9 @@ class Guard:
         return True
 
     def state_finite(self) -> bool:
-        """Whether every weight and statistic (batch-norm running statistics included) is finite."""
-        return first_non_finite(self.flow.state_dict().items()) is None
+        """Whether every weight and statistic (batch-norm running statistics included) is finite (in every
+        process: ``agree`` ORs a flag over the processes of a data-parallel run)."""
+        return not self.agree(first_non_finite(self.flow.state_dict().items()) is not None)[0]
 
     def skipped(self) -> bool:
         """Count one skipped step; True when as many in a row as allowed were skipped (roll back now)."""

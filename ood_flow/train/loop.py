@@ -7,6 +7,10 @@ gradient norm, step. Every epoch a held-out bits/dim is computed; every epoch an
 reach a saved file (:mod:`ood_flow.train.guard`). SIGINT and SIGTERM stop after the current step
 and save it (:mod:`ood_flow.train.stop`); a resumed run then continues bit for bit as if it had
 never stopped, and so does one resumed from the last checkpoint after ``kill -9``.
+
+Under torchrun the same loop runs in every process (:mod:`ood_flow.distributed`): the batches are
+global and each process takes its share, every decision (skip, roll back, stop) is taken together,
+and only rank 0 writes; draws depend on (seed, epoch, sample index), not on the number of processes.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ood_flow.dequantize import dequantize, discrete_log_likelihood
+from ood_flow import distributed
+from ood_flow.distributed import SINGLE, Dist
 from ood_flow.errors import InputError, OutputError
 from ood_flow.fileio import file_lock
 from ood_flow.flows.io import save_model
@@ -29,8 +34,8 @@ from ood_flow.flows.models import Flow
 from ood_flow.score.likelihood import score_likelihood
 from ood_flow.train.checkpoint import checkpoint_path, plain_values, save_checkpoint
 from ood_flow.train.config import OPTIMIZERS, TrainConfig
-from ood_flow.train.objective import (bpd as _bpd, negative_objective, perturb_pixels, split_validation,
-                                      step_generator as _step_generator)
+from ood_flow.train.losses import BatchLoss
+from ood_flow.train.objective import bpd as _bpd, split_validation
 from ood_flow.train.guard import Guard, TrainingDiverged
 from ood_flow.train.result import TrainEvents, TrainResult
 from ood_flow.train.stop import StopRequest
@@ -50,12 +55,13 @@ class Trainer:
         info: plain values recorded in the model file and checkpoint (data source, command).
         overwrite: a fresh run may replace an existing model file and checkpoint at ``out``.
         stop: where SIGINT/SIGTERM land during :meth:`run` (a new one by default).
+        dist: the processes sharing the run (:data:`~ood_flow.distributed.SINGLE` by default).
     """
 
     def __init__(self, flow: Flow, x: Tensor, cfg: TrainConfig, out: Path, *, negative: Tensor | None = None,
                  events: TrainEvents | None = None, info: dict | None = None, overwrite: bool = False,
-                 stop: StopRequest | None = None):
-        self.flow, self.x, self.cfg, self.out = flow, x, cfg, Path(out)
+                 stop: StopRequest | None = None, dist: Dist = SINGLE):
+        self.flow, self.x, self.cfg, self.out, self.dist = flow, x, cfg, Path(out), dist
         self.negative, self.events, self.info = negative, events or TrainEvents(), info or {}
         self.overwrite, self.stop, self.resumed = overwrite, stop or StopRequest(), False
         self.device = next(flow.parameters()).device
@@ -63,7 +69,9 @@ class Trainer:
         if self.train_idx.numel() == 0:
             raise InputError("no training samples")
         self.optimizer = OPTIMIZERS[cfg.optimizer](flow.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.guard = Guard(flow, self.optimizer, cfg.max_bad_steps, cfg.max_rollbacks)
+        self.guard = Guard(flow, self.optimizer, cfg.max_bad_steps, cfg.max_rollbacks, agree=dist.flags)
+        self.batch_loss = BatchLoss(x, negative, cfg, distributed.log_prob_fn(flow, dist), dist, self.device)
+        self.stopping = False  # a stop every process agreed on
         self.position = {"epoch": 0, "batch": 0, "step": 0, "sums": _zero_sums()}
         self.history: list[dict] = []
         self.reference: dict | None = None  # the validation split's scores under the model as last validated
@@ -81,6 +89,8 @@ class Trainer:
         """Continue from a checkpoint's ``extra`` dict (optimiser state, position, history, guard)."""
         self.optimizer.load_state_dict(extra["optimizer"])
         self.position = {"sums": _zero_sums(), **copy.deepcopy(extra["position"])}
+        if not self.dist.writer:  # rank 0 carries the epoch's sums so far, the others add theirs
+            self.position["sums"] = _zero_sums()
         self.history = list(extra.get("history", []))
         self.reference = extra.get("reference")
         self.guard.mark_good(self.position, len(self.history))
@@ -96,7 +106,9 @@ class Trainer:
         self.guard.set_hyper(name, value)
 
     def save(self) -> None:
-        """Write the checkpoint, then the model file (each atomically, under its lock)."""
+        """Write the checkpoint, then the model file (each atomically, under its lock); rank 0 only."""
+        if not self.dist.writer:
+            return
         info = {**self.info, "history": self.history, "guard": self.guard.state(self.position),
                 "reference": self.reference}
         save_checkpoint(checkpoint_path(self.out), self.flow, self.optimizer, copy.deepcopy(self.position), self.cfg,
@@ -118,37 +130,8 @@ class Trainer:
         total = per_epoch * self.cfg.epochs
         return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
 
-    def _log_likelihood(self, x: Tensor, gen: torch.Generator) -> Tensor:
-        xin = dequantize(x, gen) if x.dtype == torch.uint8 else x.float()
-        return discrete_log_likelihood(self.flow.log_prob(xin), x)
-
-    def _loss(self, idx: Tensor, step: int) -> tuple[Tensor, dict]:
-        gen = _step_generator(self.cfg.seed, step, 0, self.device)
-        x = self.x[idx].to(self.device)
-        if self.cfg.perturb:
-            x = perturb_pixels(x, self.cfg.perturb, gen)
-        if self.negative is None:
-            ll = self._log_likelihood(x, gen)
-            return -ll.mean(), {"ll": ll.detach()}
-        ll, neg_ll = self._joint_log_likelihood(x, gen, self._negative_batch(step, idx.numel()), step)
-        loss, _ = negative_objective(ll, neg_ll, self.cfg.negative_threshold)
-        return loss, {"ll": ll.detach(), "neg_ll": neg_ll.detach()}
-
-    def _negative_batch(self, step: int, size: int) -> Tensor:
-        gen = _step_generator(self.cfg.seed, step, 1, "cpu")
-        return self.negative[torch.randint(0, self.negative.shape[0], (size,), generator=gen)].to(self.device)
-
-    def _joint_log_likelihood(self, x: Tensor, gen: torch.Generator, neg: Tensor, step: int) -> tuple[Tensor, Tensor]:
-        """Log-likelihoods of both batches from one forward pass, as the authors' code does: in train mode
-        batch norm then normalises with the statistics of the mixed batch, which its running (eval)
-        statistics also track."""
-        if x.dtype == torch.uint8:
-            neg_gen = _step_generator(self.cfg.seed, step, 2, self.device)
-            xin = torch.cat([dequantize(x, gen), dequantize(neg, neg_gen)])
-        else:
-            xin = torch.cat([x, neg]).float()
-        ll = discrete_log_likelihood(self.flow.log_prob(xin), x)
-        return ll[: len(x)], ll[len(x):]
+    def _loss(self, batch: Tensor, step: int) -> tuple[Tensor, dict]:
+        return self.batch_loss(batch, self.position["epoch"], step)
 
     def _step(self, idx: Tensor) -> dict | None:
         """One optimiser step; None when it was skipped (non-finite loss or gradient). The position
@@ -159,7 +142,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.flow.parameters(), self.cfg.clip)
-        if not bool(torch.isfinite(loss.detach()) & torch.isfinite(norm)):
+        bad, self.stopping = self.dist.flags(not bool(torch.isfinite(loss.detach()) & torch.isfinite(norm)),
+                                             self.stop.signal is not None or self.stopping)
+        if self.stopping:
+            self.stop.request("SIGTERM")  # another process was stopped: stop with it after this step
+        if bad:
             self._undo_partial_step()
             with self.stop.critical():
                 self._move()
@@ -198,12 +185,16 @@ class Trainer:
                                f"(step {self.guard.good.position['step']}) and lowered the learning rate to {lr:.3g}")
 
     def validate(self) -> float | None:
-        """Mean validation bits/dim; keeps the validation log-likelihoods as the model's ``reference``."""
+        """Mean validation bits/dim; keeps the validation log-likelihoods as the model's ``reference``. Each
+        process scores its share of the held-out samples; every process gets all the scores."""
         if self.val_idx.numel() == 0:
             return None
-        scores = score_likelihood(self.flow, self.x[self.val_idx], self.val_idx, seed=self.cfg.seed)
-        self.reference = reference_record(scores["log_likelihood"], self.position["step"])
-        return float(scores["bits_per_dim"].mean())
+        distributed.broadcast_buffers(self.flow, self.dist)  # per-process batch norm: rank 0's statistics
+        mine = distributed.shard(self.val_idx, self.dist)
+        scores = score_likelihood(self.flow, self.x[mine], mine, seed=self.cfg.seed)
+        parts = self.dist.gather({k: scores[k] for k in ("log_likelihood", "bits_per_dim")})
+        self.reference = reference_record(np.concatenate([p["log_likelihood"] for p in parts]), self.position["step"])
+        return float(np.concatenate([p["bits_per_dim"] for p in parts]).mean())
 
     def run(self) -> TrainResult:
         """Train until done. SIGINT/SIGTERM stop after the current step with its state saved.
@@ -215,11 +206,13 @@ class Trainer:
         if self.flow.closed_form:
             return self._fit_closed_form()
         start, total = time.time(), self.total_steps()
-        with file_lock(self.out, timeout=0), self.stop.catching():
-            self._check_out()
+        with contextlib.ExitStack() as stack, self.stop.catching():
+            self._claim(stack)
             self.events.on_start(total, min(self.position["step"], total))
             try:
                 self._epochs(total)
+                if self.stopping:
+                    self._merge_sums()
             except KeyboardInterrupt:
                 self._undo_partial_step()
                 self.stop.request("SIGINT")
@@ -232,6 +225,14 @@ class Trainer:
                            interrupted=self.stop.signal is not None, checkpoint=checkpoint_path(self.out),
                            signal=self.stop.signal, model=self.out, n_train=int(self.train_idx.numel()),
                            n_val=int(self.val_idx.numel()))
+
+    def _claim(self, stack: contextlib.ExitStack) -> None:
+        """Rank 0 takes the lock of ``out`` and checks it may write it; a failure stops every process."""
+        def claim() -> None:
+            stack.enter_context(file_lock(self.out, timeout=0))
+            self._check_out()
+
+        self.dist.agree(claim, writer_only=True)
 
     def _check_out(self) -> None:
         if self.resumed or self.overwrite:
@@ -251,8 +252,8 @@ class Trainer:
     def _fit_closed_form(self) -> TrainResult:
         """Models such as the Gaussian: one fit on the training part, validated and saved like an epoch."""
         start = time.time()
-        with file_lock(self.out, timeout=0):
-            self._check_out()
+        with contextlib.ExitStack() as stack:
+            self._claim(stack)
             self.events.on_start(1, 0)
             x = self.x[self.train_idx].float().to(self.device)
             self.flow.fit_closed_form(x)
@@ -266,14 +267,22 @@ class Trainer:
         return TrainResult(self.flow, 0, self.history, time.time() - start, checkpoint=checkpoint_path(self.out))
 
     def _epochs(self, total: int) -> None:
-        while self.position["epoch"] < self.cfg.epochs and self.position["step"] < total and not self.stop.signal:
+        while self.position["epoch"] < self.cfg.epochs and self.position["step"] < total and not self._stopped():
             batches = self._batches(self.position["epoch"])
             if self.position["batch"] == 0:
                 self.position["sums"] = _zero_sums()
-            while self.position["batch"] < len(batches) and self.position["step"] < total and not self.stop.signal:
+            while self.position["batch"] < len(batches) and self.position["step"] < total and not self._stopped():
                 self._advance(self._step(batches[self.position["batch"]]))
-            if not self.stop.signal:
+            if not self._stopped():
                 self._end_epoch(finished=self.position["batch"] >= len(batches))
+
+    def _stopped(self) -> bool:
+        """A stop to honour now: the signal in one process; in several, the stop they all agreed on."""
+        return self.stopping if self.dist.active else self.stop.signal is not None
+
+    def _merge_sums(self) -> None:
+        """Rank 0 holds the epoch's sums over all processes, the others add afresh."""
+        self.position["sums"] = distributed.merge_sums(self.position["sums"], self.dist)
 
     def _advance(self, metrics: dict | None) -> None:
         if metrics is None:
@@ -292,6 +301,7 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         """Take the current state as good (when it is all finite) and save it; else roll back."""
+        self._merge_sums()
         if not self.guard.mark_good(self.position, len(self.history)):
             self._rollback("non-finite batch-norm statistics")
             return
@@ -299,6 +309,7 @@ class Trainer:
             self.save()
 
     def _end_epoch(self, finished: bool) -> None:
+        self._merge_sums()
         sums = self.position["sums"]
         train_bpd = _bpd(torch.tensor(sums["ll"] / max(sums["n"], 1)), self.flow.dim) if sums["n"] else None
         summary = {"epoch": self.position["epoch"] + 1, "step": self.position["step"], "train_bpd": train_bpd,

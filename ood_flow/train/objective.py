@@ -1,7 +1,10 @@
-"""The pieces of the training objective that are pure functions of their inputs and of (seed, step).
+"""The pieces of the training objective that are pure functions of their inputs and of (seed, epoch, step).
 
-Every random draw of a training step comes from a generator seeded by ``(seed, step, salt)``, so a
-resumed run draws exactly what an uninterrupted one would.
+Every random draw is a pure function of the run's seed and where it is used: a sample's
+dequantization noise and pixel perturbation of (seed, epoch, sample index) (:func:`noise_seed`
+with :func:`~ood_flow.dequantize.counter_uniform`), the negatives of a step of (seed, step). So a
+resumed run draws exactly what an uninterrupted one would, and the draws do not depend on how
+many processes share the batch.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ood_flow.dequantize import bits_per_dim
+from ood_flow.dequantize import bits_per_dim, counter_uniform
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -19,29 +22,42 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor
     return perm[k:].sort().values, perm[:k].sort().values
 
 
+def noise_seed(seed: int, epoch: int, salt: int) -> int:
+    """The seed of the per-sample noise of ``epoch`` (``salt`` tells its uses apart), for
+    :func:`~ood_flow.dequantize.counter_uniform` keyed by sample index."""
+    return (seed * 1_000_003 + epoch * 7919 + salt * 104_729) % (2**63)
+
+
 def step_generator(seed: int, step: int, salt: int, device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed((seed * 1_000_003 + step * 31 + salt) % (2**63))
 
 
-def negative_objective(ll: Tensor, neg_ll: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+def negative_objective(ll: Tensor, neg_ll: Tensor, threshold: float, n: int | None = None,
+                       n_above: int | None = None) -> tuple[Tensor, Tensor]:
     """The paper's objective (7) (Appendix B): ``0.5 * (mean NLL_in + mean of ll_neg over negatives above C)``.
 
     Negatives whose log-likelihood is at or below ``threshold`` (C) are dropped, so they give no
     gradient; when none is above C the loss is the plain mean NLL, as in the authors' code.
+    ``n`` and ``n_above`` are the sizes of the whole batch and of its negatives above C when ``ll``
+    and ``neg_ll`` are one process's share (default: these tensors' own).
 
     Returns:
         The loss and the boolean mask of the negatives that count.
     """
     above = neg_ll > threshold
-    if not bool(above.any()):
-        return -ll.mean(), above
-    return 0.5 * (-ll.mean() + neg_ll[above].mean()), above
+    n = ll.numel() if n is None else n
+    n_above = int(above.sum()) if n_above is None else n_above
+    if n_above == 0:
+        return -ll.sum() / n, above
+    return 0.5 * (-ll.sum() / n + neg_ll[above].sum() / n_above), above
 
 
-def perturb_pixels(x: Tensor, rate: float, gen: torch.Generator) -> Tensor:
-    """Replace each pixel with a uniform random 8-bit value with probability ``rate`` (Ren et al. 2019)."""
-    replace = torch.rand(x.shape, generator=gen, device=x.device) < rate
-    noise = torch.randint(0, 256, x.shape, generator=gen, device=x.device, dtype=torch.uint8)
+def perturb_pixels(x: Tensor, rate: float, keys: Tensor, seed: int) -> Tensor:
+    """Replace each pixel with a uniform random 8-bit value with probability ``rate`` (Ren et al. 2019);
+    which pixels and their values are a pure function of (seed, sample key)."""
+    shape = tuple(x.shape[1:])
+    replace = counter_uniform(keys, shape, seed).to(x.device) < rate
+    noise = (counter_uniform(keys, shape, seed ^ 0x9E3779B9).to(x.device) * 256).to(torch.uint8)
     return torch.where(replace, noise, x)
 
 

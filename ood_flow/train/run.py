@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ood_flow import distributed
 from ood_flow.data import Dataset, SourceOptions, read_source
 from ood_flow.device import resolve_device
 from ood_flow.errors import InputError, UsageError
@@ -22,6 +23,7 @@ from ood_flow.flows.configs import FEATURE_STD_FLOOR, VECTOR_MODELS
 from ood_flow.train.checkpoint import checkpoint_path, load_training_state
 from ood_flow.train.config import TrainConfig
 from ood_flow.train.loop import Trainer
+from ood_flow.train.objective import split_validation
 from ood_flow.train.result import TrainEvents, TrainResult
 
 MODEL_SUFFIXES = (".pt", ".pth", ".h5", ".hdf5")
@@ -30,7 +32,8 @@ MODEL_SUFFIXES = (".pt", ".pth", ".h5", ".hdf5")
 def train_flow(source: str | Dataset, config: TrainConfig | None = None, *, out: str | os.PathLike | None = None,
                model: str | None = None, model_options: dict[str, Any] | None = None, negative: str | None = None,
                resume: bool = False, overwrite: bool = False, device: str = "cpu",
-               options: SourceOptions | None = None, events: TrainEvents | None = None) -> TrainResult:
+               options: SourceOptions | None = None, events: TrainEvents | None = None,
+               sync_bn: bool = False) -> TrainResult:
     """Train a flow on ``source`` by maximum likelihood; write the model file and a checkpoint beside it.
 
     Args:
@@ -45,6 +48,11 @@ def train_flow(source: str | Dataset, config: TrainConfig | None = None, *, out:
         overwrite: replace an existing model file.
         options: how to read the source (the negative source uses only its data root and limit).
         events: callbacks for progress and messages.
+        sync_bn: under torchrun, batch norm normalises over the global batch (default: each process's
+            share, as DDP does); needs a process group.
+
+    Under torchrun (see docs/distributed.md) every process calls this with the same arguments: the
+    batches are shared out, ``config.batch_size`` is the global batch, and only rank 0 writes.
 
     Returns:
         The result of the run; ``interrupted`` is True after Ctrl-C (a checkpoint was written).
@@ -58,7 +66,17 @@ def train_flow(source: str | Dataset, config: TrainConfig | None = None, *, out:
     config = config or TrainConfig()
     if config.negative_threshold is not None and not negative:
         raise UsageError("--negative-threshold needs --negative-data")
+    if sync_bn and not (distributed.launched() or torch.distributed.is_initialized()):
+        raise UsageError("--sync-bn needs a process group: run under torchrun with several processes "
+                         "(see docs/distributed.md)")
     dev = resolve_device(device)
+    with distributed.session(dev) as dist:
+        return _train(source, config, out, model, model_options, negative, resume, overwrite,
+                      dist.device if dist.backend == "nccl" else dev, dist, options, events, sync_bn)
+
+
+def _train(source, config: TrainConfig, out, model, model_options, negative, resume: bool, overwrite: bool, dev: str,
+           dist: distributed.Dist, options: SourceOptions | None, events: TrainEvents, sync_bn: bool) -> TrainResult:
     ds = read_source(source, "train", options)
     for path, reason in ds.skipped:
         events.on_message(f"skipped {path}: {reason}")
@@ -67,14 +85,17 @@ def train_flow(source: str | Dataset, config: TrainConfig | None = None, *, out:
     if resume:
         flow, cfg, extra = _resume(out, ds, dev, config, given, negative)
     else:
-        _check_new(out, overwrite)
+        dist.agree(lambda: _check_new(out, overwrite), writer_only=True)
         flow, extra = _new(ds, model, given, config.seed, dev), None
         cfg = config.resolved(flow.name)
     neg = _negative(negative, flow, options or SourceOptions(), events)
     if neg is not None and cfg.negative_threshold is None:
         cfg = dataclasses.replace(cfg, negative_threshold=default_negative_threshold(flow))
     info = {"data": ds.source, "negative_data": negative, "oodflow_command": "train"}
-    trainer = Trainer(flow, ds.x, cfg, out, negative=neg, events=events, info=info, overwrite=overwrite)
+    if dist.active:
+        info.update(processes=dist.world, sync_bn=sync_bn)
+        flow = _parallel(flow, dist, sync_bn, ds, cfg, events)
+    trainer = Trainer(flow, ds.x, cfg, out, negative=neg, events=events, info=info, overwrite=overwrite, dist=dist)
     if extra:
         trainer.restore(extra)
     else:
@@ -133,6 +154,17 @@ def _resume(out: Path, ds: Dataset, device: str, config: TrainConfig, given: dic
         raise InputError(f"--resume keeps the model's architecture; drop {', '.join('--' + k for k in given)}")
     overrides = {k: getattr(config, k) for k in ("epochs", "max_steps") if getattr(config, k) is not None}
     return flow, dataclasses.replace(TrainConfig(**extra["train_config"]), **overrides), extra
+
+
+def _parallel(flow: Flow, dist: distributed.Dist, sync_bn: bool, ds: Dataset, cfg: TrainConfig,
+              events: TrainEvents) -> Flow:
+    """The flow readied for data-parallel training: the split checked and logged, ActNorm initialised on the
+    global batch, batch norm synchronized when asked."""
+    distributed.check_layout(dist, split_validation(len(ds), cfg.val_fraction, cfg.seed)[0].numel(), cfg.batch_size)
+    events.on_message(distributed.describe(dist, cfg.batch_size) + (", batch norm over the global batch"
+                                                                     if sync_bn else ""))
+    distributed.global_actnorm_init(flow, dist)
+    return distributed.sync_batchnorm(flow, dist) if sync_bn else flow
 
 
 def _negative(source: str | None, flow: Flow, options: SourceOptions, events: TrainEvents):
