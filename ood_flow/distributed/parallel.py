@@ -33,7 +33,7 @@ class _LogProb(nn.Module):
 def log_prob_fn(flow: nn.Module, d: Dist) -> Callable[[Tensor], Tensor]:
     """The log-density to train with: ``flow.log_prob``, under DDP inside a process group (its
     construction broadcasts rank 0's weights and statistics, so every process starts alike)."""
-    if not d.active:
+    if not d.active or not any(p.requires_grad for p in flow.parameters()):  # closed-form models: no gradient
         return lambda x: flow.log_prob(x)  # looked up per call (a test may replace it)
     ids = [d.local_rank] if d.backend == "nccl" else None
     return DistributedDataParallel(_LogProb(flow), device_ids=ids)
