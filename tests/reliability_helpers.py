@@ -17,8 +17,9 @@ def env() -> dict:
 
 
 def cli(*args) -> list[str]:
-    """The command line of ``oodflow ARGS`` run as its own process."""
-    return [sys.executable, "-m", "ood_flow", *map(str, args)]
+    """The command line of ``oodflow ARGS`` run as its own process: the installed command, as a user runs it."""
+    script = Path(sys.executable).with_name("oodflow")
+    return [str(script) if script.exists() else "oodflow", *map(str, args)]
 
 
 def make_images(path: Path, n: int = 64, size: int = 8, seed: int = 0) -> Path:
