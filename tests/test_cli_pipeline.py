@@ -72,8 +72,8 @@ def test_train_refuses_to_replace_a_model_and_resume_continues(trained, tmp_path
     first = run_json("train", "--data", src, "--out", target, *TRAIN_SMALL)
     more = run_json("train", "--data", src, "--out", target, "--resume", "--epochs", "2", "--quiet")
     assert more["steps"] == 2 * first["steps"]
-    result = run("train", "--data", src, "--out", target, "--resume", "--channels", "8", "--quiet", code=1)
-    one_line_error(result, "--resume keeps the model's architecture")
+    result = run("train", "--data", src, "--out", target, "--resume", "--channels", "8", "--quiet", code=2)
+    one_line_error(result, "the architecture cannot change", "--channels 4, not 8")
 
 
 def test_score_creates_groups_with_provenance_and_refuses_duplicates(trained):

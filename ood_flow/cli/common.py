@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 from typing import Any, Callable
@@ -228,6 +229,28 @@ def unwrap(doc: str | None) -> str:
 def command(app: typer.Typer, fn: Callable, name: str | None = None) -> None:
     """Register ``fn`` as subcommand ``name`` (default: its own name): one-line errors, wrapped help."""
     app.command(name or fn.__name__, help=unwrap(fn.__doc__))(handle_errors(fn))
+
+
+def same_command(ctx: typer.Context, *extra: str) -> str:
+    """The command being run, as a shell would take it, plus ``extra`` words (e.g. ``--resume``) it lacks.
+
+    Built from what was given on the command line (not defaults or environment variables), so it
+    reruns exactly this command; ``ctx`` is the command's ``typer.Context``.
+    """
+    words = ["oodflow", *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:
+        if getattr(ctx.get_parameter_source(param.name), "name", None) != "COMMANDLINE":
+            continue
+        value = ctx.params[param.name]
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if param.param_type_name == "argument":
+            words += [str(v) for v in values]
+        elif getattr(param, "is_flag", False):
+            words += [param.opts[0]] if value else []
+        else:
+            words += [w for v in values for w in (param.opts[0], str(v))]
+    words += [w for w in extra if w not in words]
+    return shlex.join(words)
 
 
 def duration(seconds: float) -> str:

@@ -16,6 +16,7 @@ from ood_flow.train import OPTIMIZERS, TrainConfig, TrainEvents, TrainResult, tr
 
 
 def train(
+    ctx: typer.Context,
     data: str = typer.Option(..., "--data", help="Training SOURCE: dataset[:split], folder, image, .npy/.npz, .h5, "
                              ".csv."),
     out: Optional[Path] = typer.Option(None, "--out", help="Model file to write (.pt or .h5); a checkpoint goes beside "
@@ -46,7 +47,8 @@ def train(
     optimizer: Optional[str] = typer.Option(None, "--optimizer", callback=options.choice(*OPTIMIZERS),
                                             help=f"{', '.join(OPTIMIZERS)} (paper: adam realnvp, rmsprop glow, "
                                             "adamw tabular)."),
-    clip: float = typer.Option(100.0, "--clip", help="Gradient norm clipping."),
+    clip: Optional[float] = typer.Option(None, "--clip", help="Clip the gradient norm at this value (default: "
+                                         "100)."),
     negative_data: Optional[str] = typer.Option(None, "--negative-data", help="SOURCE whose likelihood to push down "
                                                 "(Appendix B)."),
     negative_threshold: Optional[float] = typer.Option(None, "--negative-threshold", help="C: only negatives with "
@@ -54,12 +56,16 @@ def train(
                                                        "for 28x28, -100000 for 32x32x3)."),
     perturb: Optional[float] = typer.Option(None, "--perturb", help="Replace pixels at this rate (a background model "
                                             "for the likelihood-ratio score, Ren et al. 2019)."),
-    val_fraction: float = typer.Option(0.05, "--val-fraction", help="Share of the data held out for validation (max "
-                                       "2000)."),
-    seed: int = options.Seed,
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of the data held out for "
+                                                 "validation, in [0, 1), at most 2000 samples (default: 0.05)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the initial weights, the validation split and "
+                                       "every random draw (default: 0)."),
     device: str = options.device_option(),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint beside --out exactly where it "
-                                "stopped."),
+                                "stopped (from scratch if it stopped before the first one). Options equal to the "
+                                "saved ones are fine; --epochs, --max-steps, --lr, --weight-decay, --clip and "
+                                "(between epochs) --batch-size may change; the architecture, --seed, --optimizer, "
+                                "--val-fraction and --perturb may not."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model file."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun: batch norm over the global batch "
                                  "(default: each process's share, as DDP does). See docs/distributed.md."),
@@ -91,7 +97,7 @@ def train(
     common.run(lambda: train_flow(data, config, out=out, model=model, model_options=architecture,
                                   negative=negative_data, resume=resume, overwrite=overwrite, device=device,
                                   options=data_options, events=_events(report), sync_bn=sync_bn),
-               lambda result: _finish(result, quiet, json_out), report)
+               lambda result: _finish(result, quiet, json_out, ctx), report)
 
 
 def _events(report: common.Reporter) -> TrainEvents:
@@ -118,7 +124,7 @@ def _events(report: common.Reporter) -> TrainEvents:
     return TrainEvents(on_start, on_step, on_epoch, report.message)
 
 
-def _finish(r: TrainResult, quiet: bool, json_out: bool) -> None:
+def _finish(r: TrainResult, quiet: bool, json_out: bool, ctx: typer.Context) -> None:
     last = r.last
     summary = {"model": str(r.model), "checkpoint": str(r.checkpoint), "family": r.flow.name, "steps": r.steps,
                "train_bpd": last.get("train_bpd"), "val_bpd": last.get("val_bpd"), "seconds": round(r.seconds, 1),
@@ -126,8 +132,8 @@ def _finish(r: TrainResult, quiet: bool, json_out: bool) -> None:
     if json_out:
         common.print_json(summary)
     if r.interrupted:
-        common.fail(f"interrupted ({r.signal}) at step {r.steps}; checkpoint saved to {r.checkpoint}; "
-                    "continue with the same command plus --resume", 143 if r.signal == "SIGTERM" else 130)
+        common.fail(f"interrupted ({r.signal}) at step {r.steps}; checkpoint saved to {r.checkpoint}; continue "
+                    f"with: {common.same_command(ctx, '--resume')}", 143 if r.signal == "SIGTERM" else 130)
     fmt = lambda v: f"{v:.3f}" if v is not None else "n/a"  # noqa: E731
     common.message(f"done: {r.flow.name} on {r.name} ({r.n_train} train / {r.n_val} val), "
                    f"{fmt(summary['train_bpd'])} bits/dim train, {fmt(summary['val_bpd'])} val, {r.steps} steps "

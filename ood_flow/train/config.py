@@ -23,14 +23,18 @@ PAPER_DEFAULTS = {
 }
 
 DEFAULT_EPOCHS = 10
+# settings of every family; None in a TrainConfig means "not given" (so --resume can tell)
+DEFAULTS = {"epochs": DEFAULT_EPOCHS, "clip": 100.0, "seed": 0, "val_fraction": 0.05}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train. ``None`` fields take the paper default for the model family.
+    """How to train. ``None`` fields take the paper default for the model family, or :data:`DEFAULTS`.
 
     Attributes:
         epochs: passes over the training data (default :data:`DEFAULT_EPOCHS`).
+        clip: the gradient norm is clipped at this value (default 100).
+        seed: fixes the initial weights, the validation split and every random draw (default 0).
         max_steps: stop after this many optimiser steps in all (across resumes).
         val_fraction: share of the training source held out for validation (at most 2000 samples).
         negative_threshold: C of the paper's objective (7): only negative samples whose
@@ -47,9 +51,9 @@ class TrainConfig:
     lr: float | None = None
     weight_decay: float | None = None
     optimizer: str | None = None
-    clip: float = 100.0
-    seed: int = 0
-    val_fraction: float = 0.05
+    clip: float | None = None
+    seed: int | None = None
+    val_fraction: float | None = None
     negative_threshold: float | None = None
     perturb: float | None = None
     max_bad_steps: int = 3
@@ -57,16 +61,16 @@ class TrainConfig:
 
     def resolved(self, model: str) -> "TrainConfig":
         """Fill unset fields with the paper's defaults for ``model`` and validate."""
-        defaults = {"epochs": DEFAULT_EPOCHS, **PAPER_DEFAULTS[model]}
+        defaults = {**DEFAULTS, **PAPER_DEFAULTS[model]}
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         cfg = dataclasses.replace(self, **filled)
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
-        """Raise :class:`UsageError` (exit 2) for an unknown optimizer or a value out of its range; the
-        message names the option as on the command line."""
-        if self.optimizer not in OPTIMIZERS:
+        """Raise :class:`UsageError` (exit 2) for an unknown optimizer or a value out of its range (or not
+        finite); the message names the option as on the command line. Fields left None are not checked."""
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise UsageError(f"--optimizer: unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         for option, value, bounds in _RANGES:
             check_number(option, getattr(self, value), **bounds)

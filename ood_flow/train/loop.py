@@ -61,6 +61,7 @@ class Trainer:
     def __init__(self, flow: Flow, x: Tensor, cfg: TrainConfig, out: Path, *, negative: Tensor | None = None,
                  events: TrainEvents | None = None, info: dict | None = None, overwrite: bool = False,
                  stop: StopRequest | None = None, dist: Dist = SINGLE):
+        cfg = cfg.resolved(flow.name)  # fields left None take their defaults
         self.flow, self.x, self.cfg, self.out, self.dist = flow, x, cfg, Path(out), dist
         self.negative, self.events, self.info = negative, events or TrainEvents(), info or {}
         self.overwrite, self.stop, self.resumed = overwrite, stop or StopRequest(), False

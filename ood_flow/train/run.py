@@ -17,14 +17,18 @@ import torch
 from ood_flow import distributed
 from ood_flow.data import Dataset, SourceOptions, read_source
 from ood_flow.device import resolve_device
-from ood_flow.errors import InputError, UsageError
+from ood_flow.errors import InputError, OutputError, UsageError
+from ood_flow.fileio import check_output
 from ood_flow.flows import Flow, create_flow
 from ood_flow.flows.configs import FEATURE_STD_FLOOR, VECTOR_MODELS
+from ood_flow.flows.io import MODEL_FILE
+from ood_flow.flows.models import config_dict
 from ood_flow.train.checkpoint import checkpoint_path, load_training_state
-from ood_flow.train.config import TrainConfig
+from ood_flow.train.config import DEFAULTS, TrainConfig
 from ood_flow.train.loop import Trainer
 from ood_flow.train.objective import split_validation
 from ood_flow.train.result import TrainEvents, TrainResult
+from ood_flow.train.resume import check_architecture, plan_resume
 
 MODEL_SUFFIXES = (".pt", ".pth", ".h5", ".hdf5")
 
@@ -43,9 +47,12 @@ def train_flow(source: str | Dataset, config: TrainConfig | None = None, *, out:
         model: family, one of :data:`~ood_flow.flows.MODELS` (default: realnvp for images, tabular for vectors).
         model_options: architecture options of :func:`~ood_flow.create_flow` (None values are ignored).
         negative: SOURCE whose likelihood is pushed down (the paper's Appendix B).
-        resume: continue from the checkpoint beside ``out``; ``config`` then only changes
-            ``epochs`` and ``max_steps``.
-        overwrite: replace an existing model file.
+        resume: continue from the checkpoint beside ``out`` exactly where it stopped (from scratch, saying
+            so, when there is none yet). Settings given in ``config`` or ``model_options`` that equal the saved
+            ones are fine; a different value is applied where training can continue with it (epochs,
+            max_steps, lr, weight_decay, clip, negative_threshold, batch_size between epochs) and refused
+            with a :class:`UsageError` naming it otherwise (see :mod:`ood_flow.train.resume`).
+        overwrite: replace an existing model file (only an oodflow model file).
         options: how to read the source (the negative source uses only its data root and limit).
         events: callbacks for progress and messages.
         sync_bn: under torchrun, batch norm normalises over the global batch (default: each process's
@@ -69,6 +76,9 @@ def train_flow(source: str | Dataset, config: TrainConfig | None = None, *, out:
     if sync_bn and not (distributed.launched() or torch.distributed.is_initialized()):
         raise UsageError("--sync-bn needs a process group: run under torchrun with several processes "
                          "(see docs/distributed.md)")
+    config.validate()  # before any work
+    if out is not None and not distributed.launched():  # under torchrun, rank 0 checks it below
+        check_model_output(Path(out), resume=resume, overwrite=overwrite)
     dev = resolve_device(device)
     with distributed.session(dev) as dist:
         return _train(source, config, out, model, model_options, negative, resume, overwrite,
@@ -81,12 +91,13 @@ def _train(source, config: TrainConfig, out, model, model_options, negative, res
     for path, reason in ds.skipped:
         events.on_message(f"skipped {path}: {reason}")
     out = Path(out) if out is not None else default_model_path(ds, model)
+    dist.agree(lambda: check_model_output(out, resume=resume, overwrite=overwrite), writer_only=True)
     given = {k: v for k, v in (model_options or {}).items() if v is not None}
+    resume = resume and _checkpoint_to_resume(out, overwrite, events)
     if resume:
-        flow, cfg, extra = _resume(out, ds, dev, config, given, negative)
+        flow, cfg, extra = _resume(out, ds, dev, config, given, model, negative, events)
     else:
-        dist.agree(lambda: _check_new(out, overwrite), writer_only=True)
-        flow, extra = _new(ds, model, given, config.seed, dev), None
+        flow, extra = _new(ds, model, given, DEFAULTS['seed'] if config.seed is None else config.seed, dev), None
         cfg = config.resolved(flow.name)
     neg = _negative(negative, flow, options or SourceOptions(), events)
     if neg is not None and cfg.negative_threshold is None:
@@ -101,6 +112,29 @@ def _train(source, config: TrainConfig, out, model, model_options, negative, res
     else:
         trainer.fit_preprocessing()
     return dataclasses.replace(trainer.run(), data=ds.source, name=ds.name)
+
+
+def check_model_output(out: Path, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Fail before any work if the model file (and its checkpoint) could not be written."""
+    if out.suffix.lower() not in MODEL_SUFFIXES:
+        raise UsageError(f"--out {out}: model files end in .pt or .h5")
+    if os.path.lexists(out) and not resume and not overwrite:
+        raise OutputError(f"{out} exists; pass --resume to continue training it or --overwrite to replace it")
+    check_output(out, overwrite=True, kind=MODEL_FILE)
+    check_output(checkpoint_path(out), overwrite=True, kind=MODEL_FILE)
+
+
+def _checkpoint_to_resume(out: Path, overwrite: bool, events: TrainEvents) -> bool:
+    """Whether --resume has a checkpoint to continue; without one it starts from scratch and says so."""
+    ckpt = checkpoint_path(out)
+    if ckpt.exists():
+        return True
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out} exists but has no checkpoint ({ckpt.name}) to resume from; pass --overwrite to "
+                          "train a new model in its place")
+    events.on_message(f"--resume: no checkpoint {ckpt} yet (the run stopped before its first one); starting from "
+                      "scratch")
+    return False
 
 
 def family(ds: Dataset, model: str | None) -> str:
@@ -121,15 +155,6 @@ def default_negative_threshold(flow: Flow) -> float:
     return -38.0 * flow.dim
 
 
-def _check_new(out: Path, overwrite: bool) -> None:
-    if out.suffix.lower() not in MODEL_SUFFIXES:
-        raise InputError(f"{out}: model files end in .pt or .h5")
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists; pass --resume to continue training it or --overwrite to replace it")
-    if not out.parent.exists():
-        raise InputError(f"{out.parent}: no such folder for the model file")
-
-
 def _new(ds: Dataset, model: str | None, given: dict, seed: int, device: str) -> Flow:
     name = family(ds, model)
     if (name in VECTOR_MODELS) != (ds.kind == "vector"):
@@ -142,18 +167,23 @@ def _new(ds: Dataset, model: str | None, given: dict, seed: int, device: str) ->
     return create_flow(name, ds.sample_shape, **given).to(device)
 
 
-def _resume(out: Path, ds: Dataset, device: str, config: TrainConfig, given: dict, negative: str | None):
-    flow, extra = load_training_state(checkpoint_path(out), device)
+def _resume(out: Path, ds: Dataset, device: str, config: TrainConfig, given: dict, model: str | None,
+            negative: str | None, events: TrainEvents):
+    """The checkpoint's flow and configuration with the changes that may apply (see :mod:`.resume`)."""
+    ckpt = checkpoint_path(out)
+    flow, extra = load_training_state(ckpt, device)
     if extra.get("data") != ds.source or tuple(ds.sample_shape) != flow.input_shape:
-        raise InputError(f"{checkpoint_path(out)} was trained on {extra.get('data')}, not {ds.source}; "
+        raise UsageError(f"--resume: {ckpt.name} was trained on --data {extra.get('data')}, not {ds.source}; "
                          "resume with the same --data (and --limit)")
     if extra.get("negative_data") != negative:
-        raise InputError(f"{checkpoint_path(out)} was trained with --negative-data {extra.get('negative_data')}; "
-                         "resume with the same negative data")
-    if given:
-        raise InputError(f"--resume keeps the model's architecture; drop {', '.join('--' + k for k in given)}")
-    overrides = {k: getattr(config, k) for k in ("epochs", "max_steps") if getattr(config, k) is not None}
-    return flow, dataclasses.replace(TrainConfig(**extra["train_config"]), **overrides), extra
+        raise UsageError(f"--resume: {ckpt.name} was trained with --negative-data {extra.get('negative_data')}, "
+                         f"not {negative}; resume with the same negative data")
+    check_architecture(model, config_dict(flow), given, flow.name)
+    position = extra["position"]
+    cfg, changes = plan_resume(TrainConfig(**extra["train_config"]), config, position)
+    events.on_message(f"resuming from {ckpt} at step {position['step']}"
+                      + (f"; applied {', '.join(changes)}" if changes else ""))
+    return flow, cfg, extra
 
 
 def _parallel(flow: Flow, dist: distributed.Dist, sync_bn: bool, ds: Dataset, cfg: TrainConfig,
