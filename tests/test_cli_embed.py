@@ -154,7 +154,7 @@ def test_bad_sources_and_outputs_fail_in_one_line(files, tmp_path):
     one_line_error(run("embed", tmp_path / "none.npz", *common, "--out", tmp_path / "f.h5", code=1), "none.npz")
     np.save(tmp_path / "v.npy", np.zeros((5, 3), np.float32))
     one_line_error(run("embed", tmp_path / "v.npy", *common, "--out", tmp_path / "f.h5", code=1), "embed needs images")
-    one_line_error(run("embed", files / "imgs.npz", *common, "--out", tmp_path / "f.csv", code=1), ".h5")
+    one_line_error(run("embed", files / "imgs.npz", *common, "--out", tmp_path / "f.csv", code=2), ".h5")
     one_line_error(run("embed", files / "imgs.npz", *common, "--out", tmp_path / "no" / "f.h5", code=1),
                    "no such folder")
     assert run("embed", files / "imgs.npz", *common, "--out", tmp_path / "f.h5", "--device", "tpu", code=2)

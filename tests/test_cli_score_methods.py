@@ -98,8 +98,8 @@ def test_evaluate_unknown_score_lists_those_present(setup):
 
 def test_min_auroc_gate_names_the_score(setup):
     _, scores = setup
-    result = run("evaluate", scores, "--in", "in", "--ood", "ood", "--all-scores", "--min-auroc", "1.01", code=3)
-    assert "AUROC below --min-auroc 1.01" in result.stderr and "(waic)" in result.stderr
+    result = run("evaluate", scores, "--in", "in", "--ood", "ood", "--all-scores", "--min-auroc", "1", code=3)
+    assert "AUROC below --min-auroc 1.0" in result.stderr and "(waic)" in result.stderr
 
 
 def test_typicality_reports_batch_level_metrics(setup):

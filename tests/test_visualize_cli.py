@@ -46,9 +46,9 @@ def figures(monkeypatch):
     """Every figure a command saves, in order (saving still happens)."""
     saved = []
 
-    def capture(fig, path, dpi=100):
+    def capture(fig, path, dpi=100, **kwargs):
         saved.append(fig)
-        original(fig, path, dpi)
+        original(fig, path, dpi, **kwargs)
 
     original = viz.save_figure
     monkeypatch.setattr(run_module, "save_figure", capture)

@@ -26,9 +26,12 @@ def evaluate(
     all_scores: bool = typer.Option(False, "--all-scores", help="Evaluate every method score present in all the "
                                     "groups, in one table."),
     tpr: float = typer.Option(0.95, "--tpr", min=0.0, max=1.0, help="TPR at which the threshold and FPR are reported."),
-    min_auroc: Optional[float] = typer.Option(None, "--min-auroc", help="Exit 3 if any AUROC is below this."),
+    min_auroc: Optional[float] = typer.Option(None, "--min-auroc", help="Exit 3 if any AUROC is below this "
+                                              "(a number in [0, 1])."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the log-likelihood histogram (paper Fig. 1a) "
                                         "as PNG."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="--plot may replace an existing PNG (never any other "
+                                   "file)."),
     typicality: bool = typer.Option(False, "--typicality", help="Also run the typicality test (Nalisnick et al. 2019) "
                                     "on batches of --batch-size samples of log_likelihood."),
     batch_size: int = typer.Option(10, "--batch-size", min=1, help="M, samples per batch of the typicality test."),
@@ -56,7 +59,8 @@ def evaluate(
     test = Typicality(batch_size, n_batches, reference_group, seed) if typicality else None
     boot = Bootstrap(ci, n_boot, seed) if ci is not None else None
     common.run(lambda: evaluate_groups(scores, in_group, ood, scores=score_names, all_scores=all_scores, tpr=tpr,
-                                       typicality=test, plot=plot, min_auroc=min_auroc, bootstrap=boot),
+                                       typicality=test, plot=plot, min_auroc=min_auroc, bootstrap=boot,
+                                       overwrite=overwrite),
                lambda result: _show(result, json_out, quiet))
 
 

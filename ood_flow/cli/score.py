@@ -17,6 +17,7 @@ import typer
 from ood_flow.cli import common, options
 from ood_flow.errors import UsageError
 from ood_flow.score import COMPRESSORS, METHODS, GateSpec, ScoreResult, parse_reference, score_source
+from ood_flow.validation import check_number
 
 METHOD_HELP = " ".join(f"{m.name}: {m.help}" for m in METHODS.values())
 
@@ -93,6 +94,7 @@ def score(
     ref.h5:val --max-ood-fraction 0.05 || exit`.
     """
     _check_usage(reference, gate_score, max_ood_fraction, flags)
+    check_number("--tpr", tpr, low=0, high=1, low_open=True)  # also without --reference: a NaN is never a value
     gate = GateSpec(reference, tpr, gate_score, max_ood_fraction) if reference is not None else None
     data = options.source_options(data_dir, limit, skip_invalid, columns, label_column, class_value, resize,
                                   grayscale, rgb)

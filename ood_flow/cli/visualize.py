@@ -21,7 +21,8 @@ visualize_app = typer.Typer(no_args_is_help=True, help="Figures of the paper as 
 Sources = typer.Argument(..., help="One or more SOURCEs (dataset[:split], default split test; folder; image; "
                          ".npy/.npz; .h5), e.g. the in-distribution set and an OOD set.")
 Model = typer.Option(..., "--model", "-m", help="Model file (.pt or .h5).")
-Out = typer.Option(..., "--out", "-o", help="PNG file to write.")
+Out = typer.Option(..., "--out", "-o", help="PNG file to write (.png).")
+Overwrite = typer.Option(False, "--overwrite", help="Replace an existing PNG at --out (never any other file).")
 Count = typer.Option(8, "--count", "-n", min=1, help="Images per source.")
 SeedOpt = typer.Option(0, "--seed", help="Seed of the dequantization noise (as in `oodflow score`) and of any "
                        "sampling.")
@@ -35,7 +36,7 @@ def latents(
                                   "source's own batch (paper Fig. 2), not the stored ones."),
     seed: int = SeedOpt, data_dir: Optional[str] = options.DataDir, resize: bool = options.Resize,
     grayscale: bool = options.Grayscale, rgb: bool = options.Rgb, device: str = options.device_option(),
-    quiet: bool = options.Quiet,
+    overwrite: bool = Overwrite, quiet: bool = options.Quiet,
 ) -> None:
     """Inputs and their latents z, un-squeezed to image shape (paper Fig. 2, 10; Appendix E).
 
@@ -44,7 +45,8 @@ def latents(
     data = options.source_options(data_dir, resize=resize, grayscale=grayscale, rgb=rgb)
     report = common.Reporter("latents", quiet)
     common.run(lambda: viz.plot_latents(sources, model, out, count=count, average=average, bn_train=bn_train,
-                                        seed=seed, device=device, options=data, progress=report.progress),
+                                        seed=seed, device=device, options=data, progress=report.progress,
+                                        overwrite=overwrite),
                lambda r: common.message(f"wrote {r.path}: inputs and latents of {', '.join(r.names)}", quiet), report)
 
 
@@ -55,7 +57,7 @@ def coupling(
                                          "(negative counts from the end) (default: all, or 12 evenly spaced)."),
     seed: int = SeedOpt, data_dir: Optional[str] = options.DataDir, resize: bool = options.Resize,
     grayscale: bool = options.Grayscale, rgb: bool = options.Rgb, device: str = options.device_option(),
-    quiet: bool = options.Quiet,
+    overwrite: bool = Overwrite, quiet: bool = options.Quiet,
 ) -> None:
     """Each coupling layer's input, -t, s and output for one input per source (paper Fig. 1b-c, 3, 11, 12).
 
@@ -66,7 +68,7 @@ def coupling(
     data = options.source_options(data_dir, resize=resize, grayscale=grayscale, rgb=rgb)
     report = common.Reporter("coupling", quiet)
     common.run(lambda: viz.plot_coupling(sources, model, out, index=index, layers=chosen, seed=seed, device=device,
-                                         options=data, progress=report.progress),
+                                         options=data, progress=report.progress, overwrite=overwrite),
                lambda r: common.message(f"wrote {r.path}: couplings {', '.join(map(str, r.layers))} of {r.couplings} "
                                         f"for {', '.join(r.names)}", quiet), report)
 
@@ -76,13 +78,14 @@ def samples(
     count: int = typer.Option(64, "--count", "-n", min=1, help="Samples per temperature."),
     temperature: List[float] = typer.Option([1.0], "--temperature", "-t", min=0.0, help="Scale of the base "
                                             "distribution's standard deviation; repeat for one panel each."),
-    seed: int = SeedOpt, device: str = options.device_option(), quiet: bool = options.Quiet,
+    seed: int = SeedOpt, device: str = options.device_option(), overwrite: bool = Overwrite,
+    quiet: bool = options.Quiet,
 ) -> None:
     """A grid of samples per temperature (paper Fig. 17); for a tabular model, a heat map of sample vectors."""
     temps = ", ".join(f"{t:g}" for t in temperature)
     report = common.Reporter("samples", quiet)
     common.run(lambda: viz.plot_samples(model, out, count=count, temperatures=temperature, seed=seed, device=device,
-                                        progress=report.progress),
+                                        progress=report.progress, overwrite=overwrite),
                lambda r: common.message(f"wrote {r.path}: {count} samples at temperature {temps}", quiet), report)
 
 
@@ -91,13 +94,13 @@ def resample(
     box: int = typer.Option(10, "--box", min=1, help="Side of the centred square whose latents are re-sampled."),
     count: int = Count, seed: int = SeedOpt, data_dir: Optional[str] = options.DataDir,
     resize: bool = options.Resize, grayscale: bool = options.Grayscale, rgb: bool = options.Rgb,
-    device: str = options.device_option(), quiet: bool = options.Quiet,
+    device: str = options.device_option(), overwrite: bool = Overwrite, quiet: bool = options.Quiet,
 ) -> None:
     """Originals and reconstructions after re-sampling the latents of a centred box (paper Fig. 16, App. J.1)."""
     data = options.source_options(data_dir, resize=resize, grayscale=grayscale, rgb=rgb)
     report = common.Reporter("resample", quiet)
     common.run(lambda: viz.plot_resample(sources, model, out, box=box, count=count, seed=seed, device=device,
-                                         options=data, progress=report.progress),
+                                         options=data, progress=report.progress, overwrite=overwrite),
                lambda r: common.message(f"wrote {r.path}: {box}x{box} box ({r.latents} latents) re-sampled for "
                                         f"{', '.join(r.names)}", quiet), report)
 
@@ -109,10 +112,11 @@ def histogram(
                                           "(default: the groups of the first group's dataset, e.g. fashionmnist-*)."),
     score: str = typer.Option("log_likelihood", "--score", help="Per-sample score to plot, e.g. log_likelihood "
                               "(paper Fig. 1a) or bits_per_dim."),
-    quiet: bool = options.Quiet,
+    overwrite: bool = Overwrite, quiet: bool = options.Quiet,
 ) -> None:
     """Overlaid density histograms of a score file's groups (paper Fig. 1a, 8): in-distribution filled, OOD outlined."""
-    common.run(lambda: viz.plot_histogram(scores, out, groups=_names(groups), in_groups=_names(in_dist), score=score),
+    common.run(lambda: viz.plot_histogram(scores, out, groups=_names(groups), in_groups=_names(in_dist), score=score,
+                                          overwrite=overwrite),
                lambda r: common.message(f"wrote {r.path}: {score} histogram of " + ", ".join(
                    f"{g.name} ({'in' if g.in_dist else 'OOD'}, n={len(g.values)})" for g in r.groups), quiet))
 

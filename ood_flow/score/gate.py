@@ -21,6 +21,7 @@ from ood_flow import store
 from ood_flow.errors import ScoreFileError, UsageError
 from ood_flow.fileio import sha256_file
 from ood_flow.score.threshold import threshold_at_tpr
+from ood_flow.validation import check_number
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class GateSpec:
     tpr: float = 0.95
     score: str | None = None
     max_ood_fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        # a NaN bound would switch the gate off: every comparison with it is false
+        check_number("--tpr", self.tpr, low=0, high=1, low_open=True)
+        check_number("--max-ood-fraction", self.max_ood_fraction, low=0, high=1)
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,12 @@ from ood_flow import distributed, store
 from ood_flow.data import Dataset, Source, SourceOptions, fit_to_model, open_with_options
 from ood_flow.device import resolve_device
 from ood_flow.errors import GateFailed, InputError, UsageError
-from ood_flow.fileio import sha256_file
+from ood_flow.fileio import check_output, sha256_file
 from ood_flow.flows import Flow, load_model
 from ood_flow.score.gate import Gate, GateSpec, ood_fraction, reference_gate
 from ood_flow.score.batched import Scored, check_methods, score_batches
 from ood_flow.score.methods import Method, ScoreContext, get_method, total_passes
+from ood_flow.validation import check_number, check_seed
 from ood_flow.version import __version__
 
 
@@ -99,6 +100,9 @@ def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str
         r.arrays["log_likelihood"].shape   # (10,)
     """
     say = on_message or (lambda text: None)
+    _check_settings(dequant_samples, batch_size, seed)
+    if out is not None:
+        check_output(out, kind=store.SCORE_FILE, replaceable=True)  # the group is checked once it is known
     chosen = [get_method(m) for m in dict.fromkeys(methods)]
     gate_score = _gate_score(chosen, gate)
     paths = [Path(models)] if isinstance(models, (str, os.PathLike)) else [Path(m) for m in models]
@@ -138,6 +142,12 @@ def _score(source, paths: list[Path], chosen: list[Method], gate_score: str | No
                          Path(out) if out is not None else None, list(src.skipped), fitted)
     _check_fraction(result, gate)
     return result
+
+
+def _check_settings(dequant_samples: int, batch_size: int, seed: int) -> None:
+    check_number("--dequant-samples", dequant_samples, low=1, integer=True)
+    check_number("--batch-size", batch_size, low=1, integer=True)
+    check_seed("--seed", seed)
 
 
 def _gate_score(methods: list[Method], gate: GateSpec | None) -> str | None:

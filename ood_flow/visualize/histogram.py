@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from ood_flow import store
 from ood_flow.errors import InputError
-from ood_flow.visualize.panels import new_figure, save_figure
+from ood_flow.visualize.panels import check_figure_output, new_figure, save_figure
 
 SPLIT_SUFFIX = re.compile(r"[-_:](train|test|val|valid|validation|extra)$")
 AXIS_LABELS = {
@@ -106,12 +106,14 @@ def _outside(g: Group, shown: np.ndarray) -> str:
 
 
 def write_histogram(scores: str | os.PathLike, groups: list[str] | None, score: str, out: str | os.PathLike, *,
-                    in_groups: list[str] | None = None) -> list[Group]:
-    """Read ``groups`` of a score file and write their ``score`` histogram to ``out`` (PNG, atomically).
+                    in_groups: list[str] | None = None, overwrite: bool = False) -> list[Group]:
+    """Read ``groups`` of a score file and write their ``score`` histogram to ``out`` (PNG, atomically; an
+    existing PNG is replaced only with ``overwrite``, any other file never).
 
     Returns the plotted groups (name, values, role).
     """
+    check_figure_output(out, overwrite)
     plotted = read_groups(scores, groups, score, in_groups)
     fig = histogram_figure(plotted, score, f"{os.path.basename(scores)}: {score.replace('_', ' ')} by group")
-    save_figure(fig, out)
+    save_figure(fig, out, overwrite=overwrite)
     return plotted

@@ -9,6 +9,7 @@ garbage-collected like any object and never pop up a window.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
@@ -18,7 +19,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize, to_rgb
 from matplotlib.figure import Figure
 
-from ood_flow.fileio import PNG, atomic_write
+from ood_flow.errors import UsageError
+from ood_flow.fileio import PNG, atomic_write, check_output
 
 COLORBAR = "<colorbar>"  # label of colour-bar axes (matplotlib's own convention)
 # Positions a panel does not apply to (e.g. unchanged by a coupling): a muted colour off the map's
@@ -98,6 +100,14 @@ def symmetric_range(values, q: float = 99.0) -> float:
 def row_label(ax: Axes, text: str) -> None:
     """A label to the left of a row of image panels."""
     ax.set_ylabel(text, fontsize=8, rotation=0, ha="right", va="center", labelpad=4)
+
+
+def check_figure_output(path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Fail before any work if a figure could not be written to ``path``: it must end in .png, and an
+    existing file is replaced only with ``overwrite`` and only when it is a PNG image."""
+    if Path(path).suffix.lower() != ".png":
+        raise UsageError(f"--out {path}: figures are written as PNG; give a file name ending in .png")
+    check_output(path, overwrite=overwrite, kind=PNG)
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100, *, overwrite: bool = False) -> None:

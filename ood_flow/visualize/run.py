@@ -1,7 +1,8 @@
 """The figures of ``oodflow visualize`` from files: load the model and sources, compute, write a PNG.
 
-Each ``plot_*`` function loads what it needs, checks every source against the model before any
-work, draws the figure, writes it atomically and returns a :class:`Plotted` that says what it shows.
+Each ``plot_*`` function checks the output (a new ``.png``, or an existing PNG with ``overwrite``) and
+its numbers, loads what it needs, checks every source against the model before any work, draws the
+figure, writes it atomically and returns a :class:`Plotted` that says what it shows.
 ``progress(done, total)`` counts the sources computed and the final write.
 """
 
@@ -24,7 +25,8 @@ from ood_flow.visualize.coupling_figure import coupling_figure, pick_layers
 from ood_flow.visualize.figures import SourceImages, latents_figure, resample_figure, samples_figure
 from ood_flow.visualize.histogram import Group, write_histogram
 from ood_flow.visualize.latents import box_mask, draw_samples, image_latents, require_image_flow, resample_box
-from ood_flow.visualize.panels import save_figure
+from ood_flow.validation import check_number, check_seed
+from ood_flow.visualize.panels import check_figure_output, save_figure
 
 Progress = Callable[[int, int], None]
 
@@ -49,8 +51,10 @@ class Plotted:
 
 def plot_latents(sources: Sequence[str | Dataset], model: str | os.PathLike, out: str | os.PathLike, *,
                  count: int = 8, average: int = 1, bn_train: bool = False, seed: int = 0, device: str = "cpu",
-                 options: SourceOptions | None = None, progress: Progress | None = None) -> Plotted:
+                 options: SourceOptions | None = None, progress: Progress | None = None,
+                 overwrite: bool = False) -> Plotted:
     """Inputs and their latents z (paper Fig. 2, 10; Appendix E), ``count`` images per source."""
+    _check(out, overwrite, count=count, average=average, seed=seed)
     flow = _image_model(model, device, "visualize latents")
     loaded = _load(sources, flow, count, options)
     step = _counter(progress, len(loaded) + 1)
@@ -59,15 +63,17 @@ def plot_latents(sources: Sequence[str | Dataset], model: str | os.PathLike, out
         lats.append(image_latents(flow, ds.x, sample_keys(ds.ids), average=average, seed=seed, bn_train=bn_train))
         shown.append(SourceImages(ds.name, ds.x))
         step()
-    save_figure(latents_figure(shown, lats, _title(flow, model)), out)
+    save_figure(latents_figure(shown, lats, _title(flow, model)), out, overwrite=overwrite)
     step()
     return Plotted(Path(out), [s.name for s in shown])
 
 
 def plot_coupling(sources: Sequence[str | Dataset], model: str | os.PathLike, out: str | os.PathLike, *,
                   index: int = 0, layers: Sequence[int] | None = None, seed: int = 0, device: str = "cpu",
-                  options: SourceOptions | None = None, progress: Progress | None = None) -> Plotted:
+                  options: SourceOptions | None = None, progress: Progress | None = None,
+                  overwrite: bool = False) -> Plotted:
     """Each coupling's input, -t, s and output for input ``index`` of every source (paper Fig. 1b-c, 3, 11, 12)."""
+    _check(out, overwrite, index=index, seed=seed)
     flow = _image_model(model, device, "visualize coupling")
     loaded = _load(sources, flow, index + 1, options)
     for source, ds in zip(sources, loaded):
@@ -82,30 +88,36 @@ def plot_coupling(sources: Sequence[str | Dataset], model: str | os.PathLike, ou
         views.append(coupling_views(flow, x.to(next(flow.parameters()).device))[0])
         names.append(f"{ds.name} #{index}")
         step()
-    save_figure(coupling_figure(names, views, chosen, _title(flow, model)), out)
+    save_figure(coupling_figure(names, views, chosen, _title(flow, model)), out, overwrite=overwrite)
     step()
     return Plotted(Path(out), names, layers=chosen, couplings=len(views[0]))
 
 
 def plot_samples(model: str | os.PathLike, out: str | os.PathLike, *, count: int = 64,
                  temperatures: Sequence[float] = (1.0,), seed: int = 0, device: str = "cpu",
-                 progress: Progress | None = None) -> Plotted:
+                 progress: Progress | None = None, overwrite: bool = False) -> Plotted:
     """A grid of samples per temperature (paper Fig. 17); for a tabular model, a heat map of sample vectors."""
+    _check(out, overwrite, count=count, seed=seed)
+    for t in temperatures:
+        check_number("--temperature", t, low=0)
     flow = load_model(model, device=resolve_device(device))
     step = _counter(progress, len(temperatures) + 1)
     drawn = []
     for t in temperatures:
         drawn.append(draw_samples(flow, count, t, seed))
         step()
-    save_figure(samples_figure(drawn, list(temperatures), _title(flow, model), flow.kind, seed), out)
+    save_figure(samples_figure(drawn, list(temperatures), _title(flow, model), flow.kind, seed), out,
+                overwrite=overwrite)
     step()
     return Plotted(Path(out), [f"T={t:g}" for t in temperatures])
 
 
 def plot_resample(sources: Sequence[str | Dataset], model: str | os.PathLike, out: str | os.PathLike, *,
                   box: int = 10, count: int = 8, seed: int = 0, device: str = "cpu",
-                  options: SourceOptions | None = None, progress: Progress | None = None) -> Plotted:
+                  options: SourceOptions | None = None, progress: Progress | None = None,
+                  overwrite: bool = False) -> Plotted:
     """Originals and reconstructions after re-sampling the latents of a centred box (paper Fig. 16, App. J.1)."""
+    _check(out, overwrite, box=box, count=count, seed=seed)
     flow = _image_model(model, device, "visualize resample")
     box_mask(flow.input_shape, box)  # a box too large fails here, before any work
     loaded = _load(sources, flow, count, options)
@@ -115,17 +127,26 @@ def plot_resample(sources: Sequence[str | Dataset], model: str | os.PathLike, ou
         results.append(resample_box(flow, ds.x, sample_keys(ds.ids), box=box, seed=seed))
         names.append(ds.name)
         step()
-    save_figure(resample_figure(names, results, _title(flow, model), box), out)
+    save_figure(resample_figure(names, results, _title(flow, model), box), out, overwrite=overwrite)
     step()
     return Plotted(Path(out), names, latents=results[0].count)
 
 
 def plot_histogram(scores: str | os.PathLike, out: str | os.PathLike, *, groups: Sequence[str] | None = None,
-                   in_groups: Sequence[str] | None = None, score: str = "log_likelihood") -> Plotted:
+                   in_groups: Sequence[str] | None = None, score: str = "log_likelihood",
+                   overwrite: bool = False) -> Plotted:
     """Overlaid density histograms of a score file's groups (paper Fig. 1a, 8): in-distribution filled."""
     plotted = write_histogram(scores, list(groups) if groups else None, score, out,
-                              in_groups=list(in_groups) if in_groups else None)
+                              in_groups=list(in_groups) if in_groups else None, overwrite=overwrite)
     return Plotted(Path(out), [g.name for g in plotted], groups=plotted)
+
+
+def _check(out, overwrite: bool, *, seed: int, **counts: int) -> None:
+    """Every figure's checks before any work: the output can be written, the counts are in range."""
+    for name, value in counts.items():
+        check_number(f"--{name}", value, low=0 if name == "index" else 1, integer=True)
+    check_seed("--seed", seed)
+    check_figure_output(out, overwrite)
 
 
 def _image_model(path, device: str, what: str) -> Flow:
