@@ -61,9 +61,10 @@ def read_source(source: str | Dataset, split: str, options: SourceOptions | None
     if isinstance(source, Dataset):
         ds = source
     else:
+        size = tuple(shape[1:]) if o.resize and shape is not None and len(shape) == 3 else None
         ds = load_source(source, split=split, data_dir=o.data_dir, limit=o.limit, skip_invalid=o.skip_invalid,
                          columns=list(o.columns) if o.columns else None, label_column=o.label_column,
-                         class_value=o.class_value)
+                         class_value=o.class_value, image_size=size)  # a folder of mixed sizes is read at one
     if shape is None:
         return ds
     return conform(ds, shape, resize=o.resize, grayscale=o.grayscale, rgb=o.rgb)
