@@ -38,6 +38,25 @@ def _terminated(signum, frame) -> None:
     raise KeyboardInterrupt  # unwinds like Ctrl-C: temporary files are removed, saved files stay whole
 
 
+def usage_error(exc) -> int:
+    """Print a command-line usage error as one line, ``error: ... (see 'oodflow CMD --help')``; returns its exit
+    code. A command given without arguments shows its help instead, as before."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        exc.show()
+        return exc.exit_code
+    command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "oodflow"
+    text = " ".join(exc.format_message().split())
+    sys.stderr.write(f"error: {text} (see '{command} --help')\n")
+    return exc.exit_code
+
+
+def ignore_stop_signals() -> None:
+    """Once a command has finished and its exit code is decided, SIGINT and SIGTERM are ignored while
+    Python shuts down: torch's finalizers take a moment, and a Ctrl-C then printed a traceback."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def catch_sigterm() -> None:
     """Treat SIGTERM (schedulers, CI, ``kill``) like Ctrl-C; the exit code is then 143 instead of 130."""
     signal.signal(signal.SIGTERM, _terminated)

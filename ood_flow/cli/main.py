@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from ood_flow.version import __version__
@@ -52,5 +54,17 @@ _register()
 
 
 def main() -> None:
+    """The ``oodflow`` command: usage errors as one line (exit 2), like every other error."""
     common.catch_sigterm()
-    app()
+    try:
+        code = app(prog_name="oodflow", standalone_mode=False)
+    except typer.Abort:  # end of input where a prompt read it
+        sys.stderr.write("error: aborted\n")
+        code = 1
+    except Exception as exc:  # usage errors (click's, which typer may vendor), raised in non-standalone mode
+        if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
+            raise
+        code = common.usage_error(exc)
+    finally:
+        common.ignore_stop_signals()
+    sys.exit(code if isinstance(code, int) else 0)
