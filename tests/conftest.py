@@ -22,3 +22,17 @@ def report_scores(tmp_path_factory):
     from report_helpers import make_scores
 
     return make_scores(tmp_path_factory.mktemp("report-scores"))
+
+
+@pytest.fixture(scope="session")
+def small_fmnist_model(tmp_path_factory) -> Path:
+    """A small RealNVP trained briefly (fp32) on the packaged FashionMNIST sample: a model with learnt,
+    non-trivial weights and batch-norm statistics, for the precision and fused-path tests."""
+    from ood_flow import train_flow
+    from ood_flow.data import SourceOptions
+    from ood_flow.train import TrainConfig
+
+    out = tmp_path_factory.mktemp("small-fmnist") / "m.pt"
+    train_flow("demo-fashionmnist", TrainConfig(max_steps=40, batch_size=32, lr=1e-3, val_fraction=0.05), out=out,
+               model_options={"channels": 8, "blocks": 1, "scales": 2}, options=SourceOptions(limit=1000))
+    return out

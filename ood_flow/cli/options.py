@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from ood_flow.data import SourceOptions
-from ood_flow.device import DEVICES
+from ood_flow.device import DEVICES, PRECISION_CHOICES
 
 DataDir = typer.Option(None, "--data-dir", help="Root of named datasets (torchvision layout); default "
                        "$OODFLOW_DATA_DIR, else ~/.cache/oodflow.", envvar="OODFLOW_DATA_DIR", show_envvar=False)
@@ -40,6 +40,13 @@ def choice(*values: str):
 def device_option() -> typer.models.OptionInfo:
     return typer.Option("auto", "--device", callback=choice(*DEVICES), help=f"{', '.join(DEVICES[:-1])} or "
                         f"{DEVICES[-1]} (auto: CUDA when available).")
+
+
+def precision_option(default: str | None) -> typer.models.OptionInfo:
+    return typer.Option(default, "--precision", callback=choice(*PRECISION_CHOICES),
+                        help="Precision of the st-networks: fp32 (default), bf16 (autocast; coupling arithmetic, "
+                        "log-dets, logit and prior stay fp32), or auto (bf16 where the hardware runs it natively: "
+                        "AVX512-BF16/AMX CPUs, Ampere+ GPUs).")
 
 
 def split_columns(columns: Optional[str]) -> Optional[tuple[str, ...]]:

@@ -77,6 +77,7 @@ def score(
     label_column: Optional[str] = options.LabelColumn,
     class_value: Optional[str] = options.ClassValue,
     device: str = options.device_option(),
+    precision: str = options.precision_option("fp32"),
     json_out: bool = options.Json,
     quiet: bool = options.Quiet,
 ) -> None:
@@ -102,7 +103,7 @@ def score(
     common.run(lambda: score_source(
         source, model, methods=method, out=out, name=name, overwrite=overwrite, gate=gate, background=background_model,
         compressor=compressor, dequant_samples=dequant_samples, batch_size=batch_size, seed=seed, device=device,
-        options=data, progress=report.progress, on_message=report.message),
+        precision=precision, options=data, progress=report.progress, on_message=report.message),
         lambda result: _show(result, json_out, flags, quiet), report)
 
 

@@ -61,6 +61,7 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the initial weights, the validation split and "
                                        "every random draw (default: 0)."),
     device: str = options.device_option(),
+    precision: Optional[str] = options.precision_option(None),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint beside --out exactly where it "
                                 "stopped (from scratch if it stopped before the first one). Options equal to the "
                                 "saved ones are fine; --epochs, --max-steps, --lr, --weight-decay, --clip and "
@@ -89,7 +90,7 @@ def train(
     config = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, optimizer=optimizer, clip=clip, seed=seed,
                          val_fraction=val_fraction,
-                         negative_threshold=negative_threshold, perturb=perturb)
+                         negative_threshold=negative_threshold, perturb=perturb, precision=precision)
     architecture = {"mask": mask, "bottleneck": bottleneck, "scales": scales, "blocks": blocks, "channels": channels,
                     "couplings": couplings, "hidden": hidden, "net": net}
     data_options = options.source_options(data_dir, limit, skip_invalid, columns, label_column, class_value)

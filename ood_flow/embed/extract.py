@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ood_flow.data.stream import Batch, Source
-from ood_flow.device import PRECISIONS
+from ood_flow.device import PRECISIONS, bf16_supported
 from ood_flow.distributed import SINGLE, Dist, gather_rows, own_batches
 from ood_flow.embed.backbones import backbone_config
 from ood_flow.errors import InputError
@@ -77,13 +77,6 @@ def check_precision(precision: str, device: str | torch.device) -> None:
     if precision == "bf16" and not bf16_supported(device):
         where = "this GPU" if torch.device(device).type == "cuda" else "this CPU (no AVX512-BF16 or AMX)"
         raise InputError(f"--precision bf16: {where} has no native bfloat16; use --precision fp32")
-
-
-def bf16_supported(device: str | torch.device) -> bool:
-    """Whether bf16 matrix products run natively (CPU: AVX512-BF16 or AMX through oneDNN)."""
-    if torch.device(device).type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def prepare(model: nn.Module, device: str | torch.device | None) -> torch.device:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ood_flow.flows.base import Bijection, sum_except_batch
+from ood_flow.flows.precision import run_st
 
 
 class AffineCoupling(Bijection):
@@ -37,7 +38,7 @@ class AffineCoupling(Bijection):
         self.scale = nn.Parameter(torch.ones(view))
 
     def _st(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        raw, t = self.net(self.mask.conditioner(x)).chunk(2, dim=1)
+        raw, t = run_st(self.net, self.mask.conditioner(x)).chunk(2, dim=1)
         s = self.scale * torch.tanh(raw)
         return self.mask.restrict(s), self.mask.restrict(t)
 

@@ -35,7 +35,8 @@ def disabled() -> Iterator[None]:
 
 
 def usable(net: nn.Module, x: Tensor) -> bool:
-    """Whether ``net(x)`` may take the fused path: inference only, float32 CPU, every layer in eval mode."""
+    """Whether ``net(x)`` may take the fused path: inference only, float32 CPU (bf16 under autocast), every
+    layer in eval mode."""
     return (_state["enabled"] and not torch.is_grad_enabled() and x.dtype == torch.float32
             and x.device.type == "cpu" and _kernel() is not None and not any(m.training for m in net.modules()))
 
@@ -51,6 +52,8 @@ def _kernel():
 def run(layers: nn.Sequential, x: Tensor) -> Tensor:
     """``layers(x)`` with conv+BN folded and ReLUs fused or in place; ``x`` itself is never modified."""
     mods = [m for m in layers if not isinstance(m, nn.Identity)]
+    if torch.is_autocast_enabled(x.device.type):  # the st-network's precision (ood_flow.flows.precision)
+        x = x.to(torch.get_autocast_dtype(x.device.type))
     owned, i = False, 0  # owned: x is a tensor made here, so it may be overwritten in place
     while i < len(mods):
         m = mods[i]
@@ -73,7 +76,7 @@ def run(layers: nn.Sequential, x: Tensor) -> Tensor:
 
 
 def _conv(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, x: Tensor, relu: bool) -> Tensor:
-    weight, bias = _folded(conv, bn)
+    weight, bias = _folded(conv, bn, x.dtype)
     if relu and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple):
         try:
             return _kernel()(x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
@@ -84,19 +87,25 @@ def _conv(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, x: Tensor, relu: bool) -> 
     return torch.relu_(y) if relu else y
 
 
-def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[Tensor, Tensor | None]:
-    """``conv`` then ``bn`` (eval) as one convolution: weights scaled per output channel, cached."""
-    if bn is None:
+def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+    """``conv`` then ``bn`` (eval) as one convolution in ``dtype``: weights scaled per output channel, cached."""
+    if bn is None and dtype == conv.weight.dtype:
         return conv.weight, conv.bias
-    tensors = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-    key = tuple((t.data_ptr(), t._version) if t is not None else None for t in tensors) + (bn.eps,)
+    tensors = (conv.weight, conv.bias) + ((bn.weight, bn.bias, bn.running_mean, bn.running_var) if bn else ())
+    key = tuple((t.data_ptr(), t._version) if t is not None else None for t in tensors) + (bn and bn.eps, dtype)
     cached = conv.__dict__.get("_fused_cache")
     if cached is None or cached[0] != key:
-        with torch.no_grad():
-            scale = torch.rsqrt(bn.running_var + bn.eps)
-            scale = scale * bn.weight if bn.weight is not None else scale
-            weight = (conv.weight * scale.view(-1, 1, 1, 1)).contiguous(memory_format=torch.channels_last)
-            bias = -bn.running_mean if conv.bias is None else conv.bias - bn.running_mean
-            bias = bias * scale + (bn.bias if bn.bias is not None else 0.0)
+        with torch.no_grad(), torch.autocast("cpu", enabled=False):
+            weight, bias = _fold(conv, bn) if bn is not None else (conv.weight, conv.bias)
+            weight = weight.to(dtype).contiguous(memory_format=torch.channels_last)
+            bias = bias.to(dtype) if bias is not None else None
         cached = conv.__dict__["_fused_cache"] = (key, weight, bias)
     return cached[1], cached[2]
+
+
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    scale = scale * bn.weight if bn.weight is not None else scale
+    weight = conv.weight * scale.view(-1, 1, 1, 1)
+    bias = -bn.running_mean if conv.bias is None else conv.bias - bn.running_mean
+    return weight, bias * scale + (bn.bias if bn.bias is not None else 0.0)

@@ -19,10 +19,11 @@ import torch
 
 from ood_flow import distributed, store
 from ood_flow.data import Dataset, Source, SourceOptions, fit_to_model, open_with_options
-from ood_flow.device import resolve_device
+from ood_flow.device import resolve_device, resolve_precision
 from ood_flow.errors import GateFailed, InputError, UsageError
 from ood_flow.fileio import check_output, sha256_file
 from ood_flow.flows import Flow, load_model
+from ood_flow.flows.precision import st_precision
 from ood_flow.score.gate import Gate, GateSpec, ood_fraction, reference_gate
 from ood_flow.score.batched import Scored, check_methods, score_batches
 from ood_flow.score.methods import Method, ScoreContext, get_method, total_passes
@@ -69,7 +70,8 @@ def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str
                  methods: Sequence[str] = ("likelihood",), out: str | os.PathLike | None = None,
                  name: str | None = None, overwrite: bool = False, gate: GateSpec | None = None,
                  background: str | os.PathLike | None = None, compressor: str = "png", dequant_samples: int = 1,
-                 batch_size: int = 256, seed: int = 0, device: str = "cpu", options: SourceOptions | None = None,
+                 batch_size: int = 256, seed: int = 0, device: str = "cpu", precision: str = "fp32",
+                 options: SourceOptions | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  on_message: Callable[[str], None] | None = None) -> ScoreResult:
     """Score every sample of ``source`` with ``methods`` (see :data:`~ood_flow.score.methods.METHODS`).
@@ -83,6 +85,8 @@ def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str
         gate: a threshold from a reference group; adds ``is_ood``.
         background: the background flow of ``likelihood-ratio``.
         dequant_samples, seed: the dequantization noise (a function of seed and sample id).
+        precision: of the st-networks, ``fp32``, ``bf16`` or ``auto`` (:mod:`ood_flow.flows.precision`);
+            the one used is recorded in the group's provenance.
         options: how to read the source and fit it to the model.
         progress: called with (samples done, total) over all forward passes.
         on_message: receives warnings and skipped inputs, one line each.
@@ -107,15 +111,17 @@ def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str
     gate_score = _gate_score(chosen, gate)
     paths = [Path(models)] if isinstance(models, (str, os.PathLike)) else [Path(m) for m in models]
     dev = resolve_device(device)
+    precision = resolve_precision(precision, dev)
     with distributed.session(dev) as dist:
         return _score(source, paths, chosen, gate_score, name=name, out=out, overwrite=overwrite, gate=gate,
                       background=background, compressor=compressor, dequant_samples=dequant_samples,
                       batch_size=batch_size, seed=seed, dev=dist.device if dist.backend == "nccl" else dev,
-                      dist=dist, options=options, progress=progress, say=say)
+                      dist=dist, options=options, progress=progress, say=say, precision=precision)
 
 
 def _score(source, paths: list[Path], chosen: list[Method], gate_score: str | None, *, name, out, overwrite, gate,
-           background, compressor, dequant_samples, batch_size, seed, dev, dist, options, progress, say) -> ScoreResult:
+           background, compressor, dequant_samples, batch_size, seed, dev, dist, options, progress, say,
+           precision) -> ScoreResult:
     flows = [load_model(m, device=dev) for m in paths]
     bg = _load_background(background, chosen, flows[0], dev, say)
     _check_members(paths, flows, chosen, say)
@@ -126,11 +132,13 @@ def _score(source, paths: list[Path], chosen: list[Method], gate_score: str | No
         dist.agree(lambda: store.check_score_output(out, group, overwrite=overwrite), writer_only=True)
     ctx = ScoreContext(flows, torch.zeros(0), torch.zeros(0, dtype=torch.int64), batch_size, dequant_samples, seed,
                        options={"compressor": compressor}, background=bg)
-    scored = _compute(chosen, ctx, src, transform, progress, say, dist)
+    with st_precision(precision):
+        scored = _compute(chosen, ctx, src, transform, progress, say, dist)
     for path, reason in src.skipped:
         say(f"skipped {path}: {reason}")
     arrays = scored.arrays
-    attrs = {**_provenance(src, scored, paths, chosen, seed, dequant_samples, background), **ctx.attrs}
+    attrs = {**_provenance(src, scored, paths, chosen, seed, dequant_samples, background), **ctx.attrs,
+             "precision": precision}  # of the st-networks; log-densities are always accumulated in fp32
     if fitted is not None:
         arrays["is_ood"] = fitted.flags(arrays[gate_score])
         attrs.update(fitted.attrs(arrays["is_ood"]))

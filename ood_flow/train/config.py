@@ -43,6 +43,9 @@ class TrainConfig:
         max_bad_steps: consecutive skipped steps (non-finite loss or gradient) before rolling back to
             the last good state and halving the lr.
         max_rollbacks: roll-backs allowed before training gives up (exit 1), keeping the last good model.
+        precision: of the st-networks (:mod:`ood_flow.flows.precision`): ``fp32`` (None: the default, so
+            that one seed gives one model on every machine), ``bf16``, or ``auto`` (bf16 where it pays);
+            :func:`~ood_flow.train_flow` stores the one it used.
     """
 
     epochs: int | None = None
@@ -58,6 +61,7 @@ class TrainConfig:
     perturb: float | None = None
     max_bad_steps: int = 3
     max_rollbacks: int = 6
+    precision: str | None = None
 
     def resolved(self, model: str) -> "TrainConfig":
         """Fill unset fields with the paper's defaults for ``model`` and validate."""

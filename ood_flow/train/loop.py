@@ -31,6 +31,7 @@ from ood_flow.errors import InputError, OutputError
 from ood_flow.fileio import file_lock
 from ood_flow.flows.io import save_model
 from ood_flow.flows.models import Flow
+from ood_flow.flows.precision import st_precision
 from ood_flow.score.likelihood import score_likelihood
 from ood_flow.train.checkpoint import checkpoint_path, plain_values, save_checkpoint
 from ood_flow.train.config import OPTIMIZERS, TrainConfig
@@ -139,7 +140,8 @@ class Trainer:
         advances with the weights, in one critical section, so a stop never sees half a step."""
         self._before = [b.detach().clone() for b in self.flow.buffers()]
         self.flow.train()
-        loss, metrics = self._loss(idx, self.position["step"])
+        with st_precision(self.cfg.precision or "fp32"):
+            loss, metrics = self._loss(idx, self.position["step"])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.flow.parameters(), self.cfg.clip)

@@ -16,7 +16,7 @@ import torch
 
 from ood_flow import distributed
 from ood_flow.data import Dataset, SourceOptions, read_source
-from ood_flow.device import resolve_device
+from ood_flow.device import resolve_device, resolve_precision
 from ood_flow.errors import InputError, OutputError, UsageError
 from ood_flow.fileio import check_output
 from ood_flow.flows import Flow, create_flow
@@ -50,7 +50,7 @@ def train_flow(source: str | Dataset, config: TrainConfig | None = None, *, out:
         resume: continue from the checkpoint beside ``out`` exactly where it stopped (from scratch, saying
             so, when there is none yet). Settings given in ``config`` or ``model_options`` that equal the saved
             ones are fine; a different value is applied where training can continue with it (epochs,
-            max_steps, lr, weight_decay, clip, negative_threshold, batch_size between epochs) and refused
+            max_steps, lr, weight_decay, clip, negative_threshold, precision, batch_size between epochs) and refused
             with a :class:`UsageError` naming it otherwise (see :mod:`ood_flow.train.resume`).
         overwrite: replace an existing model file (only an oodflow model file).
         options: how to read the source (the negative source uses only its data root and limit).
@@ -80,6 +80,7 @@ def train_flow(source: str | Dataset, config: TrainConfig | None = None, *, out:
     if out is not None and not distributed.launched():  # under torchrun, rank 0 checks it below
         check_model_output(Path(out), resume=resume, overwrite=overwrite)
     dev = resolve_device(device)
+    resolve_precision(config.precision or "fp32", dev)  # a bad --precision fails before any work
     with distributed.session(dev) as dist:
         return _train(source, config, out, model, model_options, negative, resume, overwrite,
                       dist.device if dist.backend == "nccl" else dev, dist, options, events, sync_bn)
@@ -99,6 +100,7 @@ def _train(source, config: TrainConfig, out, model, model_options, negative, res
     else:
         flow, extra = _new(ds, model, given, DEFAULTS['seed'] if config.seed is None else config.seed, dev), None
         cfg = config.resolved(flow.name)
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision or "fp32", dev))
     neg = _negative(negative, flow, options or SourceOptions(), events)
     if neg is not None and cfg.negative_threshold is None:
         cfg = dataclasses.replace(cfg, negative_threshold=default_negative_threshold(flow))
