@@ -19,7 +19,7 @@ from ood_flow.device import bf16_pays, bf16_supported, resolve_precision
 from ood_flow.errors import UsageError
 from ood_flow.evaluate.metrics import ood_metrics
 from ood_flow.flows import create_flow
-from ood_flow.flows.precision import current, st_precision
+from ood_flow.flows.precision import NARROW, current, st_precision
 from ood_flow.train import TrainConfig
 
 needs_bf16 = pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU runs no bfloat16 at all")
@@ -41,18 +41,19 @@ def test_an_unknown_precision_is_a_usage_error_before_any_work(tmp_path):
 
 
 @needs_bf16
-@pytest.mark.parametrize("name, options", [("realnvp", {"channels": 8, "blocks": 1, "scales": 2}),
-                                           ("glow", {"channels": 8, "couplings": 2, "net": "glow"})])
+@pytest.mark.parametrize("name, options", [("realnvp", {"channels": 16, "blocks": 1, "scales": 2}),
+                                           ("glow", {"channels": 16, "couplings": 2, "net": "glow"})])
 def test_only_the_st_networks_run_in_bf16_and_the_flow_stays_invertible(name, options):
     torch.manual_seed(0)
     flow = create_flow(name, (1, 8, 8), **options).eval()
     with torch.no_grad():
         for p in flow.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    dtypes: dict[str, set] = {"st": set(), "other": set()}
+            p.add_(torch.randn_like(p) * 0.02)
+    dtypes: dict[str, set] = {"st": set(), "narrow": set(), "other": set()}
     for module_name, m in flow.named_modules():
         if isinstance(m, torch.nn.Conv2d) or type(m).__name__ == "InvConv1x1":
             where = "st" if ".net." in f".{module_name}." else "other"
+            where = "narrow" if where == "st" and min(m.in_channels, m.out_channels) < NARROW else where
             m.register_forward_hook(lambda mod, i, out, where=where: dtypes[where].add(
                 (out[0] if isinstance(out, tuple) else out).dtype))
     x = torch.rand(4, 1, 8, 8)
@@ -63,12 +64,15 @@ def test_only_the_st_networks_run_in_bf16_and_the_flow_stays_invertible(name, op
         log_prob = flow.log_prob(x).detach()
         with torch.no_grad():  # scoring: the fused path, in bf16 too
             fused_log_prob = flow.log_prob(x)
+    with torch.no_grad():
+        fp32_log_prob = flow.log_prob(x)
     assert dtypes["st"] == {torch.bfloat16}
-    assert dtypes["other"] <= {torch.float32}
+    assert dtypes["narrow"] == {torch.float32} and dtypes["other"] <= {torch.float32}  # see NARROW
     assert log_prob.dtype == torch.float32 and z.dtype == torch.float32
     torch.testing.assert_close(back, x, atol=1e-4, rtol=1e-4)  # s and t are the same bf16 values both ways
     torch.testing.assert_close(logdet + inv_logdet, torch.zeros_like(logdet), atol=1e-3, rtol=0)
-    assert (fused_log_prob - log_prob).abs().max() / (x[0].numel() * np.log(2)) <= 0.01  # bits/dim
+    for bf16 in (log_prob, fused_log_prob):  # mean |delta bits/dim| within the bound of the trained-model test
+        assert 0 < (bf16 - fp32_log_prob).abs().mean() / (x[0].numel() * np.log(2)) <= 0.01
     assert current() == "fp32"
 
 

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ood_flow.flows.precision import NARROW
+
 _state = {"enabled": True, "kernel": None}
 
 
@@ -52,8 +54,6 @@ def _kernel():
 def run(layers: nn.Sequential, x: Tensor) -> Tensor:
     """``layers(x)`` with conv+BN folded and ReLUs fused or in place; ``x`` itself is never modified."""
     mods = [m for m in layers if not isinstance(m, nn.Identity)]
-    if torch.is_autocast_enabled(x.device.type):  # the st-network's precision (ood_flow.flows.precision)
-        x = x.to(torch.get_autocast_dtype(x.device.type))
     owned, i = False, 0  # owned: x is a tensor made here, so it may be overwritten in place
     while i < len(mods):
         m = mods[i]
@@ -76,6 +76,7 @@ def run(layers: nn.Sequential, x: Tensor) -> Tensor:
 
 
 def _conv(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, x: Tensor, relu: bool) -> Tensor:
+    x = x.to(_dtype(conv, x))
     weight, bias = _folded(conv, bn, x.dtype)
     if relu and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple):
         try:
@@ -85,6 +86,14 @@ def _conv(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, x: Tensor, relu: bool) -> 
             _state["kernel"] = False
     y = conv._conv_forward(x, weight, bias)
     return torch.relu_(y) if relu else y
+
+
+def _dtype(conv: nn.Conv2d, x: Tensor) -> torch.dtype:
+    """The autocast dtype (the st-network's precision) for wide convolutions, else float32, as the plain
+    modules run them (:mod:`ood_flow.flows.precision`)."""
+    if torch.is_autocast_enabled(x.device.type) and min(conv.in_channels, conv.out_channels) >= NARROW:
+        return torch.get_autocast_dtype(x.device.type)
+    return torch.float32
 
 
 def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:

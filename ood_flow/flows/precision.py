@@ -6,6 +6,11 @@ are. So under :func:`st_precision` ``("bf16")`` only the st-networks run under a
 float32; the coupling arithmetic, log-determinants, logit, invertible 1x1 convolutions and prior
 stay in float32, and log-densities keep float32 accumulation.
 
+Convolutions with fewer than :data:`NARROW` input or output channels (an st-network's first and
+last, which see the few image channels and predict ``s`` and ``t``) stay in float32 under bf16:
+they are a sliver of the FLOPs, and oneDNN has no fast bf16 kernel for them (their backward pass
+ran 10-50x slower in bf16 than in fp32 here, more than the whole rest of the step).
+
 Example:
     >>> import torch
     >>> from ood_flow.flows import create_flow
@@ -25,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+NARROW = 16
 _st_dtype: contextvars.ContextVar[torch.dtype | None] = contextvars.ContextVar("st_dtype", default=None)
 
 
@@ -50,5 +56,25 @@ def run_st(net: nn.Module, x: Tensor) -> Tensor:
     dtype = _st_dtype.get()
     if dtype is None:
         return net(x)
+    if not net.__dict__.get("_narrow_marked"):
+        _mark_narrow(net)
     with torch.autocast(x.device.type, dtype=dtype):
         return net(x).float()
+
+
+class NarrowConv2d(nn.Conv2d):
+    """A plain convolution that runs in float32 even under autocast (see the module docstring)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not torch.is_autocast_enabled(x.device.type):
+            return super().forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
+def _mark_narrow(net: nn.Module) -> None:
+    """Make ``net``'s narrow plain convolutions :class:`NarrowConv2d` (same weights, same state dict)."""
+    for m in net.modules():
+        if type(m) is nn.Conv2d and min(m.in_channels, m.out_channels) < NARROW:
+            m.__class__ = NarrowConv2d
+    net.__dict__["_narrow_marked"] = True
