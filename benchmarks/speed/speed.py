@@ -1,24 +1,25 @@
-"""oodflow against normflows, side by side in one process: training and scoring speed, memory, MFU.
+"""oodflow against normflows at its best, side by side in one process: training and scoring speed.
 
 Usage::
 
-    python benchmarks/speed/speed.py            # full run (about 10 minutes on 2 cores)
-    python benchmarks/speed/speed.py --quick    # small models, few steps (about a minute)
-    python benchmarks/speed/speed.py --json     # the results as JSON on stdout
+    python benchmarks/speed/speed.py                  # full run (about 10 minutes on 2 idle cores)
+    python benchmarks/speed/speed.py --quick --json   # small models, few rounds; one JSON object on stdout
 
 Both libraries get the same data (FashionMNIST training images from ``../shared/data``, or random
-uint8 images where that is absent), the same batches, threads, optimiser (Adam), loss (bits/dim of
-the dequantized 8-bit data) and warm-up; both score under ``torch.inference_mode`` in eval mode.
-The architectures are matched as far as normflows allows (see ``speed_models.py``).
+uint8 images where absent), the same batches, threads, optimiser (Adam) and loss (bits/dim of the
+dequantized 8-bit data). normflows runs at its best: every setting of ``speed_runs.PEER_SETTINGS``
+(NCHW or channels-last, fp32 or whole-model bf16 autocast) is timed, and the fastest one within
+the accuracy bound (a bf16 setting must move bits/dim by <= 0.01 on average) is the one compared,
+separately for training and scoring. oodflow runs in fp32 and with bf16 st-networks
+(``--precision``, default auto: bf16 where the CPU has native bf16); the headline ratios use its
+``--precision``. normflows' own half-resolution RealNVP is a row of its own (compare it per FLOP).
 
-These machines are shared and noisy, so what is quoted are ratios: timings of the two libraries
-alternate within each round (the order flips every round), each round is bracketed by an fp32
-matmul timed before and after it, and every figure is the median over rounds of a within-round
-ratio. MFU is the model's matmul/conv FLOPs (``FlopCounterMode``) times images/s divided by the
-fp32 ``torch.mm`` rate of the same round; the headline MFU is the paper's FashionMNIST RealNVP's.
-oodflow scores through its default (fused) path; the largest bits/dim difference from its plain
-modules is reported. Results go to ``benchmarks/results/speed.json`` and ``speed.md``
-(``speed.quick.*`` for ``--quick``).
+Timings alternate between the libraries within each round (the order flips every round); every
+figure is a median over rounds, with its spread (min and max). Utilization is the model's
+conv/matmul GFLOP/s over a peak that does not move with load: the best of many large matmuls and 3x3
+convolutions, per precision, timed before and after the benchmark. The load average is recorded
+(warning above 0.5), with the CPU model, its flags and the threads. Results go to
+``benchmarks/results/speed.json`` and ``speed.md`` (``speed.quick.*`` for ``--quick``).
 """
 
 from __future__ import annotations
@@ -26,13 +27,12 @@ from __future__ import annotations
 import os
 
 # OpenMP threads that spin while waiting take the CPU from the thread they wait for when other
-# processes share the cores; a passive wait made both libraries 2-2.5x faster under load here.
+# processes share the cores; a passive wait is the setting that holds up on a shared machine.
 # It must be set before torch starts its thread pool; set OMP_WAIT_POLICY=ACTIVE to compare.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -42,32 +42,25 @@ import torch  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parents[1])]
 
-from speed_measure import (  # noqa: E402
-    conv_gflops,
-    flops_per_image,
-    large_allocations_from_os,
-    matmul_gflops,
-    peak_memory_mib,
-    timed,
-)
-from speed_models import bits_per_dim_8bit, bits_per_dim_loss, normflows_model, oodflow_model, params  # noqa: E402
-
 import speed_report  # noqa: E402
+from speed_machine import machine, peak_rates  # noqa: E402
+from speed_models import normflows_model, oodflow_model, params  # noqa: E402
+from speed_runs import PEER_SETTINGS, Runner, best_setting, bf16_error, rate  # noqa: E402
 
-from ood_flow.flows import create_flow, fused  # noqa: E402
 from ood_flow.dequantize import dequantize  # noqa: E402
+from ood_flow.device import resolve_precision  # noqa: E402
+from ood_flow.flows import create_flow  # noqa: E402
 
 SHAPE = (1, 28, 28)
 PRESETS = {
     "quick": {"glow": {"scales": 2, "steps": 2, "hidden": 64}, "realnvp": {"scales": 2, "hidden": 32, "blocks": 1},
-              "batch": 32, "score_batch": 64, "score_images": 128, "rounds": 3, "steps": 1, "warmup": 1,
-              "paper_rounds": 1, "paper_warmup_batch": 8, "paper_score_images": 32, "mm_n": 1536},
+              "batch": 32, "score_batch": 64, "score_images": 128, "rounds": 3, "select": 2, "warmup": 1,
+              "paper": {"rounds": 1, "batch": 4, "score_images": 8}, "peak": {"n": 1024, "repeats": 8}},
     "full": {"glow": {"scales": 2, "steps": 8, "hidden": 256}, "realnvp": {"scales": 2, "hidden": 64, "blocks": 2},
-             "batch": 64, "score_batch": 256, "score_images": 256, "rounds": 5, "steps": 1, "warmup": 2,
-             "paper_rounds": 3, "paper_warmup_batch": 64, "paper_score_images": 128, "mm_n": 2048},
+             "batch": 64, "score_batch": 256, "score_images": 256, "rounds": 5, "select": 2, "warmup": 2,
+             "paper": {"rounds": 2, "batch": 32, "score_images": 64}, "peak": {"n": 2048, "repeats": 12}},
 }
-# Per model, oodflow and its normflows counterparts; the first counterpart is the headline's.
-LIBS = {"glow": ("oodflow", "normflows"), "realnvp": ("oodflow", "normflows", "normflows-halfres")}
+PEERS = {"glow": ("normflows",), "realnvp": ("normflows", "normflows-halfres")}
 
 
 def load_images(n: int, data_dir: Path) -> tuple[torch.Tensor, str]:
@@ -82,220 +75,138 @@ def load_images(n: int, data_dir: Path) -> tuple[torch.Tensor, str]:
         return torch.randint(0, 256, (n, *SHAPE), generator=g, dtype=torch.uint8), f"random uint8 ({e})"
 
 
-class Runner:
-    """One model with its optimiser: a training step and a scoring pass over fixed batches."""
-
-    def __init__(self, model: torch.nn.Module, train_x: torch.Tensor, score_x: torch.Tensor, score_batch: int):
-        self.model, self.train_x, self.score_x, self.score_batch = model, train_x, score_x, score_batch
-        self.opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        self.loss = float("nan")
-
-    def train_step(self, x: torch.Tensor | None = None) -> None:
-        self.model.train()
-        loss = bits_per_dim_loss(self.model.log_prob, self.train_x if x is None else x)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self.loss = loss.item()
-
-    def score(self, x: torch.Tensor | None = None) -> None:
-        self.model.eval()
-        x = self.score_x if x is None else x
-        with torch.inference_mode():
-            for start in range(0, x.shape[0], self.score_batch):
-                self.model.log_prob(x[start : start + self.score_batch])
-
-    def flops(self, n: int = 4) -> dict[str, float]:
-        """FLOPs per image: forward (scoring) and forward + backward (training).
-
-        Counted on the plain modules: the counter does not know oneDNN's fused kernels, and the
-        fused path computes the same convolutions.
-        """
-        x = self.train_x[:n]
-        train = flops_per_image(lambda v: bits_per_dim_loss(self.model.log_prob, v).backward(), x)
-        self.opt.zero_grad(set_to_none=True)
-        self.model.eval()
-        with torch.inference_mode(), fused.disabled():
-            score = flops_per_image(self.model.log_prob, x)
-        return {"train": train, "score": score}
-
-
-def compare(arch: str, p: dict, train_x: torch.Tensor, score_x: torch.Tensor) -> tuple[dict, dict]:
-    """Both libraries on ``arch``: rates per round, within-round ratios and MFU, FLOPs, params."""
-    torch.manual_seed(0)
-    libs = LIBS[arch]
-    runners = {lib: Runner(build(lib, arch, p[arch]), train_x, score_x, p["score_batch"]) for lib in libs}
-    for r in runners.values():
-        for _ in range(p["warmup"]):
-            r.train_step()
-        r.score(score_x[: p["score_batch"]])
-    flops = {lib: r.flops() for lib, r in runners.items()}
-    rounds = []
-    for i in range(p["rounds"]):
-        order = libs if i % 2 == 0 else libs[::-1]
-        before = kernel_rates(p)
-        rec = {}
-        for lib in order:
-            t = sum(timed(runners[lib].train_step) for _ in range(p["steps"]))
-            rec[f"{lib}_train"] = p["batch"] * p["steps"] / t
-        for lib in order:
-            rec[f"{lib}_score"] = score_x.shape[0] / timed(runners[lib].score)
-        rounds.append({**rec, **bracket(before, kernel_rates(p))})
-    out = summarize(arch, p, runners, flops, rounds)
-    out["oodflow"]["fast_path_max_abs_diff_bits_per_dim"] = fast_path_difference(runners["oodflow"])
-    return out, runners
-
-
 def build(lib: str, arch: str, size: dict) -> torch.nn.Module:
+    torch.manual_seed(0)
     if lib == "oodflow":
         return oodflow_model(arch, SHAPE, size)
     return normflows_model(arch, SHAPE, size, halfres=lib.endswith("halfres"))
 
 
-def _median(rounds: list[dict], fn) -> float:
-    return statistics.median(fn(r) for r in rounds)
+def compare(arch: str, p: dict, train_x: torch.Tensor, score_x: torch.Tensor, precision: str) -> dict:
+    """oodflow (fp32 and bf16) against each peer at its best setting: rates per round and their medians."""
+    def maker(lib: str, fmt: str = "channels_last"):
+        return lambda model, prec: Runner(lib, model if model is not None else build(lib, arch, p[arch]),
+                                          (fmt, prec), train_x, score_x, p["score_batch"])
 
-
-def summarize(arch: str, p: dict, runners: dict, flops: dict, rounds: list[dict]) -> dict:
-    out = {"size": p[arch], "batch": p["batch"], "score_batch": p["score_batch"], "rounds": rounds}
-    for lib in LIBS[arch]:
-        out[lib] = {
-            "params": params(runners[lib].model),
-            "train_images_per_s": _median(rounds, lambda r: r[f"{lib}_train"]),
-            "score_images_per_s": _median(rounds, lambda r: r[f"{lib}_score"]),
-            "flops_per_image_train": flops[lib]["train"],
-            "flops_per_image_score": flops[lib]["score"],
-            "loss_bits_per_dim_after": runners[lib].loss,
-        }
+    check = score_x[:32]
+    errors = {lib: bf16_error(maker(lib), check) for lib in ("oodflow",) + PEERS[arch]}
+    ours = {prec: maker("oodflow")(None, prec) for prec in ("fp32", "bf16")}
+    peers = {lib: {s: maker(lib, s[0])(None, s[1]) for s in PEER_SETTINGS} for lib in PEERS[arch]}
+    for r in [*ours.values(), *(r for d in peers.values() for r in d.values())]:
+        for _ in range(p["warmup"]):
+            r.train_step()
+        r.score(score_x[: p["score_batch"]])
+    chosen, selection = {}, {}
+    for lib, runners in peers.items():
         for task in ("train", "score"):
-            f = flops[lib][task]
-            out[lib][f"mfu_{task}"] = _median(rounds, lambda r: f * r[f"{lib}_{task}"] / (r["mm_gflops"] * 1e9))
-    for lib in LIBS[arch][1:]:
-        suffix = lib.replace("-", "_")
-        for task in ("train", "score"):
-            speed = _median(rounds, lambda r: r[f"oodflow_{task}"] / r[f"{lib}_{task}"])
-            out[f"{task}_speedup_vs_{suffix}"] = speed
-            out[f"{task}_speedup_per_flop_vs_{suffix}"] = speed * flops["oodflow"][task] / flops[lib][task]
-    return out
-
-
-def memory(runners: dict) -> dict:
-    """Peak resident memory added by one training step and one scoring batch, per library (MiB)."""
-    large_allocations_from_os()
-    return {lib: {"train_step_mib": peak_memory_mib(r.train_step),
-                  "score_batch_mib": peak_memory_mib(lambda r=r: r.score(r.score_x[: r.score_batch]))}
-            for lib, r in runners.items()}
-
-
-def paper_realnvp(p: dict, images: torch.Tensor) -> dict:
-    """The paper's FashionMNIST RealNVP (``create_flow`` defaults): training at batch 64, and scoring."""
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(1)
-    x, score_x = dequantize(images[:64], gen), dequantize(images[: p["paper_score_images"]], gen)
-    runner = Runner(create_flow("realnvp", SHAPE), x, score_x, p["score_batch"])
-    runner.train_step(x[: p["paper_warmup_batch"]])
-    runner.score(score_x[:8])
-    flops = runner.flops()
+            chosen[(lib, task)], selection[f"{lib} {task}"] = best_setting(runners, errors[lib], task, p["select"])
+    entries = {f"oodflow {prec}": {t: r for t in ("train", "score")} for prec, r in ours.items()}
+    entries.update({lib: {t: peers[lib][chosen[(lib, t)]] for t in ("train", "score")} for lib in PEERS[arch]})
     rounds = []
-    for _ in range(p["paper_rounds"]):
-        before = kernel_rates(p)
-        rec = {"train": 64 / timed(runner.train_step), "score": score_x.shape[0] / timed(runner.score)}
-        rounds.append({**rec, **bracket(before, kernel_rates(p))})
-    out = {"config": dict(runner.model.config.__dict__), "batch": 64, "score_batch": p["score_batch"],
-           "params": params(runner.model), "flops_per_image_train": flops["train"],
-           "flops_per_image_score": flops["score"], "rounds": rounds,
-           "fast_path_max_abs_diff_bits_per_dim": fast_path_difference(runner)}
-    for task in ("train", "score"):
-        out[f"{task}_images_per_s"] = _median(rounds, lambda r: r[task])
-        out[f"mfu_{task}"] = _median(rounds, lambda r: flops[task] * r[task] / (r["mm_gflops"] * 1e9))
-        out[f"mfu_{task}_vs_best_kernel"] = _median(
-            rounds, lambda r: flops[task] * r[task] / (max(r["mm_gflops"], r["conv_gflops"]) * 1e9))
+    for i in range(p["rounds"]):
+        names = list(entries) if i % 2 == 0 else list(entries)[::-1]
+        rounds.append({f"{n} {t}": rate(entries[n][t], t) for t in ("train", "score") for n in names})
+    return summarize(arch, p, entries, rounds, errors, selection, precision)
+
+
+def summarize(arch, p, entries, rounds, errors, selection, precision) -> dict:
+    out = {"size": p[arch], "batch": p["batch"], "score_batch": p["score_batch"], "rounds": rounds,
+           "peer_selection_images_per_s": selection, "bf16_error_bits_per_dim": errors}
+    for name, runners in entries.items():
+        row = {"params": params(runners["train"].model)}
+        for task, r in runners.items():
+            values = [rd[f"{name} {task}"] for rd in rounds]
+            flops = r.flops()[task]
+            row.update({f"{task}_setting": f"{r.setting[0]} {r.precision}", f"{task}_flops_per_image": flops,
+                        f"{task}_images_per_s": statistics.median(values), f"{task}_spread": [min(values), max(values)],
+                        f"{task}_precision": r.precision})
+        out[name] = row
+    for lib in PEERS[arch]:
+        for task in ("train", "score"):
+            ratios = [rd[f"oodflow {precision} {task}"] / rd[f"{lib} {task}"] for rd in rounds]
+            key = lib.replace("-", "_")
+            out[f"{task}_speedup_vs_{key}"] = statistics.median(ratios)
+            out[f"{task}_speedup_vs_{key}_spread"] = [min(ratios), max(ratios)]
+            ours_f, peer_f = out[f"oodflow {precision}"][f"{task}_flops_per_image"], out[lib][f"{task}_flops_per_image"]
+            out[f"{task}_speedup_per_flop_vs_{key}"] = out[f"{task}_speedup_vs_{key}"] * ours_f / peer_f
     return out
 
 
-def kernel_rates(p: dict) -> dict[str, float]:
-    """fp32 rates now: MKL's square ``torch.mm`` and oneDNN's channels-last 3x3 64-channel conv."""
-    return {"mm_gflops": matmul_gflops(p["mm_n"]), "conv_gflops": conv_gflops(channels_last=True)}
+def paper_model(name: str, p: dict, images: torch.Tensor) -> dict:
+    """The paper's FashionMNIST model (``create_flow`` defaults), oodflow only, fp32 and bf16 alternating;
+    also the share of a training step that preparing its batch (indexing, dequantization) takes."""
+    gen = torch.Generator().manual_seed(1)
+    q = p["paper"]
+    x, score_x = dequantize(images[: q["batch"]], gen), dequantize(images[: q["score_images"]], gen)
+    torch.manual_seed(0)
+    model = create_flow(name, SHAPE)
+    runners = {prec: Runner("oodflow", model, ("channels_last", prec), x, score_x, q["score_images"])
+               for prec in ("fp32", "bf16")}
+    error = bf16_error(lambda m, prec: Runner("oodflow", m if m is not None else model, ("channels_last", prec), x,
+                                              score_x, q["score_images"]), score_x)
+    for r in runners.values():
+        r.train_step()
+        r.score()
+    rounds = []
+    for i in range(q["rounds"]):
+        order = list(runners) if i % 2 == 0 else list(runners)[::-1]
+        rounds.append({f"{prec} {t}": rate(runners[prec], t) for t in ("train", "score") for prec in order})
+    flops = runners["fp32"].flops()
+    data = statistics.median(_timed_data(images, q["batch"]) for _ in range(5))
+    out = {"config": dict(model.config.__dict__), "params": params(model), "batch": q["batch"],
+           "score_batch": q["score_images"], "flops_per_image": flops, "rounds": rounds,
+           "bf16_error_bits_per_dim": error}
+    for key in rounds[0]:
+        values = [rd[key] for rd in rounds]
+        out[f"{key.replace(' ', '_')}_images_per_s"] = statistics.median(values)
+    out["data_share_of_train_step"] = data / (q["batch"] / out["fp32_train_images_per_s"])
+    return out
 
 
-def bracket(before: dict, after: dict) -> dict[str, float]:
-    """Mean of the rates timed before and after a round: the load can change during it."""
-    return {k: (before[k] + after[k]) / 2 for k in before}
+def _timed_data(images: torch.Tensor, batch: int) -> float:
+    """Seconds to draw and dequantize one training batch, as the training loop does."""
+    from speed_measure import timed
+
+    gen = torch.Generator().manual_seed(2)
+    return timed(lambda: dequantize(images[torch.randperm(images.shape[0], generator=gen)[:batch]], gen))
 
 
-def fast_path_difference(runner: Runner) -> float:
-    """Largest |bits/dim| difference between the default (fused) scoring path and the plain modules."""
-    x = runner.score_x[:32]
-    runner.model.eval()
-    with torch.inference_mode():
-        fast = _bpd(runner.model, x)
-        with fused.disabled():
-            plain = _bpd(runner.model, x)
-    return (fast - plain).abs().max().item()
-
-
-def _bpd(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return bits_per_dim_8bit(model.log_prob(x), x[0].numel())
-
-
-def environment(p: dict, data: str) -> dict:
-    cpu_flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return {
-        "torch": torch.__version__, "normflows": _version("normflows"), "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "bf16_hardware": any(f in cpu_flags for f in ("avx512_bf16", "amx_bf16")),
-        "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None, "data": data,
-        "mm_gflops_best": max(matmul_gflops(p["mm_n"], repeats=3) for _ in range(2)),
-        "conv3x3_64ch_14px_gflops": {"channels_last": conv_gflops(channels_last=True),
-                                     "nchw": conv_gflops(channels_last=False)},
-    }
-
-
-def _version(name: str) -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version(name)
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def run(p: dict, data_dir: Path) -> dict:
-    n = max(p["batch"], 64, p["score_images"])
-    images, data = load_images(n, data_dir)
+def run(p: dict, data_dir: Path, precision: str) -> dict:
+    images, data = load_images(max(p["batch"], p["score_images"], 64), data_dir)
     gen = torch.Generator().manual_seed(0)
-    train_x = dequantize(images[: p["batch"]], gen)
-    score_x = dequantize(images[: p["score_images"]], gen)
-    env = environment(p, data)
-    archs, runners = {}, {}
-    for arch in ("glow", "realnvp"):
-        archs[arch], runners[arch] = compare(arch, p, train_x, score_x)
-    paper = paper_realnvp(p, images)
-    all_rounds = paper["rounds"] + [r for a in archs.values() for r in a["rounds"]]
-    env["mm_gflops_best"] = max([env["mm_gflops_best"]] + [r["mm_gflops"] for r in all_rounds])
-    for arch in archs:  # last: it changes how large tensors are allocated
-        archs[arch]["peak_memory"] = memory(runners[arch])
-    return {**speed_report.headline(archs, paper), "models": archs, "paper_realnvp_fmnist": paper,
-            "environment": env, "notes": speed_report.notes(env)}
+    train_x, score_x = dequantize(images[: p["batch"]], gen), dequantize(images[: p["score_images"]], gen)
+    env = machine(data)
+    before = peak_rates(**p["peak"])
+    archs = {arch: compare(arch, p, train_x, score_x, precision) for arch in ("glow", "realnvp")}
+    papers = {name: paper_model(name, p, images) for name in ("realnvp", "glow")}
+    after = peak_rates(**p["peak"])
+    env.update(load_average_end=os.getloadavg(), peak_gflops_before=before, peak_gflops_after=after)
+    peak = {prec: max(before[prec], after[prec]) for prec in before}
+    return speed_report.results(archs, papers, env, peak, precision, PEERS)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small models and few steps (about a minute)")
-    ap.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
+    ap.add_argument("--quick", action="store_true", help="small models and few rounds (a few minutes)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ap.add_argument("--precision", default="auto", choices=("fp32", "bf16", "auto"),
+                    help="oodflow's precision in the headline ratios (auto: bf16 where the CPU has native bf16)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
     ap.add_argument("--out", type=Path, default=HERE.parent / "results", help="folder for speed.json and speed.md")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        print(f"warning: load average {load:.2f} > 0.5: other work shares the CPU; ratios are noisier",
+              file=sys.stderr)
     preset = "quick" if args.quick else "full"
-    res = run(PRESETS[preset], args.data_dir)
+    res = run(PRESETS[preset], args.data_dir, resolve_precision(args.precision, "cpu"))
     res["preset"] = preset
-    speed_report.write(res, args.out, "speed.quick" if args.quick else "speed", LIBS)
-    print(json.dumps(res, indent=1) if args.json else speed_report.markdown(res, LIBS),
-          end="" if not args.json else "\n")
+    res["command"] = "python benchmarks/speed/speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    speed_report.write(res, args.out, "speed.quick" if args.quick else "speed")
+    print(json.dumps(res) if args.json else speed_report.markdown(res), end="\n" if args.json else "")
     return 0
 
 

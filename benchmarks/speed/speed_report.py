@@ -1,4 +1,4 @@
-"""The speed benchmark's report: headline ratios, notes, the markdown table, and writing the results."""
+"""The speed benchmark's report: headline ratios, utilization, warnings, the markdown table, the files."""
 
 from __future__ import annotations
 
@@ -8,93 +8,129 @@ from pathlib import Path
 
 from ood_flow.fileio import atomic_write
 
+TASKS = ("train", "score")
+
 
 def geomean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
-def headline(archs: dict, paper: dict) -> dict:
-    """The headline numbers: geometric-mean speedups over the comparisons, and the paper RealNVP's MFU."""
+def _utilize(row: dict, peak: dict, flops: dict | None = None) -> None:
+    """Add GFLOP/s and the share of the peak of its precision to each task of ``row``."""
+    for task in TASKS:
+        key = f"{task}_images_per_s"
+        if key in row:
+            f = flops[task] if flops else row[f"{task}_flops_per_image"]
+            row[f"{task}_gflops"] = f * row[key] / 1e9
+            row[f"{task}_utilization"] = row[f"{task}_gflops"] / peak[row.get(f"{task}_precision", "fp32")]
+
+
+def _paper_rows(paper: dict, peak: dict) -> dict:
+    rows = {}
+    for prec in ("fp32", "bf16"):
+        row = {f"{t}_images_per_s": paper[f"{prec}_{t}_images_per_s"] for t in TASKS}
+        row.update({f"{t}_precision": prec for t in TASKS})
+        _utilize(row, peak, paper["flops_per_image"])
+        rows[prec] = row
+    return rows
+
+
+def results(archs: dict, papers: dict, env: dict, peak: dict, precision: str, peers: dict) -> dict:
+    for arch, a in archs.items():
+        for name in ["oodflow fp32", "oodflow bf16", *peers[arch]]:
+            _utilize(a[name], peak)
+    for paper in papers.values():
+        paper["rows"] = _paper_rows(paper, peak)
+    rows = [r for a in archs.values() for r in a.values() if isinstance(r, dict) and "train_utilization" in r]
+    rows += [r for p in papers.values() for r in p["rows"].values()]
+    shares = [r[f"{t}_utilization"] for r in rows for t in TASKS]
+    load = max(env["load_average_start"][0], env["load_average_end"][0])
+    warnings = [f"load average {load:.2f} > 0.5: other work shared the CPU"] if load > 0.5 else []
+    if max(shares) > 1:
+        warnings.append(f"a utilization of {max(shares):.2f} > 1: the peak is wrong (too low), so are the shares")
+    bound_broken = [f"{arch} {lib}" for arch, a in archs.items() for lib, e in a["bf16_error_bits_per_dim"].items()
+                    if e > 0.01]
+    paper = papers["realnvp"]["rows"][precision]
     return {
         "train_speedup_vs_normflows": geomean([a["train_speedup_vs_normflows"] for a in archs.values()]),
         "score_speedup_vs_normflows": geomean([a["score_speedup_vs_normflows"] for a in archs.values()]),
-        **{f"{t}_speedup_per_flop_vs_normflows": geomean(
-            [a[f"{t}_speedup_per_flop_vs_normflows"] for a in archs.values()]) for t in ("train", "score")},
-        "mfu_train": paper["mfu_train"],
-        "mfu_score": paper["mfu_score"],
-        "mfu_train_vs_best_kernel": paper["mfu_train_vs_best_kernel"],
-        "mfu_score_vs_best_kernel": paper["mfu_score_vs_best_kernel"],
-        "paper_realnvp_fmnist_train_images_per_s": paper["train_images_per_s"],
-        "paper_realnvp_fmnist_score_images_per_s": paper["score_images_per_s"],
-        "fast_path_max_abs_diff_bits_per_dim": max(
-            [paper["fast_path_max_abs_diff_bits_per_dim"]]
-            + [a["oodflow"]["fast_path_max_abs_diff_bits_per_dim"] for a in archs.values()]),
+        "train_speedup_vs_normflows_halfres_per_flop": archs["realnvp"]["train_speedup_per_flop_vs_normflows_halfres"],
+        "peer_settings": peer_settings(archs, peers),
+        "precision": precision,
+        "utilization_train": paper["train_utilization"],
+        "utilization_score": paper["score_utilization"],
+        "cpu_flags": env["cpu_flags"],
+        "peak_gflops": peak,
+        "bf16_bound_exceeded": bound_broken,
+        "warnings": warnings,
+        "models": archs,
+        "paper_models": papers,
+        "machine": env,
     }
 
 
-def notes(env: dict) -> dict:
-    """What each headline number means, written into the results."""
-    return {
-        "speedups": "geometric means over the glow and realnvp comparisons (FLOP-matched normflows models); "
-                    "each is the median over rounds of a within-round ratio",
-        "bf16": "not used: bf16 st-networks only pay on CPUs with AMX or AVX-512-BF16"
-                + ("" if env["bf16_hardware"] else ", which this one lacks"),
-        "omp_wait_policy": "PASSIVE unless set: 2-2.5x faster for both libraries when other processes share the "
-                           "cores, about 10% slower on an idle machine",
-        "mfu_train/mfu_score": "of the paper's FashionMNIST RealNVP (the model users train); the smaller "
-                               "comparison models' MFUs are under models",
-        "mfu_*_vs_best_kernel": "the same FLOP rate over the faster of torch.mm and oneDNN's 3x3 conv timed "
-                                "alongside (oneDNN's conv can beat MKL's sgemm on AMD CPUs, so MFU against "
-                                "torch.mm alone can pass 100%)",
-        "mfu": "model conv/matmul FLOPs (FlopCounterMode) x images/s / fp32 torch.mm rate of the same round",
-    }
+def peer_settings(archs: dict, peers: dict) -> str:
+    parts = [f"{lib} {arch}: train {a[lib]['train_setting']}, score {a[lib]['score_setting']}"
+             for arch, a in archs.items() for lib in peers[arch]]
+    return ("fastest setting within the bf16 accuracy bound, chosen per task from NCHW/channels-last x "
+            "fp32/bf16 (bf16 = torch.autocast around the whole model); training in train mode, scoring in "
+            "eval mode under torch.inference_mode; same threads and batches. " + "; ".join(parts))
 
 
-def markdown(res: dict, libs: dict) -> str:
-    lines = ["| model | library | params | train img/s | score img/s | GFLOP/img train | MFU train | MFU score "
-             "| peak MiB train | peak MiB score |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+def _spread(row: dict, task: str) -> str:
+    lo, hi = row[f"{task}_spread"]
+    return f"{row[f'{task}_images_per_s']:.1f} ({lo:.1f}-{hi:.1f})"
+
+
+def markdown(res: dict) -> str:
+    lines = ["| model | run | setting (train / score) | params | GFLOP/img train | train img/s (min-max) | "
+             "score img/s (min-max) | util. train | util. score | bf16 Δbits/dim |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for arch, a in res["models"].items():
-        for lib in libs[arch]:
-            m, mem = a[lib], a.get("peak_memory", {}).get(lib, {})
-            lines.append(f"| {arch} {a['size']} | {lib} | {m['params']:,} | {m['train_images_per_s']:.1f} | "
-                         f"{m['score_images_per_s']:.1f} | {m['flops_per_image_train'] / 1e9:.3f} | "
-                         f"{m['mfu_train']:.0%} | {m['mfu_score']:.0%} | {_mib(mem.get('train_step_mib'))} | "
-                         f"{_mib(mem.get('score_batch_mib'))} |")
-        for lib in libs[arch][1:]:
+        libs = [k for k in a if isinstance(a[k], dict) and "params" in a[k]]
+        for lib in libs:
+            r, err = a[lib], a["bf16_error_bits_per_dim"].get(lib.split()[0], float("nan"))
+            lines.append(f"| {arch} | {lib} | {r['train_setting']} / {r['score_setting']} | {r['params']:,} | "
+                         f"{r['train_flops_per_image'] / 1e9:.3f} | {_spread(r, 'train')} | {_spread(r, 'score')} | "
+                         f"{r['train_utilization']:.0%} | {r['score_utilization']:.0%} | {err:.1e} |")
+        for lib in libs[2:]:
             k = lib.replace("-", "_")
-            lines.append(f"| | **oodflow / {lib}** | | **{a[f'train_speedup_vs_{k}']:.2f}x** | "
-                         f"**{a[f'score_speedup_vs_{k}']:.2f}x** | per FLOP: | "
-                         f"{a[f'train_speedup_per_flop_vs_{k}']:.2f}x | "
-                         f"{a[f'score_speedup_per_flop_vs_{k}']:.2f}x | | |")
-    paper, env = res["paper_realnvp_fmnist"], res["environment"]
-    lines += ["", f"Speedup over normflows (geometric mean of glow and realnvp, FLOP-matched counterparts): "
-              f"training {res['train_speedup_vs_normflows']:.2f}x, scoring {res['score_speedup_vs_normflows']:.2f}x. "
-              "normflows-halfres is normflows' own checkerboard split, whose st-networks see half the pixels "
-              "(fewer FLOPs, a different model): compare it per FLOP.",
-              f"Paper FashionMNIST RealNVP ({paper['params']:,} params, "
-              f"{paper['flops_per_image_train'] / 1e9:.1f} GFLOP/image train): {paper['train_images_per_s']:.2f} "
-              f"training images/s at batch 64, {paper['score_images_per_s']:.1f} scoring images/s at batch "
-              f"{paper['score_batch']}.",
-              f"MFU (paper RealNVP): train {res['mfu_train']:.0%}, score {res['mfu_score']:.0%} of the fp32 "
-              f"torch.mm rate timed alongside (best {env['mm_gflops_best']:.0f} GFLOP/s); "
-              f"{res['mfu_train_vs_best_kernel']:.0%} and {res['mfu_score_vs_best_kernel']:.0%} of the faster of "
-              f"torch.mm and oneDNN's 3x3 conv (at start: channels-last "
-              f"{env['conv3x3_64ch_14px_gflops']['channels_last']:.0f}, NCHW "
-              f"{env['conv3x3_64ch_14px_gflops']['nchw']:.0f} GFLOP/s).",
-              f"Fused scoring path vs plain modules: max |bits/dim difference| "
-              f"{res['fast_path_max_abs_diff_bits_per_dim']:.1e}.",
-              f"torch {env['torch']}, normflows {env['normflows']}, {env['threads']} threads, "
-              f"OMP_WAIT_POLICY={env['omp_wait_policy']}, load average {env['load_average']}, data: {env['data']}."]
+            lines.append(f"| {arch} | **oodflow {res['precision']} / {lib}** | | | per FLOP: "
+                         f"{a[f'train_speedup_per_flop_vs_{k}']:.2f}x / {a[f'score_speedup_per_flop_vs_{k}']:.2f}x | "
+                         f"**{a[f'train_speedup_vs_{k}']:.2f}x** ({_range(a[f'train_speedup_vs_{k}_spread'])}) | "
+                         f"**{a[f'score_speedup_vs_{k}']:.2f}x** ({_range(a[f'score_speedup_vs_{k}_spread'])}) | | | |")
+    m, peak = res["machine"], res["peak_gflops"]
+    lines += ["", f"Headline (geometric mean over glow and realnvp, oodflow {res['precision']} vs normflows at its "
+              f"best): training **{res['train_speedup_vs_normflows']:.2f}x**, scoring "
+              f"**{res['score_speedup_vs_normflows']:.2f}x**.", "", "Paper models (oodflow only):", ""]
+    for name, p in res["paper_models"].items():
+        for prec, r in p["rows"].items():
+            lines.append(f"- {name} ({p['params']:,} params, {p['flops_per_image']['train'] / 1e9:.1f} GFLOP/img "
+                         f"train) {prec}: train {r['train_images_per_s']:.2f} img/s (batch {p['batch']}, "
+                         f"{r['train_gflops']:.0f} GFLOP/s, {r['train_utilization']:.0%} of peak), score "
+                         f"{r['score_images_per_s']:.1f} img/s ({r['score_gflops']:.0f} GFLOP/s, "
+                         f"{r['score_utilization']:.0%}); bf16 mean |Δbits/dim| {p['bf16_error_bits_per_dim']:.1e}; "
+                         f"batch preparation {p['data_share_of_train_step']:.1%} of a training step")
+    lines += ["", f"Peak (best of many matmuls and 3x3 convs, before / after): fp32 "
+              f"{m['peak_gflops_before']['fp32']:.0f} / {m['peak_gflops_after']['fp32']:.0f}, bf16 "
+              f"{m['peak_gflops_before']['bf16']:.0f} / {m['peak_gflops_after']['bf16']:.0f} GFLOP/s "
+              f"(used: fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f}).",
+              f"Peer: {res['peer_settings']}.",
+              f"Machine: {m['cpu']}, flags {', '.join(m['cpu_flags'])}, {m['threads']} threads, "
+              f"OMP_WAIT_POLICY={m['omp_wait_policy']}, load average {m['load_average_start'][0]:.2f} at start, "
+              f"{m['load_average_end'][0]:.2f} at end; torch {m['torch']}, normflows {m['normflows']}; data: "
+              f"{m['data']}.", f"Command: `{res['command']}`"]
+    lines += [f"**Warning:** {w}" for w in res["warnings"]]
     return "\n".join(lines) + "\n"
 
 
-def _mib(v: float | None) -> str:
-    return "-" if v is None else f"{v:.0f}"
+def _range(v: list[float]) -> str:
+    return f"{v[0]:.2f}-{v[1]:.2f}"
 
 
-def write(res: dict, out: Path, stem: str, libs: dict) -> None:
+def write(res: dict, out: Path, stem: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / f"{stem}.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps(res, indent=1) + "\n")
     with atomic_write(out / f"{stem}.md", overwrite=True) as tmp:
-        tmp.write_text(markdown(res, libs))
+        tmp.write_text(markdown(res))

@@ -1,0 +1,64 @@
+"""The machine ``speed.py`` ran on, and a peak rate that does not move with load.
+
+The peak is the best of many large matmuls and 3x3 convolutions per precision, so one quiet moment
+during the timing is enough to find it; a model's utilization is its GFLOP/s over this peak and can
+never honestly exceed 1 (``speed_report`` says so when it would).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ood_flow.device import bf16_pays, cpu_flags
+
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def cpu_model() -> str:
+    path = Path("/proc/cpuinfo")
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine(data: str) -> dict:
+    """CPU model, the flags that matter for fp32/bf16 speed, threads, load, versions, data."""
+    from importlib.metadata import version
+
+    return {"cpu": cpu_model(), "cpu_flags": [f for f in FLAGS if f in cpu_flags()],
+            "bf16_native": bf16_pays("cpu"), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "load_average_start": os.getloadavg(), "torch": torch.__version__, "normflows": version("normflows"),
+            "python": platform.python_version(), "data": data}
+
+
+def _best(fn, flops: float, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return flops / best / 1e9
+
+
+def peak_rates(n: int = 2048, repeats: int = 12) -> dict[str, float]:
+    """Per precision, the best GFLOP/s of an ``n`` x ``n`` matmul and of a 64-channel 3x3 convolution
+    (channels-last, 28x28, batch 64) over ``repeats`` runs each."""
+    out = {}
+    for name, dtype in DTYPES.items():
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        x = torch.randn(64, 64, 28, 28, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(64, 64, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        mm = _best(lambda: torch.mm(a, b), 2 * n**3, repeats)
+        conv = _best(lambda: F.conv2d(x, w, padding=1), 2 * 64 * 64 * 9 * 28 * 28 * 64, repeats)
+        out[name] = max(mm, conv)
+    return out

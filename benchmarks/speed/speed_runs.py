@@ -1,0 +1,130 @@
+"""What ``speed.py`` times: one model in one setting (memory format, precision), and how a peer's best
+setting is chosen.
+
+A *setting* is ``(memory format, precision)``. oodflow always runs channels-last (its st-networks
+convert internally) and takes ``precision`` through :func:`ood_flow.flows.precision.st_precision`
+(bf16 st-networks, fp32 elsewhere). normflows runs as a user would run it at its best: the model
+and its inputs channels-last or NCHW, and bf16 as ``torch.autocast`` around the whole model, which
+is how normflows would be run in bf16; both score under ``torch.inference_mode`` in eval mode.
+
+A setting in bf16 counts only if it stays within the accuracy bounds of issue 14 against the same
+library in fp32: mean |delta bits/dim| <= 0.01 over the scoring images (:func:`bf16_error`, on a
+copy whose weights are perturbed so that no st-network is the identity, as it is at
+initialisation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import statistics
+
+import torch
+from speed_measure import flops_per_image, timed
+from speed_models import bits_per_dim_8bit, bits_per_dim_loss
+
+from ood_flow.flows.precision import st_precision
+
+BF16_BOUND = 0.01  # mean |delta bits/dim| a bf16 setting may move scores by (issue 14)
+PEER_SETTINGS = [("nchw", "fp32"), ("channels_last", "fp32"), ("nchw", "bf16"), ("channels_last", "bf16")]
+
+
+class Runner:
+    """One model in one setting, with its optimiser: a training step and a scoring pass over fixed batches."""
+
+    def __init__(self, lib: str, model: torch.nn.Module, setting: tuple[str, str], train_x: torch.Tensor,
+                 score_x: torch.Tensor, score_batch: int):
+        self.lib, self.setting = lib, setting
+        self.ours = lib == "oodflow"
+        self.channels_last = setting[0] == "channels_last"
+        self.precision = setting[1]
+        self.model = model.to(memory_format=torch.channels_last) if self.channels_last and not self.ours else model
+        self.train_x, self.score_x, self.score_batch = train_x, score_x, score_batch
+        self.opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        self.loss = float("nan")
+
+    @property
+    def name(self) -> str:
+        return f"{self.lib} {self.setting[0]} {self.precision}"
+
+    def _context(self):
+        if self.ours:
+            return st_precision(self.precision)
+        if self.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and not self.ours:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._context():
+            return self.model.log_prob(x).float()
+
+    def train_step(self, x: torch.Tensor | None = None) -> None:
+        self.model.train()
+        loss = bits_per_dim_loss(self.log_prob, self.train_x if x is None else x)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.loss = loss.item()
+
+    def score(self, x: torch.Tensor | None = None) -> None:
+        self.model.eval()
+        x = self.score_x if x is None else x
+        with torch.inference_mode():
+            for start in range(0, x.shape[0], self.score_batch):
+                self.log_prob(x[start : start + self.score_batch])
+
+    def bits_per_dim(self, x: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        with torch.inference_mode():
+            return bits_per_dim_8bit(self.log_prob(x), x[0].numel())
+
+    def flops(self, n: int = 4) -> dict[str, float]:
+        """Conv/matmul FLOPs per image: forward (scoring) and forward + backward (training), fp32 plain modules
+        (the counter does not see oneDNN's fused kernels, which compute the same convolutions)."""
+        from ood_flow.flows import fused
+
+        x = self.train_x[:n]
+        self.model.train()
+        train = flops_per_image(lambda v: bits_per_dim_loss(self.model.log_prob, v).backward(), x)
+        self.opt.zero_grad(set_to_none=True)
+        self.model.eval()
+        with torch.inference_mode(), fused.disabled():
+            score = flops_per_image(self.model.log_prob, x)
+        return {"train": train, "score": score}
+
+
+def perturbed(model: torch.nn.Module, seed: int = 0, scale: float = 0.02) -> torch.nn.Module:
+    """A copy with every parameter moved by N(0, scale^2): no zero-initialised layer left."""
+    other = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return other
+
+
+def bf16_error(make, x: torch.Tensor) -> float:
+    """Mean |bits/dim(bf16) - bits/dim(fp32)| of one perturbed model; ``make(model, precision)`` -> Runner."""
+    model = perturbed(make(None, "fp32").model)
+    fp32, bf16 = make(model, "fp32"), make(model, "bf16")
+    return (bf16.bits_per_dim(x) - fp32.bits_per_dim(x)).abs().mean().item()
+
+
+def best_setting(runners: dict, error: float, task: str, repeats: int) -> tuple[tuple[str, str], dict]:
+    """The fastest setting for ``task`` among those within the bf16 bound; timed alternately, median of repeats."""
+    rates: dict = {s: [] for s in runners}
+    for i in range(repeats):
+        for s in (list(runners) if i % 2 == 0 else list(runners)[::-1]):
+            rates[s].append(rate(runners[s], task))
+    medians = {s: statistics.median(v) for s, v in rates.items()}
+    allowed = [s for s in runners if s[1] == "fp32" or error <= BF16_BOUND]
+    return max(allowed, key=medians.get), {f"{s[0]} {s[1]}": m for s, m in medians.items()}
+
+
+def rate(runner: Runner, task: str) -> float:
+    """Images per second of one training step or one scoring pass."""
+    if task == "train":
+        return runner.train_x.shape[0] / timed(runner.train_step)
+    return runner.score_x.shape[0] / timed(runner.score)
