@@ -93,3 +93,20 @@ def resolve_precision(precision: str, device, **machine) -> str:
     if precision == "bf16" and not bf16_supported(device):
         raise UsageError(f"--precision bf16: {device} has no bfloat16 support here; use --precision fp32")
     return precision
+
+
+def to_device(x, device):
+    """``x`` on ``device``; to CUDA from pinned memory without blocking (the copy overlaps the work
+    queued before it), elsewhere a plain ``.to``.
+
+    Example:
+        >>> import torch
+        >>> to_device(torch.zeros(2), torch.device("cpu")).device.type
+        'cpu'
+    """
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda" or x.device.type == "cuda":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)

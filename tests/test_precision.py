@@ -110,3 +110,24 @@ def test_bf16_training_reaches_the_fp32_validation_bits_per_dim(tmp_path):
         assert torch.load(tmp_path / f"{precision}.pt", weights_only=True)["extra"]["train_config"]["precision"] \
             == precision
     assert abs(val["fp32"] - val["bf16"]) <= 0.02, val
+
+
+def test_cuda_logic_without_a_gpu(monkeypatch):
+    """What --device cuda decides, checked on the CPU: device choice, precision choice, TF32 off in fp32."""
+    from ood_flow.device import resolve_device, to_device
+    from ood_flow.errors import OodflowError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(OodflowError, match="no CUDA device"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda"
+    assert resolve_precision("auto", "cuda", capability=(9, 0)) == "bf16"
+    assert resolve_precision("auto", "cuda", capability=(7, 0)) == "fp32"
+    x = torch.zeros(3)
+    assert to_device(x, "cpu") is x
+    before = torch.backends.cudnn.allow_tf32
+    with st_precision("fp32"):
+        assert torch.backends.cudnn.allow_tf32 is False  # cuDNN's TF32 convolutions are not fp32
+    assert torch.backends.cudnn.allow_tf32 == before

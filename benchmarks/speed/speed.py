@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/speed/speed.py                  # full run (about 10 minutes on 2 idle cores)
+    python benchmarks/speed/speed.py                  # full run (about 8 minutes on 2 idle cores)
     python benchmarks/speed/speed.py --quick --json   # small models, few rounds; one JSON object on stdout
 
 Both libraries get the same data (FashionMNIST training images from ``../shared/data``, or random
@@ -56,9 +56,9 @@ PRESETS = {
     "quick": {"glow": {"scales": 2, "steps": 2, "hidden": 64}, "realnvp": {"scales": 2, "hidden": 32, "blocks": 1},
               "batch": 32, "score_batch": 64, "score_images": 128, "rounds": 3, "select": 2, "warmup": 1,
               "paper": {"rounds": 1, "batch": 4, "score_images": 8}, "peak": {"n": 1024, "repeats": 8}},
-    "full": {"glow": {"scales": 2, "steps": 8, "hidden": 256}, "realnvp": {"scales": 2, "hidden": 64, "blocks": 2},
-             "batch": 64, "score_batch": 256, "score_images": 256, "rounds": 5, "select": 2, "warmup": 2,
-             "paper": {"rounds": 2, "batch": 32, "score_images": 64}, "peak": {"n": 2048, "repeats": 12}},
+    "full": {"glow": {"scales": 2, "steps": 4, "hidden": 128}, "realnvp": {"scales": 2, "hidden": 64, "blocks": 2},
+             "batch": 64, "score_batch": 256, "score_images": 256, "rounds": 3, "select": 2, "warmup": 1,
+             "paper": {"rounds": 1, "batch": 16, "score_images": 32}, "peak": {"n": 2048, "repeats": 10}},
 }
 PEERS = {"glow": ("normflows",), "realnvp": ("normflows", "normflows-halfres")}
 

@@ -9,8 +9,9 @@ is how normflows would be run in bf16; both score under ``torch.inference_mode``
 
 A setting in bf16 counts only if it stays within the accuracy bounds of issue 14 against the same
 library in fp32: mean |delta bits/dim| <= 0.01 over the scoring images (:func:`bf16_error`, on a
-copy whose weights are perturbed so that no st-network is the identity, as it is at
-initialisation).
+copy whose weights are moved by N(0, 0.005^2) so that no st-network is the identity, as it is at
+initialisation). Random weights are not trained ones: the bound on a trained model is checked in
+``tests/test_precision.py``.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class Runner:
         return {"train": train, "score": score}
 
 
-def perturbed(model: torch.nn.Module, seed: int = 0, scale: float = 0.02) -> torch.nn.Module:
+def perturbed(model: torch.nn.Module, seed: int = 0, scale: float = 0.005) -> torch.nn.Module:
     """A copy with every parameter moved by N(0, scale^2): no zero-initialised layer left."""
     other = copy.deepcopy(model)
     g = torch.Generator().manual_seed(seed)

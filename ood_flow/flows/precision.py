@@ -39,11 +39,14 @@ def st_precision(precision: str) -> Iterator[None]:
     """Run the st-networks called inside this block in ``precision`` (``fp32`` or ``bf16``)."""
     if precision not in DTYPES:
         raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(DTYPES)}")
-    token = _st_dtype.set(DTYPES[precision])
+    token, tf32 = _st_dtype.set(DTYPES[precision]), torch.backends.cudnn.allow_tf32
+    if precision == "fp32":  # CUDA convolutions default to TF32 (10-bit mantissa): fp32 means fp32
+        torch.backends.cudnn.allow_tf32 = False
     try:
         yield
     finally:
         _st_dtype.reset(token)
+        torch.backends.cudnn.allow_tf32 = tf32
 
 
 def current() -> str:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ood_flow.dequantize import bits_per_dim, dequantized_draws, discrete_log_likelihood
+from ood_flow.device import to_device
 from ood_flow.flows.models import Flow, batchnorm_train
 
 
@@ -61,8 +62,8 @@ def score_likelihood(flow: Flow, x: Tensor, keys: Tensor | None = None, *, batch
     flow.eval()
     with torch.inference_mode(), (batchnorm_train(flow) if bn_train else contextlib.nullcontext()):
         for start in range(0, x.shape[0], batch_size):
-            xb = x[start : start + batch_size].to(device)
-            kb = keys[start : start + batch_size].to(device)
+            xb = to_device(x[start : start + batch_size], device)
+            kb = to_device(keys[start : start + batch_size], device)
             parts.append(torch.stack(_batch_parts(flow, xb, kb, seed, dequant_samples)).double().cpu())
             if progress:
                 progress(xb.shape[0])

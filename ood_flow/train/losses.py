@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ood_flow import distributed
 from ood_flow.dequantize import dequantize_indexed, discrete_log_likelihood
+from ood_flow.device import to_device
 from ood_flow.distributed import Dist
 from ood_flow.train.config import TrainConfig
 from ood_flow.train.objective import negative_objective, noise_seed, perturb_pixels, step_generator
@@ -46,7 +47,7 @@ class BatchLoss:
         ``step``, and its per-sample log-likelihoods (``ll``, ``neg_ll``)."""
         idx, seed = distributed.shard(batch, self.dist), self.cfg.seed
         scale = distributed.loss_scale(batch.numel(), self.dist)
-        x = self.x[idx].to(self.device)
+        x = to_device(self.x[idx], self.device)
         if self.cfg.perturb:
             x = perturb_pixels(x, self.cfg.perturb, idx, noise_seed(seed, epoch, 1))
         xin = self._input(x, idx, noise_seed(seed, epoch, 0))
@@ -65,7 +66,7 @@ class BatchLoss:
         function of seed and step) and shared out like it; their noise is keyed by position in it."""
         gen = step_generator(self.cfg.seed, step, 1, "cpu")
         picks = distributed.shard(torch.randint(0, self.negative.shape[0], (size,), generator=gen), self.dist)
-        neg = self.negative[picks].to(self.device)
+        neg = to_device(self.negative[picks], self.device)
         neg_in = self._input(neg, distributed.shard(torch.arange(size), self.dist), noise_seed(self.cfg.seed, step, 2))
         ll = discrete_log_likelihood(self.log_prob(torch.cat([xin, neg_in])), x)
         return ll[: len(x)], ll[len(x):]
