@@ -51,3 +51,30 @@ def test_model_gate_keeps_the_tpr_of_the_stored_scores_and_says_where_they_came_
         model_gate(extra, 0.95, score="waic", model="m.pt")
     with pytest.raises(UsageError, match="carries no threshold"):
         model_gate({"reference": None}, 0.95, score="log_likelihood", model="m.pt")
+
+
+def test_early_stopping_keeps_the_best_epoch_and_its_validation_scores(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "d.npy", rng.normal(size=(60, 6)).astype(np.float32))  # few samples: it over-fits
+    run_json("train", "--data", tmp_path / "d.npy", "--model", "tabular", "--hidden", "64", "--lr", "1e-2",
+             "--batch-size", "16", "--epochs", "60", "--patience", "3", "--val-fraction", "0.3", "--out",
+             tmp_path / "m.pt")
+    flow, extra = load_checkpoint(tmp_path / "m.pt")
+    val_bpd = [h["val_bpd"] for h in extra["history"]]
+    best = int(np.argmin(val_bpd)) + 1
+    assert extra["best_epoch"] == best and len(val_bpd) == best + 3 < 60  # stopped 3 epochs after the best
+    ds = load_source(str(tmp_path / "d.npy"))
+    _, val = split_validation(len(ds), 0.3, 0)
+    scores = score_likelihood(flow, ds.x[val], val, seed=0)
+    np.testing.assert_allclose(float(scores["bits_per_dim"].mean()), val_bpd[best - 1], rtol=1e-5)
+    np.testing.assert_allclose(extra["reference"]["values"], np.sort(scores["log_likelihood"]), rtol=1e-6)
+
+
+def test_feature_flows_train_with_appendix_k1_defaults():
+    from ood_flow.train import TrainConfig
+
+    cfg = TrainConfig().resolved("features")
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.epochs, cfg.patience) == \
+        ("adamw", 1e-3, 1e-3, 1024, 120, 10)
+    assert TrainConfig().resolved("tabular").patience == 0
+    assert TrainConfig(patience=0).resolved("features").patience == 0

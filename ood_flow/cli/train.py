@@ -12,7 +12,7 @@ import typer
 
 from ood_flow.cli import common, options
 from ood_flow.flows import IMAGE_MASKS, IMAGE_NETS, MODELS
-from ood_flow.train import OPTIMIZERS, TrainConfig, TrainEvents, TrainResult, train_flow
+from ood_flow.train import OPTIMIZERS, FeatureSpec, TrainConfig, TrainEvents, TrainResult, train_flow
 
 
 def train(
@@ -56,6 +56,17 @@ def train(
                                                        "for 28x28, -100000 for 32x32x3)."),
     perturb: Optional[float] = typer.Option(None, "--perturb", help="Replace pixels at this rate (a background model "
                                             "for the likelihood-ratio score, Ren et al. 2019)."),
+    features: Optional[str] = typer.Option(None, "--features", help="Train on the features of this pretrained "
+                                           "backbone (any timm name embed takes, e.g. tf_efficientnet_lite0): one "
+                                           "model file that score runs on raw images (the backbone's weights are "
+                                           "found and hash-checked, not copied). DATA: images, or a features file "
+                                           "of the same backbone. Defaults: Appendix K.1 with early stopping."),
+    weights: Optional[Path] = options.Weights,
+    image_size: Optional[int] = typer.Option(None, "--image-size", min=8, help="--features: resize images to N x N "
+                                             "(default: the backbone's input size)."),
+    patience: Optional[int] = typer.Option(None, "--patience", min=0, help="Early stopping: stop after N epochs "
+                                           "without a lower validation bits/dim and keep the best epoch (0: off; "
+                                           "default off, 10 for feature flows)."),
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of the data held out for "
                                                  "validation, in [0, 1), at most 2000 samples (default: 0.05)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the initial weights, the validation split and "
@@ -89,15 +100,17 @@ def train(
     """
     config = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, optimizer=optimizer, clip=clip, seed=seed,
-                         val_fraction=val_fraction,
+                         val_fraction=val_fraction, patience=patience,
                          negative_threshold=negative_threshold, perturb=perturb, precision=precision)
+    spec = (FeatureSpec(features, str(weights) if weights else None, image_size, precision or "fp32")
+            if features is not None else None)
     architecture = {"mask": mask, "bottleneck": bottleneck, "scales": scales, "blocks": blocks, "channels": channels,
                     "couplings": couplings, "hidden": hidden, "net": net}
     data_options = options.source_options(data_dir, limit, skip_invalid, columns, label_column, class_value)
     report = common.Reporter("train", quiet)
     common.run(lambda: train_flow(data, config, out=out, model=model, model_options=architecture,
                                   negative=negative_data, resume=resume, overwrite=overwrite, device=device,
-                                  options=data_options, events=_events(report), sync_bn=sync_bn),
+                                  options=data_options, events=_events(report), sync_bn=sync_bn, features=spec),
                lambda result: _finish(result, quiet, json_out, ctx), report)
 
 
@@ -122,7 +135,10 @@ def _events(report: common.Reporter) -> TrainEvents:
                else "")
         report.message(f"epoch {s['epoch']}: train {train_text} bits/dim{val}{neg} (step {s['step']})")
 
-    return TrainEvents(on_start, on_step, on_epoch, report.message)
+    def on_embed(done: int, n: int) -> None:
+        report.progress(done, n, "embedding")
+
+    return TrainEvents(on_start, on_step, on_epoch, report.message, on_embed)
 
 
 def _finish(r: TrainResult, quiet: bool, json_out: bool, ctx: typer.Context) -> None:

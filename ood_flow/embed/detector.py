@@ -9,18 +9,20 @@ and refuses weights whose hash differs, and features files made by another backb
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ood_flow.data.dataset import Dataset
 from ood_flow.data.stream import Batch, Source
 from ood_flow.embed.backbones import create_backbone
-from ood_flow.embed.extract import ImageTransform, feature_batches
+from ood_flow.embed.extract import ImageTransform, embed_stream, feature_batches, transform_for
 from ood_flow.embed.weights import weights_sha256
 from ood_flow.errors import InputError
+from ood_flow.train.config import FeatureSpec
 
 
 @dataclass(frozen=True)
@@ -115,10 +117,79 @@ def load_backbone(spec: Backbone, *, weights: str | None = None, device: str | t
     return model
 
 
+def check_channels(src: Source, backbone: str) -> None:
+    """Refuse images the backbone cannot take before anything is read (1 channel is repeated to RGB)."""
+    if src.kind == "image" and src.sample_shape[0] not in (1, 3):
+        raise InputError(f"{src.name}: images with {src.sample_shape[0]} channels; backbone {backbone} takes 1 "
+                         "(grayscale, repeated to RGB) or 3 (RGB)")
+
+
 def image_features(model: nn.Module, spec: Backbone, src: Source, batch_size: int, *, precision: str = "fp32",
                    device: str | torch.device = "cpu", workers: int | None = None) -> Iterator[Batch]:
     """The backbone's features of every image of ``src``, batch by batch (decoded and transformed in workers)."""
     if src.kind != "image":
         raise InputError(f"{src.name}: the source holds vectors; this detector takes images or features files")
+    check_channels(src, spec.name)
     return feature_batches(model, src.batches(batch_size, spec.transform, workers=workers), precision=precision,
                            device=device)
+
+
+def training_features(src: Source, spec: FeatureSpec, *, device: str | torch.device = "cpu",
+                      progress: Callable[[int], None] | None = None) -> tuple[Dataset, Backbone]:
+    """The training vectors of a detector and its backbone record: ``src``'s images embedded with
+    ``spec``, or a features file that ``oodflow embed`` wrote with the same backbone (checked, not redone).
+
+    Raises:
+        InputError: unknown backbone (near matches listed), weights missing (where to put them),
+            images the backbone cannot take, features of another backbone or weights.
+    """
+    if src.kind == "vector":
+        return _features_file(src, spec, device)
+    check_channels(src, spec.backbone)
+    model = create_backbone(spec.backbone, weights=spec.weights, device=device)
+    transform = transform_for(model, spec.image_size)
+    emb = embed_stream(model, src, transform, batch_size=spec.batch_size, precision=spec.precision, device=device,
+                       progress=progress)
+    record = describe_backbone(model, spec.backbone, transform, spec.weights, emb.features.shape[1])
+    meta = {"backbone": spec.backbone, "backbone_sha256": record.sha256, "image_size": transform.size,
+            "precision": spec.precision}
+    ds = Dataset(x=torch.from_numpy(emb.features), ids=emb.ids, labels=emb.labels, kind="vector", name=emb.name,
+                 source=emb.source, skipped=list(emb.skipped), label_names=emb.label_names, meta=meta)
+    return ds, record
+
+
+def _features_file(src: Source, spec: FeatureSpec, device: str | torch.device) -> tuple[Dataset, Backbone]:
+    meta, transform = src.meta, _recorded_transform(src.meta)
+    if meta.get("backbone") != spec.backbone or transform is None:
+        made = f"features of {meta['backbone']}" if meta.get("backbone") else "vectors not written by 'oodflow embed'"
+        raise InputError(f"{src.name}: {made}; --features {spec.backbone} takes images, or features from "
+                         f"'oodflow embed --backbone {spec.backbone}'")
+    if spec.image_size is not None and spec.image_size != transform.size:
+        raise InputError(f"{src.name}: features of {transform.size} px images, not --image-size {spec.image_size}")
+    model = create_backbone(spec.backbone, weights=spec.weights, device=device)
+    record = describe_backbone(model, spec.backbone, transform, spec.weights, src.sample_shape[0])
+    record.check_features(meta, src.name)
+    return src.load(), record
+
+
+def detector_batches(record: dict, src: Source, input_shape: tuple[int, ...], batch_size: int, *,
+                     weights: str | None = None, precision: str = "fp32",
+                     device: str | torch.device = "cpu") -> tuple[Iterator[Batch], str]:
+    """The feature batches a detector scores: ``src``'s images embedded on the fly, batch by batch, or
+    the rows of a features file of the same backbone and transform; and a line saying which.
+
+    Raises:
+        InputError: vectors that are not features of the detector's backbone, images it cannot take,
+            or backbone weights missing or not those it was trained with.
+    """
+    spec = Backbone.from_dict(record)
+    if src.kind == "vector":
+        spec.check_features(src.meta, src.name)
+        if tuple(src.sample_shape) != tuple(input_shape):
+            raise InputError(f"{src.name}: {src.sample_shape[0]} features, the detector takes {input_shape[0]}")
+        return src.batches(batch_size), f"features file made by {spec.describe()}"
+    check_channels(src, spec.name)
+    model = load_backbone(spec, weights=weights, device=device)
+    return image_features(model, spec, src, batch_size, precision=precision, device=device), \
+        f"images embedded on the fly by {spec.describe()} ({precision})"
+

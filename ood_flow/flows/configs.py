@@ -77,6 +77,8 @@ class GaussianConfig:
 # Lite0 embeddings, 300 held out: floor 0 / 0.01 / 0.03 / 0.1 / 0.3 / 0.5 / 1.0 gave -1.435 / -1.426 /
 # -1.489 / -1.595 / -1.650 / -1.667 / -1.687 bits/dim.
 FEATURE_STD_FLOOR = 1.0
+FEATURE_FLOW = {"couplings": 8, "hidden": 512, "layers": 3}
+"""The st-networks of a flow on image embeddings (Appendix K.1): 8 couplings, 3 hidden layers of 512 units."""
 
 CONFIGS = {"realnvp": RealNVPConfig, "glow": GlowConfig, "tabular": TabularConfig, "gaussian": GaussianConfig}
 VECTOR_MODELS = ("tabular", "gaussian")

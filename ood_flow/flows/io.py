@@ -79,12 +79,14 @@ def header(flow: Flow) -> dict[str, Any]:
     }
 
 
-def save_model(flow: Flow, path: str | Path, *, extra: dict | None = None, overwrite: bool = False) -> None:
+def save_model(flow: Flow, path: str | Path, *, extra: dict | None = None, overwrite: bool = False,
+               state: dict[str, torch.Tensor] | None = None) -> None:
     """Write ``flow`` to ``path`` atomically; the format follows the extension (.pt or .h5).
 
     ``extra`` must hold tensors and plain values only (it is loaded with ``weights_only=True``);
     in ``.h5`` files only its JSON-able part is kept, as an attribute. An existing file is replaced
-    only with ``overwrite``, and only when it is an oodflow model file.
+    only with ``overwrite``, and only when it is an oodflow model file. ``state`` (weights and buffers of
+    ``flow``'s architecture, e.g. an earlier epoch's) is written instead of the flow's own.
 
     Raises:
         ValueError: a weight or statistic of ``flow`` is NaN or infinite (such a model cannot score).
@@ -92,7 +94,7 @@ def save_model(flow: Flow, path: str | Path, *, extra: dict | None = None, overw
     """
     path = Path(path)
     suffix = _suffix(path)
-    state = {k: v.detach().cpu().clone() for k, v in flow.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in (state or flow.state_dict()).items()}
     bad = first_non_finite(state.items())
     if bad is not None:
         raise ValueError(f"{path}: refusing to save a model whose weights are not finite (NaN or inf in {bad})")

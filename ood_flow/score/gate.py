@@ -29,14 +29,15 @@ class GateSpec:
     """A gate to apply while scoring (``oodflow score --reference``).
 
     Attributes:
-        reference: ``FILE:GROUP`` of in-distribution scores of the same model (e.g. a validation split).
+        reference: ``FILE:GROUP`` of in-distribution scores of the same model (e.g. a validation split);
+            None: the validation scores the model file carries (written by ``train``).
         tpr: share of the reference that the threshold keeps.
         score: the score the threshold applies to (default: the first method's score).
         max_ood_fraction: raise :class:`~ood_flow.errors.GateFailed` (after saving) when more than
             this share of the source is OOD; None only flags the samples.
     """
 
-    reference: str
+    reference: str | None = None
     tpr: float = 0.95
     score: str | None = None
     max_ood_fraction: float | None = None
@@ -58,6 +59,8 @@ class Gate:
         reference: ``FILE:GROUP`` of the reference scores.
         n_reference: reference sample count.
         tpr_achieved: the share of the reference actually kept (``>= tpr``; more with ties).
+        origin: ``"reference"`` (scores given with ``--reference``) or ``"model"`` (the validation
+            scores the model file carries).
     """
 
     score: str
@@ -66,6 +69,7 @@ class Gate:
     reference: str
     n_reference: int
     tpr_achieved: float
+    origin: str = "reference"
 
     def flags(self, scores) -> np.ndarray:
         """``is_ood`` per sample: True where the score is below the threshold or NaN."""
@@ -74,11 +78,11 @@ class Gate:
     def attrs(self, is_ood: np.ndarray) -> dict:
         """Score-group attributes that record the threshold and its outcome."""
         return {"threshold": self.threshold, "threshold_tpr": self.tpr, "threshold_tpr_achieved": self.tpr_achieved,
-                "threshold_reference": self.reference, "threshold_score": self.score,
+                "threshold_reference": self.reference, "threshold_score": self.score, "threshold_from": self.origin,
                 "ood_fraction": ood_fraction(is_ood), "n_ood": int(np.sum(is_ood))}
 
 
-def fit_gate(reference_scores, tpr: float, *, score: str, reference: str) -> Gate:
+def fit_gate(reference_scores, tpr: float, *, score: str, reference: str, origin: str = "reference") -> Gate:
     """The gate that keeps ``tpr`` of ``reference_scores`` (in-distribution, higher = more in-distribution).
 
     Example:
@@ -89,7 +93,7 @@ def fit_gate(reference_scores, tpr: float, *, score: str, reference: str) -> Gat
     ref = np.asarray(reference_scores, dtype=np.float64)
     threshold = threshold_at_tpr(ref, tpr, name=reference)
     return Gate(score=score, threshold=threshold, tpr=float(tpr), reference=reference, n_reference=len(ref),
-                tpr_achieved=float(np.mean(ref >= threshold)))
+                tpr_achieved=float(np.mean(ref >= threshold)), origin=origin)
 
 
 def ood_fraction(is_ood) -> float:
@@ -135,4 +139,4 @@ def model_gate(extra: dict, tpr: float, *, score: str, model: str) -> Gate:
         raise UsageError(f"{model} carries a threshold on {ref.get('score')}, not on {score}; pass --reference "
                          "FILE:GROUP to gate on another score")
     where = f"{model}'s {ref.get('split', 'validation')} split ({ref['n']} samples)"
-    return fit_gate(ref["values"], tpr, score=score, reference=where)
+    return fit_gate(ref["values"], tpr, score=score, reference=where, origin="model")

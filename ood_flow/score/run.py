@@ -22,9 +22,9 @@ from ood_flow.data import Dataset, Source, SourceOptions, fit_to_model, open_wit
 from ood_flow.device import resolve_device, resolve_precision
 from ood_flow.errors import GateFailed, InputError, UsageError
 from ood_flow.fileio import check_output, sha256_file
-from ood_flow.flows import Flow, load_model
+from ood_flow.flows import Flow, load_checkpoint, load_model
 from ood_flow.flows.precision import st_precision
-from ood_flow.score.gate import Gate, GateSpec, ood_fraction, reference_gate
+from ood_flow.score.gate import Gate, GateSpec, model_gate, ood_fraction, reference_gate
 from ood_flow.score.batched import Scored, check_methods, score_batches
 from ood_flow.score.methods import Method, ScoreContext, get_method, total_passes
 from ood_flow.validation import check_number, check_seed
@@ -73,7 +73,8 @@ def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str
                  batch_size: int = 256, seed: int = 0, device: str = "cpu", precision: str = "fp32",
                  options: SourceOptions | None = None,
                  progress: Callable[[int, int], None] | None = None,
-                 on_message: Callable[[str], None] | None = None) -> ScoreResult:
+                 on_message: Callable[[str], None] | None = None,
+                 weights: str | os.PathLike | None = None) -> ScoreResult:
     """Score every sample of ``source`` with ``methods`` (see :data:`~ood_flow.score.methods.METHODS`).
 
     Args:
@@ -82,14 +83,17 @@ def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str
         out: score file to create or add the group to; None keeps the scores in memory only.
         name: group name (default: from the source, e.g. ``mnist-test``).
         overwrite: replace an existing group of that name.
-        gate: a threshold from a reference group; adds ``is_ood``.
+        gate: a threshold from a reference group, or (``gate.reference`` None) from the validation
+            scores the model file carries; adds ``is_ood``.
         background: the background flow of ``likelihood-ratio``.
         dequant_samples, seed: the dequantization noise (a function of seed and sample id).
-        precision: of the st-networks, ``fp32``, ``bf16`` or ``auto`` (:mod:`ood_flow.flows.precision`);
-            the one used is recorded in the group's provenance.
+        precision: of the st-networks (and of a feature detector's backbone), ``fp32``, ``bf16`` or ``auto``
+            (:mod:`ood_flow.flows.precision`); the one used is recorded in the group's provenance.
         options: how to read the source and fit it to the model.
         progress: called with (samples done, total) over all forward passes.
         on_message: receives warnings and skipped inputs, one line each.
+        weights: a feature detector's backbone weights (default: found as ``embed`` finds them,
+            hash-checked).
 
     Under torchrun every process calls this alike: each scores whole batches of the single-process batch
     grid, rank 0 writes the group with the rows in the original order, and every process returns it.
@@ -116,29 +120,33 @@ def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str
         return _score(source, paths, chosen, gate_score, name=name, out=out, overwrite=overwrite, gate=gate,
                       background=background, compressor=compressor, dequant_samples=dequant_samples,
                       batch_size=batch_size, seed=seed, dev=dist.device if dist.backend == "nccl" else dev,
-                      dist=dist, options=options, progress=progress, say=say, precision=precision)
+                      dist=dist, options=options, progress=progress, say=say, weights=weights, precision=precision)
 
 
 def _score(source, paths: list[Path], chosen: list[Method], gate_score: str | None, *, name, out, overwrite, gate,
-           background, compressor, dequant_samples, batch_size, seed, dev, dist, options, progress, say,
+           background, compressor, dequant_samples, batch_size, seed, dev, dist, options, progress, say, weights,
            precision) -> ScoreResult:
-    flows = [load_model(m, device=dev) for m in paths]
+    first, extra = load_checkpoint(paths[0], device=dev)
+    flows = [first] + [load_model(m, device=dev) for m in paths[1:]]
     bg = _load_background(background, chosen, flows[0], dev, say)
     _check_members(paths, flows, chosen, say)
-    fitted = reference_gate(gate, gate_score, paths) if gate is not None else None
-    src, transform = fit_to_model(open_with_options(source, "test", options), flows[0].input_shape, options)
+    fitted = _fit_gate(gate, gate_score, paths, extra)
+    src = open_with_options(source, "test", options)
     group = name or src.name
     if out is not None:
         dist.agree(lambda: store.check_score_output(out, group, overwrite=overwrite), writer_only=True)
     ctx = ScoreContext(flows, torch.zeros(0), torch.zeros(0, dtype=torch.int64), batch_size, dequant_samples, seed,
                        options={"compressor": compressor}, background=bg)
+    src, batches, images, read_as = _batches(src, flows[0], extra, options, batch_size, weights, precision, dev)
     with st_precision(precision):
-        scored = _compute(chosen, ctx, src, transform, progress, say, dist)
+        scored = _compute(chosen, ctx, src, batches, images, progress, say, dist)
     for path, reason in src.skipped:
         say(f"skipped {path}: {reason}")
     arrays = scored.arrays
     attrs = {**_provenance(src, scored, paths, chosen, seed, dequant_samples, background), **ctx.attrs,
-             "precision": precision}  # of the st-networks; log-densities are always accumulated in fp32
+             "precision": precision}  # of the st-networks (and a detector's backbone); log-densities in fp32
+    if read_as:  # a feature detector: its inputs are features, never dequantized
+        attrs.update(detector_input=read_as, dequantization="none")
     if fitted is not None:
         arrays["is_ood"] = fitted.flags(arrays[gate_score])
         attrs.update(fitted.attrs(arrays["is_ood"]))
@@ -192,11 +200,35 @@ def _check_members(paths: list[Path], flows: list[Flow], methods: list[Method], 
         say(f"warning: {len(flows)} models given; only --method waic uses more than the first")
 
 
-def _compute(methods: list[Method], ctx: ScoreContext, src: Source, transform, progress, say,
+def _fit_gate(gate: GateSpec | None, score: str | None, paths: list[Path], extra: dict) -> Gate | None:
+    """The gate's threshold: from ``--reference`` scores, or from the validation scores the model carries."""
+    if gate is None:
+        return None
+    if gate.reference is not None:
+        return reference_gate(gate, score, paths)
+    return model_gate(extra, gate.tpr, score=score, model=str(paths[0]))
+
+
+def _batches(src: Source, flow: Flow, extra: dict, options, batch_size: int, weights, precision: str, device: str):
+    """The batches to score, whether they are images (dequantized), and for a feature detector how its
+    inputs are read (images embedded on the fly, or a features file of its backbone checked)."""
+    record = extra.get("detector")
+    if not record:
+        fitted, transform = fit_to_model(src, flow.input_shape, options)
+        return fitted, fitted.batches(batch_size, transform), src.kind == "image", None
+    from ood_flow.embed.detector import detector_batches  # imports timm, slow: only for detectors
+
+    batches, read_as = detector_batches(record, src, flow.input_shape, batch_size,
+                                        weights=str(weights) if weights else None, precision=precision,
+                                        device=device)
+    return src, batches, False, read_as
+
+
+def _compute(methods: list[Method], ctx: ScoreContext, src: Source, batches, images: bool, progress, say,
              dist: distributed.Dist) -> Scored:
     """Every method on every batch of ``src`` (this process's batches, then everyone's rows in order);
     checked before anything is read (an error is then the only thing reported)."""
-    check_methods(methods, ctx, ctx.flow.input_shape, src.kind == "image")
+    check_methods(methods, ctx, ctx.flow.input_shape, images)
     passes = total_passes(methods, len(ctx.flows))
     total, done = len(src) * passes, [0]
 
@@ -205,8 +237,8 @@ def _compute(methods: list[Method], ctx: ScoreContext, src: Source, transform, p
         if progress is not None:
             progress(min(done[0], total), total)
 
-    batches = distributed.own_batches(src.batches(ctx.batch_size, transform), dist)
-    scored = _merged(score_batches(methods, batches, ctx, progress=advance), ctx.batch_size, dist)
+    scored = _merged(score_batches(methods, distributed.own_batches(batches, dist), ctx, progress=advance),
+                     ctx.batch_size, dist)
     if progress is not None:  # the true total once the files are read (unreadable ones are skipped)
         progress(len(scored) * passes, len(scored) * passes)
     scored.skipped = list(src.skipped)

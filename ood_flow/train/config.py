@@ -15,11 +15,17 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": t
 # The paper's settings (Appendix C and the authors' code): Adam 5e-5 for RealNVP, RMSprop 5e-5 for
 # Glow, weight decay 5e-5, batch 32, gradient norm clipped at 100; tabular flows AdamW 1e-3 with
 # weight decay 1e-3 (Appendix K.1).
+FEATURE_PATIENCE = 10  # epochs without a better validation bits/dim before a feature flow stops
+
 PAPER_DEFAULTS = {
     "realnvp": {"optimizer": "adam", "lr": 5e-5, "weight_decay": 5e-5, "batch_size": 32},
     "glow": {"optimizer": "rmsprop", "lr": 5e-5, "weight_decay": 5e-5, "batch_size": 32},
     "tabular": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-3, "batch_size": 256},
     "gaussian": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 256},  # fitted in closed form
+    # A flow on a backbone's features (Appendix K.1, image embeddings): AdamW 1e-3, weight decay 1e-3, batch
+    # 1024, 120 epochs; early stopping on validation bits/dim keeps it from over-fitting a few thousand vectors.
+    "features": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-3, "batch_size": 1024, "epochs": 120,
+                 "patience": FEATURE_PATIENCE},
 }
 
 DEFAULT_EPOCHS = 10
@@ -46,6 +52,8 @@ class TrainConfig:
         precision: of the st-networks (:mod:`ood_flow.flows.precision`): ``fp32`` (None: the default, so
             that one seed gives one model on every machine), ``bf16``, or ``auto`` (bf16 where it pays);
             :func:`~ood_flow.train_flow` stores the one it used.
+        patience: early stopping: stop after this many epochs without a lower validation bits/dim, and
+            keep the best epoch's weights in the model file (0: off; default off, 10 for feature flows).
     """
 
     epochs: int | None = None
@@ -62,10 +70,11 @@ class TrainConfig:
     max_bad_steps: int = 3
     max_rollbacks: int = 6
     precision: str | None = None
+    patience: int | None = None
 
     def resolved(self, model: str) -> "TrainConfig":
-        """Fill unset fields with the paper's defaults for ``model`` and validate."""
-        defaults = {**DEFAULTS, **PAPER_DEFAULTS[model]}
+        """Fill unset fields with the paper's defaults for ``model`` (a family, or ``features``) and validate."""
+        defaults = {**DEFAULTS, "patience": 0, **PAPER_DEFAULTS[model]}
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         cfg = dataclasses.replace(self, **filled)
         cfg.validate()
@@ -88,5 +97,27 @@ _RANGES = (  # option, field, allowed range
     ("--weight-decay", "weight_decay", {"low": 0}), ("--clip", "clip", {"low": 0, "low_open": True}),
     ("--val-fraction", "val_fraction", {"low": 0, "high": 1, "high_open": True}),
     ("--negative-threshold", "negative_threshold", {}), ("--perturb", "perturb", {"low": 0, "high": 1}),
-    ("max_bad_steps", "max_bad_steps", _POSITIVE_INT), ("max_rollbacks", "max_rollbacks", {"low": 0, "integer": True}),
+    ("--patience", "patience", {"low": 0, "integer": True}), ("max_bad_steps", "max_bad_steps", _POSITIVE_INT),
+    ("max_rollbacks", "max_rollbacks", {"low": 0, "integer": True}),
 )
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """``train --features``: train on a pretrained backbone's features of the images, writing a one-file
+    detector (see :mod:`ood_flow.embed.detector`).
+
+    Attributes:
+        backbone: any timm model name ``oodflow embed`` accepts (or one of its extras).
+        weights: a local state dict; default timm's pretrained weights (hub cache, or the Lite0 package).
+        image_size: resize images to N x N (default: the backbone's input size).
+        precision: ``fp32``, or ``bf16`` autocast where the hardware supports it.
+        batch_size: images per forward pass of the backbone.
+    """
+
+    backbone: str
+    weights: str | None = None
+    image_size: int | None = None
+    precision: str = "fp32"
+    batch_size: int = 64
+

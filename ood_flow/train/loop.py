@@ -21,7 +21,6 @@ import dataclasses
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -33,6 +32,7 @@ from ood_flow.flows.io import save_model
 from ood_flow.flows.models import Flow
 from ood_flow.flows.precision import st_precision
 from ood_flow.score.likelihood import score_likelihood
+from ood_flow.train.best import BestEpoch, improved, out_of_patience, reference_record
 from ood_flow.train.checkpoint import checkpoint_path, plain_values, save_checkpoint
 from ood_flow.train.config import OPTIMIZERS, TrainConfig
 from ood_flow.train.losses import BatchLoss
@@ -77,6 +77,7 @@ class Trainer:
         self.position = {"epoch": 0, "batch": 0, "step": 0, "sums": _zero_sums()}
         self.history: list[dict] = []
         self.reference: dict | None = None  # the validation split's scores under the model as last validated
+        self.best: BestEpoch | None = None  # early stopping (cfg.patience): the best epoch so far
         self._before: list[Tensor] | None = None  # buffers before the step in progress
         self.guard.mark_good(self.position, 0)
 
@@ -95,6 +96,7 @@ class Trainer:
             self.position["sums"] = _zero_sums()
         self.history = list(extra.get("history", []))
         self.reference = extra.get("reference")
+        self.best = BestEpoch.from_dict(extra.get("best"))
         self.guard.mark_good(self.position, len(self.history))
         self.guard.load(extra.get("guard", {}))
         saved = extra.get("train_config", {})
@@ -112,12 +114,14 @@ class Trainer:
         if not self.dist.writer:
             return
         info = {**self.info, "history": self.history, "guard": self.guard.state(self.position),
-                "reference": self.reference}
+                "reference": self.reference, "best": self.best.to_dict() if self.best else None}
         save_checkpoint(checkpoint_path(self.out), self.flow, self.optimizer, copy.deepcopy(self.position), self.cfg,
                         info)
+        keep = self.best if self.cfg.patience else None  # early stopping: the model file holds the best epoch
         extra = plain_values({**self.info, "history": self.history, "train_config": dataclasses.asdict(self.cfg),
-                              "steps": self.position["step"], "reference": self.reference})
-        save_model(self.flow, self.out, extra=extra, overwrite=True)
+                              "steps": self.position["step"], "reference": keep.reference if keep else self.reference,
+                              "best_epoch": keep.epoch if keep else None})
+        save_model(self.flow, self.out, extra=extra, overwrite=True, state=keep.state if keep else None)
 
     # -- loop ----------------------------------------------------------------------------------
     def _batches(self, epoch: int) -> list[Tensor]:
@@ -224,6 +228,8 @@ class Trainer:
             if self.stop.signal:
                 with contextlib.suppress(KeyboardInterrupt), self.stop.critical():
                     self.save()
+            elif self.cfg.patience and self.best is not None:  # the flow returned is the one in the model file
+                self.flow.load_state_dict(self.best.state)
         return TrainResult(self.flow, self.position["step"], self.history, time.time() - start,
                            interrupted=self.stop.signal is not None, checkpoint=checkpoint_path(self.out),
                            signal=self.stop.signal, model=self.out, n_train=int(self.train_idx.numel()),
@@ -270,7 +276,8 @@ class Trainer:
         return TrainResult(self.flow, 0, self.history, time.time() - start, checkpoint=checkpoint_path(self.out))
 
     def _epochs(self, total: int) -> None:
-        while self.position["epoch"] < self.cfg.epochs and self.position["step"] < total and not self._stopped():
+        while (self.position["epoch"] < self.cfg.epochs and self.position["step"] < total and not self._stopped()
+               and not self.position.get("stopped_early")):
             batches = self._batches(self.position["epoch"])
             if self.position["batch"] == 0:
                 self.position["sums"] = _zero_sums()
@@ -324,15 +331,21 @@ class Trainer:
             self.history.append(summary)
             if finished:
                 self.position = {**self.position, "epoch": self.position["epoch"] + 1, "batch": 0}
+            self._early_stopping(summary)
         self._checkpoint()
         self.events.on_epoch(summary)
+        if self.position.get("stopped_early"):
+            self.events.on_message(f"early stopping: no better validation bits/dim for {self.cfg.patience} epochs; "
+                                   f"the model file keeps epoch {self.best.epoch} ({self.best.val_bpd:.4f} bits/dim)")
 
-
-def reference_record(log_likelihood, step: int) -> dict:
-    """What a model file keeps of its validation split: every log-likelihood (nats, sorted), so ``score``
-    can gate at any TPR without ``--reference`` (see :func:`~ood_flow.score.gate.model_gate`)."""
-    values = sorted(float(v) for v in np.asarray(log_likelihood, dtype=np.float64))
-    return {"score": "log_likelihood", "split": "validation", "n": len(values), "step": int(step), "values": values}
+    def _early_stopping(self, summary: dict) -> None:
+        """Keep the best epoch (lowest validation bits/dim); stop once ``patience`` epochs bring none better."""
+        if not self.cfg.patience:
+            return
+        if improved(self.best, summary["val_bpd"]):
+            self.best = BestEpoch.of(self.flow, summary["epoch"], summary["val_bpd"], self.reference)
+        elif out_of_patience(self.best, summary["epoch"], self.cfg.patience):
+            self.position = {**self.position, "stopped_early": True}
 
 
 def _zero_sums() -> dict:

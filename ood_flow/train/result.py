@@ -17,6 +17,7 @@ class TrainEvents:
     on_step: Callable[[int, dict], None] = lambda step, metrics: None
     on_epoch: Callable[[dict], None] = lambda summary: None
     on_message: Callable[[str], None] = lambda text: None
+    on_embed: Callable[[int, int], None] = lambda done, total: None  # images embedded (train --features)
 
 
 @dataclass

@@ -15,16 +15,16 @@ from typing import Any
 import torch
 
 from ood_flow import distributed
-from ood_flow.data import Dataset, SourceOptions, read_source
+from ood_flow.data import Dataset, SourceOptions, open_with_options, read_source
 from ood_flow.device import resolve_device, resolve_precision
 from ood_flow.errors import InputError, OutputError, UsageError
 from ood_flow.fileio import check_output
 from ood_flow.flows import Flow, create_flow
-from ood_flow.flows.configs import FEATURE_STD_FLOOR, VECTOR_MODELS
+from ood_flow.flows.configs import FEATURE_FLOW, FEATURE_STD_FLOOR, VECTOR_MODELS
 from ood_flow.flows.io import MODEL_FILE
 from ood_flow.flows.models import config_dict
 from ood_flow.train.checkpoint import checkpoint_path, load_training_state
-from ood_flow.train.config import DEFAULTS, TrainConfig
+from ood_flow.train.config import DEFAULTS, FeatureSpec, TrainConfig
 from ood_flow.train.loop import Trainer
 from ood_flow.train.objective import split_validation
 from ood_flow.train.result import TrainEvents, TrainResult
@@ -37,7 +37,7 @@ def train_flow(source: str | Dataset, config: TrainConfig | None = None, *, out:
                model: str | None = None, model_options: dict[str, Any] | None = None, negative: str | None = None,
                resume: bool = False, overwrite: bool = False, device: str = "cpu",
                options: SourceOptions | None = None, events: TrainEvents | None = None,
-               sync_bn: bool = False) -> TrainResult:
+               sync_bn: bool = False, features: FeatureSpec | None = None) -> TrainResult:
     """Train a flow on ``source`` by maximum likelihood; write the model file and a checkpoint beside it.
 
     Args:
@@ -55,6 +55,9 @@ def train_flow(source: str | Dataset, config: TrainConfig | None = None, *, out:
         overwrite: replace an existing model file (only an oodflow model file).
         options: how to read the source (the negative source uses only its data root and limit).
         events: callbacks for progress and messages.
+        features: train on a pretrained backbone's features of the source's images (or on a features
+            file of that backbone): the model file is then a detector that ``score`` runs on raw images,
+            recording the backbone (name, weights sha256, transform); the weights are not copied.
         sync_bn: under torchrun, batch norm normalises over the global batch (default: each process's
             share, as DDP does); needs a process group.
 
@@ -81,14 +84,17 @@ def train_flow(source: str | Dataset, config: TrainConfig | None = None, *, out:
         check_model_output(Path(out), resume=resume, overwrite=overwrite)
     dev = resolve_device(device)
     resolve_precision(config.precision or "fp32", dev)  # a bad --precision fails before any work
+    if features is not None:  # the backbone embeds in the precision asked for (auto: bf16 where it pays)
+        features = dataclasses.replace(features, precision=resolve_precision(features.precision, dev))
     with distributed.session(dev) as dist:
         return _train(source, config, out, model, model_options, negative, resume, overwrite,
-                      dist.device if dist.backend == "nccl" else dev, dist, options, events, sync_bn)
+                      dist.device if dist.backend == "nccl" else dev, dist, options, events, sync_bn, features)
 
 
 def _train(source, config: TrainConfig, out, model, model_options, negative, resume: bool, overwrite: bool, dev: str,
-           dist: distributed.Dist, options: SourceOptions | None, events: TrainEvents, sync_bn: bool) -> TrainResult:
-    ds = read_source(source, "train", options)
+           dist: distributed.Dist, options: SourceOptions | None, events: TrainEvents, sync_bn: bool,
+           features: FeatureSpec | None) -> TrainResult:
+    ds, detector = _training_data(source, options, features, model, negative, dev, events)
     for path, reason in ds.skipped:
         events.on_message(f"skipped {path}: {reason}")
     out = Path(out) if out is not None else default_model_path(ds, model)
@@ -99,12 +105,14 @@ def _train(source, config: TrainConfig, out, model, model_options, negative, res
         flow, cfg, extra = _resume(out, ds, dev, config, given, model, negative, events)
     else:
         flow, extra = _new(ds, model, given, DEFAULTS['seed'] if config.seed is None else config.seed, dev), None
-        cfg = config.resolved(flow.name)
+        cfg = config.resolved("features" if flow.name == "tabular" and ds.meta.get("backbone") else flow.name)
     cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision or "fp32", dev))
     neg = _negative(negative, flow, options or SourceOptions(), events)
     if neg is not None and cfg.negative_threshold is None:
         cfg = dataclasses.replace(cfg, negative_threshold=default_negative_threshold(flow))
     info = {"data": ds.source, "negative_data": negative, "oodflow_command": "train"}
+    if detector is not None:
+        info["detector"] = detector.to_dict()
     if dist.active:
         info.update(processes=dist.world, sync_bn=sync_bn)
         flow = _parallel(flow, dist, sync_bn, ds, cfg, events)
@@ -139,6 +147,31 @@ def _checkpoint_to_resume(out: Path, overwrite: bool, events: TrainEvents) -> bo
     return False
 
 
+def _training_data(source, options: SourceOptions | None, features: FeatureSpec | None, model: str | None,
+                   negative: str | None, device: str, events: TrainEvents):
+    """The training samples, and the backbone record when training a detector on features."""
+    if features is None:
+        return read_source(source, "train", options), None
+    if model not in (None, *VECTOR_MODELS) or negative:
+        given = f"--model {model}" if model not in (None, *VECTOR_MODELS) else "--negative-data"
+        raise UsageError(f"--features trains a tabular flow or a gaussian on the backbone's features; drop {given}")
+    from ood_flow.embed.detector import training_features  # imports timm, slow: only when asked
+
+    src = open_with_options(source, "train", options)
+    total = len(src)
+    return training_features(src, features, device=device, progress=_counter(total, events.on_embed))
+
+
+def _counter(total: int, report):
+    done = [0]
+
+    def advance(k: int) -> None:
+        done[0] += k
+        report(done[0], total)
+
+    return advance
+
+
 def family(ds: Dataset, model: str | None) -> str:
     """``model``, or the default family for the data: realnvp for images, tabular for vectors."""
     return model or ("realnvp" if ds.kind == "image" else "tabular")
@@ -164,7 +197,7 @@ def _new(ds: Dataset, model: str | None, given: dict, seed: int, device: str) ->
         need = "tabular or gaussian" if ds.kind == "vector" else "realnvp or glow"
         raise InputError(f"{ds.name}: {what} need --model {need}, not {name}")
     if ds.meta.get("backbone"):  # features written by embed: floor near-constant columns (see Standardize)
-        given = {"std_floor": FEATURE_STD_FLOOR, **given}
+        given = {"std_floor": FEATURE_STD_FLOOR, **(FEATURE_FLOW if name == "tabular" else {}), **given}
     torch.manual_seed(seed)
     return create_flow(name, ds.sample_shape, **given).to(device)
 

@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 from ood_flow.data import Dataset, SourceOptions, read_source
 from ood_flow.dequantize import dequantized_draws
 from ood_flow.device import resolve_device
-from ood_flow.errors import InputError
-from ood_flow.flows import Flow, load_model
+from ood_flow.errors import InputError, UsageError
+from ood_flow.flows import Flow, load_checkpoint
 from ood_flow.flows.coupling import AffineCoupling
 from ood_flow.score.likelihood import sample_keys
 from ood_flow.visualize.coupling import coupling_views
@@ -100,7 +100,7 @@ def plot_samples(model: str | os.PathLike, out: str | os.PathLike, *, count: int
     _check(out, overwrite, count=count, seed=seed)
     for t in temperatures:
         check_number("--temperature", t, low=0)
-    flow = load_model(model, device=resolve_device(device))
+    flow = _not_detector(model, device, "visualize samples")
     step = _counter(progress, len(temperatures) + 1)
     drawn = []
     for t in temperatures:
@@ -150,8 +150,20 @@ def _check(out, overwrite: bool, *, seed: int, **counts: int) -> None:
 
 
 def _image_model(path, device: str, what: str) -> Flow:
-    flow = load_model(path, device=resolve_device(device))
+    flow = _not_detector(path, device, what)
     require_image_flow(flow, what)
+    return flow
+
+
+def _not_detector(path, device: str, what: str) -> Flow:
+    """The model at ``path``; a feature detector is a usage error (exit 2): its flow models a backbone's
+    features, so there are no images to draw."""
+    flow, extra = load_checkpoint(path, device=resolve_device(device))
+    record = extra.get("detector")
+    if record:
+        raise UsageError(f"{what} draws images, but {path} is a feature detector: its {flow.name} models "
+                         f"{flow.input_shape[0]}-dimensional {record.get('backbone')} features, not pixels; "
+                         "plot its scores with 'oodflow visualize histogram'")
     return flow
 
 

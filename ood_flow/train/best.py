@@ -1,0 +1,64 @@
+"""The validation scores a model file carries, and early stopping on validation bits/dim: the best epoch
+so far, its weights and its validation scores.
+
+With ``patience`` set, training stops after that many epochs without a lower validation bits/dim and
+the model file holds the best epoch's weights (and the validation scores they gave, the threshold
+``score`` gates with), so a default run on a few thousand feature vectors does not keep over-fitting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class BestEpoch:
+    """The epoch with the lowest validation bits/dim so far.
+
+    Attributes:
+        epoch: its number (1-based, as in the history).
+        val_bpd: its mean validation bits/dim.
+        state: the flow's weights and buffers after it (CPU copies).
+        reference: the validation scores under those weights (see :func:`reference_record`).
+    """
+
+    epoch: int
+    val_bpd: float
+    state: dict[str, torch.Tensor]
+    reference: dict | None
+
+    @classmethod
+    def of(cls, flow: nn.Module, epoch: int, val_bpd: float, reference: dict | None) -> BestEpoch:
+        state = {k: v.detach().cpu().clone() for k, v in flow.state_dict().items()}
+        return cls(epoch, float(val_bpd), state, reference)
+
+    def to_dict(self) -> dict:
+        """For the checkpoint (tensors and plain values: loads with ``weights_only=True``)."""
+        return {"epoch": self.epoch, "val_bpd": self.val_bpd, "state": self.state, "reference": self.reference}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> BestEpoch | None:
+        return cls(int(d["epoch"]), float(d["val_bpd"]), dict(d["state"]), d.get("reference")) if d else None
+
+
+def improved(best: BestEpoch | None, val_bpd: float | None) -> bool:
+    """Whether ``val_bpd`` (finite) beats the best so far."""
+    if val_bpd is None or not torch.isfinite(torch.tensor(val_bpd)):
+        return False
+    return best is None or val_bpd < best.val_bpd
+
+
+def out_of_patience(best: BestEpoch | None, epoch: int, patience: int | None) -> bool:
+    """Whether ``patience`` epochs have passed since the best one (never without patience or a best)."""
+    return bool(patience) and best is not None and epoch - best.epoch >= patience
+
+
+def reference_record(log_likelihood, step: int) -> dict:
+    """What a model file keeps of its validation split: every log-likelihood (nats, sorted), so ``score``
+    can gate at any TPR without ``--reference`` (see :func:`~ood_flow.score.gate.model_gate`)."""
+    values = sorted(float(v) for v in np.asarray(log_likelihood, dtype=np.float64))
+    return {"score": "log_likelihood", "split": "validation", "n": len(values), "step": int(step), "values": values}
