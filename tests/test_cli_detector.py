@@ -147,6 +147,10 @@ def test_a_features_file_of_the_backbone_trains_the_same_detector(files, tmp_pat
             "--out", tmp_path / f"{model}.pt", "--val-fraction", "0.25", *(FAST if model == "tabular" else ["-q"]))
         record = load_checkpoint(tmp_path / f"{model}.pt")[1]["detector"]
         assert record == load_checkpoint(files / "det.pt")[1]["detector"]
+    summary = run_json("train", "--data", tmp_path / "f.h5", "--features", NET, "--weights", files / "w.pth",
+                       "--model", "gaussian", "--out", tmp_path / "gaussian.pt", "--val-fraction", "0.25",
+                       "--overwrite")
+    assert (summary["n_train"], summary["n_val"], summary["model"]) == (60, 20, str(tmp_path / "gaussian.pt"))
     run("score", files / "in.npz", "--model", tmp_path / "gaussian.pt", "--quiet")
     with h5py.File(tmp_path / "f.h5", "r") as f:
         n = f["features"].shape[0]

@@ -273,7 +273,8 @@ class Trainer:
             self.position = {"epoch": 1, "batch": 0, "step": 0, "sums": _zero_sums()}
             self.save()
         self.events.on_epoch(summary)
-        return TrainResult(self.flow, 0, self.history, time.time() - start, checkpoint=checkpoint_path(self.out))
+        return TrainResult(self.flow, 0, self.history, time.time() - start, checkpoint=checkpoint_path(self.out),
+                           model=self.out, n_train=int(self.train_idx.numel()), n_val=int(self.val_idx.numel()))
 
     def _epochs(self, total: int) -> None:
         while (self.position["epoch"] < self.cfg.epochs and self.position["step"] < total and not self._stopped()
