@@ -54,7 +54,10 @@ def test_gate_attributes_record_threshold_and_outcome():
     gate = fit_gate([1.0, 2.0, 3.0, 4.0], 0.5, score="waic", reference="ref.h5:val")
     attrs = gate.attrs(gate.flags([0.0, 1.0, 3.0, 4.0]))
     assert attrs == {"threshold": 3.0, "threshold_tpr": 0.5, "threshold_tpr_achieved": 0.5,
-                     "threshold_reference": "ref.h5:val", "threshold_score": "waic", "ood_fraction": 0.5, "n_ood": 2}
+                     "threshold_reference": "ref.h5:val", "threshold_score": "waic", "threshold_from": "reference",
+                     "ood_fraction": 0.5, "n_ood": 2}
+    assert fit_gate([1.0], 0.5, score="s", reference="m.pt's validation split", origin="model").attrs(
+        np.zeros(1, bool))["threshold_from"] == "model"
     assert ood_fraction(np.zeros(0, bool)) == 0.0
 
 
