@@ -21,6 +21,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
