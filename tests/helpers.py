@@ -33,7 +33,8 @@ def jacobian_logdet(fn, x: torch.Tensor) -> torch.Tensor:
     out = []
     for i in range(x.shape[0]):
         xi = x[i : i + 1]
-        jac = torch.autograd.functional.jacobian(lambda v: fn(v.view_as(xi)).reshape(-1), xi.reshape(-1))
+        jac = torch.autograd.functional.jacobian(lambda v: fn(v.view_as(xi)).reshape(-1), xi.reshape(-1),
+                                                   vectorize=True)
         sign, logabs = torch.linalg.slogdet(jac)
         assert sign != 0
         out.append(logabs)

@@ -28,7 +28,11 @@ def _float64():
 
 
 def _net(name, **opts):
-    return lambda cin, cout, spatial: create_net(name, cin, cout, spatial, **opts)
+    def make(cin, cout, spatial, checkerboard=False):
+        double = {"double_input": checkerboard} if name.startswith("resnet") else {}
+        return create_net(name, cin, cout, spatial, **double, **opts)
+
+    return make
 
 
 def _coupling(mask, shape, index=0, net="resnet", **opts):
@@ -51,27 +55,47 @@ LAYERS = {
     "actnorm-vector": (lambda: ActNorm(6, ndim=1), (6,)),
     "invconv": (lambda: InvConv1x1(4), (4, 4, 4)),
     "factor-out": (lambda: FactorOut(Sequential(Squeeze(), _coupling("channel", (8, 2, 2)), Unsqueeze())), (4, 4, 4)),
+    "factor-out-inner-first": (lambda: FactorOut(Sequential(Squeeze(), _coupling("channel", (8, 2, 2), 1),
+                                                            Unsqueeze()), inner_first=True), (4, 4, 4)),
     "mlp-half": (lambda: _coupling("channel", (6,), 1, net="mlp"), (6,)),
 }
 for _mask in ("checkerboard", "horizontal", "vertical", "cycle"):
     for _c in (1, 3):
         for _i in (0, 1, 3):
             LAYERS[f"{_mask}-c{_c}-i{_i}"] = (lambda m=_mask, c=_c, i=_i: _coupling(m, (c, 8, 8), i), (_c, 8, 8))
+for _net_name in ("resnet-noskip", "resnet-v1"):
+    for _mask in ("checkerboard", "channel"):
+        LAYERS[f"{_mask}-{_net_name}"] = (lambda m=_mask, n=_net_name: _coupling(m, (4, 4, 4), 1, net=n, channels=8,
+                                                                                blocks=2), (4, 4, 4))
+LAYERS["checkerboard-resnet-no-batchnorm"] = (lambda: _coupling("checkerboard", (2, 6, 6), 0, channels=8, blocks=1,
+                                                                batchnorm=False), (2, 6, 6))
+LAYERS["horizontal-resnet-no-blocks"] = (lambda: _coupling("horizontal", (1, 6, 6), 1, channels=8, blocks=0), (1, 6, 6))
 for _net_name in ("glow", "highway"):
     LAYERS[f"channel-{_net_name}"] = (lambda n=_net_name: _coupling("channel", (4, 4, 4), 1, net=n, channels=8),
                                       (4, 4, 4))
-LAYERS["checkerboard-bottleneck"] = (lambda: _coupling("checkerboard", (1, 8, 8), bottleneck=5, channels=8, blocks=2),
-                                     (1, 8, 8))
+LAYERS["checkerboard-bottleneck"] = (lambda: _coupling("checkerboard", (1, 8, 8), net="resnet-noskip", bottleneck=5,
+                                                       channels=8, blocks=2), (1, 8, 8))
+LAYERS["checkerboard-bottleneck-1block"] = (lambda: _coupling("checkerboard", (1, 8, 8), 1, net="resnet-noskip",
+                                                              bottleneck=3, channels=4, blocks=1), (1, 8, 8))
+LAYERS["checkerboard-bottleneck-v1"] = (lambda: _coupling("checkerboard", (1, 8, 8), net="resnet-v1", bottleneck=5,
+                                                          channels=8, blocks=2), (1, 8, 8))
 LAYERS["cycle-no-batchnorm"] = (lambda: _coupling("cycle", (3, 8, 6), 2, batchnorm=False, channels=8, blocks=1),
                                 (3, 8, 6))
 
 MODELS = {
     "realnvp": ("realnvp", (1, 8, 8), {"channels": 8, "blocks": 1, "scales": 2}),
     "realnvp-3scales-rgb": ("realnvp", (3, 8, 8), {"channels": 8, "blocks": 1, "scales": 3}),
+    "realnvp-noskip": ("realnvp", (1, 8, 8), {"net": "resnet-noskip", "channels": 4, "blocks": 2, "scales": 2}),
+    "realnvp-1scale-checkerboard": ("realnvp", (1, 8, 8), {"channels": 4, "blocks": 1, "scales": 1, "couplings": 3}),
+    "realnvp-v1": ("realnvp", (1, 8, 8), {"net": "resnet-v1", "layout": "v1", "channels": 8, "blocks": 1,
+                                          "scales": 2, "couplings": 8}),
     "realnvp-horizontal": ("realnvp", (1, 8, 8), {"mask": "horizontal", "channels": 8, "blocks": 1, "couplings": 4}),
     "realnvp-vertical": ("realnvp", (3, 8, 8), {"mask": "vertical", "channels": 8, "blocks": 1, "couplings": 3}),
     "realnvp-cycle-bottleneck": ("realnvp", (1, 8, 8), {"mask": "cycle", "bottleneck": 4, "channels": 8, "blocks": 2,
                                                          "couplings": 5}),
+    "realnvp-horizontal-bottleneck-v1": ("realnvp", (1, 8, 8), {"mask": "horizontal", "bottleneck": 4, "channels": 4,
+                                                                 "blocks": 2, "couplings": 3, "net": "resnet-v1",
+                                                                 "layout": "v1", "scales": 1}),
     "glow": ("glow", (1, 8, 8), {"channels": 8, "couplings": 2, "scales": 2}),
     "glow-highway-rgb": ("glow", (3, 8, 8), {"channels": 8, "couplings": 2, "scales": 3, "net": "highway"}),
     "tabular": ("tabular", (6,), {"hidden": 16, "couplings": 4}),
@@ -138,8 +162,12 @@ def test_every_parameter_gets_a_gradient(key):
     flow, shape = _model(key)
     flow.train()
     (-flow.log_prob(_input(shape, batch=4)).mean()).backward()
-    missing = [n for n, p in flow.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    # The coupling's factor is g * v / |v| per channel: v / |v| is v's sign, so v's gradient is always 0
+    # (the authors' model has this parameter too, and it counts in their parameter totals).
+    missing = [n for n, p in flow.named_parameters() if (p.grad is None or not p.grad.abs().sum() > 0)
+               and not n.endswith("rescale.weight_v")]
     assert not missing
+    assert any(n.endswith("rescale.weight_g") for n, _ in flow.named_parameters())
 
 
 @pytest.mark.parametrize("key", list(MODELS))
@@ -149,9 +177,9 @@ def test_sample_has_input_shape_and_inverts(key):
     cannot invert pixels that round to 0 or 1.)"""
     torch.manual_seed(0)
     flow, shape = _model(key)
-    x = flow.sample(5, temperature=0.1, generator=torch.Generator().manual_seed(0))
+    x = flow.sample(5, temperature=0.02, generator=torch.Generator().manual_seed(0))
     assert x.shape == (5, *shape) and torch.isfinite(x).all()
-    z = torch.randn((5, *shape), generator=torch.Generator().manual_seed(0)) * 0.1
+    z = torch.randn((5, *shape), generator=torch.Generator().manual_seed(0)) * 0.02
     torch.testing.assert_close(flow.inverse(z)[0], x, rtol=0, atol=0)
     torch.testing.assert_close(flow(x)[0], z, rtol=1e-6, atol=1e-6)
 

@@ -27,6 +27,10 @@ CASES = [
     ("glow", (1, 28, 28), {"net": "glow", "batchnorm": True, "channels": 32, "couplings": 2}),
     ("glow", (3, 32, 32), {"net": "glow", "channels": 32, "couplings": 2, "bottleneck": 6}),
     ("glow", (1, 28, 28), {"channels": 32, "couplings": 2}),  # highway: runs its own modules
+    ("realnvp", (3, 8, 8), {"channels": 8, "blocks": 1, "net": "resnet-noskip", "bottleneck": 4, "mask": "cycle",
+                            "couplings": 2}),
+    ("realnvp", (1, 8, 8), {"channels": 8, "blocks": 1, "batchnorm": False, "scales": 1, "couplings": 2}),
+    ("realnvp", (1, 8, 8), {"channels": 8, "blocks": 1, "net": "resnet-v1"}),
 ]
 
 
@@ -65,3 +69,18 @@ def test_fused_path_matches_the_plain_modules(name, shape, opts):
     assert torch.isfinite(fast).all()
     assert torch.equal(fast, fast_no_grad)
     assert err_fast <= 2 * err_plain + 1e-6, f"fused {err_fast:.1e} vs plain {err_plain:.1e} relative error"
+
+
+def test_stats_show_the_fused_kernel_ran_for_scoring_and_why_training_did_not_use_it():
+    flow = randomize(create_flow("realnvp", (1, 8, 8), channels=8, blocks=2, scales=2))
+    x = torch.rand(4, 1, 8, 8)
+    fused.reset_stats()
+    with torch.no_grad():
+        flow.log_prob(x)
+    stats = fused.stats()
+    assert stats["fused_calls"] == 10 and stats.get("plain_calls", 0) == 0  # one per coupling
+    assert stats["fused_kernel_convs"] == 10 * 2  # each block's first conv + batch norm + ReLU, 2 blocks
+    fused.reset_stats()
+    flow.train()
+    flow.log_prob(x)  # gradients on: the plain modules, counted with the reason
+    assert fused.stats()["plain:grad"] == 10 and "fused_calls" not in fused.stats()

@@ -16,7 +16,9 @@ SPATIAL = ("checkerboard", "horizontal", "vertical", "cycle")
 
 
 def _coupling(mask, shape, index):
-    make = lambda cin, cout, spatial: create_net("resnet", cin, cout, spatial, channels=4, blocks=1)  # noqa: E731
+    def make(cin, cout, spatial, checkerboard=False):
+        return create_net("resnet", cin, cout, spatial, channels=4, blocks=1, double_input=checkerboard)
+
     return randomize(AffineCoupling(create_mask(mask, shape, index), shape, make).double()).eval()
 
 

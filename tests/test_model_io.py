@@ -12,7 +12,8 @@ import torch
 
 from helpers import randomize
 import ood_flow
-from ood_flow.errors import ModelFileError
+from ood_flow.errors import ModelFileError, UsageError
+from ood_flow.flows.io import FORMAT_VERSION
 from ood_flow.flows.layers import ActNorm
 
 CASES = [
@@ -50,7 +51,7 @@ def test_pt_file_loads_with_weights_only_and_describes_itself(tmp_path):
     record = torch.load(tmp_path / "m.pt", weights_only=True)
     assert record["model"] == "realnvp" and record["config"]["mask"] == "cycle"
     assert record["config"]["bottleneck"] == 3 and record["input_shape"] == [3, 8, 8]
-    assert record["format_version"] == 1 and record["oodflow_version"] == ood_flow.__version__
+    assert record["format_version"] == FORMAT_VERSION and record["oodflow_version"] == ood_flow.__version__
     assert ood_flow.load_checkpoint(tmp_path / "m.pt")[1] == {"epochs": 3}
 
 
@@ -150,7 +151,7 @@ def test_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
 def test_registry_lists_valid_models_and_options():
     with pytest.raises(ValueError, match="valid models: realnvp, glow, tabular"):
         ood_flow.create_flow("maf", (1, 8, 8))
-    with pytest.raises(ValueError, match="valid options: .*bottleneck"):
+    with pytest.raises(UsageError, match="valid options: .*bottleneck"):
         ood_flow.create_flow("realnvp", (1, 8, 8), depth=3)
     with pytest.raises(ValueError, match="supports 1 to"):
         ood_flow.create_flow("glow", (1, 6, 6), scales=3)

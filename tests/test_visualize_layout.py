@@ -53,10 +53,10 @@ def test_realnvp_latent_is_the_unsqueezed_output_of_its_scales():
     v = squeeze(v)
     for layer in body[4:7]:
         v = layer(v)[0]
-    out, rest = v.chunk(2, dim=1)
+    rest, out = v.chunk(2, dim=1)  # as the authors: the first half goes on, the second is factored out
     for layer in body[7].inner.layers:
         rest = layer(rest)[0]
-    manual = unsqueeze(torch.cat([out, rest], dim=1))
+    manual = unsqueeze(torch.cat([rest, out], dim=1))
     torch.testing.assert_close(flow(x)[0], manual, rtol=0, atol=1e-12)
 
 

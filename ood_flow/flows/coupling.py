@@ -9,20 +9,23 @@ from torch import Tensor, nn
 
 from ood_flow.flows.base import Bijection, sum_except_batch
 from ood_flow.flows.precision import run_st
+from ood_flow.flows.weightnorm import WNScale
 
 
 class AffineCoupling(Bijection):
     """Affine coupling layer whose conditioned/changed split comes from a mask.
 
     The st-network sees ``mask.conditioner(x)`` and predicts ``2 * k`` channels: a raw log-scale and
-    a shift for each of the ``k`` changed channels. The log-scale is bounded, ``s = scale * tanh(raw)``
-    with a learnable per-channel ``scale`` (as in RealNVP), which keeps early training stable.
-    Log-det: the sum of ``s`` over the changed positions.
+    a shift for each of the ``k`` changed channels. The log-scale is bounded, ``s = rescale(tanh(raw))``
+    with a learnable, weight-normalised factor per channel (:class:`WNScale`, as in RealNVP and the
+    authors' code), which keeps early training stable. Log-det: the sum of ``s`` over the changed
+    positions.
 
     Args:
         mask: a mask from :mod:`ood_flow.flows.masks`.
         shape: input shape of one sample, (C, H, W) or (D,).
-        make_net: factory ``(in_channels, out_channels, spatial) -> nn.Module``.
+        make_net: factory ``(in_channels, out_channels, spatial) -> nn.Module``; it is also told
+            ``checkerboard=True`` or ``False`` (the authors' ResNet doubles its input in checkerboard couplings).
 
     References:
         Dinh et al., "Density estimation using Real NVP", ICLR 2017.
@@ -33,13 +36,12 @@ class AffineCoupling(Bijection):
         self.mask = mask
         self.shape = tuple(shape)
         cin, k = mask.net_channels(shape[0])
-        self.net = make_net(cin, 2 * k, tuple(shape[1:]) or None)
-        view = (1, k) + (1,) * (len(shape) - 1)
-        self.scale = nn.Parameter(torch.ones(view))
+        self.net = make_net(cin, 2 * k, tuple(shape[1:]) or None, checkerboard=mask.name == "checkerboard")
+        self.rescale = WNScale(k, len(shape))
 
     def _st(self, x: Tensor) -> tuple[Tensor, Tensor]:
         raw, t = run_st(self.net, self.mask.conditioner(x)).chunk(2, dim=1)
-        s = self.scale * torch.tanh(raw)
+        s = self.rescale(torch.tanh(raw))
         return self.mask.restrict(s), self.mask.restrict(t)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

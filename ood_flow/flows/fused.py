@@ -3,17 +3,23 @@
 When nothing needs gradients and every layer is in eval mode (scoring), a convolution followed by
 batch norm is one convolution with folded weights, and a following ReLU runs inside oneDNN's
 convolution (a post-op) instead of as a separate pass; the ReLU after a batch norm runs in place.
-The folded weights are cached per convolution and rebuilt whenever a weight or statistic changes.
+Folded (and weight-normalised) kernels are cached per convolution and rebuilt whenever a weight or
+statistic changes. :func:`run_resnet` does this for the authors' ResNet
+(:class:`ood_flow.flows.resnet.ResNetST`), :func:`run` for the sequential networks.
 
 The result is the same function: conv+ReLU fusion is bit-identical, batch-norm folding moves
 results by float rounding only (relative 1e-6 in log-likelihoods). It is used for float32 on CPU
-with oneDNN; anything else, any layer it does not know, and any failure of the fused kernel fall
-back to the plain modules. :func:`disabled` turns it off, e.g. to compare against the plain path.
+with oneDNN. Nothing falls back silently: :func:`stats` counts the convolutions that ran through
+the fused kernel and the calls that took the plain modules, and says why (gradients on, another
+dtype or device, a layer in training mode, the kernel missing or failed); a kernel failure also
+warns. :func:`disabled` turns the path off, e.g. to compare against the plain modules.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import warnings
 from typing import Iterator
 
 import torch
@@ -21,8 +27,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ood_flow.flows.precision import NARROW
+from ood_flow.flows.weightnorm import WNConv2d, normalised
 
-_state = {"enabled": True, "kernel": None}
+_state: dict = {"enabled": True, "kernel": None, "failure": None}
+_counts: collections.Counter = collections.Counter()
 
 
 @contextlib.contextmanager
@@ -36,11 +44,45 @@ def disabled() -> Iterator[None]:
         _state["enabled"] = previous
 
 
+def stats() -> dict:
+    """What the fused path did since :func:`reset_stats`.
+
+    Keys: ``fused_calls`` (st-network calls that took the fused path), ``fused_kernel_convs``
+    (convolutions run by oneDNN's fused conv+ReLU kernel), ``plain_calls`` and, per reason,
+    ``plain:<reason>``; ``kernel_failure``: the error that disabled the kernel, if any.
+    """
+    return {**_counts, "kernel_failure": _state["failure"]}
+
+
+def reset_stats() -> None:
+    _counts.clear()
+
+
 def usable(net: nn.Module, x: Tensor) -> bool:
     """Whether ``net(x)`` may take the fused path: inference only, float32 CPU (bf16 under autocast), every
-    layer in eval mode."""
-    return (_state["enabled"] and not torch.is_grad_enabled() and x.dtype == torch.float32
-            and x.device.type == "cpu" and _kernel() is not None and not any(m.training for m in net.modules()))
+    layer in eval mode.
+
+    Every call is counted in :func:`stats`, with the reason when the answer is no.
+    """
+    reason = _why_not(net, x)
+    _counts["fused_calls" if reason is None else "plain_calls"] += 1
+    if reason is not None:
+        _counts[f"plain:{reason}"] += 1
+    return reason is None
+
+
+def _why_not(net: nn.Module, x: Tensor) -> str | None:
+    if not _state["enabled"]:
+        return "disabled"
+    if torch.is_grad_enabled():
+        return "grad"
+    if x.dtype != torch.float32 or x.device.type != "cpu":
+        return "dtype-or-device"
+    if _kernel() is None:
+        return "no-kernel"
+    if any(m.training for m in net.modules()):
+        return "training-mode"
+    return None
 
 
 def _kernel():
@@ -63,7 +105,7 @@ def run(layers: nn.Sequential, x: Tensor) -> Tensor:
             relu = j < len(mods) and isinstance(mods[j], nn.ReLU)
             x, i = _conv(m, bn, x, relu), j + relu
         elif isinstance(m, nn.BatchNorm2d):
-            x, i = F.batch_norm(x, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps), i + 1
+            x, i = _bn(m, x), i + 1
         elif isinstance(m, nn.ReLU):
             x, i = (torch.relu_(x) if owned else torch.relu(x)), i + 1
         elif hasattr(m, "body") and getattr(m, "residual", False):
@@ -75,46 +117,87 @@ def run(layers: nn.Sequential, x: Tensor) -> Tensor:
     return x
 
 
-def _conv(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, x: Tensor, relu: bool) -> Tensor:
+def run_resnet(net: nn.Module, x: Tensor) -> Tensor:
+    """:class:`~ood_flow.flows.resnet.ResNetST` on ``x``: each block's first conv, its batch norm and
+    ReLU as one fused convolution; weight-normalised kernels computed once and cached."""
+    h = _bn(net.in_norm, x)
+    h = 2 * h if net.double_input else h
+    h = _conv(net.in_conv, None, torch.relu_(torch.cat([h, -h], dim=1)), relu=False)
+    total = _conv(net.skips[0], None, h, relu=False) if net.skips is not None else None
+    for i, block in enumerate(net.blocks):
+        h = net.bottleneck(h) if net.bottleneck is not None and i == net.where else h
+        u = torch.relu_(_bn(block.in_norm, h, copy=True))
+        u = _conv(block.in_conv, _batchnorm(block.out_norm), u, relu=True)
+        h = h + _conv(block.out_conv, None, u, relu=False)
+        if total is not None:
+            total.add_(_conv(net.skips[i + 1], None, h, relu=False))
+    h = net.bottleneck(h) if net.bottleneck is not None and len(net.blocks) == net.where else h
+    h = torch.relu_(_bn(net.out_norm, h if total is None else total, copy=True))
+    return _conv(net.out_conv, None, h, relu=False)
+
+
+def _batchnorm(m: nn.Module) -> nn.BatchNorm2d | None:
+    return m if isinstance(m, nn.BatchNorm2d) else None
+
+
+def _bn(m: nn.Module, x: Tensor, copy: bool = False) -> Tensor:
+    """Eval-mode batch norm (a new tensor); ``nn.Identity`` gives ``x`` (a copy if ``copy``)."""
+    if isinstance(m, nn.BatchNorm2d):
+        return F.batch_norm(x, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
+    return x.clone() if copy else x
+
+
+def _conv(conv: nn.Module, bn: nn.BatchNorm2d | None, x: Tensor, relu: bool) -> Tensor:
     x = x.to(_dtype(conv, x))
     weight, bias = _folded(conv, bn, x.dtype)
-    if relu and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple):
+    padding = [conv.padding] * 2 if isinstance(conv, WNConv2d) else list(conv.padding)
+    plain_conv = isinstance(conv, WNConv2d) or (conv.padding_mode == "zeros" and isinstance(conv.padding, tuple))
+    stride, dilation, groups = ([1, 1], [1, 1], 1) if isinstance(conv, WNConv2d) else \
+        (list(conv.stride), list(conv.dilation), conv.groups)
+    if relu and plain_conv and _kernel() is not None:
         try:
-            return _kernel()(x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-                             conv.groups, "relu", [], "")
-        except RuntimeError:  # a build whose kernel rejects this case: plain ops from now on
-            _state["kernel"] = False
-    y = conv._conv_forward(x, weight, bias)
+            y = _kernel()(x, weight, bias, padding, stride, dilation, groups, "relu", [], "")
+            _counts["fused_kernel_convs"] += 1
+            return y
+        except RuntimeError as exc:  # a build whose kernel rejects this case: plain ops from now on, said aloud
+            _state["kernel"], _state["failure"] = False, str(exc).splitlines()[0][:200]
+            warnings.warn(f"oodflow: oneDNN's fused convolution failed ({_state['failure']}); "
+                          "scoring continues with plain convolutions", RuntimeWarning, stacklevel=2)
+    y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     return torch.relu_(y) if relu else y
 
 
-def _dtype(conv: nn.Conv2d, x: Tensor) -> torch.dtype:
+def _dtype(conv: nn.Module, x: Tensor) -> torch.dtype:
     """The autocast dtype (the st-network's precision) for wide convolutions, else float32, as the plain
     modules run them (:mod:`ood_flow.flows.precision`)."""
-    if torch.is_autocast_enabled(x.device.type) and min(conv.in_channels, conv.out_channels) >= NARROW:
+    weight = conv.weight_v if isinstance(conv, WNConv2d) else conv.weight
+    if torch.is_autocast_enabled(x.device.type) and min(weight.shape[0], weight.shape[1]) >= NARROW:
         return torch.get_autocast_dtype(x.device.type)
     return torch.float32
 
 
-def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+def _folded(conv: nn.Module, bn: nn.BatchNorm2d | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
     """``conv`` then ``bn`` (eval) as one convolution in ``dtype``: weights scaled per output channel, cached."""
-    if bn is None and dtype == conv.weight.dtype:
+    if bn is None and not isinstance(conv, WNConv2d) and dtype == conv.weight.dtype:
         return conv.weight, conv.bias
-    tensors = (conv.weight, conv.bias) + ((bn.weight, bn.bias, bn.running_mean, bn.running_var) if bn else ())
-    key = tuple((t.data_ptr(), t._version) if t is not None else None for t in tensors) + (bn and bn.eps, dtype)
+    sources = (conv.weight_g, conv.weight_v) if isinstance(conv, WNConv2d) else (conv.weight,)
+    bn_tensors = (bn.weight, bn.bias, bn.running_mean, bn.running_var) if bn is not None else ()
+    tensors = (*sources, conv.bias, *bn_tensors)
+    key = tuple((t.data_ptr(), t._version) if t is not None else None for t in tensors) + \
+        ((bn.eps,) if bn is not None else ()) + (dtype,)
     cached = conv.__dict__.get("_fused_cache")
     if cached is None or cached[0] != key:
         with torch.no_grad(), torch.autocast("cpu", enabled=False):
-            weight, bias = _fold(conv, bn) if bn is not None else (conv.weight, conv.bias)
+            weight = normalised(*sources) if isinstance(conv, WNConv2d) else conv.weight
+            bias = conv.bias
+            if bn is not None:
+                scale = torch.rsqrt(bn.running_var + bn.eps)
+                scale = scale * bn.weight if bn.weight is not None else scale
+                weight = weight * scale.view(-1, 1, 1, 1)
+                bias = -bn.running_mean if bias is None else bias - bn.running_mean
+                bias = bias * scale + (bn.bias if bn.bias is not None else 0.0)
             weight = weight.to(dtype).contiguous(memory_format=torch.channels_last)
             bias = bias.to(dtype) if bias is not None else None
         cached = conv.__dict__["_fused_cache"] = (key, weight, bias)
     return cached[1], cached[2]
 
-
-def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    scale = scale * bn.weight if bn.weight is not None else scale
-    weight = conv.weight * scale.view(-1, 1, 1, 1)
-    bias = -bn.running_mean if conv.bias is None else conv.bias - bn.running_mean
-    return weight, bias * scale + (bn.bias if bn.bias is not None else 0.0)

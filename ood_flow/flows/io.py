@@ -18,12 +18,13 @@ import numpy as np
 import torch
 
 from ood_flow.version import __version__
-from ood_flow.errors import ModelFileError
+from ood_flow.errors import ModelFileError, OodflowError
 from ood_flow.fileio import Kind, atomic_write
+from ood_flow.flows.migrate import from_format_1
 from ood_flow.flows.models import Flow, config_dict, create_flow
 
 FORMAT = "oodflow-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the authors' RealNVP st-network and layout, weight-normalised log-scale (see migrate)
 PT_SUFFIXES = (".pt", ".pth")
 H5_SUFFIXES = (".h5", ".hdf5")
 
@@ -197,12 +198,15 @@ def _check_header(path: Path, record: Any) -> dict:
 
 
 def _rebuild(path: Path, record: dict) -> Flow:
+    config, state = record["config"], record["state_dict"]
+    if int(record.get("format_version", 0)) < 2:
+        config, state = from_format_1(record["model"], config, state)
     try:
-        flow = create_flow(record["model"], tuple(record["input_shape"]), **record["config"])
-        flow.load_state_dict(record["state_dict"], strict=True)
-    except (ValueError, RuntimeError, TypeError) as exc:
+        flow = create_flow(record["model"], tuple(record["input_shape"]), **config)
+        flow.load_state_dict(state, strict=True)
+    except (ValueError, RuntimeError, TypeError, OodflowError) as exc:
         raise ModelFileError(f"{path}: model file does not match its configuration: {_first_line(exc)}") from None
-    bad = first_non_finite(record["state_dict"].items())
+    bad = first_non_finite(state.items())
     if bad is not None:
         raise ModelFileError(f"{path}: the model's weights are not finite (NaN or inf in {bad}); it cannot score "
                              "(was it saved from a diverged training run?)")

@@ -52,34 +52,45 @@ class Unsqueeze(Bijection):
 
 
 class FactorOut(Bijection):
-    """Multi-scale factor-out: the first half of the channels leaves as latent, ``inner`` transforms the rest.
+    """Multi-scale factor-out: half of the channels leaves as latent, ``inner`` transforms the other half.
 
-    The factored-out half is already a latent variable (standard normal under the model); keeping it
+    ``inner_first=True`` (RealNVP as the authors build it) transforms the first half and factors
+    out the second; ``False`` (Glow, and RealNVP files of format 1) the other way round. The
+    factored-out half is already a latent variable (standard normal under the model); keeping it
     in the tensor, rather than in a list on the side, keeps every layer a plain tensor-to-tensor map.
     """
 
-    def __init__(self, inner: Bijection):
+    def __init__(self, inner: Bijection, inner_first: bool = False):
         super().__init__()
-        self.inner = inner
+        self.inner, self.inner_first = inner, inner_first
+
+    def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(factored out, transformed further)`` halves of ``x`` (dimension 1)."""
+        first, second = x.chunk(2, dim=1)
+        return (second, first) if self.inner_first else (first, second)
+
+    def join(self, out: Tensor, rest: Tensor) -> Tensor:
+        """Inverse of :meth:`split`."""
+        return torch.cat([rest, out] if self.inner_first else [out, rest], dim=1)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        out, rest = x.chunk(2, dim=1)
+        out, rest = self.split(x)
         rest, logdet = self.inner(rest)
-        return torch.cat([out, rest], dim=1), logdet
+        return self.join(out, rest), logdet
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        out, rest = y.chunk(2, dim=1)
+        out, rest = self.split(y)
         rest, logdet = self.inner.inverse(rest)
-        return torch.cat([out, rest], dim=1), logdet
+        return self.join(out, rest), logdet
 
     def trace(self, x: Tensor, records: list) -> tuple[Tensor, Tensor]:
-        out, rest = x.chunk(2, dim=1)
+        out, rest = self.split(x)
         rest, logdet = self.inner.trace(rest, records)
-        return torch.cat([out, rest], dim=1), logdet
+        return self.join(out, rest), logdet
 
     def push_mask(self, mask: Tensor) -> Tensor:
-        out, rest = mask.chunk(2, dim=0)
-        return torch.cat([out, self.inner.push_mask(rest)], dim=0)
+        out, rest = self.split(mask[None])
+        return self.join(out, self.inner.push_mask(rest[0])[None])[0]
 
 
 class ActNorm(Bijection):
@@ -130,7 +141,10 @@ class ActNorm(Bijection):
 class InvConv1x1(Bijection):
     """Invertible 1x1 convolution with an LU-parametrised weight ``W = P L (U + diag(sign * exp(log_s)))``.
 
-    The log-det is ``H * W * sum(log_s)``: no determinant is computed at run time.
+    One ``C x C`` parameter ``lu`` holds all free numbers: ``L``'s strict lower triangle (unit
+    diagonal implied), ``U``'s strict upper triangle and ``log_s`` on the diagonal, so the layer has
+    ``C^2`` parameters, as many as a plain ``C x C`` weight (the authors' Glow). The log-det is
+    ``H * W * sum(log_s)``: no determinant is computed at run time.
 
     References:
         Kingma & Dhariwal, "Glow", NeurIPS 2018, Section 3.2.
@@ -145,24 +159,25 @@ class InvConv1x1(Bijection):
         self.register_buffer("sign_s", torch.sign(diag))
         self.register_buffer("lower_mask", torch.tril(torch.ones(channels, channels), -1), persistent=False)
         self.register_buffer("eye", torch.eye(channels), persistent=False)
-        self.lower = nn.Parameter(lower)
-        self.upper = nn.Parameter(torch.triu(upper, 1))
-        self.log_s = nn.Parameter(torch.log(diag.abs()))
+        self.lu = nn.Parameter(torch.tril(lower, -1) + torch.triu(upper, 1) + torch.diag(torch.log(diag.abs())))
+
+    def log_s(self) -> Tensor:
+        return torch.diagonal(self.lu)
 
     def weight(self) -> Tensor:
-        lower = self.lower * self.lower_mask + self.eye
-        upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
+        lower = self.lu * self.lower_mask + self.eye
+        upper = self.lu * self.lower_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s()))
         return self.perm @ lower @ upper
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         w = self.weight()
         y = F.conv2d(x, w.view(*w.shape, 1, 1))
-        return y, (self.log_s.sum() * x[0, 0].numel()).expand(x.shape[0])
+        return y, (self.log_s().sum() * x[0, 0].numel()).expand(x.shape[0])
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         w_inv = torch.linalg.inv(self.weight())
         x = F.conv2d(y, w_inv.view(*w_inv.shape, 1, 1))
-        return x, (-self.log_s.sum() * y[0, 0].numel()).expand(y.shape[0])
+        return x, (-self.log_s().sum() * y[0, 0].numel()).expand(y.shape[0])
 
     def push_mask(self, mask: Tensor) -> Tensor:
         return mask.any(dim=0, keepdim=True).expand_as(mask)  # channels mix at each position

@@ -23,7 +23,7 @@ from ood_flow.flows.coupling import AffineCoupling
 from ood_flow.flows.gaussian import GaussianBody
 from ood_flow.flows.layers import ActNorm, FactorOut, InvConv1x1, Squeeze, Unsqueeze
 from ood_flow.flows.masks import create_mask
-from ood_flow.flows.nets import create_net
+from ood_flow.flows.nets import NET_OPTIONS, create_net
 from ood_flow.flows.preprocess import Logit, Standardize
 
 
@@ -144,37 +144,53 @@ def has_batchnorm(flow: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in flow.modules())
 
 
-def _net_factory(cfg) -> Callable[..., nn.Module]:
-    opts = {"channels": cfg.channels, "blocks": cfg.blocks, "batchnorm": cfg.batchnorm, "bottleneck": cfg.bottleneck}
-    return lambda cin, cout, spatial: create_net(cfg.net, cin, cout, spatial, **opts)
+def _net_factory(cfg, channels: int | None = None) -> Callable[..., nn.Module]:
+    """Factory of ``cfg``'s st-network at width ``channels`` (default ``cfg.channels``)."""
+    opts = {"channels": channels or cfg.channels, "blocks": cfg.blocks, "batchnorm": cfg.batchnorm,
+            "bottleneck": cfg.bottleneck}
+    opts = {k: v for k, v in opts.items() if k in NET_OPTIONS[cfg.net]}
+
+    def make(cin: int, cout: int, spatial, checkerboard: bool = False) -> nn.Module:
+        return create_net(cfg.net, cin, cout, spatial, double_input=checkerboard, **opts)
+
+    return make
 
 
-def _couplings(mask: str, shape: tuple[int, ...], count: int, make_net) -> list[Bijection]:
-    return [AffineCoupling(create_mask(mask, shape, i), shape, make_net) for i in range(count)]
+def _couplings(mask: str, shape: tuple[int, ...], count: int, make_net, first: int = 0) -> list[Bijection]:
+    return [AffineCoupling(create_mask(mask, shape, first + i), shape, make_net) for i in range(count)]
 
 
-def _realnvp_scale(shape: tuple[int, ...], scales: int, make_net) -> Bijection:
-    """One RealNVP scale: 3 checkerboard, squeeze, 3 channel-wise, factor out half, recurse, un-squeeze."""
+def _realnvp_scale(shape: tuple[int, ...], scales: int, cfg, channels: int) -> Bijection:
+    """One scale: 3 checkerboard, squeeze, 3 channel-wise, factor out half, recurse, un-squeeze.
+
+    The last scale has 4 checkerboard couplings. The authors' first checkerboard coupling conditions
+    on the pixels with ``i + j`` odd and their first channel-wise coupling changes the first half,
+    the mirror image of oodflow's index 0 (hence ``first=1``); their factor-out keeps the first half
+    and their st-networks are twice as wide after each squeeze. Layout ``v1`` is oodflow's format 1.
+    """
     c, h, w = shape
+    v1 = cfg.layout == "v1"
+    first = 0 if v1 else 1
     if scales == 1:
-        return Sequential(*_couplings("checkerboard", shape, 4, make_net))
-    squeezed, rest = (4 * c, h // 2, w // 2), (2 * c, h // 2, w // 2)
+        return Sequential(*_couplings("checkerboard", shape, 4, _net_factory(cfg, channels), first))
+    squeezed, rest, wider = (4 * c, h // 2, w // 2), (2 * c, h // 2, w // 2), channels if v1 else 2 * channels
     return Sequential(
-        *_couplings("checkerboard", shape, 3, make_net),
+        *_couplings("checkerboard", shape, 3, _net_factory(cfg, channels), first),
         Squeeze(),
-        *_couplings("channel", squeezed, 3, make_net),
-        FactorOut(_realnvp_scale(rest, scales - 1, make_net)),
+        *_couplings("channel", squeezed, 3, _net_factory(cfg, wider), first),
+        FactorOut(_realnvp_scale(rest, scales - 1, cfg, wider), inner_first=not v1),
         Unsqueeze(),
     )
 
 
 def build_realnvp(input_shape: tuple[int, ...], cfg) -> Flow:
-    """Multi-scale RealNVP with checkerboard masks, or the paper's single-scale stack for other masks."""
-    make_net = _net_factory(cfg)
-    if cfg.mask == "checkerboard":
-        body = _realnvp_scale(input_shape, cfg.scales, make_net)
+    """Multi-scale RealNVP, or a single-scale stack of ``cfg.couplings`` couplings (Section 7)."""
+    v1_stack = cfg.layout == "v1" and cfg.mask == "checkerboard"  # format 1: always multi-scale (4 at 1 scale)
+    if cfg.scales > 1 or v1_stack:
+        body = _realnvp_scale(input_shape, cfg.scales, cfg, cfg.channels)
     else:
-        body = Sequential(*_couplings(cfg.mask, input_shape, cfg.couplings, make_net))
+        first = 1 if cfg.mask == "checkerboard" else 0  # the authors' orientation, as in the multi-scale model
+        body = Sequential(*_couplings(cfg.mask, input_shape, cfg.couplings, _net_factory(cfg), first))
     return Flow("realnvp", cfg, input_shape, Logit(cfg.alpha), body)
 
 
@@ -199,7 +215,7 @@ def build_glow(input_shape: tuple[int, ...], cfg) -> Flow:
 def build_tabular(input_shape: tuple[int, ...], cfg) -> Flow:
     """RealNVP for vectors: alternating half masks and MLP st-networks (paper, Appendix K.1)."""
     opts = {"hidden": cfg.hidden, "layers": cfg.layers, "batchnorm": cfg.batchnorm}
-    make_net = lambda cin, cout, spatial: create_net("mlp", cin, cout, None, **opts)  # noqa: E731
+    make_net = lambda cin, cout, spatial, checkerboard=False: create_net("mlp", cin, cout, None, **opts)  # noqa: E731
     body = Sequential(*_couplings("channel", input_shape, cfg.couplings, make_net))
     pre = Standardize(input_shape[0], floor=cfg.std_floor) if cfg.standardize else Sequential()
     return Flow("tabular", cfg, input_shape, pre, body)
@@ -220,8 +236,11 @@ BUILDERS: dict[str, Callable[[tuple[int, ...], Any], Flow]] = {
 MODELS = tuple(BUILDERS)
 
 
-def create_flow(name: str, input_shape: tuple[int, ...], **options) -> Flow:
+def create_flow(name: str, input_shape: tuple[int, ...], *, defaults: dict | None = None, **options) -> Flow:
     """Create flow ``name`` for inputs of ``input_shape``; every option has a default.
+
+    ``defaults`` (e.g. a preset's) fill options not given, where they apply to the model.
+    An option given that does not apply raises :class:`~ood_flow.errors.UsageError`.
 
     Example:
         >>> flow = create_flow("realnvp", input_shape=(1, 28, 28), mask="cycle", bottleneck=10)
@@ -230,7 +249,7 @@ def create_flow(name: str, input_shape: tuple[int, ...], **options) -> Flow:
     if name not in BUILDERS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
     input_shape = tuple(int(s) for s in input_shape)
-    cfg = resolve_config(name, input_shape, options)
+    cfg = resolve_config(name, input_shape, options, defaults)
     return BUILDERS[name](input_shape, cfg)
 
 

@@ -105,14 +105,14 @@ def _step(layer: nn.Module, x: Tensor, embed: Embed, scale: int, views: list) ->
 
 
 def _factor_out(layer: FactorOut, x: Tensor, embed: Embed, scale: int, views: list) -> Tensor:
-    out, rest = x.chunk(2, dim=1)
+    out, rest = layer.split(x)
 
     def join(v: Tensor, fill, up=embed) -> Tensor:
-        left = out if fill is None else torch.full((v.shape[0], *out.shape[1:]), fill, dtype=v.dtype, device=v.device)
-        return up(torch.cat([left, v], dim=1), fill)
+        kept = out if fill is None else torch.full((v.shape[0], *out.shape[1:]), fill, dtype=v.dtype, device=v.device)
+        return up(layer.join(kept, v), fill)
 
     rest = _walk(layer.inner, rest, join, scale, views)
-    return torch.cat([out, rest], dim=1)
+    return layer.join(out, rest)
 
 
 def _coupling(layer: AffineCoupling, x: Tensor, embed: Embed, scale: int, views: list) -> Tensor:

@@ -1,0 +1,163 @@
+"""Convolutional st-networks other than the default ResNet (:mod:`ood_flow.flows.resnet`), and their parts.
+
+``resnet-v1`` (:class:`ResNetV1`) is oodflow's network before format 2 (plain convolutions, no
+skip path); files written then still load with it. :class:`GlowST` and :class:`HighwayST` are
+Glow's. :class:`Bottleneck` is the paper's low-dimensional bottleneck (Section 7).
+
+Convolutional networks run in channels-last (NHWC) memory format, which oneDNN's CPU
+convolutions run faster than NCHW, and score through :mod:`ood_flow.flows.fused` (batch norm
+folded into convolutions, ReLUs fused) when no gradients are needed (``benchmarks/speed.py``).
+Only the memory layout and the number of passes change; weights, state-dict keys and the
+function stay the same, and inputs and outputs are ordinary contiguous tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ood_flow.flows import fused
+
+
+class ConvNet(nn.Module):
+    """Base of the convolutional st-networks: ``self.net`` runs in channels-last memory format."""
+
+    def channels_last(self) -> "ConvNet":
+        """Store 4-d weights channels-last; call once the layers are built."""
+        return self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # The input has 1-8 channels and the output 2-16, so both conversions are cheap next to
+        # the hidden layers; a contiguous output keeps the coupling arithmetic on plain tensors.
+        x = x.contiguous(memory_format=torch.channels_last)
+        y = fused.run(self.net, x) if fused.usable(self, x) else self.net(x)
+        return y.contiguous()
+
+
+def _conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, padding=k // 2)
+
+
+def _zero(layer: nn.Module) -> nn.Module:
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block: norm, ReLU, conv, norm, ReLU, conv, plus the input."""
+
+    residual = True  # ``x + body(x)``: how :func:`fused.run` recognises it
+
+    def __init__(self, channels: int, batchnorm: bool):
+        super().__init__()
+        norm = (lambda: nn.BatchNorm2d(channels)) if batchnorm else nn.Identity
+        # ReLUs overwrite fresh outputs of a norm or conv in place (neither's backward needs its output);
+        # without batch norm the first ReLU would overwrite the block's input, which the sum needs.
+        self.body = nn.Sequential(norm(), nn.ReLU(inplace=batchnorm), _conv(channels, channels), norm(),
+                                  nn.ReLU(inplace=True), _conv(channels, channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class Bottleneck(nn.Module):
+    """Project the whole activation map to ``dim`` numbers and back (two linear layers).
+
+    Forces the st-network to predict ``s`` and ``t`` from a global, low-dimensional summary
+    of its input instead of local pixel correlations (paper, Section 7, Figure 4).
+    """
+
+    def __init__(self, channels: int, spatial: tuple[int, int], dim: int):
+        super().__init__()
+        self.shape = (channels, *spatial)
+        size = channels * spatial[0] * spatial[1]
+        self.down = nn.Linear(size, dim)
+        self.up = nn.Linear(dim, size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.up(self.down(x.flatten(1))).view(x.shape[0], *self.shape)
+
+
+class ResNetV1(ConvNet):
+    """oodflow's ResNet st-network before format 2: conv, pre-activation blocks, norm, ReLU, zero conv3x3.
+
+    No weight normalisation, no input doubling or negation, no skip path (compare
+    :class:`ood_flow.flows.resnet.ResNetST`, the authors' network). Kept so that older model files load.
+
+    Args:
+        channels: width of the hidden feature maps.
+        blocks: number of residual blocks.
+        batchnorm: batch norm inside the blocks (the paper's default).
+        bottleneck: if set, a :class:`Bottleneck` of this dimension after the middle block.
+    """
+
+    def __init__(self, cin: int, cout: int, spatial: tuple[int, int], *, channels: int = 64, blocks: int = 8,
+                 batchnorm: bool = True, bottleneck: int | None = None):
+        super().__init__()
+        layers: list[nn.Module] = [_conv(cin, channels)]
+        for i in range(blocks):
+            layers.append(ResBlock(channels, batchnorm))
+            if bottleneck and i == (blocks - 1) // 2:
+                layers.append(Bottleneck(channels, spatial, bottleneck))
+        if bottleneck and blocks == 0:
+            layers.append(Bottleneck(channels, spatial, bottleneck))
+        norm = nn.BatchNorm2d(channels) if batchnorm else nn.Identity()
+        layers += [norm, nn.ReLU(inplace=batchnorm), _zero(_conv(channels, cout))]
+        self.net = nn.Sequential(*layers)
+        self.channels_last()
+
+
+class GlowST(ConvNet):
+    """Glow's st-network (Kingma & Dhariwal 2018): conv3x3, ReLU, conv1x1, ReLU, zero-init conv3x3.
+
+    Glow normalises the hidden layers with ActNorm; here batch norm (``batchnorm=True``) or
+    nothing. ``blocks`` is ignored (Glow's network has a fixed depth).
+    """
+
+    def __init__(self, cin: int, cout: int, spatial: tuple[int, int], *, channels: int = 400, blocks: int = 0,
+                 batchnorm: bool = True, bottleneck: int | None = None):
+        super().__init__()
+        norm = (lambda: nn.BatchNorm2d(channels)) if batchnorm else nn.Identity
+        layers: list[nn.Module] = [_conv(cin, channels), norm(), nn.ReLU(inplace=True), _conv(channels, channels, 1),
+                                   norm(), nn.ReLU(inplace=True)]
+        if bottleneck:
+            layers.append(Bottleneck(channels, spatial, bottleneck))
+        layers.append(_zero(_conv(channels, cout)))
+        self.net = nn.Sequential(*layers)
+        self.channels_last()
+
+
+class Highway(nn.Module):
+    """One convolutional highway layer: ``gate * transform(h) + (1 - gate) * h`` (Srivastava et al. 2015)."""
+
+    def __init__(self, channels: int, batchnorm: bool):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels) if batchnorm else nn.Identity()
+        self.transform = _conv(channels, channels)
+        self.gate = _conv(channels, channels)
+
+    def forward(self, h: Tensor) -> Tensor:
+        u = self.norm(h)
+        gate = torch.sigmoid(self.gate(u))
+        return h + gate * (self.transform(u) - h)
+
+
+class HighwayST(ConvNet):
+    """The highway st-network of the paper's Glow (Appendix C; the authors' code, flows_ood).
+
+    A 3x3 input convolution, ``blocks`` highway layers whose gates make the map non-linear, and
+    a zero-initialised 1x1 output convolution.
+    """
+
+    def __init__(self, cin: int, cout: int, spatial: tuple[int, int], *, channels: int = 400, blocks: int = 3,
+                 batchnorm: bool = False, bottleneck: int | None = None):
+        super().__init__()
+        layers: list[nn.Module] = [_conv(cin, channels)]
+        for i in range(blocks):
+            layers.append(Highway(channels, batchnorm))
+            if bottleneck and i == (blocks - 1) // 2:
+                layers.append(Bottleneck(channels, spatial, bottleneck))
+        layers.append(_zero(_conv(channels, cout, 1)))
+        self.net = nn.Sequential(*layers)
+        self.channels_last()

@@ -1,0 +1,75 @@
+"""Weight-normalised layers: a weight ``w = g * v / ||v||`` stored as its magnitude ``g`` and direction ``v``.
+
+RealNVP as Dinh et al. (2017) and the paper's authors build it normalises every convolution of its
+st-networks and the per-channel factor that bounds the log-scale this way (parameters ``weight_g``
+and ``weight_v``). Training moves ``g`` and ``v`` separately; weight decay, as in the authors'
+code, applies to the magnitudes ``g`` only (:func:`ood_flow.train.config.param_groups`).
+
+References:
+    Salimans & Kingma, "Weight Normalization", NeurIPS 2016.
+    Dinh et al., "Density estimation using Real NVP", ICLR 2017.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ood_flow.flows.precision import NARROW
+
+
+def normalised(g: Tensor, v: Tensor) -> Tensor:
+    """``g * v / ||v||``, the norm taken over every dimension of ``v`` but the first (one per output)."""
+    return g * v / v.pow(2).sum(dim=tuple(range(1, v.dim())), keepdim=True).sqrt()
+
+
+class WNConv2d(nn.Module):
+    """A 2-d convolution with a weight-normalised kernel (same padding, stride 1).
+
+    Initialised like ``nn.Conv2d`` with ``g = ||v||``, so at the start it is that convolution;
+    ``zero=True`` makes its output 0 (``g = 0``, bias 0): a new coupling then starts as the identity.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, *, bias: bool = True, zero: bool = False):
+        super().__init__()
+        self.padding = kernel // 2
+        v = torch.empty(cout, cin, kernel, kernel)
+        nn.init.kaiming_uniform_(v, a=math.sqrt(5))  # nn.Conv2d's default
+        self.weight_v = nn.Parameter(v)
+        norm = v.flatten(1).norm(dim=1).view(cout, 1, 1, 1)
+        self.weight_g = nn.Parameter(torch.zeros_like(norm) if zero else norm)
+        if bias:
+            bound = 1 / math.sqrt(cin * kernel * kernel)
+            self.bias = nn.Parameter(torch.zeros(cout) if zero else torch.empty(cout).uniform_(-bound, bound))
+        else:
+            self.register_parameter("bias", None)
+
+    def weight(self) -> Tensor:
+        """The effective kernel ``g * v / ||v||``."""
+        return normalised(self.weight_g, self.weight_v)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_autocast_enabled(x.device.type) and min(self.weight_v.shape[:2]) < NARROW:
+            with torch.autocast(x.device.type, enabled=False):  # narrow convolutions stay fp32 (flows.precision)
+                return F.conv2d(x.float(), self.weight(), self.bias, padding=self.padding)
+        return F.conv2d(x, self.weight(), self.bias, padding=self.padding)
+
+
+class WNScale(nn.Module):
+    """A weight-normalised factor per channel, ``g * v / |v|``, multiplying its input.
+
+    With one number per channel, ``v / |v|`` is just the sign of ``v``, so ``v`` never receives
+    a gradient; it is kept because it is part of the authors' model (and of its parameter count).
+    """
+
+    def __init__(self, channels: int, ndim: int):
+        super().__init__()
+        view = (1, channels) + (1,) * (ndim - 1)
+        self.weight_g = nn.Parameter(torch.ones(view))
+        self.weight_v = nn.Parameter(torch.ones(view))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.weight_g * self.weight_v / self.weight_v.abs() * x
