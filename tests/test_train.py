@@ -261,3 +261,22 @@ def test_out_of_range_settings_are_usage_errors_naming_the_option(field, value):
 
 def test_legitimate_zeros_and_negatives_are_accepted():
     _cfg(seed=0, weight_decay=0.0, negative_threshold=-30000.0, perturb=0.0, val_fraction=0.0).validate()
+
+
+def test_early_stopping_stops_when_validation_stops_improving(tmp_path):
+    x = _images()
+    # min_delta far above any real gain: the second epoch cannot count as an improvement
+    result = Trainer(_flow(), x, _cfg(epochs=6, patience=1, min_delta=10.0), tmp_path / "m.pt").run()
+    assert result.stopped_early and len(result.history) == 2 and result.steps == 2 * (72 // 16)
+    _, extra = ood_flow.load_checkpoint(tmp_path / "m.pt")
+    assert extra["stopped_early"] is True
+    full = Trainer(_flow(), x, _cfg(epochs=3, patience=None), tmp_path / "f.pt").run()
+    assert not full.stopped_early and len(full.history) == 3
+
+
+def test_early_stopping_counts_only_misses_since_the_best():
+    from ood_flow.train.config import no_improvement
+
+    assert no_improvement([3.0, 2.0, 1.999, 1.9], 0.005) == 0
+    assert no_improvement([3.0, 2.0, 1.999, 2.1, 1.998], 0.005) == 3
+    assert no_improvement([], 0.005) == 0

@@ -273,5 +273,11 @@ def same_command(ctx: typer.Context, *extra: str) -> str:
 
 
 def duration(seconds: float) -> str:
+    """``4.2s``, ``3m05s``, ``2h07m``, ``3d04h``."""
     minutes, secs = divmod(int(round(seconds)), 60)
+    hours, mins = divmod(minutes, 60)
+    if hours >= 24:
+        return f"{hours // 24}d{hours % 24:02d}h"
+    if hours:
+        return f"{hours}h{mins:02d}m"
     return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"

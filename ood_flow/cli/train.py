@@ -12,7 +12,7 @@ import typer
 
 from ood_flow.cli import common, options
 from ood_flow.flows import IMAGE_MASKS, IMAGE_NETS, MODELS
-from ood_flow.train import OPTIMIZERS, FeatureSpec, TrainConfig, TrainEvents, TrainResult, train_flow
+from ood_flow.train import OPTIMIZERS, PRESETS, FeatureSpec, TrainConfig, TrainEvents, TrainResult, train_flow
 
 
 def train(
@@ -26,19 +26,36 @@ def train(
                                         "vectors); gaussian: a full-covariance Gaussian for vectors, fitted in closed "
                                         "form (Ledoit-Wolf shrinkage), the baseline a feature flow must beat."),
     mask: Optional[str] = typer.Option(None, "--mask", callback=options.choice(*IMAGE_MASKS),
-                                       help=f"realnvp coupling mask: {', '.join(IMAGE_MASKS)}; all but checkerboard "
-                                       "build the paper's single-scale model."),
+                                       help="realnvp coupling mask; horizontal/vertical/cycle build the paper's "
+                                       "single-scale model."),
     bottleneck: Optional[int] = typer.Option(None, "--bottleneck", min=1, help="st-network bottleneck dimension l "
-                                             "(Section 7)."),
-    scales: Optional[int] = typer.Option(None, "--scales", min=1, help="Number of scales (realnvp, glow)."),
-    blocks: Optional[int] = typer.Option(None, "--blocks", min=0, help="Residual/highway blocks per st-network."),
-    channels: Optional[int] = typer.Option(None, "--channels", min=1, help="Hidden channels of the st-networks."),
-    couplings: Optional[int] = typer.Option(None, "--couplings", min=1, help="Couplings (single-scale realnvp, "
-                                            "tabular) or steps per scale (glow)."),
+                                             "(Section 7; st-networks without skip path)."),
+    scales: Optional[int] = typer.Option(None, "--scales", min=1, help="Number of scales (realnvp checkerboard, glow); "
+                                         "realnvp --scales 1 is a single-scale stack of --couplings couplings."),
+    blocks: Optional[int] = typer.Option(None, "--blocks", min=0, help="Residual/highway blocks per st-network "
+                                         "(not for --net glow, whose depth is fixed)."),
+    channels: Optional[int] = typer.Option(None, "--channels", min=1, help="Hidden channels of the st-networks "
+                                           "(realnvp: at the first scale; doubled at every squeeze)."),
+    couplings: Optional[int] = typer.Option(None, "--couplings", min=1, help="Couplings of a single-scale realnvp "
+                                            "(default 8) or tabular flow, or steps per scale (glow). Not for the "
+                                            "multi-scale realnvp, whose layout is the paper's."),
     hidden: Optional[int] = typer.Option(None, "--hidden", min=1, help="Hidden units of the tabular MLP st-networks."),
     net: Optional[str] = typer.Option(None, "--net", callback=options.choice(*IMAGE_NETS),
-                                      help=f"st-network family for image models: {', '.join(IMAGE_NETS)}."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Passes over the data (default: 10)."),
+                                      help="st-network for image models: resnet (the authors', default for realnvp), "
+                                           "resnet-noskip (no skip path; default with --bottleneck), resnet-v1 "
+                                           "(oodflow before model format 2), glow, highway (default for glow)."),
+    preset: str = typer.Option("paper", "--preset", callback=options.choice(*PRESETS),
+                               help="paper: the paper's model and training for the kind of data (Appendix C for "
+                                    "images, K.1 for vectors; days on a CPU for images). cpu: a small model of the "
+                                    "same structure, lr 1e-3, batch 64, at most 30 epochs with early stopping "
+                                    "(minutes to an hour). Options given explicitly override the preset."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Passes over the data (default: the preset's)."),
+    patience: Optional[int] = typer.Option(None, "--patience", min=0, help="Early stopping: stop when validation "
+                                           "bits/dim has not improved by --min-delta for this many epochs, and keep "
+                                           "the best epoch (0: off; default off, 3 in the cpu preset, 10 for feature "
+                                           "flows)."),
+    min_delta: Optional[float] = typer.Option(None, "--min-delta", min=0.0, help="Improvement in validation bits/dim "
+                                              "that resets --patience (cpu preset: 0.005)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many steps in all."),
     batch_size: Optional[int] = options.BatchSize,
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (paper: 5e-5 realnvp/glow, 1e-3 tabular)."),
@@ -64,9 +81,6 @@ def train(
     weights: Optional[Path] = options.Weights,
     image_size: Optional[int] = typer.Option(None, "--image-size", min=8, help="--features: resize images to N x N "
                                              "(default: the backbone's input size)."),
-    patience: Optional[int] = typer.Option(None, "--patience", min=0, help="Early stopping: stop after N epochs "
-                                           "without a lower validation bits/dim and keep the best epoch (0: off; "
-                                           "default off, 10 for feature flows)."),
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of the data held out for "
                                                  "validation, in [0, 1), at most 2000 samples (default: 0.05)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the initial weights, the validation split and "
@@ -100,7 +114,7 @@ def train(
     """
     config = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, optimizer=optimizer, clip=clip, seed=seed,
-                         val_fraction=val_fraction, patience=patience,
+                         val_fraction=val_fraction, patience=patience, min_delta=min_delta,
                          negative_threshold=negative_threshold, perturb=perturb, precision=precision)
     spec = (FeatureSpec(features, str(weights) if weights else None, image_size, precision or "fp32")
             if features is not None else None)
@@ -110,7 +124,8 @@ def train(
     report = common.Reporter("train", quiet)
     common.run(lambda: train_flow(data, config, out=out, model=model, model_options=architecture,
                                   negative=negative_data, resume=resume, overwrite=overwrite, device=device,
-                                  options=data_options, events=_events(report), sync_bn=sync_bn, features=spec),
+                                  options=data_options, events=_events(report), sync_bn=sync_bn, features=spec,
+                                  preset=preset),
                lambda result: _finish(result, quiet, json_out, ctx), report)
 
 
@@ -138,14 +153,21 @@ def _events(report: common.Reporter) -> TrainEvents:
     def on_embed(done: int, n: int) -> None:
         report.progress(done, n, "embedding")
 
-    return TrainEvents(on_start, on_step, on_epoch, report.message, on_embed)
+    def on_estimate(e: dict) -> None:
+        report.message(f"estimated {common.duration(e['seconds_left'])} for the {e['steps_left']:,} steps left of "
+                       f"{e['total_steps']:,} at {e['seconds_per_step']:.3g} s/step (measured on "
+                       f"steps {e['from_step']}-{e['from_step'] + e['measured_steps'] - 1}; validation not included"
+                       f"{'; an upper bound with early stopping' if e.get('early_stopping') else ''})")
+
+    return TrainEvents(on_start, on_step, on_epoch, report.message, on_embed, on_estimate)
 
 
 def _finish(r: TrainResult, quiet: bool, json_out: bool, ctx: typer.Context) -> None:
     last = r.last
     summary = {"model": str(r.model), "checkpoint": str(r.checkpoint), "family": r.flow.name, "steps": r.steps,
                "train_bpd": last.get("train_bpd"), "val_bpd": last.get("val_bpd"), "seconds": round(r.seconds, 1),
-               "n_train": r.n_train, "n_val": r.n_val, "data": r.data, "interrupted": r.interrupted}
+               "n_train": r.n_train, "n_val": r.n_val, "data": r.data, "interrupted": r.interrupted,
+               "stopped_early": r.stopped_early}
     if json_out:
         common.print_json(summary)
     if r.interrupted:

@@ -45,11 +45,11 @@ class BestEpoch:
         return cls(int(d["epoch"]), float(d["val_bpd"]), dict(d["state"]), d.get("reference")) if d else None
 
 
-def improved(best: BestEpoch | None, val_bpd: float | None) -> bool:
-    """Whether ``val_bpd`` (finite) beats the best so far."""
+def improved(best: BestEpoch | None, val_bpd: float | None, min_delta: float = 0.0) -> bool:
+    """Whether ``val_bpd`` (finite) beats the best so far by more than ``min_delta``."""
     if val_bpd is None or not torch.isfinite(torch.tensor(val_bpd)):
         return False
-    return best is None or val_bpd < best.val_bpd
+    return best is None or val_bpd < best.val_bpd - min_delta
 
 
 def out_of_patience(best: BestEpoch | None, epoch: int, patience: int | None) -> bool:

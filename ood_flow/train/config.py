@@ -52,8 +52,10 @@ class TrainConfig:
         precision: of the st-networks (:mod:`ood_flow.flows.precision`): ``fp32`` (None: the default, so
             that one seed gives one model on every machine), ``bf16``, or ``auto`` (bf16 where it pays);
             :func:`~ood_flow.train_flow` stores the one it used.
-        patience: early stopping: stop after this many epochs without a lower validation bits/dim, and
-            keep the best epoch's weights in the model file (0: off; default off, 10 for feature flows).
+        patience: early stopping: stop when validation bits/dim has not beaten its best by at least
+            ``min_delta`` for this many epochs, and keep the best epoch's weights in the model file (0: off;
+            default off, 10 for feature flows, 3 in the cpu preset).
+        min_delta: the improvement in validation bits/dim that counts for ``patience`` (default 0).
     """
 
     epochs: int | None = None
@@ -71,11 +73,13 @@ class TrainConfig:
     max_rollbacks: int = 6
     precision: str | None = None
     patience: int | None = None
+    min_delta: float | None = None
 
-    def resolved(self, model: str) -> "TrainConfig":
-        """Fill unset fields with the paper's defaults for ``model`` (a family, or ``features``) and validate."""
-        defaults = {**DEFAULTS, "patience": 0, **PAPER_DEFAULTS[model]}
-        filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+    def resolved(self, model: str, defaults: dict | None = None) -> "TrainConfig":
+        """Fill unset fields from ``defaults`` (a preset's), then the paper's for ``model`` (a family, or
+        ``features``), then :data:`DEFAULTS`; validate."""
+        base = {**DEFAULTS, "patience": 0, "min_delta": 0.0, **PAPER_DEFAULTS[model], **(defaults or {})}
+        filled = {k: v for k, v in base.items() if getattr(self, k) is None}
         cfg = dataclasses.replace(self, **filled)
         cfg.validate()
         return cfg
@@ -97,8 +101,8 @@ _RANGES = (  # option, field, allowed range
     ("--weight-decay", "weight_decay", {"low": 0}), ("--clip", "clip", {"low": 0, "low_open": True}),
     ("--val-fraction", "val_fraction", {"low": 0, "high": 1, "high_open": True}),
     ("--negative-threshold", "negative_threshold", {}), ("--perturb", "perturb", {"low": 0, "high": 1}),
-    ("--patience", "patience", {"low": 0, "integer": True}), ("max_bad_steps", "max_bad_steps", _POSITIVE_INT),
-    ("max_rollbacks", "max_rollbacks", {"low": 0, "integer": True}),
+    ("--patience", "patience", {"low": 0, "integer": True}), ("--min-delta", "min_delta", {"low": 0}),
+    ("max_bad_steps", "max_bad_steps", _POSITIVE_INT), ("max_rollbacks", "max_rollbacks", {"low": 0, "integer": True}),
 )
 
 
@@ -121,3 +125,35 @@ class FeatureSpec:
     precision: str = "fp32"
     batch_size: int = 64
 
+
+def param_groups(flow: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Optimiser parameter groups: which parameters weight decay applies to (``decay`` marks them).
+
+    Never to the directions ``v`` of weight-normalised layers (their length is meaningless, and the
+    coupling's factor keeps its sign there). For RealNVP with the authors' ResNet st-networks, only to
+    the weight-norm magnitudes ``g``, as the authors' training script does; otherwise to all the rest.
+    """
+    authors = getattr(getattr(flow, "config", None), "net", None) in ("resnet", "resnet-noskip")
+    decay, free = [], []
+    for name, p in flow.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        wanted = leaf == "weight_g" if authors else leaf != "weight_v"
+        (decay if wanted else free).append(p)
+    groups = ({"params": decay, "weight_decay": weight_decay, "decay": True},
+              {"params": free, "weight_decay": 0.0, "decay": False})
+    return [g for g in groups if g["params"]]
+
+
+def no_improvement(values: list[float], min_delta: float) -> int:
+    """How many of the last evaluations in a row failed to beat the best before them by ``min_delta``.
+
+    >>> no_improvement([3.0, 2.5, 2.499, 2.6], 0.005)
+    2
+    """
+    best, waited = float("inf"), 0
+    for v in values:
+        if v < best - min_delta:
+            best, waited = v, 0
+        else:
+            waited += 1
+    return waited

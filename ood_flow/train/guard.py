@@ -88,10 +88,12 @@ class Guard:
     def set_hyper(self, name: str, value: float) -> None:
         """Set an optimiser setting (lr, weight_decay) now and in the good state a roll-back returns to."""
         for group in self.optimizer.param_groups:
-            group[name] = value
+            if name != "weight_decay" or group.get("decay", True):  # groups without decay keep none
+                group[name] = value
         if self.good is not None:
             for group in self.good.optimizer["param_groups"]:
-                group[name] = value
+                if name != "weight_decay" or group.get("decay", True):
+                    group[name] = value
 
     def restore_good(self) -> GoodState:
         """Put the good state back into the model and optimiser (when giving up); returns it."""

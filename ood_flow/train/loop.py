@@ -35,7 +35,8 @@ from ood_flow.flows.precision import st_precision
 from ood_flow.score.likelihood import score_likelihood
 from ood_flow.train.best import BestEpoch, improved, out_of_patience, reference_record
 from ood_flow.train.checkpoint import checkpoint_path, plain_values, save_checkpoint
-from ood_flow.train.config import OPTIMIZERS, TrainConfig
+from ood_flow.train.config import OPTIMIZERS, TrainConfig, param_groups
+from ood_flow.train.estimate import StepTimer
 from ood_flow.train.losses import BatchLoss
 from ood_flow.train.objective import bpd as _bpd, split_validation
 from ood_flow.train.guard import Guard, TrainingDiverged
@@ -71,7 +72,7 @@ class Trainer:
         self.train_idx, self.val_idx = split_validation(x.shape[0], cfg.val_fraction, cfg.seed)
         if self.train_idx.numel() == 0:
             raise InputError("no training samples")
-        self.optimizer = OPTIMIZERS[cfg.optimizer](flow.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = OPTIMIZERS[cfg.optimizer](param_groups(flow, cfg.weight_decay), lr=cfg.lr)
         self.guard = Guard(flow, self.optimizer, cfg.max_bad_steps, cfg.max_rollbacks, agree=dist.flags)
         self.batch_loss = BatchLoss(x, negative, cfg, distributed.log_prob_fn(flow, dist), dist, self.device)
         self.stopping = False  # a stop every process agreed on
@@ -81,6 +82,7 @@ class Trainer:
         self.best: BestEpoch | None = None  # early stopping (cfg.patience): the best epoch so far
         self._before: list[Tensor] | None = None  # buffers before the step in progress
         self.guard.mark_good(self.position, 0)
+        self.timer = StepTimer()
 
     # -- state ---------------------------------------------------------------------------------
     def fit_preprocessing(self) -> None:
@@ -91,7 +93,11 @@ class Trainer:
 
     def restore(self, extra: dict) -> None:
         """Continue from a checkpoint's ``extra`` dict (optimiser state, position, history, guard)."""
-        self.optimizer.load_state_dict(extra["optimizer"])
+        try:
+            self.optimizer.load_state_dict(extra["optimizer"])
+        except ValueError:
+            raise InputError(f"{checkpoint_path(self.out)}: its optimiser state does not fit this model (a checkpoint "
+                             "of an older oodflow, whose parameters differ); train anew") from None
         self.position = {"sums": _zero_sums(), **copy.deepcopy(extra["position"])}
         if not self.dist.writer:  # rank 0 carries the epoch's sums so far, the others add theirs
             self.position["sums"] = _zero_sums()
@@ -121,8 +127,13 @@ class Trainer:
         keep = self.best if self.cfg.patience else None  # early stopping: the model file holds the best epoch
         extra = plain_values({**self.info, "history": self.history, "train_config": dataclasses.asdict(self.cfg),
                               "steps": self.position["step"], "reference": keep.reference if keep else self.reference,
-                              "best_epoch": keep.epoch if keep else None})
+                              "best_epoch": keep.epoch if keep else None, "stopped_early": self.stopped_early()})
         save_model(self.flow, self.out, extra=extra, overwrite=True, state=keep.state if keep else None)
+
+    def stopped_early(self) -> bool:
+        """Early stopping ended the run: ``patience`` epochs in a row did not beat the best validation
+        bits/dim by ``min_delta`` (the run has converged by that rule)."""
+        return bool(self.position.get("stopped_early"))
 
     # -- loop ----------------------------------------------------------------------------------
     def _batches(self, epoch: int) -> list[Tensor]:
@@ -132,9 +143,11 @@ class Trainer:
         full = n // b * b if n >= b else n
         return list(perm[:full].split(max(1, min(b, n))))
 
+    def steps_per_epoch(self) -> int:
+        return len(self._batches(0))
+
     def total_steps(self) -> int:
-        per_epoch = len(self._batches(0))
-        total = per_epoch * self.cfg.epochs
+        total = self.steps_per_epoch() * self.cfg.epochs
         return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
 
     def _loss(self, batch: Tensor, step: int) -> tuple[Tensor, dict]:
@@ -214,6 +227,7 @@ class Trainer:
         if self.flow.closed_form:
             return self._fit_closed_form()
         start, total = time.time(), self.total_steps()
+        self._total = total
         with contextlib.ExitStack() as stack, self.stop.catching():
             self._claim(stack)
             self.events.on_start(total, min(self.position["step"], total))
@@ -234,7 +248,7 @@ class Trainer:
         return TrainResult(self.flow, self.position["step"], self.history, time.time() - start,
                            interrupted=self.stop.signal is not None, checkpoint=checkpoint_path(self.out),
                            signal=self.stop.signal, model=self.out, n_train=int(self.train_idx.numel()),
-                           n_val=int(self.val_idx.numel()))
+                           n_val=int(self.val_idx.numel()), stopped_early=self.stopped_early())
 
     def _claim(self, stack: contextlib.ExitStack) -> None:
         """Rank 0 takes the lock of ``out`` and checks it may write it; a failure stops every process."""
@@ -279,7 +293,7 @@ class Trainer:
 
     def _epochs(self, total: int) -> None:
         while (self.position["epoch"] < self.cfg.epochs and self.position["step"] < total and not self._stopped()
-               and not self.position.get("stopped_early")):
+               and not self.stopped_early()):
             batches = self._batches(self.position["epoch"])
             if self.position["batch"] == 0:
                 self.position["sums"] = _zero_sums()
@@ -309,6 +323,9 @@ class Trainer:
         sums["n"] += metrics["ll"].numel()
         if self.position["step"] % SNAPSHOT_EVERY == 0:
             self._checkpoint()
+        estimate = self.timer.tick(self.position["step"], self._total)
+        if estimate:
+            self.events.on_estimate({**estimate, "early_stopping": bool(self.cfg.patience)})
         self.events.on_step(self.position["step"], report)
 
     def _checkpoint(self) -> None:
@@ -344,7 +361,7 @@ class Trainer:
         """Keep the best epoch (lowest validation bits/dim); stop once ``patience`` epochs bring none better."""
         if not self.cfg.patience:
             return
-        if improved(self.best, summary["val_bpd"]):
+        if improved(self.best, summary["val_bpd"], self.cfg.min_delta or 0.0):
             self.best = BestEpoch.of(self.flow, summary["epoch"], summary["val_bpd"], self.reference)
         elif out_of_patience(self.best, summary["epoch"], self.cfg.patience):
             self.position = {**self.position, "stopped_early": True}

@@ -18,6 +18,7 @@ class TrainEvents:
     on_epoch: Callable[[dict], None] = lambda summary: None
     on_message: Callable[[str], None] = lambda text: None
     on_embed: Callable[[int, int], None] = lambda done, total: None  # images embedded (train --features)
+    on_estimate: Callable[[dict], None] = lambda estimate: None
 
 
 @dataclass
@@ -32,6 +33,7 @@ class TrainResult:
         model, checkpoint: the files written.
         n_train, n_val: training and held-out validation samples.
         data, name: the training source's provenance text and name.
+        stopped_early: early stopping (``patience``/``min_delta``) ended the run.
     """
 
     flow: Flow
@@ -46,6 +48,7 @@ class TrainResult:
     n_val: int = 0
     data: str = ""
     name: str = ""
+    stopped_early: bool = False  # early stopping ended the run (validation bits/dim converged)
 
     @property
     def last(self) -> dict:

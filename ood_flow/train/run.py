@@ -20,13 +20,14 @@ from ood_flow.device import resolve_device, resolve_precision
 from ood_flow.errors import InputError, OutputError, UsageError
 from ood_flow.fileio import check_output
 from ood_flow.flows import Flow, create_flow
-from ood_flow.flows.configs import FEATURE_FLOW, FEATURE_STD_FLOOR, VECTOR_MODELS
+from ood_flow.flows.configs import FEATURE_STD_FLOOR, VECTOR_MODELS
 from ood_flow.flows.io import MODEL_FILE
 from ood_flow.flows.models import config_dict
 from ood_flow.train.checkpoint import checkpoint_path, load_training_state
 from ood_flow.train.config import DEFAULTS, FeatureSpec, TrainConfig
 from ood_flow.train.loop import Trainer
 from ood_flow.train.objective import split_validation
+from ood_flow.train.presets import Preset, data_kind, get_preset
 from ood_flow.train.result import TrainEvents, TrainResult
 from ood_flow.train.resume import check_architecture, plan_resume
 
@@ -37,7 +38,7 @@ def train_flow(source: str | Dataset, config: TrainConfig | None = None, *, out:
                model: str | None = None, model_options: dict[str, Any] | None = None, negative: str | None = None,
                resume: bool = False, overwrite: bool = False, device: str = "cpu",
                options: SourceOptions | None = None, events: TrainEvents | None = None,
-               sync_bn: bool = False, features: FeatureSpec | None = None) -> TrainResult:
+               sync_bn: bool = False, features: FeatureSpec | None = None, preset: str = "paper") -> TrainResult:
     """Train a flow on ``source`` by maximum likelihood; write the model file and a checkpoint beside it.
 
     Args:
@@ -54,6 +55,9 @@ def train_flow(source: str | Dataset, config: TrainConfig | None = None, *, out:
             with a :class:`UsageError` naming it otherwise (see :mod:`ood_flow.train.resume`).
         overwrite: replace an existing model file (only an oodflow model file).
         options: how to read the source (the negative source uses only its data root and limit).
+        preset: ``paper`` (the paper's model and training for the kind of data) or ``cpu`` (a small model
+            of the same structure, early stopping); see :mod:`ood_flow.train.presets`. Architecture
+            options and ``config`` fields that are set override it.
         events: callbacks for progress and messages.
         features: train on a pretrained backbone's features of the source's images (or on a features
             file of that backbone): the model file is then a detector that ``score`` runs on raw images,
@@ -88,12 +92,12 @@ def train_flow(source: str | Dataset, config: TrainConfig | None = None, *, out:
         features = dataclasses.replace(features, precision=resolve_precision(features.precision, dev))
     with distributed.session(dev) as dist:
         return _train(source, config, out, model, model_options, negative, resume, overwrite,
-                      dist.device if dist.backend == "nccl" else dev, dist, options, events, sync_bn, features)
+                      dist.device if dist.backend == "nccl" else dev, dist, options, events, sync_bn, features, preset)
 
 
 def _train(source, config: TrainConfig, out, model, model_options, negative, resume: bool, overwrite: bool, dev: str,
            dist: distributed.Dist, options: SourceOptions | None, events: TrainEvents, sync_bn: bool,
-           features: FeatureSpec | None) -> TrainResult:
+           features: FeatureSpec | None, preset: str) -> TrainResult:
     ds, detector = _training_data(source, options, features, model, negative, dev, events)
     for path, reason in ds.skipped:
         events.on_message(f"skipped {path}: {reason}")
@@ -104,19 +108,25 @@ def _train(source, config: TrainConfig, out, model, model_options, negative, res
     if resume:
         flow, cfg, extra = _resume(out, ds, dev, config, given, model, negative, events)
     else:
-        flow, extra = _new(ds, model, given, DEFAULTS['seed'] if config.seed is None else config.seed, dev), None
-        cfg = config.resolved("features" if flow.name == "tabular" and ds.meta.get("backbone") else flow.name)
+        chosen = _preset(preset, ds, model)
+        flow = _new(ds, model, given, chosen.model, DEFAULTS['seed'] if config.seed is None else config.seed, dev)
+        extra = None
+        cfg = config.resolved("features" if flow.name == "tabular" and ds.meta.get("backbone") else flow.name,
+                              chosen.train)
+        events.on_message(chosen.describe())
     cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision or "fp32", dev))
     neg = _negative(negative, flow, options or SourceOptions(), events)
     if neg is not None and cfg.negative_threshold is None:
         cfg = dataclasses.replace(cfg, negative_threshold=default_negative_threshold(flow))
-    info = {"data": ds.source, "negative_data": negative, "oodflow_command": "train"}
+    info = {"data": ds.source, "negative_data": negative, "oodflow_command": "train",
+            "preset": extra.get("preset") if extra else preset}
     if detector is not None:
         info["detector"] = detector.to_dict()
     if dist.active:
         info.update(processes=dist.world, sync_bn=sync_bn)
         flow = _parallel(flow, dist, sync_bn, ds, cfg, events)
     trainer = Trainer(flow, ds.x, cfg, out, negative=neg, events=events, info=info, overwrite=overwrite, dist=dist)
+    events.on_message(plan(flow, cfg, trainer.steps_per_epoch()))
     if extra:
         trainer.restore(extra)
     else:
@@ -172,6 +182,27 @@ def _counter(total: int, report):
     return advance
 
 
+def plan(flow: Flow, cfg: TrainConfig, steps_per_epoch: int) -> str:
+    """One line: the parameter count and the training to come (printed at the start of training)."""
+    stop = f", early stopping: patience {cfg.patience}, min delta {cfg.min_delta:g}" if cfg.patience else ""
+    cap = f", at most {cfg.max_steps:,} steps" if cfg.max_steps else ""
+    return (f"{flow.name}: {sum(p.numel() for p in flow.parameters()):,} parameters; {cfg.epochs} epochs of "
+            f"{steps_per_epoch:,} steps (batch {cfg.batch_size}), {cfg.optimizer} lr {cfg.lr:g}, weight decay "
+            f"{cfg.weight_decay:g}{stop}{cap}")
+
+
+def _preset(name: str, ds: Dataset, model: str | None) -> Preset:
+    """Preset ``name`` for the model family and kind of data; a family without presets (gaussian) gets none."""
+    fam = family(ds, model)
+    kind = "embedding" if ds.meta.get("backbone") else data_kind(ds.kind, ds.sample_shape, ds.source)
+    try:
+        return get_preset(name, fam, kind)
+    except ValueError as exc:
+        if fam in ("realnvp", "glow", "tabular"):
+            raise UsageError(f"--preset: {exc}") from None
+        return Preset(name, fam, kind)
+
+
 def family(ds: Dataset, model: str | None) -> str:
     """``model``, or the default family for the data: realnvp for images, tabular for vectors."""
     return model or ("realnvp" if ds.kind == "image" else "tabular")
@@ -190,16 +221,16 @@ def default_negative_threshold(flow: Flow) -> float:
     return -38.0 * flow.dim
 
 
-def _new(ds: Dataset, model: str | None, given: dict, seed: int, device: str) -> Flow:
+def _new(ds: Dataset, model: str | None, given: dict, defaults: dict, seed: int, device: str) -> Flow:
     name = family(ds, model)
     if (name in VECTOR_MODELS) != (ds.kind == "vector"):
         what = "vectors" if ds.kind == "vector" else "images"
         need = "tabular or gaussian" if ds.kind == "vector" else "realnvp or glow"
         raise InputError(f"{ds.name}: {what} need --model {need}, not {name}")
     if ds.meta.get("backbone"):  # features written by embed: floor near-constant columns (see Standardize)
-        given = {"std_floor": FEATURE_STD_FLOOR, **(FEATURE_FLOW if name == "tabular" else {}), **given}
+        given = {"std_floor": FEATURE_STD_FLOOR, **given}  # the st-networks come from the preset
     torch.manual_seed(seed)
-    return create_flow(name, ds.sample_shape, **given).to(device)
+    return create_flow(name, ds.sample_shape, defaults=defaults, **given).to(device)
 
 
 def _resume(out: Path, ds: Dataset, device: str, config: TrainConfig, given: dict, model: str | None,
