@@ -141,10 +141,7 @@ def log_likelihood_offset(flow: Flow) -> float:
 def convert_flows_ood_file(checkpoint: str | Path, out: str | Path, *, input_shape: tuple[int, int, int] | None = None,
                            overwrite: bool = False) -> Flow:
     """Convert a flows_ood checkpoint and write it as an oodflow model file (``.pt`` or ``.h5``)."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} exists; pass --overwrite to replace it")
     flow = convert_flows_ood(checkpoint, input_shape)
-    save_model(flow, out, extra={"converted_from": str(checkpoint), "converter": "flows_ood",
-                                 "log_likelihood_offset_vs_authors": log_likelihood_offset(flow)})
+    save_model(flow, out, overwrite=overwrite, extra={"converted_from": str(checkpoint), "converter": "flows_ood",
+                                                      "log_likelihood_offset_vs_authors": log_likelihood_offset(flow)})
     return flow
