@@ -75,7 +75,8 @@ def test_wrong_input_shape_and_foreign_files_are_one_line_errors(tmp_path):
     bad_shape = runner.invoke(app, ["convert", "flows-ood", str(CKPT), "--out", str(tmp_path / "a.pt"),
                                     "--input-shape", "3,32,32"])
     assert bad_shape.exit_code == 1 and "1-channel" in bad_shape.stderr
-    not_ckpt = runner.invoke(app, ["convert", "flows-ood", str(ORACLE / "expected.pt"), "--out", str(tmp_path / "b.pt")])
+    not_ckpt = runner.invoke(app, ["convert", "flows-ood", str(ORACLE / "expected.pt"),
+                                   "--out", str(tmp_path / "b.pt")])
     assert not_ckpt.exit_code == 1 and len(not_ckpt.stderr.strip().splitlines()) == 1
     malformed = runner.invoke(app, ["convert", "flows-ood", str(CKPT), "--out", str(tmp_path / "c.pt"),
                                     "--input-shape", "1,28"])

@@ -49,7 +49,8 @@ def test_default_train_uses_the_paper_preset_visible_in_the_model_file(tmp_path)
     assert (flow.config.scales, flow.config.blocks, flow.config.channels, flow.config.net) == (2, 6, 64, "resnet")
     assert sum(p.numel() for p in flow.parameters()) == 14_707_336
     cfg = extra["train_config"]
-    assert (cfg["lr"], cfg["batch_size"], cfg["epochs"], cfg["optimizer"], cfg["patience"]) == (5e-5, 32, 80, "adam", None)
+    got = (cfg["lr"], cfg["batch_size"], cfg["epochs"], cfg["optimizer"], cfg["patience"])
+    assert got == (5e-5, 32, 80, "adam", None)
     assert extra["preset"] == "paper"
     assert "14,707,336 parameters" in result.stderr and "paper preset for grayscale images" in result.stderr
 
