@@ -6,6 +6,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+# The fixture scripts record how fixture files were written; importing them (doctest collection) would rerun them.
+collect_ignore_glob = ["fixtures/*"]
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
