@@ -32,7 +32,7 @@ def test_model(trained):
     assert info["steps"] == 3 and info["training_data"].startswith(str((trained / "imgs.npz").resolve()))
     vals = [h["val_bpd"] for h in flow["extra"]["history"]]
     assert info["best_val_bits_per_dim"] == min(vals)
-    assert info["precision"] == "float32 (trained in fp32)" and info["format_version"] == 1 and info["oodflow_version"]
+    assert info["precision"] == "float32 (trained in fp32)" and info["format_version"] == 2 and info["oodflow_version"]
     assert info["sha256"] == sha256_file(trained / "m.pt")
 
 

@@ -1,7 +1,7 @@
-"""benchmarks/reproduce/reproduce.py without training: the report it writes, its verdicts and its command line.
+"""benchmarks/reproduce/reproduce.py without training: verdicts, the JSON and markdown it writes, resuming.
 
-The real runs (an hour for the full reproduction, ~10 minutes for --quick) stay out of the test
-suite; here the experiments run against a fake CLI runner that returns canned JSON.
+The real run (hours at the cpu preset) stays out of the test suite; here the experiments run against
+a fake CLI runner that returns canned JSON.
 """
 
 from __future__ import annotations
@@ -20,136 +20,143 @@ sys.path.insert(0, str(BENCH))
 import repro_experiments as rx  # noqa: E402
 import reproduce  # noqa: E402
 from repro_report import minutes, render_markdown, write_report  # noqa: E402
-
-
-def fake_results(quick: bool = False) -> dict:
-    row = {"variant": "RealNVP", "ood": "MNIST", "auroc": 0.1234, "paper": 10.8, "fpr95": 0.99, "n_in": 2000,
-           "n_ood": 2000, "bpd_in": 3.456, "bpd_ood": 2.5}
-    claim = {**row, "variant": "cycle", "paper": None, "bpd_in": None}
-    return {"quick": quick, "complete": True, "command": "python benchmarks/reproduce.py", "started": "t0",
-            "finished": "t1", "wall_s": 700.0, "environment": {"cpus": 2, "omp_num_threads": "1"},
-            "experiments": {
-                "2": {"title": "Masks", "config": "cfg2", "samples": "first 1000", "rows": [claim],
-                      "paper": "qualitative — cycle helps", "verdict": "partly agrees", "why": "budget",
-                      "figures": [["cycle", "figures/mask-cycle-hist.png"]], "commands": ["oodflow train x"],
-                      "wall_s": 100.0},
-                "1": {"title": "Table 1", "config": "cfg1", "samples": "first 2000", "rows": [row],
-                      "paper": "Table 1", "verdict": "agrees qualitatively", "why": "budget", "figures": [],
-                      "commands": [], "wall_s": 572.3},
-                "6": {"title": "CIFAR", "error": "`oodflow train` failed with exit code 1", "wall_s": 28.0}}}
-
-
-def test_markdown_has_our_number_beside_the_papers():
-    md = render_markdown(fake_results())
-    assert "| RealNVP | MNIST | 12.3 | 10.8 | 99.0 | 3.46 | 2.50 | 2000 / 2000 |" in md
-    assert "| cycle | MNIST | 12.3 | — | 99.0 | — | 2.50 | 2000 / 2000 |" in md
-    assert "Paper: qualitative — cycle helps." in md
-    with_ci = fake_results()
-    with_ci["experiments"]["1"]["rows"][0]["auroc_ci"] = [0.1012, 0.1456]
-    assert "| RealNVP | MNIST | 12.3 [10.1, 14.6] | 10.8 | 99.0 |" in render_markdown(with_ci)
-    assert "![cycle](figures/mask-cycle-hist.png)" in md
-    assert "QUICK RUN" not in md and "Incomplete" not in md
-
-
-def test_markdown_orders_experiments_and_reports_wall_time_and_failures():
-    md = render_markdown(fake_results())
-    assert md.index("## 1. Table 1") < md.index("## 2. Masks") < md.index("## 6. CIFAR")
-    assert "| 1 | [Table 1](#1) | 9 min 32 s | agrees qualitatively |" in md
-    assert "| 6 | [CIFAR](#6) | 28 s | **failed**: `oodflow train` failed with exit code 1 |" in md
-    assert "Wall time of all experiments 11 min 40 s" in md
-    assert "oodflow train x" in md
-
-
-def test_merged_reports_say_when_and_where_each_experiment_ran():
-    results = fake_results()
-    results["command"] = "python benchmarks/reproduce.py --only 6"
-    results["experiments"]["1"].update(run_at="2026-11-28T16:29:09+00:00", git="552b78d")
-    md = render_markdown(results)
-    assert "Merged report" in md
-    assert "- Wall time: 9 min 32 s (finished 2026-11-28T16:29:09+00:00, git 552b78d)" in md
-    assert "- Wall time: 28 s\n" in md
-    assert "Merged report" not in render_markdown(fake_results())
-
-
-def test_quick_and_incomplete_runs_are_marked():
-    results = fake_results(quick=True)
-    results["complete"] = False
-    md = render_markdown(results)
-    assert "**QUICK RUN**" in md and "**Incomplete**" in md
-
-
-def test_write_report_writes_markdown_and_json(tmp_path):
-    md, js = write_report(fake_results(), tmp_path / "out")
-    assert md.read_text() == render_markdown(fake_results())
-    assert json.loads(js.read_text())["experiments"]["1"]["rows"][0]["auroc"] == 0.1234
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["reproduction.json", "reproduction.md"]
-
-
-def test_minutes():
-    got = (minutes(59.6), minutes(60), minutes(3725), minutes(None))
-    assert got == ("1 min 00 s", "1 min 00 s", "62 min 05 s", "—")
-
-
-def test_selected_experiments():
-    assert reproduce.selected("") == [1, 2, 3, 4, 5, 6]
-    assert reproduce.selected("4, 1") == [4, 1]
-    with pytest.raises(ValueError, match="unknown experiment 7"):
-        reproduce.selected("1,7")
+from repro_runner import Runner  # noqa: E402
 
 
 class FakeRunner:
-    """Canned CLI answers: each group's AUROC comes from ``aurocs[(model stem, group)]``."""
+    """Canned CLI answers: AUROC from ``aurocs[(tag, group)]``, mean bits/dim from ``bpd[(tag, group)]``."""
 
-    def __init__(self, tmp_path: Path, aurocs: dict):
-        self.work, self.figures, self.cache, self.aurocs, self.calls = tmp_path, tmp_path, {}, aurocs, []
+    def __init__(self, tmp_path: Path, aurocs: dict, bpd: dict, converged: bool = True):
+        self.work, self.aurocs, self.bpd, self.calls, self.converged = tmp_path, aurocs, bpd, [], converged
 
     def train(self, out, data, limit, *options):
         self.calls.append(("train", out.name, options))
-        return {"n_train": 3800, "n_val": 200}
+        return {"steps": 100, "seconds": 36.0, "val_bpd": 3.1, "epochs": 7, "parameters": 1000,
+                "stopped_early": self.converged, "interrupted": False}
 
     def score(self, model, scores, source, name, limit, *options):
-        self.calls.append(("score", model.name, source, options))
-        return {"mean_bits_per_dim": 3.0 if name.startswith("fashion") else 2.0}
+        return {"mean_bits_per_dim": self.bpd[(model.stem, name)]}
 
     def evaluate(self, scores, in_group, ood_groups, plot):
         stem = scores.name.removesuffix("-scores.h5")
-        return {g: {"auroc": self.aurocs[(stem, g)], "fpr95": 0.5, "n_in": 10, "n_ood": 10} for g in ood_groups}
+        return {g: {"auroc": self.aurocs[(stem, g)], "n_in": 10, "n_ood": 10} for g in ood_groups}
 
-    def run(self, *args):
-        self.calls.append(args)
+    def embed(self, *args):
+        self.calls.append(("embed", *args))
 
     def figure(self, name):
-        return self.figures / name
+        return self.work / name
 
 
-def test_table1_rows_and_verdict_follow_the_scores(tmp_path):
-    aurocs = {("realnvp-fmnist", "mnist-test"): 0.2, ("realnvp-fmnist", "notmnist-test"): 0.7,
-              ("glow-fmnist", "mnist-test"): 0.6, ("glow-fmnist", "notmnist-test"): 0.9}
-    exp = rx.table1(FakeRunner(tmp_path, aurocs), rx.QUICK)
-    assert [(r["variant"], r["ood"], r["auroc"], r["paper"]) for r in exp["rows"]] == [
-        ("RealNVP", "MNIST", 0.2, 10.8), ("RealNVP", "notMNIST", 0.7, 72.1),
-        ("Glow", "MNIST", 0.6, 13.3), ("Glow", "notMNIST", 0.9, 80.2)]
-    assert exp["verdict"].startswith("disagrees")  # Glow does not fail on MNIST here
-    assert "46.7 points" in exp["verdict"]  # |60 - 13.3|
-
-
-def test_masks_verdict_counts_pairs_that_beat_checkerboard(tmp_path):
-    aurocs = {(f"mask-{m}", g): a for m, a in [("checkerboard", 0.3), ("horizontal", 0.4), ("cycle", 0.2)]
+def _masks(tmp_path, bpd_cycle_mnist: float, converged: bool = True):
+    bpd = {}
+    means = {"checkerboard": (3.0, 2.0), "horizontal": (3.2, 2.9), "cycle": (3.3, bpd_cycle_mnist)}
+    for mask, (fm, mn) in means.items():
+        bpd.update({(f"mask-{mask}", "fashionmnist-test"): fm, (f"mask-{mask}", "mnist-test"): mn,
+                    (f"mask-{mask}", "notmnist-test"): 4.0})
+    aurocs = {(f"mask-{m}", g): a for m, a in (("checkerboard", 0.1), ("horizontal", 0.3), ("cycle", 0.6))
               for g in ("mnist-test", "notmnist-test")}
-    runner = FakeRunner(tmp_path, aurocs)
-    exp = rx.masks(runner, rx.QUICK)
-    assert exp["verdict"].startswith("partly agrees: horizontal/cycle beat checkerboard in 2 of 4")
-    trains = [c for c in runner.calls if c[0] == "train"]
-    assert all(("--couplings", "4") == c[2][c[2].index("--couplings"):c[2].index("--couplings") + 2] for c in trains)
+    runner = FakeRunner(tmp_path, aurocs, bpd, converged)
+    return rx.masks(runner, rx.CPU), runner
 
 
-def test_cifar_scores_digits_as_rgb_32(tmp_path):
-    aurocs = {("realnvp-cifar10", "mnist-test"): 0.01, ("realnvp-cifar10", "notmnist-test"): 0.3}
-    runner = FakeRunner(tmp_path, aurocs)
-    exp = rx.cifar(runner, rx.QUICK)
-    digits = [c for c in runner.calls if c[0] == "score" and c[2] != "cifar10:test"]
-    assert len(digits) == 2 and all(c[3] == ("--resize", "--rgb") for c in digits)
-    assert "higher" in exp["verdict"]
+def test_masks_claim_holds_only_when_every_part_holds_on_converged_models(tmp_path):
+    exp, runner = _masks(tmp_path, bpd_cycle_mnist=3.6)
+    assert exp["verdict"] == "holds" and exp["id"] == "masks"
+    gap = {r["variant"]: r["bpd_gap"] for r in exp["rows"] if r["ood"] == "mnist"}
+    assert gap == pytest.approx({"RealNVP checkerboard": 0.0, "RealNVP horizontal": 0.2, "RealNVP cycle": 0.3})
+    trains = [c[2] for c in runner.calls if c[0] == "train"]
+    assert all(("--scales", "1", "--couplings", "8") == o[o.index("--scales"):o.index("--scales") + 4] for o in trains)
+    assert all("--preset" in o and "--patience" in o for o in trains)
+    assert _masks(tmp_path, bpd_cycle_mnist=3.0)[0]["verdict"] == "does not hold"  # cycle still prefers MNIST
+    unconverged = _masks(tmp_path, bpd_cycle_mnist=3.6, converged=False)[0]
+    assert unconverged["verdict"] == "inconclusive at this budget" and "not converged" in unconverged["reason"]
+
+
+def test_bottleneck_needs_falling_ood_likelihood_and_the_same_in_distribution_fit(tmp_path):
+    def run(in_bpd: dict):
+        ood = {None: 2.0, 100: 2.2, 50: 2.4, 10: 2.6}
+        bpd = {}
+        for d in rx.BOTTLENECKS:
+            tag = f"bottleneck-{d or 'none'}"
+            bpd.update({(tag, "fashionmnist-test"): in_bpd[d], (tag, "mnist-test"): ood[d],
+                        (tag, "notmnist-test"): 4.0})
+        groups = ("mnist-test", "notmnist-test")
+        aurocs = {(f"bottleneck-{d or 'none'}", g): 0.3 for d in rx.BOTTLENECKS for g in groups}
+        return rx.bottleneck(FakeRunner(tmp_path, aurocs, bpd), rx.CPU)
+
+    assert run({None: 3.0, 100: 3.05, 50: 3.08, 10: 3.09})["verdict"] == "holds"
+    worse_fit = run({None: 3.0, 100: 3.05, 50: 3.08, 10: 3.5})
+    assert worse_fit["verdict"] == "does not hold" and "+0.500" in worse_fit["reason"]
+
+
+def test_table1_rows_carry_the_papers_auroc_as_a_fraction(tmp_path):
+    tags = ("realnvp-fashionmnist", "glow-fashionmnist")
+    bpd = {(t, g): 3.0 for t in tags for g in ("fashionmnist-test", "mnist-test", "notmnist-test")}
+    aurocs = {(t, g): a for t in tags for g, a in (("mnist-test", 0.2), ("notmnist-test", 0.7))}
+    exp = rx.table1(FakeRunner(tmp_path, aurocs, bpd), rx.CPU)
+    assert [(r["variant"], r["ood"], r["auroc"], r["auroc_paper"]) for r in exp["rows"]] == [
+        ("RealNVP", "mnist", 0.2, 0.108), ("RealNVP", "notmnist", 0.7, 0.721),
+        ("Glow", "mnist", 0.2, 0.133), ("Glow", "notmnist", 0.7, 0.802)]
+    assert exp["verdict"] == "holds" and "paper" in exp["budget"] and "ours" in exp["budget"]
+
+
+def test_json_lists_experiments_with_the_required_fields_and_markdown_shows_them(tmp_path):
+    exp, _ = _masks(tmp_path, bpd_cycle_mnist=3.6)
+    results = {"preset": "cpu", "quick": False, "complete": False, "experiments": []}
+    reproduce.assemble(results, {"masks": {**exp, "finished": True}})
+    md, js = write_report(results, tmp_path / "out")
+    data = json.loads(js.read_text())
+    assert [e["id"] for e in data["experiments"]] == list(rx.EXPERIMENTS)
+    for e in data["experiments"]:
+        assert {"id", "claim", "verdict", "budget", "rows"} <= set(e) and e["verdict"] in rx.VERDICTS
+        for r in e["rows"]:
+            assert {"variant", "ood", "auroc", "auroc_paper", "bpd_in", "bpd_ood"} <= set(r)
+            assert r["variant"].startswith(("RealNVP", "Glow"))
+    assert data["experiments"][1]["verdict"] == "inconclusive at this budget"  # not run
+    text = md.read_text()
+    assert text == render_markdown(data)
+    assert "| RealNVP cycle | MNIST | 0.600 | — | 3.300 | 3.600 | +0.300 | 3.100 | 7 | yes | 10 / 10 |" in text
+    assert "**Incomplete**" in text and "**holds**" in text
+
+
+def test_previous_keeps_finished_experiments_of_the_same_preset(tmp_path):
+    js = tmp_path / "reproduction.json"
+    js.write_text(json.dumps({"preset": "cpu", "quick": False, "experiments": [
+        {"id": "masks", "finished": True}, {"id": "bottleneck", "finished": False}]}))
+    assert list(reproduce.previous(js, "cpu", False)) == ["masks"]
+    assert reproduce.previous(js, "paper", False) == {}
+
+
+def test_runner_resumes_a_cut_off_training_and_keeps_a_finished_one(tmp_path):
+    calls = []
+
+    class Recording(Runner):
+        def json(self, *args):
+            calls.append(args)
+            return {"steps": 5, "interrupted": False}
+
+    r = Recording(data_dir=tmp_path, work=tmp_path, figures=tmp_path)
+    out = tmp_path / "m.pt"
+    r.train(out, "fashionmnist:train", 10, "--mask", "cycle")
+    assert "--overwrite" in calls[-1] and "--mask" in calls[-1]
+    r.train(out, "fashionmnist:train", 10, "--mask", "cycle")
+    assert len(calls) == 1  # kept: m.train.json says it finished
+    out.with_suffix(".train.json").unlink()
+    out.with_suffix(".ckpt.pt").write_bytes(b"")
+    r.train(out, "fashionmnist:train", 10, "--mask", "cycle")
+    assert "--resume" in calls[-1] and "--mask" not in calls[-1]
+
+
+def test_selected_experiments():
+    assert reproduce.selected("") == list(rx.EXPERIMENTS)
+    assert reproduce.selected("negative, masks") == ["negative", "masks"]
+    with pytest.raises(ValueError, match="unknown experiment nope"):
+        reproduce.selected("masks,nope")
+
+
+def test_minutes():
+    assert (minutes(59.6), minutes(3725), minutes(None)) == ("1 min 00 s", "62 min 05 s", "—")
 
 
 def _script(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -157,10 +164,10 @@ def _script(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env=env, timeout=120)
 
 
-def test_help():
+def test_help_names_the_presets_and_resuming():
     proc = _script("--help")
     assert proc.returncode == 0
-    assert all(opt in proc.stdout for opt in ("--quick", "--only", "--work", "--data-dir"))
+    assert all(opt in proc.stdout for opt in ("--preset", "--only", "--work", "--report-only", "resumable"))
 
 
 def test_missing_data_root_is_one_line(tmp_path):

@@ -29,14 +29,14 @@ class Runner:
         work: models, score and feature files (not committed).
         figures: PNGs linked from the report.
         commands: the ``oodflow ...`` lines of the experiment now running.
-        cache: results shared between experiments of one run (the baseline RealNVP).
+        device: ``--device`` of every train and score (None: oodflow's default).
     """
 
     data_dir: Path
     work: Path
     figures: Path
+    device: str | None = None
     commands: list[str] = field(default_factory=list)
-    cache: dict = field(default_factory=dict)
 
     def run(self, *args: str) -> str:
         """Run ``oodflow ARGS``; return its stdout. stderr (progress, messages) passes through."""
@@ -58,15 +58,39 @@ class Runner:
         except json.JSONDecodeError as exc:
             raise ReproError(f"`oodflow {args[0]}` printed no JSON: {exc}") from None
 
-    def train(self, out: Path, data: str, limit: int, *options: str) -> dict:
-        """Train on the first ``limit`` samples of ``data`` (seed 0); ``options`` set model and budget."""
-        return self.json("train", "--data", data, "--limit", str(limit), *options, "--seed", "0",
-                         "--out", str(out), "--overwrite")
+    def train(self, out: Path, data: str, limit: int | None, *options: str) -> dict:
+        """Train on the first ``limit`` samples of ``data`` (seed 0); ``options`` set model and budget.
+
+        Resumable: a finished training leaves ``OUT.train.json`` (its ``--json`` summary) and is not
+        repeated; one cut off mid-way continues from its checkpoint with ``--resume``.
+        """
+        done = out.with_suffix(".train.json")
+        if done.exists():
+            print(f"# kept {out} (trained earlier; remove {done.name} to retrain)", file=sys.stderr, flush=True)
+            return json.loads(done.read_text())
+        head = ["train", "--data", data, *(["--limit", str(limit)] if limit else []), "--out", str(out)]
+        if out.with_suffix(".ckpt.pt").exists():
+            info = self.json(*head, *self._device(), "--resume")
+        else:
+            info = self.json(*head, *options, *self._device(), "--seed", "0", "--overwrite")
+        if not info.get("interrupted"):
+            done.write_text(json.dumps(info, indent=2) + "\n")
+        return info
+
+    def embed(self, source: str, limit: int, out: Path, *options: str) -> None:
+        """``oodflow embed`` into ``out``, unless an earlier run wrote it."""
+        if out.exists():
+            print(f"# kept {out}", file=sys.stderr, flush=True)
+            return
+        self.run("embed", source, "--limit", str(limit), "--out", str(out), *options, "--quiet")
 
     def score(self, model: Path, scores: Path, source: str, name: str, limit: int, *options: str) -> dict:
         """Score the first ``limit`` samples of ``source`` into group ``name`` of ``scores``."""
         return self.json("score", source, "--limit", str(limit), "--model", str(model), "--out", str(scores),
-                         "--name", name, "--overwrite", "--quiet", *options)
+                         "--name", name, "--overwrite", "--quiet", *self._device(), *options)
+
+    def _device(self) -> list[str]:
+        return ["--device", self.device] if self.device else []
 
     def evaluate(self, scores: Path, in_group: str, ood_groups: list[str], plot: Path | None) -> dict:
         """AUROC etc. of ``in_group`` against each OOD group, with 95 % bootstrap intervals (``ci``) and the

@@ -1,25 +1,30 @@
-"""Reproduce Kirichenko, Izmailov & Wilson (NeurIPS 2020) at CPU scale through the oodflow CLI.
+"""Reproduce Kirichenko, Izmailov & Wilson (NeurIPS 2020) through the oodflow CLI, with a verdict per claim.
 
-Trains and evaluates CPU-scale versions of the paper's experiments, each sized for about ten
-minutes on two cores, and writes benchmarks/results/reproduction.md (our AUROC beside the
-paper's, the configuration, the sample sizes and the wall time), reproduction.json and the
-figures under benchmarks/results/figures/:
+Trains and evaluates the paper's experiments, most informative first, and writes
+benchmarks/results/reproduction.json (``{"experiments": [...]}``: per experiment its claim, a verdict
+that is exactly one of holds / does not hold / inconclusive at this budget, our budget beside the
+paper's, and rows with our AUROC beside the paper's and the bits/dim of both sets) and
+reproduction.md rendered from it:
 
-    1. RealNVP and Glow on FashionMNIST, OOD MNIST and notMNIST (Table 1)
-    2. masks: checkerboard vs horizontal vs cycle, same size and budget (Section 7, App. I.1)
-    3. st-network bottleneck l in {10, 50, 100} and none (Figure 4)
-    4. flows on EfficientNet-Lite0 embeddings vs raw pixels (Section 8, Table 2a analogue)
-    5. negative training against MNIST (Appendix B)
-    6. RealNVP on the CIFAR-10 sample, MNIST/notMNIST in RGB as OOD (the colour path)
+    masks                Section 7: checkerboard vs horizontal vs cycle, 8 couplings, no squeeze
+    bottleneck           Section 7 / Figure 4: st-network bottleneck l in {10, 50, 100} and none
+    table1-fashionmnist  Table 1: RealNVP and Glow on FashionMNIST, OOD MNIST and notMNIST
+    table1-mnist         Table 1: RealNVP and Glow on MNIST, OOD FashionMNIST and notMNIST
+    embeddings           Section 8: a flow on EfficientNet-Lite0 features (Table 2a analogue)
+    negative             Appendix B: negative training against MNIST
 
-Every step is ``python -m ood_flow ...``, echoed to stderr as ``$ oodflow ...``. Models and score
-files go to --work (git-ignored). --quick runs everything at a tiny budget as a smoke test and
-writes its report under WORK/quick/ so it never replaces the real one; --only re-runs some
-experiments and keeps the others from the existing reproduction.json.
+``--preset cpu`` (the default) trains oodflow's cpu preset to convergence by early stopping (at most
+30 epochs; hours on 2 cores); ``--preset paper`` trains the paper's models and schedule (Appendix C;
+days on a CPU, so on a GPU: add ``--device cuda``). The run is resumable: each training is
+checkpointed and continued with ``--resume``,
+finished trainings and finished experiments are kept; run the same command again after a cut.
+``--report-only`` re-renders the report from reproduction.json (unfinished experiments are listed as
+inconclusive at this budget).
 
 Usage:
-    OODFLOW_DATA_DIR=../shared/data OMP_NUM_THREADS=1 python benchmarks/reproduce/reproduce.py [--quick]
-        [--only 1,4] [--work DIR] [--data-dir DIR] [--results DIR]
+    OODFLOW_DATA_DIR=../shared/data OMP_NUM_THREADS=1 python benchmarks/reproduce/reproduce.py
+        [--preset cpu|paper] [--device cpu|cuda] [--quick] [--only masks,bottleneck] [--work DIR]
+        [--results DIR] [--report-only]
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from repro_experiments import EXPERIMENTS, FULL, QUICK, budget_dict  # noqa: E402
+from repro_experiments import CPU, EXPERIMENTS, OPEN, PAPER, QUICK, budget_dict  # noqa: E402
 from repro_report import write_report  # noqa: E402
 from repro_runner import ReproError, Runner  # noqa: E402
 
@@ -49,24 +54,30 @@ RESULTS = HERE.parent / "results"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=("cpu", "paper"), default="cpu",
+                   help="cpu: small models to convergence (hours on 2 cores); paper: the paper's models (a GPU)")
+    p.add_argument("--device", default=None, help="device for training and scoring (e.g. cuda)")
     p.add_argument("--quick", action="store_true", help="tiny budget, a smoke test (report under WORK/quick/)")
-    p.add_argument("--only", default="", help="comma-separated experiment numbers (default: all, 1-6)")
-    p.add_argument("--work", type=Path, default=RESULTS / "work", help="models and score files")
+    p.add_argument("--only", default="",
+                   help=f"comma-separated experiment ids (default: all: {', '.join(EXPERIMENTS)})")
+    p.add_argument("--work", type=Path, default=RESULTS / "work",
+                   help="models, checkpoints and score files; the run is resumable: run the same command again "
+                        "after a cut and it continues trainings from their checkpoints and keeps finished ones")
     p.add_argument("--data-dir", default=None, help="dataset root (default: $OODFLOW_DATA_DIR)")
     p.add_argument("--results", type=Path, default=None,
-                   help="where reproduction.md/.json and figures/ go (default: benchmarks/results, "
-                        "or WORK/quick with --quick)")
+                   help="where reproduction.md/.json go (default: benchmarks/results, or WORK/quick with --quick)")
+    p.add_argument("--report-only", action="store_true", help="re-render the report from reproduction.json")
     return p.parse_args(argv)
 
 
-def selected(only: str) -> list[int]:
-    """``'1,4'`` -> ``[1, 4]``; empty -> all. Raises ValueError on an unknown number."""
+def selected(only: str) -> list[str]:
+    """``'masks,negative'`` -> those ids in the given order; empty -> all. Raises ValueError on an unknown id."""
     if not only.strip():
-        return sorted(EXPERIMENTS)
-    keys = [int(k) for k in only.split(",") if k.strip()]
+        return list(EXPERIMENTS)
+    keys = [k.strip() for k in only.split(",") if k.strip()]
     bad = [k for k in keys if k not in EXPERIMENTS]
     if bad:
-        raise ValueError(f"unknown experiment {bad[0]}; valid: {', '.join(map(str, EXPERIMENTS))}")
+        raise ValueError(f"unknown experiment {bad[0]}; valid: {', '.join(EXPERIMENTS)}")
     return keys
 
 
@@ -74,19 +85,10 @@ def data_root(arg: str | None) -> Path:
     root = arg or os.environ.get("OODFLOW_DATA_DIR")
     if not root:
         raise ValueError("no data root: pass --data-dir DIR or set OODFLOW_DATA_DIR "
-                         "(the folder with FashionMNIST/, MNIST/, notMNIST/, CIFAR10/)")
+                         "(the folder with FashionMNIST/, MNIST/, notMNIST/)")
     if not Path(root).is_dir():
         raise ValueError(f"data root {root} is not a folder")
     return Path(root).resolve()
-
-
-def short(path: Path) -> Path:
-    """``path`` relative to the current folder when inside it, so echoed commands stay readable."""
-    path = path.resolve()
-    try:
-        return path.relative_to(Path.cwd())
-    except ValueError:
-        return path
 
 
 def git_state() -> str:
@@ -94,7 +96,7 @@ def git_state() -> str:
     def git(*a: str) -> str:
         return subprocess.run(["git", *a], cwd=HERE, capture_output=True, text=True).stdout.strip()
     head = git("rev-parse", "--short", "HEAD") or "?"
-    return head + (" (ood_flow/ modified)" if git("status", "--porcelain", "--", "../ood_flow") else "")
+    return head + (" (ood_flow/ modified)" if git("status", "--porcelain", "--", "../../ood_flow") else "")
 
 
 def environment() -> dict:
@@ -109,28 +111,42 @@ def environment() -> dict:
             "load_start": " / ".join(f"{x:.1f}" for x in load) if load else "?"}
 
 
-def previous(js: Path, quick: bool) -> dict:
-    """Experiments of an earlier run of the same kind, kept when --only re-runs some."""
+def previous(js: Path, preset: str, quick: bool) -> dict:
+    """Finished experiments of an earlier run with the same preset, by id (kept, not rerun)."""
     if not js.exists():
         return {}
     old = json.loads(js.read_text())
-    return old.get("experiments", {}) if old.get("quick") == quick else {}
+    if old.get("preset", "cpu") != preset or old.get("quick") != quick or not isinstance(old.get("experiments"), list):
+        return {}
+    return {e["id"]: e for e in old["experiments"] if e.get("finished")}
 
 
-def run_one(key: int, runner: Runner, budget) -> dict:
-    """Run experiment ``key``; a failed CLI step is recorded, not raised."""
+def run_one(key: str, runner: Runner, budget) -> dict:
+    """Run experiment ``key``; a failed CLI step is recorded (verdict inconclusive), not raised."""
     runner.commands = []
     t0 = time.monotonic()
     try:
-        exp = EXPERIMENTS[key](runner, budget)
-    except ReproError as exc:
-        exp = {"title": EXPERIMENTS[key].__doc__.splitlines()[0], "error": str(exc)}
-    except Exception as exc:  # a bug here must not cost the other experiments of an hour-long run
-        traceback.print_exc()
-        exp = {"title": EXPERIMENTS[key].__doc__.splitlines()[0], "error": f"{type(exc).__name__}: {exc}"}
+        exp = {**EXPERIMENTS[key](runner, budget), "finished": True}
+    except Exception as exc:  # a failed step or a bug must not cost the other experiments of a long run
+        if not isinstance(exc, ReproError):
+            traceback.print_exc()
+        exp = unfinished(key, f"failed: {type(exc).__name__}: {exc}")
     exp.update(wall_s=time.monotonic() - t0, commands=list(runner.commands),
                run_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), git=git_state())
     return exp
+
+
+def unfinished(key: str, why: str) -> dict:
+    doc = EXPERIMENTS[key].__doc__.splitlines()[0]
+    return {"id": key, "title": doc, "claim": doc, "verdict": OPEN, "reason": why, "rows": [],
+            "budget": {"ours": why, "paper": "see the finished experiments"}, "finished": False}
+
+
+def assemble(results: dict, done: dict) -> None:
+    """``results['experiments']`` in the canonical order: finished ones, the rest as not finished."""
+    results["experiments"] = [done.get(k) or unfinished(k, "not run to the end within this run's budget")
+                              for k in EXPERIMENTS]
+    results["wall_s"] = sum(e.get("wall_s") or 0 for e in results["experiments"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,32 +156,44 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    budget = QUICK if args.quick else FULL
-    work = short(args.work / ("quick" if args.quick else "full"))
-    out = short(args.results or (work if args.quick else RESULTS))
+    budget = QUICK if args.quick else (PAPER if args.preset == "paper" else CPU)
+    work = args.work / ("quick" if args.quick else budget.preset)
+    out = args.results or (work if args.quick else RESULTS)
+    js = out / "reproduction.json"
+    command = shlex.join(["python", "benchmarks/reproduce/reproduce.py", *(argv if argv is not None else sys.argv[1:])])
+    done = previous(js, budget.preset, args.quick)
+    if args.report_only:
+        if not js.exists():
+            print(f"error: {js} does not exist; run the experiments first", file=sys.stderr)
+            return 1
+        results = json.loads(js.read_text())
+        assemble(results, done)
+        md, _ = write_report(results, out)
+        print(f"# wrote {md} from {js}", file=sys.stderr)
+        return 0
     work.mkdir(parents=True, exist_ok=True)
-    runner = Runner(data_dir=root, work=work, figures=out / "figures")
-    results = {"quick": args.quick, "complete": False,
-               "command": shlex.join(["python", "benchmarks/reproduce/reproduce.py",
-               *(argv if argv is not None else sys.argv[1:])]),
+    runner = Runner(data_dir=root, work=work, figures=out / "figures", device=args.device)
+    results = {"preset": budget.preset, "quick": args.quick, "complete": False, "command": command,
                "started": datetime.now().astimezone().isoformat(timespec="seconds"), "finished": None,
-               "environment": environment(), "budget": budget_dict(budget),
-               "experiments": previous(out / "reproduction.json", args.quick)}
+               "environment": environment(), "budget": budget_dict(budget), "experiments": []}
     print(f"# OODFLOW_DATA_DIR={root}; work {work}; report {out}", file=sys.stderr)
     for key in keys:
+        if key in done:
+            print(f"# experiment {key}: kept from {done[key].get('run_at')}", file=sys.stderr, flush=True)
+            continue
         print(f"# experiment {key}: {EXPERIMENTS[key].__doc__.splitlines()[0]}", file=sys.stderr, flush=True)
-        results["experiments"][str(key)] = run_one(key, runner, budget)
-        results["wall_s"] = sum(e.get("wall_s") or 0 for e in results["experiments"].values())
+        exp = run_one(key, runner, budget)
+        if exp.get("finished"):
+            done[key] = exp
+        assemble(results, done)
         write_report(results, out)
-    results.update(complete=True, finished=datetime.now().astimezone().isoformat(timespec="seconds"))
+    results.update(complete=all(k in done for k in EXPERIMENTS),
+                   finished=datetime.now().astimezone().isoformat(timespec="seconds"))
+    assemble(results, done)
     md, _ = write_report(results, out)
-    failed = [k for k in keys if results["experiments"][str(k)].get("error")]
-    print(f"# wrote {md} ({minutes_text(results['wall_s'])}); failed: {failed or 'none'}", file=sys.stderr)
+    failed = [k for k in keys if k not in done]
+    print(f"# wrote {md} ({results['wall_s'] / 60:.1f} min); unfinished: {failed or 'none'}", file=sys.stderr)
     return 1 if failed else 0
-
-
-def minutes_text(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min"
 
 
 if __name__ == "__main__":

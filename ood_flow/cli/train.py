@@ -167,7 +167,8 @@ def _finish(r: TrainResult, quiet: bool, json_out: bool, ctx: typer.Context) -> 
     summary = {"model": str(r.model), "checkpoint": str(r.checkpoint), "family": r.flow.name, "steps": r.steps,
                "train_bpd": last.get("train_bpd"), "val_bpd": last.get("val_bpd"), "seconds": round(r.seconds, 1),
                "n_train": r.n_train, "n_val": r.n_val, "data": r.data, "interrupted": r.interrupted,
-               "stopped_early": r.stopped_early}
+               "stopped_early": r.stopped_early, "epochs": len(r.history),
+               "parameters": sum(p.numel() for p in r.flow.parameters())}
     if json_out:
         common.print_json(summary)
     if r.interrupted:
