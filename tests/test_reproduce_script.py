@@ -177,3 +177,17 @@ def test_missing_data_root_is_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert proc.stderr.startswith("error: no data root")
     assert not any(tmp_path.iterdir())
+
+
+def test_unfinished_experiments_say_how_far_their_trainings_got(tmp_path):
+    class Info(Runner):
+        def json(self, *args):
+            return {"steps": 400, "best_val_bits_per_dim": 4.131}
+
+    (tmp_path / "mask-checkerboard.pt").write_bytes(b"")
+    results = {"experiments": []}
+    reproduce.assemble(results, {}, Info(data_dir=tmp_path, work=tmp_path, figures=tmp_path))
+    masks = results["experiments"][0]
+    assert masks["verdict"] == "inconclusive at this budget" and masks["claim"] == rx.CLAIMS["masks"]
+    assert ("mask-checkerboard 400 steps, best validation bits/dim 4.131, not converged; mask-horizontal not started"
+            in masks["reason"])

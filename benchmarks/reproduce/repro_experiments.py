@@ -158,9 +158,7 @@ def masks(r: Runner, b: Budget) -> dict:
               f"checkerboard: horizontal {hz['bpd_gap']:+.3f}, cycle {cy['bpd_gap']:+.3f} bits/dim")
     verdict, reason = decide(rows, all(parts), reason)
     return {"id": "masks", "title": "Masks: checkerboard vs horizontal vs cycle (Section 7, Appendix I.1)",
-            "claim": "with the checkerboard mask MNIST gets higher likelihood than FashionMNIST; with the horizontal "
-                     "mask MNIST is still higher on average but the in-distribution ranking improves (higher AUROC); "
-                     "with the cycle-mask FashionMNIST gets higher likelihood than MNIST on average",
+            "claim": CLAIMS["masks"],
             "verdict": verdict, "reason": reason, "rows": rows,
             "budget": {"ours": our_budget(b, infos), "paper": PAPER_BUDGET["section7"]},
             "config": "RealNVP, one scale, 8 couplings (`--mask M --scales 1 --couplings 8`), the same st-network "
@@ -190,8 +188,7 @@ def bottleneck(r: Runner, b: Budget) -> dict:
               f"({'all' if same else 'not all'} within 0.1)")
     verdict, reason = decide(rows, falls and same, reason)
     return {"id": "bottleneck", "title": "st-network bottleneck l in {10, 50, 100} (Section 7, Figure 4)",
-            "claim": "as l decreases, the likelihood of OOD data (MNIST) decreases while FashionMNIST likelihood "
-                     "stays the same (here: within 0.1 bits/dim of the model without bottleneck)",
+            "claim": CLAIMS["bottleneck"],
             "verdict": verdict, "reason": reason, "rows": rows,
             "budget": {"ours": our_budget(b, infos), "paper": PAPER_BUDGET["section7"]},
             "config": "2-scale RealNVP with st-networks without the skip path (`--net resnet-noskip`, the paper's "
@@ -217,7 +214,7 @@ def table1(r: Runner, b: Budget) -> dict:
     reason = f"AUROC against MNIST: RealNVP {mnist[0]:.3f}, Glow {mnist[1]:.3f} (paper 0.108, 0.133)"
     verdict, reason = decide(rows, all(a < 0.5 for a in mnist), reason)
     return {"id": "table1-fashionmnist", "title": "RealNVP and Glow trained on FashionMNIST (Table 1)",
-            "claim": "flows trained on FashionMNIST assign higher likelihood to MNIST (AUROC below 0.5)",
+            "claim": CLAIMS["table1-fashionmnist"],
             "verdict": verdict, "reason": reason, "rows": rows,
             "budget": {"ours": our_budget(b, infos), "paper": PAPER_BUDGET["images"]},
             "config": f"`oodflow train --model realnvp|glow --preset {b.preset}`; first {b.n_test} test images"}
@@ -230,8 +227,7 @@ def table1_mnist(r: Runner, b: Budget) -> dict:
     reason = "AUROC: " + ", ".join(f"{x['variant']} vs {x['ood']} {x['auroc']:.3f}" for x in rows)
     verdict, reason = decide(rows, all(a > 0.5 for a in aurocs), reason)
     return {"id": "table1-mnist", "title": "RealNVP and Glow trained on MNIST (Table 1)",
-            "claim": "flows trained on MNIST assign lower likelihood to FashionMNIST and notMNIST (AUROC above 0.5; "
-                     "the paper's are 0.9996 to 1.0)",
+            "claim": CLAIMS["table1-mnist"],
             "verdict": verdict, "reason": reason, "rows": rows,
             "budget": {"ours": our_budget(b, infos), "paper": PAPER_BUDGET["images"]},
             "config": f"`oodflow train --model realnvp|glow --preset {b.preset}`; first {b.n_test} test images"}
@@ -252,8 +248,7 @@ def embeddings(r: Runner, b: Budget) -> dict:
     reason = "AUROC: " + ", ".join(f"{x['ood']} {x['auroc']:.3f}" for x in rows)
     verdict, reason = decide(rows, all(a > 0.5 for a in aurocs), reason)
     return {"id": "embeddings", "title": "Flows on image embeddings (Section 8; Table 2a analogue)",
-            "claim": "a flow on features of an ImageNet-trained EfficientNet assigns higher likelihood to "
-                     "in-distribution data (AUROC above 0.5)",
+            "claim": CLAIMS["embeddings"],
             "verdict": verdict, "reason": reason, "rows": rows,
             "budget": {"ours": our_budget(b, [info]) + f"; EfficientNet-Lite0 features at {b.emb_size} px",
                        "paper": PAPER_BUDGET["embeddings"]},
@@ -269,12 +264,36 @@ def negative(r: Runner, b: Budget) -> dict:
     mnist = row(rows, "RealNVP negative training vs MNIST", "mnist")["auroc"]
     verdict, reason = decide(rows, mnist > 0.5, f"AUROC against MNIST {mnist:.3f}")
     return {"id": "negative", "title": "Negative training against MNIST (Appendix B)",
-            "claim": "a flow trained to give MNIST low likelihood separates MNIST from FashionMNIST "
-                     "(AUROC above 0.5): flows can tell the datasets apart when trained to",
+            "claim": CLAIMS["negative"],
             "verdict": verdict, "reason": reason, "rows": rows,
             "budget": {"ours": our_budget(b, [info]), "paper": PAPER_BUDGET["images"] + ", plus the negative term"},
             "config": f"`--negative-data mnist:train --negative-threshold {NEGATIVE_C}` (the authors' C for 28x28)"}
 
+
+def claim_of(key: str) -> str:
+    """The claim of experiment ``key`` as the paper states it (for experiments not run to the end)."""
+    return CLAIMS[key]
+
+
+CLAIMS = {
+    "masks": "with the checkerboard mask MNIST gets higher likelihood than FashionMNIST; with the horizontal mask "
+             "MNIST is still higher on average but the in-distribution ranking improves (higher AUROC); with the "
+             "cycle-mask FashionMNIST gets higher likelihood than MNIST on average",
+    "bottleneck": "as l decreases, the likelihood of OOD data (MNIST) decreases while FashionMNIST likelihood stays "
+                  "the same (here: within 0.1 bits/dim of the model without bottleneck)",
+    "table1-fashionmnist": "flows trained on FashionMNIST assign higher likelihood to MNIST (AUROC below 0.5)",
+    "table1-mnist": "flows trained on MNIST assign lower likelihood to FashionMNIST and notMNIST (AUROC above 0.5; "
+                    "the paper's are 0.9996 to 1.0)",
+    "embeddings": "a flow on features of an ImageNet-trained EfficientNet assigns higher likelihood to "
+                  "in-distribution data (AUROC above 0.5)",
+    "negative": "a flow trained to give MNIST low likelihood separates MNIST from FashionMNIST (AUROC above 0.5): "
+                "flows can tell the datasets apart when trained to",
+}
+
+# The models each experiment trains (WORK/TAG.pt), for the progress of an experiment not run to the end.
+MODELS = {"masks": [f"mask-{m}" for m in MASKS], "bottleneck": [f"bottleneck-{d or 'none'}" for d in BOTTLENECKS],
+          "table1-fashionmnist": ["realnvp-fashionmnist", "glow-fashionmnist"],
+          "table1-mnist": ["realnvp-mnist", "glow-mnist"], "embeddings": ["emb-flow"], "negative": ["negative-fmnist"]}
 
 # Ordered so that the most informative finish first (a long run can be cut off).
 EXPERIMENTS = {"masks": masks, "bottleneck": bottleneck, "table1-fashionmnist": table1, "table1-mnist": table1_mnist,

@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from repro_experiments import CPU, EXPERIMENTS, OPEN, PAPER, QUICK, budget_dict  # noqa: E402
+from repro_experiments import CPU, EXPERIMENTS, MODELS, OPEN, PAPER, QUICK, budget_dict, claim_of  # noqa: E402
 from repro_report import write_report  # noqa: E402
 from repro_runner import ReproError, Runner  # noqa: E402
 
@@ -138,14 +138,30 @@ def run_one(key: str, runner: Runner, budget) -> dict:
 
 def unfinished(key: str, why: str) -> dict:
     doc = EXPERIMENTS[key].__doc__.splitlines()[0]
-    return {"id": key, "title": doc, "claim": doc, "verdict": OPEN, "reason": why, "rows": [],
-            "budget": {"ours": why, "paper": "see the finished experiments"}, "finished": False}
+    return {"id": key, "title": doc.rstrip("."), "claim": claim_of(key), "verdict": OPEN, "reason": why, "rows": [],
+            "budget": {"ours": why, "paper": "see docs/reproduction.md"}, "finished": False}
 
 
-def assemble(results: dict, done: dict) -> None:
+def progress(runner: Runner | None, key: str) -> str:
+    """How far the trainings of an unfinished experiment got (from their model files, via ``oodflow info``)."""
+    if runner is None:
+        return ""
+    parts = []
+    for tag in MODELS[key]:
+        model = runner.work / f"{tag}.pt"
+        if not model.exists():
+            parts.append(f"{tag} not started")
+            continue
+        info = runner.json("info", str(model))
+        parts.append(f"{tag} {info.get('steps')} steps, best validation bits/dim "
+                     f"{info.get('best_val_bits_per_dim') or float('nan'):.3f}, not converged")
+    return "; trainings so far: " + "; ".join(parts)
+
+
+def assemble(results: dict, done: dict, runner: Runner | None = None) -> None:
     """``results['experiments']`` in the canonical order: finished ones, the rest as not finished."""
-    results["experiments"] = [done.get(k) or unfinished(k, "not run to the end within this run's budget")
-                              for k in EXPERIMENTS]
+    results["experiments"] = [done.get(k) or unfinished(k, "not run to the end within this run's budget"
+                                                        + progress(runner, k)) for k in EXPERIMENTS]
     results["wall_s"] = sum(e.get("wall_s") or 0 for e in results["experiments"])
 
 
@@ -163,11 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "benchmarks/reproduce/reproduce.py", *(argv if argv is not None else sys.argv[1:])])
     done = previous(js, budget.preset, args.quick)
     if args.report_only:
-        if not js.exists():
-            print(f"error: {js} does not exist; run the experiments first", file=sys.stderr)
-            return 1
-        results = json.loads(js.read_text())
-        assemble(results, done)
+        old = json.loads(js.read_text()) if js.exists() else {}
+        results = old if isinstance(old.get("experiments"), list) else {
+            "preset": budget.preset, "quick": args.quick, "complete": False, "command": command,
+            "environment": environment(), "budget": budget_dict(budget), "experiments": []}
+        assemble(results, done, Runner(data_dir=root, work=work, figures=out / "figures"))
         md, _ = write_report(results, out)
         print(f"# wrote {md} from {js}", file=sys.stderr)
         return 0

@@ -84,7 +84,7 @@ class Preset:
         what = {"grayscale": "grayscale images", "colour": "colour images", "uci": "tables",
                 "embedding": "image embeddings"}[self.kind]
         parts = [f"{k} {v}" for k, v in {**self.model, **self.train}.items()]
-        return f"{self.name} preset for {what}: {', '.join(parts)}"
+        return f"{self.name} preset for {what}: {', '.join(parts)} (options given explicitly override these)"
 
 
 def data_kind(kind: str, sample_shape: tuple[int, ...], source: str) -> str:

@@ -198,9 +198,9 @@ def _preset(name: str, ds: Dataset, model: str | None) -> Preset:
     try:
         return get_preset(name, fam, kind)
     except ValueError as exc:
-        if fam in ("realnvp", "glow", "tabular"):
+        if fam in ("realnvp", "glow", "tabular") and (fam in VECTOR_MODELS) == (ds.kind == "vector"):
             raise UsageError(f"--preset: {exc}") from None
-        return Preset(name, fam, kind)
+        return Preset(name, fam, kind)  # gaussian, or a family the data does not fit (refused in _new)
 
 
 def family(ds: Dataset, model: str | None) -> str:
