@@ -295,6 +295,17 @@ MODELS = {"masks": [f"mask-{m}" for m in MASKS], "bottleneck": [f"bottleneck-{d 
           "table1-fashionmnist": ["realnvp-fashionmnist", "glow-fashionmnist"],
           "table1-mnist": ["realnvp-mnist", "glow-mnist"], "embeddings": ["emb-flow"], "negative": ["negative-fmnist"]}
 
+PAPER_BUDGET_OF = {"masks": "section7", "bottleneck": "section7", "table1-fashionmnist": "images",
+                   "table1-mnist": "images", "embeddings": "embeddings", "negative": "images"}
+
+
+def planned_budget(b: Budget) -> str:
+    """The budget a run gives every model (for experiments not run to the end)."""
+    rule = (f"at most {b.epochs} epochs, stop when validation bits/dim improves by less than {b.min_delta} over "
+            f"{b.patience} epochs" if b.patience else "the preset's epochs")
+    return f"oodflow --preset {b.preset}: first {b.n_train or 'all'} training images, {rule}"
+
+
 # Ordered so that the most informative finish first (a long run can be cut off).
 EXPERIMENTS = {"masks": masks, "bottleneck": bottleneck, "table1-fashionmnist": table1, "table1-mnist": table1_mnist,
                "embeddings": embeddings, "negative": negative}

@@ -43,7 +43,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from repro_experiments import CPU, EXPERIMENTS, MODELS, OPEN, PAPER, QUICK, budget_dict, claim_of  # noqa: E402
+from repro_experiments import (CPU, EXPERIMENTS, MODELS, OPEN, PAPER, PAPER_BUDGET, PAPER_BUDGET_OF, QUICK,  # noqa: E402
+                               budget_dict, claim_of, planned_budget)
 from repro_report import write_report  # noqa: E402
 from repro_runner import ReproError, Runner  # noqa: E402
 
@@ -136,10 +137,11 @@ def run_one(key: str, runner: Runner, budget) -> dict:
     return exp
 
 
-def unfinished(key: str, why: str) -> dict:
+def unfinished(key: str, why: str, budget=None) -> dict:
     doc = EXPERIMENTS[key].__doc__.splitlines()[0]
     return {"id": key, "title": doc.rstrip("."), "claim": claim_of(key), "verdict": OPEN, "reason": why, "rows": [],
-            "budget": {"ours": why, "paper": "see docs/reproduction.md"}, "finished": False}
+            "budget": {"ours": (planned_budget(budget) + "; " if budget else "") + why,
+                       "paper": PAPER_BUDGET[PAPER_BUDGET_OF[key]]}, "finished": False}
 
 
 def progress(runner: Runner | None, key: str) -> str:
@@ -158,10 +160,10 @@ def progress(runner: Runner | None, key: str) -> str:
     return "; trainings so far: " + "; ".join(parts)
 
 
-def assemble(results: dict, done: dict, runner: Runner | None = None) -> None:
+def assemble(results: dict, done: dict, runner: Runner | None = None, budget=None) -> None:
     """``results['experiments']`` in the canonical order: finished ones, the rest as not finished."""
     results["experiments"] = [done.get(k) or unfinished(k, "not run to the end within this run's budget"
-                                                        + progress(runner, k)) for k in EXPERIMENTS]
+                                                        + progress(runner, k), budget) for k in EXPERIMENTS]
     results["wall_s"] = sum(e.get("wall_s") or 0 for e in results["experiments"])
 
 
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         results = old if isinstance(old.get("experiments"), list) else {
             "preset": budget.preset, "quick": args.quick, "complete": False, "command": command,
             "environment": environment(), "budget": budget_dict(budget), "experiments": []}
-        assemble(results, done, Runner(data_dir=root, work=work, figures=out / "figures"))
+        assemble(results, done, Runner(data_dir=root, work=work, figures=out / "figures"), budget)
         md, _ = write_report(results, out)
         print(f"# wrote {md} from {js}", file=sys.stderr)
         return 0
@@ -201,11 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         exp = run_one(key, runner, budget)
         if exp.get("finished"):
             done[key] = exp
-        assemble(results, done)
+        assemble(results, done, budget=budget)
         write_report(results, out)
     results.update(complete=all(k in done for k in EXPERIMENTS),
                    finished=datetime.now().astimezone().isoformat(timespec="seconds"))
-    assemble(results, done)
+    assemble(results, done, budget=budget)
     md, _ = write_report(results, out)
     failed = [k for k in keys if k not in done]
     print(f"# wrote {md} ({results['wall_s'] / 60:.1f} min); unfinished: {failed or 'none'}", file=sys.stderr)
