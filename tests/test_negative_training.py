@@ -45,8 +45,11 @@ def test_negatives_are_pushed_below_plain_training_with_the_same_seed(tmp_path):
     plain = _train(x, tmp=tmp_path, epochs=6)
     pushed = _train(x, neg, -2000.0, tmp=tmp_path, epochs=6)  # C about -31 nats per dimension, as in the paper
     drop = _mean_ll(plain, neg_test) - _mean_ll(pushed, neg_test)
-    assert drop > 1000, drop  # nats, on held-out negatives (plain training gives them about -330)
-    assert abs(_mean_ll(plain, x) - _mean_ll(pushed, x)) < 50  # while the in-distribution likelihood stays
+    # nats, on held-out negatives (plain training gives them about -330): 563 with the authors' RealNVP network
+    # (model format 2), over 1000 with the legacy one; without negatives the two runs are the same
+    assert drop > 300, drop
+    # while the in-distribution likelihood moves far less (71 nats with the authors' network, 563 for the negatives)
+    assert abs(_mean_ll(plain, x) - _mean_ll(pushed, x)) < drop / 4
 
 
 def test_negatives_below_c_give_no_gradient_and_the_rest_the_mean():
@@ -77,7 +80,8 @@ def test_cli_reports_both_likelihoods_and_pushes_the_negatives_down(tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "in.npy", rng.normal(size=(256, 3)).astype(np.float32))
     np.save(tmp_path / "neg.npy", (rng.normal(size=(256, 3)) + 1.5).astype(np.float32))
-    common = ["--data", tmp_path / "in.npy", "--hidden", "16", "--epochs", "3", "--batch-size", "32", "--seed", "1"]
+    common = ["--data", tmp_path / "in.npy", "--hidden", "16", "--epochs", "3", "--batch-size", "32", "--seed", "1",
+              "--lr", "1e-3"]  # the paper preset's 1e-4 for tables moves too little in 3 epochs
     run("train", *common, "--out", tmp_path / "plain.pt", "--quiet")
     result = run("train", *common, "--out", tmp_path / "neg.pt", "--negative-data", tmp_path / "neg.npy",
                  "--negative-threshold", "-50")
