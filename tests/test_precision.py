@@ -20,6 +20,7 @@ from ood_flow.errors import UsageError
 from ood_flow.evaluate.metrics import ood_metrics
 from ood_flow.flows import create_flow
 from ood_flow.flows.precision import NARROW, current, st_precision
+from ood_flow.flows.weightnorm import WNConv2d
 from ood_flow.train import TrainConfig
 
 needs_bf16 = pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU runs no bfloat16 at all")
@@ -40,6 +41,13 @@ def test_an_unknown_precision_is_a_usage_error_before_any_work(tmp_path):
     assert "fp16" in result.stderr and not (tmp_path / "m.pt").exists()
 
 
+def _channels(m: torch.nn.Module) -> tuple[int, int]:
+    """(in, out) channels of a plain or a weight-normalised convolution (the authors' st-networks)."""
+    if isinstance(m, WNConv2d):
+        return m.weight_v.shape[1], m.weight_v.shape[0]
+    return m.in_channels, m.out_channels
+
+
 @needs_bf16
 @pytest.mark.parametrize("name, options", [("realnvp", {"channels": 16, "blocks": 1, "scales": 2}),
                                            ("glow", {"channels": 16, "couplings": 2, "net": "glow"})])
@@ -51,9 +59,9 @@ def test_only_the_st_networks_run_in_bf16_and_the_flow_stays_invertible(name, op
             p.add_(torch.randn_like(p) * 0.02)
     dtypes: dict[str, set] = {"st": set(), "narrow": set(), "other": set()}
     for module_name, m in flow.named_modules():
-        if isinstance(m, torch.nn.Conv2d) or type(m).__name__ == "InvConv1x1":
+        if isinstance(m, (torch.nn.Conv2d, WNConv2d)) or type(m).__name__ == "InvConv1x1":
             where = "st" if ".net." in f".{module_name}." else "other"
-            where = "narrow" if where == "st" and min(m.in_channels, m.out_channels) < NARROW else where
+            where = "narrow" if where == "st" and min(_channels(m)) < NARROW else where
             m.register_forward_hook(lambda mod, i, out, where=where: dtypes[where].add(
                 (out[0] if isinstance(out, tuple) else out).dtype))
     x = torch.rand(4, 1, 8, 8)

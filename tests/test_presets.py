@@ -50,7 +50,7 @@ def test_default_train_uses_the_paper_preset_visible_in_the_model_file(tmp_path)
     assert sum(p.numel() for p in flow.parameters()) == 14_707_336
     cfg = extra["train_config"]
     got = (cfg["lr"], cfg["batch_size"], cfg["epochs"], cfg["optimizer"], cfg["patience"])
-    assert got == (5e-5, 32, 80, "adam", None)
+    assert got == (5e-5, 32, 80, "adam", 0)  # patience 0: early stopping off
     assert extra["preset"] == "paper"
     assert "14,707,336 parameters" in result.stderr and "paper preset for grayscale images" in result.stderr
 
