@@ -62,3 +62,12 @@ def reference_record(log_likelihood, step: int) -> dict:
     can gate at any TPR without ``--reference`` (see :func:`~ood_flow.score.gate.model_gate`)."""
     values = sorted(float(v) for v in np.asarray(log_likelihood, dtype=np.float64))
     return {"score": "log_likelihood", "split": "validation", "n": len(values), "step": int(step), "values": values}
+
+
+def next_best(best: BestEpoch | None, summary: dict, flow: nn.Module, reference: dict | None, patience: int,
+              min_delta: float = 0.0) -> tuple[BestEpoch | None, bool]:
+    """Early stopping after an epoch (``summary`` from the history): the best epoch from now on, and
+    whether to stop (``patience`` epochs since the best without beating it by more than ``min_delta``)."""
+    if improved(best, summary["val_bpd"], min_delta):
+        return BestEpoch.of(flow, summary["epoch"], summary["val_bpd"], reference), False
+    return best, out_of_patience(best, summary["epoch"], patience)

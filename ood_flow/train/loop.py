@@ -17,34 +17,31 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ood_flow import distributed
 from ood_flow.distributed import SINGLE, Dist
-from ood_flow.errors import InputError, OutputError
-from ood_flow.fileio import file_lock
-from ood_flow.flows.io import save_model
+from ood_flow.errors import InputError
 from ood_flow.flows.models import Flow
 from ood_flow.flows.precision import st_precision
-from ood_flow.score.likelihood import score_likelihood
-from ood_flow.train.best import BestEpoch, improved, out_of_patience, reference_record
-from ood_flow.train.checkpoint import checkpoint_path, plain_values, save_checkpoint
+from ood_flow.train.best import BestEpoch, next_best
+from ood_flow.train.closed_form import fit_closed_form
+from ood_flow.train.checkpoint import checkpoint_path
+from ood_flow.train.epoch import add_step, epoch_batches, epoch_summary, validate, zero_sums
 from ood_flow.train.config import OPTIMIZERS, TrainConfig, param_groups
 from ood_flow.train.estimate import StepTimer
 from ood_flow.train.losses import BatchLoss
-from ood_flow.train.objective import bpd as _bpd, split_validation
+from ood_flow.train.objective import split_validation
 from ood_flow.train.guard import Guard, TrainingDiverged
 from ood_flow.train.result import TrainEvents, TrainResult
+from ood_flow.train.saving import claim_output, save_run
 from ood_flow.train.stop import StopRequest
 
 SNAPSHOT_EVERY = 100
-SHUFFLE_SEED_STRIDE = 7919  # seed of epoch e's data order: seed * 7919 + e
 
 
 class Trainer:
@@ -76,7 +73,7 @@ class Trainer:
         self.guard = Guard(flow, self.optimizer, cfg.max_bad_steps, cfg.max_rollbacks, agree=dist.flags)
         self.batch_loss = BatchLoss(x, negative, cfg, distributed.log_prob_fn(flow, dist), dist, self.device)
         self.stopping = False  # a stop every process agreed on
-        self.position = {"epoch": 0, "batch": 0, "step": 0, "sums": _zero_sums()}
+        self.position = {"epoch": 0, "batch": 0, "step": 0, "sums": zero_sums()}
         self.history: list[dict] = []
         self.reference: dict | None = None  # the validation split's scores under the model as last validated
         self.best: BestEpoch | None = None  # early stopping (cfg.patience): the best epoch so far
@@ -98,9 +95,9 @@ class Trainer:
         except ValueError:
             raise InputError(f"{checkpoint_path(self.out)}: its optimiser state does not fit this model (a checkpoint "
                              "of an older oodflow, whose parameters differ); train anew") from None
-        self.position = {"sums": _zero_sums(), **copy.deepcopy(extra["position"])}
+        self.position = {"sums": zero_sums(), **copy.deepcopy(extra["position"])}
         if not self.dist.writer:  # rank 0 carries the epoch's sums so far, the others add theirs
-            self.position["sums"] = _zero_sums()
+            self.position["sums"] = zero_sums()
         self.history = list(extra.get("history", []))
         self.reference = extra.get("reference")
         self.best = BestEpoch.from_dict(extra.get("best"))
@@ -117,18 +114,9 @@ class Trainer:
         self.guard.set_hyper(name, value)
 
     def save(self) -> None:
-        """Write the checkpoint, then the model file (each atomically, under its lock); rank 0 only."""
-        if not self.dist.writer:
-            return
-        info = {**self.info, "history": self.history, "guard": self.guard.state(self.position),
-                "reference": self.reference, "best": self.best.to_dict() if self.best else None}
-        save_checkpoint(checkpoint_path(self.out), self.flow, self.optimizer, copy.deepcopy(self.position), self.cfg,
-                        info)
-        keep = self.best if self.cfg.patience else None  # early stopping: the model file holds the best epoch
-        extra = plain_values({**self.info, "history": self.history, "train_config": dataclasses.asdict(self.cfg),
-                              "steps": self.position["step"], "reference": keep.reference if keep else self.reference,
-                              "best_epoch": keep.epoch if keep else None, "stopped_early": self.stopped_early()})
-        save_model(self.flow, self.out, extra=extra, overwrite=True, state=keep.state if keep else None)
+        """Write the checkpoint, then the model file (:func:`~ood_flow.train.saving.save_run`); rank 0 only."""
+        if self.dist.writer:
+            save_run(self)
 
     def stopped_early(self) -> bool:
         """Early stopping ended the run: ``patience`` epochs in a row did not beat the best validation
@@ -137,11 +125,7 @@ class Trainer:
 
     # -- loop ----------------------------------------------------------------------------------
     def _batches(self, epoch: int) -> list[Tensor]:
-        n, b = self.train_idx.numel(), self.cfg.batch_size
-        order = torch.Generator().manual_seed(self.cfg.seed * SHUFFLE_SEED_STRIDE + epoch)
-        perm = self.train_idx[torch.randperm(n, generator=order)]
-        full = n // b * b if n >= b else n
-        return list(perm[:full].split(max(1, min(b, n))))
+        return epoch_batches(self.train_idx, self.cfg.batch_size, self.cfg.seed, epoch)
 
     def steps_per_epoch(self) -> int:
         return len(self._batches(0))
@@ -206,16 +190,12 @@ class Trainer:
                                f"(step {self.guard.good.position['step']}) and lowered the learning rate to {lr:.3g}")
 
     def validate(self) -> float | None:
-        """Mean validation bits/dim; keeps the validation log-likelihoods as the model's ``reference``. Each
-        process scores its share of the held-out samples; every process gets all the scores."""
-        if self.val_idx.numel() == 0:
-            return None
-        distributed.broadcast_buffers(self.flow, self.dist)  # per-process batch norm: rank 0's statistics
-        mine = distributed.shard(self.val_idx, self.dist)
-        scores = score_likelihood(self.flow, self.x[mine], mine, seed=self.cfg.seed)
-        parts = self.dist.gather({k: scores[k] for k in ("log_likelihood", "bits_per_dim")})
-        self.reference = reference_record(np.concatenate([p["log_likelihood"] for p in parts]), self.position["step"])
-        return float(np.concatenate([p["bits_per_dim"] for p in parts]).mean())
+        """Mean validation bits/dim (:func:`~ood_flow.train.epoch.validate`); keeps the validation
+        log-likelihoods as the model's ``reference``."""
+        val_bpd, reference = validate(self.flow, self.x, self.val_idx, self.cfg.seed, self.position["step"], self.dist)
+        if reference is not None:
+            self.reference = reference
+        return val_bpd
 
     def run(self) -> TrainResult:
         """Train until done. SIGINT/SIGTERM stop after the current step with its state saved.
@@ -225,7 +205,7 @@ class Trainer:
             OutputError: ``out`` exists (a fresh run without ``overwrite``) or is being trained elsewhere.
         """
         if self.flow.closed_form:
-            return self._fit_closed_form()
+            return fit_closed_form(self)
         start, total = time.time(), self.total_steps()
         self._total = total
         with contextlib.ExitStack() as stack, self.stop.catching():
@@ -252,18 +232,7 @@ class Trainer:
 
     def _claim(self, stack: contextlib.ExitStack) -> None:
         """Rank 0 takes the lock of ``out`` and checks it may write it; a failure stops every process."""
-        def claim() -> None:
-            stack.enter_context(file_lock(self.out, timeout=0))
-            self._check_out()
-
-        self.dist.agree(claim, writer_only=True)
-
-    def _check_out(self) -> None:
-        if self.resumed or self.overwrite:
-            return
-        for path in (self.out, checkpoint_path(self.out)):
-            if path.exists():
-                raise OutputError(f"{path} exists; pass --resume to continue training it or --overwrite to replace it")
+        self.dist.agree(lambda: claim_output(self.out, stack, self.resumed or self.overwrite), writer_only=True)
 
     def _give_up(self, exc: TrainingDiverged) -> None:
         good = self.guard.restore_good()
@@ -273,30 +242,12 @@ class Trainer:
         raise TrainingDiverged(f"training diverged: {exc}; kept the last finite model (step {good.position['step']}) "
                                f"in {self.out}; try a smaller --lr") from None
 
-    def _fit_closed_form(self) -> TrainResult:
-        """Models such as the Gaussian: one fit on the training part, validated and saved like an epoch."""
-        start = time.time()
-        with contextlib.ExitStack() as stack:
-            self._claim(stack)
-            self.events.on_start(1, 0)
-            x = self.x[self.train_idx].float().to(self.device)
-            self.flow.fit_closed_form(x)
-            with torch.no_grad():
-                train_bpd = _bpd(self.flow.log_prob(x), self.flow.dim)
-            summary = {"epoch": 1, "step": 0, "train_bpd": train_bpd, "val_bpd": self.validate(), "complete": True}
-            self.history.append(summary)
-            self.position = {"epoch": 1, "batch": 0, "step": 0, "sums": _zero_sums()}
-            self.save()
-        self.events.on_epoch(summary)
-        return TrainResult(self.flow, 0, self.history, time.time() - start, checkpoint=checkpoint_path(self.out),
-                           model=self.out, n_train=int(self.train_idx.numel()), n_val=int(self.val_idx.numel()))
-
     def _epochs(self, total: int) -> None:
         while (self.position["epoch"] < self.cfg.epochs and self.position["step"] < total and not self._stopped()
                and not self.stopped_early()):
             batches = self._batches(self.position["epoch"])
             if self.position["batch"] == 0:
-                self.position["sums"] = _zero_sums()
+                self.position["sums"] = zero_sums()
             while self.position["batch"] < len(batches) and self.position["step"] < total and not self._stopped():
                 self._advance(self._step(batches[self.position["batch"]]))
             if not self._stopped():
@@ -313,14 +264,7 @@ class Trainer:
     def _advance(self, metrics: dict | None) -> None:
         if metrics is None:
             return
-        sums = self.position["sums"]
-        report = {"bpd": _bpd(metrics["ll"], self.flow.dim)}
-        if "neg_ll" in metrics:
-            report["ll"], report["neg_ll"] = float(metrics["ll"].mean()), float(metrics["neg_ll"].mean())
-            sums["neg_ll"] += float(metrics["neg_ll"].sum())
-            sums["neg_n"] += metrics["neg_ll"].numel()
-        sums["ll"] += float(metrics["ll"].sum())
-        sums["n"] += metrics["ll"].numel()
+        report = add_step(self.position["sums"], metrics, self.flow.dim)
         if self.position["step"] % SNAPSHOT_EVERY == 0:
             self._checkpoint()
         estimate = self.timer.tick(self.position["step"], self._total)
@@ -339,13 +283,8 @@ class Trainer:
 
     def _end_epoch(self, finished: bool) -> None:
         self._merge_sums()
-        sums = self.position["sums"]
-        train_bpd = _bpd(torch.tensor(sums["ll"] / max(sums["n"], 1)), self.flow.dim) if sums["n"] else None
-        summary = {"epoch": self.position["epoch"] + 1, "step": self.position["step"], "train_bpd": train_bpd,
-                   "val_bpd": self.validate(), "complete": finished}
-        if sums["neg_n"]:  # negative training: the mean log-likelihood (nats) of the negatives seen this epoch
-            summary["train_ll"] = sums["ll"] / max(sums["n"], 1)
-            summary["negative_ll"] = sums["neg_ll"] / sums["neg_n"]
+        summary = epoch_summary(self.position["sums"], self.position["epoch"] + 1, self.position["step"],
+                                self.validate(), finished, self.flow.dim)
         with self.stop.critical():
             self.history.append(summary)
             if finished:
@@ -359,13 +298,8 @@ class Trainer:
 
     def _early_stopping(self, summary: dict) -> None:
         """Keep the best epoch (lowest validation bits/dim); stop once ``patience`` epochs bring none better."""
-        if not self.cfg.patience:
-            return
-        if improved(self.best, summary["val_bpd"], self.cfg.min_delta or 0.0):
-            self.best = BestEpoch.of(self.flow, summary["epoch"], summary["val_bpd"], self.reference)
-        elif out_of_patience(self.best, summary["epoch"], self.cfg.patience):
-            self.position = {**self.position, "stopped_early": True}
-
-
-def _zero_sums() -> dict:
-    return {"ll": 0.0, "n": 0, "neg_ll": 0.0, "neg_n": 0}
+        if self.cfg.patience:
+            self.best, stop = next_best(self.best, summary, self.flow, self.reference, self.cfg.patience,
+                                        self.cfg.min_delta or 0.0)
+            if stop:
+                self.position = {**self.position, "stopped_early": True}

@@ -1,0 +1,46 @@
+"""Where a training run's state goes: the model file it claims (locked, never replaced by accident)
+and the checkpoint and model file it writes (each atomically, the checkpoint first).
+
+With early stopping (``patience``) the model file holds the best epoch's weights and validation
+scores, while the checkpoint holds the latest state, from which ``--resume`` continues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ood_flow.errors import OutputError
+from ood_flow.fileio import file_lock
+from ood_flow.flows.io import save_model
+from ood_flow.train.checkpoint import checkpoint_path, plain_values, save_checkpoint
+
+if TYPE_CHECKING:
+    from ood_flow.train.loop import Trainer
+
+
+def claim_output(out: Path, stack: contextlib.ExitStack, may_replace: bool) -> None:
+    """Hold the lock of ``out`` for the rest of ``stack`` (failing at once if another run holds it) and,
+    unless ``may_replace`` (a resumed run or ``--overwrite``), refuse an existing model file or checkpoint."""
+    stack.enter_context(file_lock(out, timeout=0))
+    if may_replace:
+        return
+    for path in (out, checkpoint_path(out)):
+        if path.exists():
+            raise OutputError(f"{path} exists; pass --resume to continue training it or --overwrite to replace it")
+
+
+def save_run(trainer: Trainer) -> None:
+    """Write ``trainer``'s checkpoint, then its model file."""
+    t = trainer
+    info = {**t.info, "history": t.history, "guard": t.guard.state(t.position), "reference": t.reference,
+            "best": t.best.to_dict() if t.best else None}
+    save_checkpoint(checkpoint_path(t.out), t.flow, t.optimizer, copy.deepcopy(t.position), t.cfg, info)
+    keep = t.best if t.cfg.patience else None  # early stopping: the model file holds the best epoch
+    extra = plain_values({**t.info, "history": t.history, "train_config": dataclasses.asdict(t.cfg),
+                          "steps": t.position["step"], "reference": keep.reference if keep else t.reference,
+                          "best_epoch": keep.epoch if keep else None, "stopped_early": t.stopped_early()})
+    save_model(t.flow, t.out, extra=extra, overwrite=True, state=keep.state if keep else None)
