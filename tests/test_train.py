@@ -276,9 +276,10 @@ def test_early_stopping_stops_when_validation_stops_improving(tmp_path):
     result = Trainer(_flow(), x, _cfg(epochs=6, patience=1, min_delta=10.0), tmp_path / "m.pt").run()
     assert result.stopped_early and len(result.history) == 2 and result.steps == 2 * (72 // 16)
     _, extra = ood_flow.load_checkpoint(tmp_path / "m.pt")
-    assert extra["stopped_early"] is True
+    assert extra["stopped_early"] is True and extra["best_epoch"] == 1
+    assert result.best_epoch == 1 and result.best_val_bpd == result.history[0]["val_bpd"]
     full = Trainer(_flow(), x, _cfg(epochs=3, patience=None), tmp_path / "f.pt").run()
-    assert not full.stopped_early and len(full.history) == 3
+    assert not full.stopped_early and len(full.history) == 3 and full.best_epoch is None
 
 
 def test_early_stopping_counts_only_misses_since_the_best():

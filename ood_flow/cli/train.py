@@ -167,7 +167,8 @@ def _finish(r: TrainResult, quiet: bool, json_out: bool, ctx: typer.Context) -> 
     summary = {"model": str(r.model), "checkpoint": str(r.checkpoint), "family": r.flow.name, "steps": r.steps,
                "train_bpd": last.get("train_bpd"), "val_bpd": last.get("val_bpd"), "seconds": round(r.seconds, 1),
                "n_train": r.n_train, "n_val": r.n_val, "data": r.data, "interrupted": r.interrupted,
-               "stopped_early": r.stopped_early, "epochs": len(r.history),
+               "stopped_early": r.stopped_early, "epochs": len(r.history), "best_epoch": r.best_epoch,
+               "best_val_bpd": r.best_val_bpd,
                "parameters": sum(p.numel() for p in r.flow.parameters())}
     if json_out:
         common.print_json(summary)
@@ -177,7 +178,8 @@ def _finish(r: TrainResult, quiet: bool, json_out: bool, ctx: typer.Context) -> 
     fmt = lambda v: f"{v:.3f}" if v is not None else "n/a"  # noqa: E731
     common.message(f"done: {r.flow.name} on {r.name} ({r.n_train} train / {r.n_val} val), "
                    f"{fmt(summary['train_bpd'])} bits/dim train, {fmt(summary['val_bpd'])} val, {r.steps} steps "
-                   f"in {common.duration(r.seconds)}; model: {r.model}", quiet)
+                   f"in {common.duration(r.seconds)}; model: {r.model}"
+                   + (f" (epoch {r.best_epoch}'s weights, {r.best_val_bpd:.3f} val)" if r.best_epoch else ""), quiet)
 
 
 def register(app: typer.Typer) -> None:

@@ -225,10 +225,12 @@ class Trainer:
                     self.save()
             elif self.cfg.patience and self.best is not None:  # the flow returned is the one in the model file
                 self.flow.load_state_dict(self.best.state)
+        keep = self.best if self.cfg.patience else None
         return TrainResult(self.flow, self.position["step"], self.history, time.time() - start,
                            interrupted=self.stop.signal is not None, checkpoint=checkpoint_path(self.out),
                            signal=self.stop.signal, model=self.out, n_train=int(self.train_idx.numel()),
-                           n_val=int(self.val_idx.numel()), stopped_early=self.stopped_early())
+                           n_val=int(self.val_idx.numel()), stopped_early=self.stopped_early(),
+                           best_epoch=keep.epoch if keep else None, best_val_bpd=keep.val_bpd if keep else None)
 
     def _claim(self, stack: contextlib.ExitStack) -> None:
         """Rank 0 takes the lock of ``out`` and checks it may write it; a failure stops every process."""

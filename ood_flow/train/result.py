@@ -34,6 +34,8 @@ class TrainResult:
         n_train, n_val: training and held-out validation samples.
         data, name: the training source's provenance text and name.
         stopped_early: early stopping (``patience``/``min_delta``) ended the run.
+        best_epoch, best_val_bpd: with early stopping, the epoch whose weights the model file holds and its
+            validation bits/dim (None without).
     """
 
     flow: Flow
@@ -49,6 +51,8 @@ class TrainResult:
     data: str = ""
     name: str = ""
     stopped_early: bool = False  # early stopping ended the run (validation bits/dim converged)
+    best_epoch: int | None = None
+    best_val_bpd: float | None = None
 
     @property
     def last(self) -> dict:
