@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -77,16 +78,24 @@ def test_two_score_commands_writing_different_groups_both_land(tmp_path, round_)
 
 
 @pytest.mark.slow
-def test_a_second_trainer_of_the_same_model_is_refused_while_the_first_runs(tmp_path):
+@pytest.mark.parametrize("after_first_save", [False, True], ids=["at-start", "after-first-save"])
+def test_a_second_trainer_of_the_same_model_is_refused_while_the_first_runs(tmp_path, after_first_save):
+    """The first run trains far longer than the test needs and is stopped (SIGTERM) once the second has been
+    refused, so the second always meets a live run: before its model file exists, or after (then the file's
+    existence must not hide the live writer)."""
     data = make_images(tmp_path / "x.npz", n=400)
     args = ("train", "--data", data, "--out", tmp_path / "m.pt", "--channels", "4", "--blocks", "1",
-            "--batch-size", "8", "--epochs", "3", "--quiet")
-    first = subprocess.Popen(cli(*args), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            "--batch-size", "8", "--quiet")
+    first = subprocess.Popen(cli(*args, "--epochs", "1000"), env=env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not any(p.name.endswith(".lock") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+    ready = (lambda: (tmp_path / "m.pt").exists()) if after_first_save else (
+        lambda: any(p.name.endswith(".lock") for p in tmp_path.iterdir()))
+    while not ready() and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = subprocess.run(cli(*args), env=env(), capture_output=True, text=True, timeout=600)
-    assert first.wait(timeout=900) == 0, first.stderr.read()
+    second = subprocess.run(cli(*args, "--epochs", "3"), env=env(), capture_output=True, text=True, timeout=600)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=900) == 143, first.stderr.read()
     assert second.returncode == 1 and "being written by process" in second.stderr, second.stderr
     assert "Traceback" not in second.stderr
     no_leftovers(tmp_path)
