@@ -108,10 +108,13 @@ def test_bf16_scoring_moves_bits_per_dim_and_auroc_within_the_bounds(small_fmnis
 @needs_bf16
 @pytest.mark.slow
 def test_bf16_training_reaches_the_fp32_validation_bits_per_dim(tmp_path):
+    """At a step size where training is smooth. At lr 1e-3 and batch 32 the validation bits/dim of this model
+    jumps by +-0.3 from epoch to epoch, and fp32 alone lands 0.34 apart on 1 and 2 threads at step 300, so
+    no precision could be held to 0.02 there; at lr 2e-4 and batch 64 bf16 tracked fp32 to 2e-4."""
     val = {}
     for precision in ("fp32", "bf16"):
-        result = train_flow("demo-fashionmnist", TrainConfig(max_steps=300, batch_size=32, lr=1e-3, precision=precision,
-                                                             val_fraction=0.1), out=tmp_path / f"{precision}.pt",
+        result = train_flow("demo-fashionmnist", TrainConfig(max_steps=300, batch_size=64, lr=2e-4, precision=precision,
+                                                             val_fraction=0.2), out=tmp_path / f"{precision}.pt",
                             model_options={"channels": 16, "blocks": 2, "scales": 2})
         assert result.steps == 300
         val[precision] = result.history[-1]["val_bpd"]

@@ -152,17 +152,22 @@ def _zero_last(net: nn.Module) -> nn.Module:
 
 
 def _nf_realnvp(nf, shape, size, checkerboards):
-    """Coarsest level first; each list is in normflows' latent -> data order (reversed data -> latent)."""
+    """Coarsest level first; each list is in normflows' latent -> data order (reversed data -> latent).
+
+    As in the authors' RealNVP (and ours), the st-networks' width doubles at every squeeze: the
+    checkerboard couplings of level ``k`` (0 the finest) get ``hidden * 2**k`` channels and the
+    channel-wise couplings after its squeeze ``hidden * 2**(k+1)``."""
     c, h, w = shape
     scales = size["scales"]
+    at = lambda k: {**size, "hidden": size["hidden"] * 2**k}  # noqa: E731
     k = scales - 1
     q0 = [nf.distributions.DiagGaussian((c * 2**k, h // 2**k, w // 2**k), trainable=False)]
-    flows = [checkerboards(nf, (c * 2**k, h // 2**k, w // 2**k), 4, size)[::-1]]
+    flows = [checkerboards(nf, (c * 2**k, h // 2**k, w // 2**k), 4, at(k))[::-1]]
     merges = []
     for k in range(scales - 2, -1, -1):
         ck, hk, wk = c * 2**k, h // 2**k, w // 2**k
-        chan = [_nf_coupling(nf, 4 * ck, "channel" + ("_inv" if j % 2 else ""), size) for j in range(3)]
-        flows.append((checkerboards(nf, (ck, hk, wk), 3, size) + [nf.flows.Squeeze()] + chan)[::-1])
+        chan = [_nf_coupling(nf, 4 * ck, "channel" + ("_inv" if j % 2 else ""), at(k + 1)) for j in range(3)]
+        flows.append((checkerboards(nf, (ck, hk, wk), 3, at(k)) + [nf.flows.Squeeze()] + chan)[::-1])
         merges.append(nf.flows.Merge())
         q0.append(nf.distributions.DiagGaussian((2 * ck, hk // 2, wk // 2), trainable=False))
     return q0, flows, merges
