@@ -62,8 +62,12 @@ def usable(net: nn.Module, x: Tensor) -> bool:
     """Whether ``net(x)`` may take the fused path: inference only, float32 CPU (bf16 under autocast), every
     layer in eval mode.
 
-    Every call is counted in :func:`stats`, with the reason when the answer is no.
+    Every call is counted in :func:`stats`, with the reason when the answer is no; under ``torch.compile``
+    the answer is no, uncounted (the compiler fuses the plain modules itself, and counting in Python would
+    break its graph and make it recompile).
     """
+    if torch.compiler.is_compiling():
+        return False
     reason = _why_not(net, x)
     _counts["fused_calls" if reason is None else "plain_calls"] += 1
     if reason is not None:

@@ -71,7 +71,9 @@ class Trainer:
             raise InputError("no training samples")
         self.optimizer = OPTIMIZERS[cfg.optimizer](param_groups(flow, cfg.weight_decay), lr=cfg.lr)
         self.guard = Guard(flow, self.optimizer, cfg.max_bad_steps, cfg.max_rollbacks, agree=dist.flags)
-        self.batch_loss = BatchLoss(x, negative, cfg, distributed.log_prob_fn(flow, dist), dist, self.device)
+        log_prob = distributed.log_prob_fn(flow, dist)
+        self.batch_loss = BatchLoss(x, negative, cfg, torch.compile(log_prob) if cfg.compile else log_prob, dist,
+                                    self.device)
         self.stopping = False  # a stop every process agreed on
         self.position = {"epoch": 0, "batch": 0, "step": 0, "sums": zero_sums()}
         self.history: list[dict] = []
