@@ -128,6 +128,14 @@ def decide(rows: list[dict], held: bool, reason: str) -> tuple[str, str]:
     return (HOLDS if held else FAILS), reason
 
 
+def experiment(eid: str, title: str, rows: list[dict], held: bool, reason: str, ours: str, paper: str,
+               config: str) -> dict:
+    """One experiment's record in the report: its claim, verdict (:func:`decide`), rows, budgets and setup."""
+    verdict, reason = decide(rows, held, reason)
+    return {"id": eid, "title": title, "claim": CLAIMS[eid], "verdict": verdict, "reason": reason, "rows": rows,
+            "budget": {"ours": ours, "paper": paper}, "config": config}
+
+
 def our_budget(b: Budget, infos: list[dict]) -> str:
     steps = sum(i.get("steps") or 0 for i in infos)
     hours = sum(i.get("seconds") or 0 for i in infos) / 3600
@@ -156,14 +164,12 @@ def masks(r: Runner, b: Budget) -> dict:
               f"horizontal {hz['bpd_in']:.3f} vs {hz['bpd_ood']:.3f} (AUROC {hz['auroc']:.3f} vs checkerboard "
               f"{cb['auroc']:.3f}), cycle {cy['bpd_in']:.3f} vs {cy['bpd_ood']:.3f}; in-distribution gap to "
               f"checkerboard: horizontal {hz['bpd_gap']:+.3f}, cycle {cy['bpd_gap']:+.3f} bits/dim")
-    verdict, reason = decide(rows, all(parts), reason)
-    return {"id": "masks", "title": "Masks: checkerboard vs horizontal vs cycle (Section 7, Appendix I.1)",
-            "claim": CLAIMS["masks"],
-            "verdict": verdict, "reason": reason, "rows": rows,
-            "budget": {"ours": our_budget(b, infos), "paper": PAPER_BUDGET["section7"]},
-            "config": "RealNVP, one scale, 8 couplings (`--mask M --scales 1 --couplings 8`), the same st-network "
+    return experiment("masks", "Masks: checkerboard vs horizontal vs cycle (Section 7, Appendix I.1)",
+                      rows, all(parts), reason,
+                      our_budget(b, infos), PAPER_BUDGET["section7"],
+                      "RealNVP, one scale, 8 couplings (`--mask M --scales 1 --couplings 8`), the same st-network "
                       f"(`resnet`, the preset's width) for every mask; FashionMNIST, first {b.n_test} test images "
-                      "of each set"}
+                      "of each set")
 
 
 def bottleneck(r: Runner, b: Budget) -> dict:
@@ -186,14 +192,12 @@ def bottleneck(r: Runner, b: Budget) -> dict:
               f"{'falls' if falls else 'does not fall'} as l decreases); FashionMNIST bits/dim gap to no bottleneck "
               f"for l = 100, 50, 10: {', '.join(f'{g:+.3f}' for g in gaps)} "
               f"({'all' if same else 'not all'} within 0.1)")
-    verdict, reason = decide(rows, falls and same, reason)
-    return {"id": "bottleneck", "title": "st-network bottleneck l in {10, 50, 100} (Section 7, Figure 4)",
-            "claim": CLAIMS["bottleneck"],
-            "verdict": verdict, "reason": reason, "rows": rows,
-            "budget": {"ours": our_budget(b, infos), "paper": PAPER_BUDGET["section7"]},
-            "config": "2-scale RealNVP with st-networks without the skip path (`--net resnet-noskip`, the paper's "
+    return experiment("bottleneck", "st-network bottleneck l in {10, 50, 100} (Section 7, Figure 4)",
+                      rows, falls and same, reason,
+                      our_budget(b, infos), PAPER_BUDGET["section7"],
+                      "2-scale RealNVP with st-networks without the skip path (`--net resnet-noskip`, the paper's "
                       "baseline) and `--bottleneck l` (two linear layers through l numbers after the middle block); "
-                      f"FashionMNIST, first {b.n_test} test images of each set"}
+                      f"FashionMNIST, first {b.n_test} test images of each set")
 
 
 def _table1(r: Runner, b: Budget, data: str, sets: tuple[Set, ...]) -> tuple[list[dict], list[dict]]:
@@ -212,12 +216,10 @@ def table1(r: Runner, b: Budget) -> dict:
     rows, infos = _table1(r, b, "fashionmnist", FMNIST)
     mnist = [row(rows, f, "mnist")["auroc"] for f in ("RealNVP", "Glow")]
     reason = f"AUROC against MNIST: RealNVP {mnist[0]:.3f}, Glow {mnist[1]:.3f} (paper 0.108, 0.133)"
-    verdict, reason = decide(rows, all(a < 0.5 for a in mnist), reason)
-    return {"id": "table1-fashionmnist", "title": "RealNVP and Glow trained on FashionMNIST (Table 1)",
-            "claim": CLAIMS["table1-fashionmnist"],
-            "verdict": verdict, "reason": reason, "rows": rows,
-            "budget": {"ours": our_budget(b, infos), "paper": PAPER_BUDGET["images"]},
-            "config": f"`oodflow train --model realnvp|glow --preset {b.preset}`; first {b.n_test} test images"}
+    return experiment("table1-fashionmnist", "RealNVP and Glow trained on FashionMNIST (Table 1)",
+                      rows, all(a < 0.5 for a in mnist), reason,
+                      our_budget(b, infos), PAPER_BUDGET["images"],
+                      f"`oodflow train --model realnvp|glow --preset {b.preset}`; first {b.n_test} test images")
 
 
 def table1_mnist(r: Runner, b: Budget) -> dict:
@@ -225,12 +227,10 @@ def table1_mnist(r: Runner, b: Budget) -> dict:
     rows, infos = _table1(r, b, "mnist", MNIST)
     aurocs = [x["auroc"] for x in rows]
     reason = "AUROC: " + ", ".join(f"{x['variant']} vs {x['ood']} {x['auroc']:.3f}" for x in rows)
-    verdict, reason = decide(rows, all(a > 0.5 for a in aurocs), reason)
-    return {"id": "table1-mnist", "title": "RealNVP and Glow trained on MNIST (Table 1)",
-            "claim": CLAIMS["table1-mnist"],
-            "verdict": verdict, "reason": reason, "rows": rows,
-            "budget": {"ours": our_budget(b, infos), "paper": PAPER_BUDGET["images"]},
-            "config": f"`oodflow train --model realnvp|glow --preset {b.preset}`; first {b.n_test} test images"}
+    return experiment("table1-mnist", "RealNVP and Glow trained on MNIST (Table 1)",
+                      rows, all(a > 0.5 for a in aurocs), reason,
+                      our_budget(b, infos), PAPER_BUDGET["images"],
+                      f"`oodflow train --model realnvp|glow --preset {b.preset}`; first {b.n_test} test images")
 
 
 def embeddings(r: Runner, b: Budget) -> dict:
@@ -246,14 +246,12 @@ def embeddings(r: Runner, b: Budget) -> dict:
     rows = score_rows(r, "emb-flow", tuple(sets), b, "RealNVP on embeddings", info)
     aurocs = [x["auroc"] for x in rows]
     reason = "AUROC: " + ", ".join(f"{x['ood']} {x['auroc']:.3f}" for x in rows)
-    verdict, reason = decide(rows, all(a > 0.5 for a in aurocs), reason)
-    return {"id": "embeddings", "title": "Flows on image embeddings (Section 8; Table 2a analogue)",
-            "claim": CLAIMS["embeddings"],
-            "verdict": verdict, "reason": reason, "rows": rows,
-            "budget": {"ours": our_budget(b, [info]) + f"; EfficientNet-Lite0 features at {b.emb_size} px",
-                       "paper": PAPER_BUDGET["embeddings"]},
-            "config": "Table 2a has no FashionMNIST entries, so auroc_paper is empty; features of the first "
-                      f"{b.emb_train} FashionMNIST training images"}
+    return experiment("embeddings", "Flows on image embeddings (Section 8; Table 2a analogue)",
+                      rows, all(a > 0.5 for a in aurocs), reason,
+                      our_budget(b, [info]) + f"; EfficientNet-Lite0 features at {b.emb_size} px",
+                      PAPER_BUDGET["embeddings"],
+                      "Table 2a has no FashionMNIST entries, so auroc_paper is empty; features of the first "
+                      f"{b.emb_train} FashionMNIST training images")
 
 
 def negative(r: Runner, b: Budget) -> dict:
@@ -262,12 +260,10 @@ def negative(r: Runner, b: Budget) -> dict:
                  "mnist:train", "--negative-threshold", str(NEGATIVE_C))
     rows = score_rows(r, "negative-fmnist", FMNIST, b, "RealNVP negative training vs MNIST", info)
     mnist = row(rows, "RealNVP negative training vs MNIST", "mnist")["auroc"]
-    verdict, reason = decide(rows, mnist > 0.5, f"AUROC against MNIST {mnist:.3f}")
-    return {"id": "negative", "title": "Negative training against MNIST (Appendix B)",
-            "claim": CLAIMS["negative"],
-            "verdict": verdict, "reason": reason, "rows": rows,
-            "budget": {"ours": our_budget(b, [info]), "paper": PAPER_BUDGET["images"] + ", plus the negative term"},
-            "config": f"`--negative-data mnist:train --negative-threshold {NEGATIVE_C}` (the authors' C for 28x28)"}
+    return experiment("negative", "Negative training against MNIST (Appendix B)",
+                      rows, mnist > 0.5, f"AUROC against MNIST {mnist:.3f}",
+                      our_budget(b, [info]), PAPER_BUDGET["images"] + ", plus the negative term",
+                      f"`--negative-data mnist:train --negative-threshold {NEGATIVE_C}` (the authors' C for 28x28)")
 
 
 def claim_of(key: str) -> str:
