@@ -95,11 +95,7 @@ class ResNetV1(ConvNet):
     def __init__(self, cin: int, cout: int, spatial: tuple[int, int], *, channels: int = 64, blocks: int = 8,
                  batchnorm: bool = True, bottleneck: int | None = None):
         super().__init__()
-        layers: list[nn.Module] = [_conv(cin, channels)]
-        for i in range(blocks):
-            layers.append(ResBlock(channels, batchnorm))
-            if bottleneck and i == (blocks - 1) // 2:
-                layers.append(Bottleneck(channels, spatial, bottleneck))
+        layers = [_conv(cin, channels), *_blocks(ResBlock, channels, blocks, batchnorm, spatial, bottleneck)]
         if bottleneck and blocks == 0:
             layers.append(Bottleneck(channels, spatial, bottleneck))
         norm = nn.BatchNorm2d(channels) if batchnorm else nn.Identity()
@@ -153,11 +149,19 @@ class HighwayST(ConvNet):
     def __init__(self, cin: int, cout: int, spatial: tuple[int, int], *, channels: int = 400, blocks: int = 3,
                  batchnorm: bool = False, bottleneck: int | None = None):
         super().__init__()
-        layers: list[nn.Module] = [_conv(cin, channels)]
-        for i in range(blocks):
-            layers.append(Highway(channels, batchnorm))
-            if bottleneck and i == (blocks - 1) // 2:
-                layers.append(Bottleneck(channels, spatial, bottleneck))
+        layers = [_conv(cin, channels), *_blocks(Highway, channels, blocks, batchnorm, spatial, bottleneck)]
         layers.append(_zero(_conv(channels, cout, 1)))
         self.net = nn.Sequential(*layers)
         self.channels_last()
+
+
+def _blocks(block, channels: int, blocks: int, batchnorm: bool, spatial: tuple[int, int],
+            bottleneck: int | None) -> list[nn.Module]:
+    """``blocks`` blocks of ``block(channels, batchnorm)``, with a :class:`Bottleneck` after the middle one
+    when ``bottleneck`` is set."""
+    layers: list[nn.Module] = []
+    for i in range(blocks):
+        layers.append(block(channels, batchnorm))
+        if bottleneck and i == (blocks - 1) // 2:
+            layers.append(Bottleneck(channels, spatial, bottleneck))
+    return layers
