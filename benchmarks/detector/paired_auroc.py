@@ -5,14 +5,14 @@ Usage: python paired_auroc.py TAG IN_GROUP OOD_GROUP...   (reads TAG-tabular-sco
 
 import sys
 
-import h5py
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from ood_flow import store
+
 
 def read(tag: str, model: str, group: str) -> np.ndarray:
-    with h5py.File(f"{tag}-{model}-scores.h5", "r") as f:
-        return f[f"{group}/log_likelihood"][()]
+    return store.read_group(f"{tag}-{model}-scores.h5", group)[0]["log_likelihood"]
 
 
 def auroc(x_in: np.ndarray, x_out: np.ndarray, i: np.ndarray, j: np.ndarray) -> float:
