@@ -191,3 +191,20 @@ def test_unfinished_experiments_say_how_far_their_trainings_got(tmp_path):
     assert masks["verdict"] == "inconclusive at this budget" and masks["claim"] == rx.CLAIMS["masks"]
     assert ("mask-checkerboard 400 steps, best validation bits/dim 4.131, not converged; mask-horizontal not started"
             in masks["reason"])
+
+
+def test_two_runs_with_different_only_keep_each_others_finished_experiments(tmp_path):
+    js = tmp_path / "reproduction.json"
+    finished = {k: {**reproduce.unfinished(k, "x"), "verdict": rx.HOLDS, "finished": True}
+                for k in ("masks", "bottleneck")}
+
+    def run(key):  # what each run holds in memory: only its own finished experiment
+        results = {"preset": "cpu", "quick": False, "experiments": []}
+        reproduce.save(results, {key: finished[key]}, js, rx.CPU, False)
+
+    run("masks")
+    run("bottleneck")  # started before masks finished, so it never read masks' result itself
+    kept = {e["id"]: e for e in json.loads(js.read_text())["experiments"]}
+    assert kept["masks"]["finished"] and kept["bottleneck"]["finished"]
+    assert kept["masks"]["verdict"] == kept["bottleneck"]["verdict"] == rx.HOLDS
+    assert not kept["negative"]["finished"]

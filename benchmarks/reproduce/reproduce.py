@@ -48,6 +48,8 @@ from repro_experiments import (CPU, EXPERIMENTS, MODELS, OPEN, PAPER, PAPER_BUDG
 from repro_report import write_report  # noqa: E402
 from repro_runner import ReproError, Runner  # noqa: E402
 
+from ood_flow.fileio import file_lock  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "results"
 
@@ -167,6 +169,21 @@ def assemble(results: dict, done: dict, runner: Runner | None = None, budget=Non
     results["wall_s"] = sum(e.get("wall_s") or 0 for e in results["experiments"])
 
 
+def save(results: dict, done: dict, js: Path, budget, quick: bool) -> Path:
+    """Write the report with this run's finished experiments and those another run (``--only``) has written.
+
+    Two runs with different ``--only`` may share a results folder (one per core): each re-reads the JSON
+    under a lock before writing, so neither drops the other's finished experiments.
+    """
+    with file_lock(js.parent / "reproduction.run", timeout=None):
+        for key, exp in previous(js, budget.preset, quick).items():
+            done.setdefault(key, exp)
+        results["complete"] = all(k in done for k in EXPERIMENTS)
+        assemble(results, done, budget=budget)
+        md, _ = write_report(results, js.parent)
+    return md
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -190,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# wrote {md} from {js}", file=sys.stderr)
         return 0
     work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     runner = Runner(data_dir=root, work=work, figures=out / "figures", device=args.device)
     results = {"preset": budget.preset, "quick": args.quick, "complete": False, "command": command,
                "started": datetime.now().astimezone().isoformat(timespec="seconds"), "finished": None,
@@ -203,12 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         exp = run_one(key, runner, budget)
         if exp.get("finished"):
             done[key] = exp
-        assemble(results, done, budget=budget)
-        write_report(results, out)
-    results.update(complete=all(k in done for k in EXPERIMENTS),
-                   finished=datetime.now().astimezone().isoformat(timespec="seconds"))
-    assemble(results, done, budget=budget)
-    md, _ = write_report(results, out)
+        save(results, done, js, budget, args.quick)
+    results["finished"] = datetime.now().astimezone().isoformat(timespec="seconds")
+    md = save(results, done, js, budget, args.quick)
     failed = [k for k in keys if k not in done]
     print(f"# wrote {md} ({results['wall_s'] / 60:.1f} min); unfinished: {failed or 'none'}", file=sys.stderr)
     return 1 if failed else 0
