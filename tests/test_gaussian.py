@@ -89,3 +89,18 @@ def test_train_and_score_through_the_cli(tmp_path):
     assert scored["n"] == 120 and np.isfinite(scored["mean_bits_per_dim"])
     one_line_error(run("train", "--data", "demo-mnist:test", "--limit", "20", "--model", "gaussian",
                        "--out", tmp_path / "i.pt", code=1), "need --model realnvp or glow")
+
+
+def test_a_whitened_tabular_flow_starts_as_the_gaussian_baseline_and_whiten_is_refused_for_images(tmp_path):
+    x = _data(n=300, d=6).float()
+    gaussian = ood_flow.create_flow("gaussian", (6,))
+    gaussian.fit_closed_form(x)
+    flow = ood_flow.create_flow("tabular", (6,), hidden=8, couplings=2, whiten=True)
+    flow.fit_preprocessing(x)  # standardization, then the Gaussian on the standardized vectors
+    torch.testing.assert_close(flow.eval().log_prob(x[:9]), gaussian.eval().log_prob(x[:9]), rtol=1e-5, atol=1e-4)
+    assert not any(p.requires_grad for p in flow.preprocess.parameters())  # fitted, not trained
+    path = tmp_path / "w.pt"
+    ood_flow.save_model(flow, path)
+    assert torch.equal(ood_flow.load_model(path).log_prob(x), flow.log_prob(x))
+    one_line_error(run("train", "--data", "demo-mnist:test", "--limit", "20", "--whiten", "--out", tmp_path / "i.pt",
+                       code=2), "--whiten")

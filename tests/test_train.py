@@ -306,3 +306,22 @@ def test_compiled_training_follows_the_eager_run_to_rounding(tmp_path):
     b = ood_flow.load_model(tmp_path / "c1.pt").state_dict()
     assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-5) for k in a)
     assert torch.load(tmp_path / "c4.pt", weights_only=True)["extra"]["train_config"]["compile"] is True
+
+
+def test_a_run_cut_off_mid_epoch_resumes_with_its_best_epoch_and_patience_count(tmp_path):
+    x = _images()
+    steps = 72 // 16  # per epoch
+    # cut in the middle of epoch 3, after epoch 1 set the best (min_delta: no later epoch counts as better)
+    cfg = _cfg(epochs=8, patience=3, min_delta=10.0)
+    Trainer(_flow(), x, TrainConfig(**{**cfg.__dict__, "max_steps": 2 * steps + 2}), tmp_path / "m.pt").run()
+    flow, extra = load_training_state(checkpoint_path(tmp_path / "m.pt"), "cpu")
+    assert extra["best"]["epoch"] == 1
+    resumed = Trainer(flow, x, cfg, tmp_path / "m.pt")
+    resumed.restore(extra)
+    result = resumed.run()
+    # stops after epoch 4, three epochs after the best, as an uncut run does (the history also keeps
+    # the cut-off part of epoch 3, marked incomplete)
+    complete = [h["epoch"] for h in result.history if h["complete"]]
+    assert result.stopped_early and complete == [1, 2, 3, 4] and result.best_epoch == 1
+    uncut = Trainer(_flow(), x, cfg, tmp_path / "u.pt").run()
+    assert [h["epoch"] for h in uncut.history] == [1, 2, 3, 4] and uncut.best_epoch == 1

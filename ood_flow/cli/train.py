@@ -40,6 +40,9 @@ def train(
                                             "(default 8) or tabular flow, or steps per scale (glow). Not for the "
                                             "multi-scale realnvp, whose layout is the paper's."),
     hidden: Optional[int] = typer.Option(None, "--hidden", min=1, help="Hidden units of the tabular MLP st-networks."),
+    whiten: Optional[bool] = typer.Option(None, "--whiten/--no-whiten", help="tabular: a full-covariance Gaussian "
+                                          "fitted in closed form before the couplings, so training starts from the "
+                                          "gaussian baseline's fit (see docs/detector.md)."),
     net: Optional[str] = typer.Option(None, "--net", callback=options.choice(*IMAGE_NETS),
                                       help="st-network for image models: resnet (the authors', default for realnvp), "
                                            "resnet-noskip (no skip path; default with --bottleneck), resnet-v1 "
@@ -124,7 +127,7 @@ def train(
     spec = (FeatureSpec(features, str(weights) if weights else None, image_size, precision or "fp32")
             if features is not None else None)
     architecture = {"mask": mask, "bottleneck": bottleneck, "scales": scales, "blocks": blocks, "channels": channels,
-                    "couplings": couplings, "hidden": hidden, "net": net}
+                    "couplings": couplings, "hidden": hidden, "net": net, "whiten": whiten}
     data_options = options.source_options(data_dir, limit, skip_invalid, columns, label_column, class_value)
     report = common.Reporter("train", quiet)
     common.run(lambda: train_flow(data, config, out=out, model=model, model_options=architecture,

@@ -61,7 +61,11 @@ class GlowConfig:
 
 @dataclass(frozen=True)
 class TabularConfig:
-    """RealNVP for vectors (paper, Appendix K.1): ``couplings`` couplings, MLP st-networks."""
+    """RealNVP for vectors (paper, Appendix K.1): ``couplings`` couplings, MLP st-networks.
+
+    ``whiten=True`` puts a full-covariance Gaussian, fitted in closed form on the standardized training
+    vectors (Ledoit-Wolf shrinkage), before the couplings: a fixed linear bijection, so the untrained
+    flow is exactly the Gaussian baseline and training models what the Gaussian leaves over."""
 
     couplings: int = 8
     hidden: int = 256
@@ -69,6 +73,7 @@ class TabularConfig:
     batchnorm: bool = False
     standardize: bool = True
     std_floor: float = 0.0
+    whiten: bool = False
 
 
 @dataclass(frozen=True)

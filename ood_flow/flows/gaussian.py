@@ -44,7 +44,7 @@ class GaussianBody(Bijection):
         return z.to(x.dtype), self._logdet(x.shape[0], x.dtype)
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        x = self.loc + z.to(torch.float64) @ self.scale_tril.T
+        x = self.loc + z.to(torch.float64) @ self.scale_tril.tril().T  # solve_triangular reads the lower part only
         return x.to(z.dtype), -self._logdet(z.shape[0], z.dtype)
 
     @torch.no_grad()

@@ -107,9 +107,15 @@ class Flow(Bijection):
         self.body.fit(self.preprocess(x)[0], self.config.shrinkage)
 
     def fit_preprocessing(self, x: Tensor) -> None:
-        """Fit data statistics that are part of the model (vector standardization); no-op for images."""
-        if isinstance(self.preprocess, Standardize):
-            self.preprocess.fit(x)
+        """Fit data statistics that are part of the model (vector standardization, then the whitening
+        Gaussian of a tabular flow with ``whiten``, on the standardized vectors); no-op for images."""
+        layers = self.preprocess.layers if isinstance(self.preprocess, Sequential) else [self.preprocess]
+        for layer in layers:
+            if isinstance(layer, Standardize):
+                layer.fit(x)
+            elif isinstance(layer, GaussianBody):
+                layer.fit(x)
+            x = layer(x)[0]
 
     def _check(self, x: Tensor) -> None:
         if tuple(x.shape[1:]) != self.input_shape:
@@ -218,6 +224,8 @@ def build_tabular(input_shape: tuple[int, ...], cfg) -> Flow:
     make_net = lambda cin, cout, spatial, checkerboard=False: create_net("mlp", cin, cout, None, **opts)  # noqa: E731
     body = Sequential(*_couplings("channel", input_shape, cfg.couplings, make_net))
     pre = Standardize(input_shape[0], floor=cfg.std_floor) if cfg.standardize else Sequential()
+    if getattr(cfg, "whiten", False):  # files written before the option have no such field
+        pre = Sequential(pre, GaussianBody(input_shape[0]))
     return Flow("tabular", cfg, input_shape, pre, body)
 
 
