@@ -166,7 +166,8 @@ def test_every_parameter_gets_a_gradient(key):
     # The coupling's factor is g * v / |v| per channel: v / |v| is v's sign, so v's gradient is always 0
     # (the authors' model has this parameter too, and it counts in their parameter totals).
     # Parameters fitted in closed form (the whitening Gaussian of a tabular flow) are not trained by gradient.
-    missing = [n for n, p in flow.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    missing = [n for n, p in flow.named_parameters()
+               if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
                and not n.endswith("rescale.weight_v")]
     assert not missing
     assert any(n.endswith("rescale.weight_g") for n, _ in flow.named_parameters())
