@@ -48,9 +48,9 @@ class FakeRunner:
         return self.work / name
 
 
-def _masks(tmp_path, bpd_cycle_mnist: float, converged: bool = True):
+def _masks(tmp_path, bpd_cycle_mnist: float, converged: bool = True, gap_horizontal: float = 0.05):
     bpd = {}
-    means = {"checkerboard": (3.0, 2.0), "horizontal": (3.2, 2.9), "cycle": (3.3, bpd_cycle_mnist)}
+    means = {"checkerboard": (3.0, 2.0), "horizontal": (3.0 + gap_horizontal, 2.9), "cycle": (3.3, bpd_cycle_mnist)}
     for mask, (fm, mn) in means.items():
         bpd.update({(f"mask-{mask}", "fashionmnist-test"): fm, (f"mask-{mask}", "mnist-test"): mn,
                     (f"mask-{mask}", "notmnist-test"): 4.0})
@@ -64,11 +64,15 @@ def test_masks_claim_holds_only_when_every_part_holds_on_converged_models(tmp_pa
     exp, runner = _masks(tmp_path, bpd_cycle_mnist=3.6)
     assert exp["verdict"] == "holds" and exp["id"] == "masks"
     gap = {r["variant"]: r["bpd_gap"] for r in exp["rows"] if r["ood"] == "mnist"}
-    assert gap == pytest.approx({"RealNVP checkerboard": 0.0, "RealNVP horizontal": 0.2, "RealNVP cycle": 0.3})
+    assert gap == pytest.approx({"RealNVP checkerboard": 0.0, "RealNVP horizontal": 0.05, "RealNVP cycle": 0.3})
     trains = [c[2] for c in runner.calls if c[0] == "train"]
     assert all(("--scales", "1", "--couplings", "8") == o[o.index("--scales"):o.index("--scales") + 4] for o in trains)
     assert all("--preset" in o and "--patience" in o for o in trains)
     assert _masks(tmp_path, bpd_cycle_mnist=3.0)[0]["verdict"] == "does not hold"  # cycle still prefers MNIST
+    # horizontal's AUROC can only be compared with checkerboard's at equal fit
+    unequal = _masks(tmp_path, bpd_cycle_mnist=3.6, gap_horizontal=2.5)[0]
+    assert unequal["verdict"] == "inconclusive at this budget" and "not at equal fit" in unequal["reason"]
+    assert _masks(tmp_path, bpd_cycle_mnist=3.0, gap_horizontal=2.5)[0]["verdict"] == "does not hold"
     unconverged = _masks(tmp_path, bpd_cycle_mnist=3.6, converged=False)[0]
     assert unconverged["verdict"] == "inconclusive at this budget" and "not converged" in unconverged["reason"]
 
