@@ -212,3 +212,17 @@ def test_two_runs_with_different_only_keep_each_others_finished_experiments(tmp_
     assert kept["masks"]["finished"] and kept["bottleneck"]["finished"]
     assert kept["masks"]["verdict"] == kept["bottleneck"]["verdict"] == rx.HOLDS
     assert not kept["negative"]["finished"]
+
+
+def test_a_rerun_replaces_its_own_figures(tmp_path):
+    calls = []
+
+    class Recording(Runner):
+        def json(self, *args):
+            calls.append(args)
+            return {"ood": {}}
+
+    r = Recording(data_dir=tmp_path, work=tmp_path, figures=tmp_path)
+    r.evaluate(tmp_path / "s.h5", "a", ["b"], r.figure("h.png"))
+    args = calls[-1]
+    assert args[args.index("--plot") + 1] == str(tmp_path / "h.png") and "--overwrite" in args

@@ -94,9 +94,9 @@ class Runner:
 
     def evaluate(self, scores: Path, in_group: str, ood_groups: list[str], plot: Path | None) -> dict:
         """AUROC etc. of ``in_group`` against each OOD group, with 95 % bootstrap intervals (``ci``) and the
-        histogram written to ``plot``."""
+        histogram written to ``plot`` (replacing the figure of an earlier run, as the scores are)."""
         ood = [a for g in ood_groups for a in ("--ood", g)]
-        extra = ["--plot", str(plot)] if plot else []
+        extra = ["--plot", str(plot), "--overwrite"] if plot else []
         return self.json("evaluate", str(scores), "--in", in_group, *ood, *extra, "--ci", "0.95", "--quiet")["ood"]
 
     def figure(self, name: str) -> Path:
