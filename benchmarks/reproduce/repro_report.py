@@ -16,7 +16,7 @@ from ood_flow.fileio import atomic_write
 
 NAMES = {"fashionmnist": "FashionMNIST", "mnist": "MNIST", "notmnist": "notMNIST"}
 HEADER = ("| variant | OOD set | AUROC ours [95% CI] | AUROC paper | bits/dim in-dist | bits/dim OOD "
-          "| in-dist gap to baseline | val bits/dim | epochs | converged | n in / OOD |\n"
+          "| in-dist gap to baseline | val bits/dim, last epoch | epochs run | converged | n in / OOD |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
@@ -90,8 +90,10 @@ def render_markdown(results: dict) -> str:
               "0.5 is chance and below 0.5 means the flow prefers the OOD set (the paper's failure); in brackets "
               "its 95% bootstrap interval (`oodflow evaluate --ci 0.95`). AUROC paper: Table 1 where it has the "
               "pair, else —. Bits/dim: mean over the scored test images of each set (lower = higher "
-              "likelihood). A verdict is **holds** or **does not hold** only when every model of the experiment "
-              "converged by the rule in its budget; otherwise it is **inconclusive at this budget**.", "",
+              "likelihood); the scored model is the epoch early stopping kept (lowest validation bits/dim), the "
+              "val column the last epoch run. A verdict is **holds** or **does not hold** only when every model "
+              "of the experiment converged by the rule in its budget; otherwise it is **inconclusive at this "
+              "budget**.", "",
               "## Summary", "", *summary(results), ""]
     for exp in results["experiments"]:
         lines += section(exp)
