@@ -1,6 +1,7 @@
 """Paired bootstrap of AUROC(flow) - AUROC(Gaussian) on the same samples (1,000 resamples of each set, seed 0).
 
-Usage: python paired_auroc.py TAG IN_GROUP OOD_GROUP...   (reads TAG-tabular-scores.h5 and TAG-gaussian-scores.h5)
+Usage: python paired_auroc.py TAG IN_GROUP OOD_GROUP... [--flow NAME]
+    reads TAG-NAME-scores.h5 (NAME: tabular unless given) and TAG-gaussian-scores.h5
 """
 
 import sys
@@ -20,11 +21,11 @@ def auroc(x_in: np.ndarray, x_out: np.ndarray, i: np.ndarray, j: np.ndarray) -> 
     return roc_auc_score(y, np.r_[x_in[i], x_out[j]])
 
 
-def main(tag: str, in_group: str, oods: list[str]) -> None:
+def main(tag: str, in_group: str, oods: list[str], flow: str = "tabular") -> None:
     rng = np.random.default_rng(0)
-    f_in, g_in = read(tag, "tabular", in_group), read(tag, "gaussian", in_group)
+    f_in, g_in = read(tag, flow, in_group), read(tag, "gaussian", in_group)
     for ood in oods:
-        f_out, g_out = read(tag, "tabular", ood), read(tag, "gaussian", ood)
+        f_out, g_out = read(tag, flow, ood), read(tag, "gaussian", ood)
         diffs = []
         for _ in range(1000):
             i, j = rng.integers(0, len(f_in), len(f_in)), rng.integers(0, len(f_out), len(f_out))
@@ -36,4 +37,10 @@ def main(tag: str, in_group: str, oods: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3:])
+    args = sys.argv[1:]
+    flow = "tabular"
+    if "--flow" in args:
+        at = args.index("--flow")
+        flow = args[at + 1]
+        del args[at:at + 2]
+    main(args[0], args[1], args[2:], flow)
