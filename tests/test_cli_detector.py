@@ -169,3 +169,21 @@ def test_a_flow_on_features_takes_appendix_k1_architecture_by_default():
     cfg = _new(ds, None, {}, defaults, 0, "cpu").config
     assert (cfg.couplings, cfg.hidden, cfg.layers, cfg.std_floor) == (8, 512, 3, 1.0)
     assert _new(ds, None, {"hidden": 16}, defaults, 0, "cpu").config.hidden == 16
+
+
+def test_a_folder_of_photos_of_different_sizes_is_embedded_and_scored(files, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, (h, w) in enumerate([(40, 30), (25, 50), (33, 33), (60, 20), (21, 22)]):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    run("embed", folder, "--backbone", NET, "--weights", files / "w.pth", "--image-size", "32",
+        "--out", tmp_path / "f.h5", "--quiet")
+    scored = run_json("score", folder, "--model", files / "det.pt", "--out", tmp_path / "s.h5", "--name", "photos")
+    assert scored["n"] == 5 and np.isfinite(scored["mean_bits_per_dim"])
+    run("score", tmp_path / "f.h5", "--model", files / "det.pt", "--out", tmp_path / "s.h5", "--name", "feat",
+        "--quiet")
+    a, b = store.read_group(tmp_path / "s.h5", "photos")[0], store.read_group(tmp_path / "s.h5", "feat")[0]
+    np.testing.assert_allclose(a["log_likelihood"], b["log_likelihood"], rtol=1e-5)

@@ -118,8 +118,11 @@ def load_backbone(spec: Backbone, *, weights: str | None = None, device: str | t
 
 
 def check_channels(src: Source, backbone: str) -> None:
-    """Refuse images the backbone cannot take before anything is read (1 channel is repeated to RGB)."""
-    if src.kind == "image" and src.sample_shape[0] not in (1, 3):
+    """Refuse images the backbone cannot take before anything is read (1 channel is repeated to RGB).
+
+    A folder of photos of different sizes has no shape until each is decoded (``sample_shape`` None); its
+    images are checked batch by batch as they are transformed."""
+    if src.kind == "image" and src.sample_shape is not None and src.sample_shape[0] not in (1, 3):
         raise InputError(f"{src.name}: images with {src.sample_shape[0]} channels; backbone {backbone} takes 1 "
                          "(grayscale, repeated to RGB) or 3 (RGB)")
 
