@@ -226,3 +226,15 @@ def test_a_rerun_replaces_its_own_figures(tmp_path):
     r.evaluate(tmp_path / "s.h5", "a", ["b"], r.figure("h.png"))
     args = calls[-1]
     assert args[args.index("--plot") + 1] == str(tmp_path / "h.png") and "--overwrite" in args
+
+
+def test_table2a_puts_the_papers_cifar10_celeba_number_beside_ours(tmp_path):
+    runner = FakeRunner(tmp_path, {("emb-cifar10-flow", "celeba"): 0.97},
+                        {("emb-cifar10-flow", "cifar10-test"): -1.0, ("emb-cifar10-flow", "celeba"): 2.0})
+    runner.data_dir = tmp_path
+    exp = rx.table2a(runner, rx.CPU)
+    (r,) = exp["rows"]
+    assert (r["ood"], r["auroc"], r["auroc_paper"], r["bpd_in"], r["bpd_ood"]) == ("celeba", 0.97, 0.9999, -1.0, 2.0)
+    assert exp["verdict"] == "holds" and r["variant"].startswith("RealNVP")
+    embedded = [c[1] for c in runner.calls if c[0] == "embed"]
+    assert embedded == ["cifar10:train", "cifar10:test", str(tmp_path / "CelebA" / "img_align_celeba")]

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ood_flow.fileio import atomic_write
 
-NAMES = {"fashionmnist": "FashionMNIST", "mnist": "MNIST", "notmnist": "notMNIST"}
+NAMES = {"fashionmnist": "FashionMNIST", "mnist": "MNIST", "notmnist": "notMNIST", "cifar10": "CIFAR-10",
+         "celeba": "CelebA"}
 HEADER = ("| variant | OOD set | AUROC ours [95% CI] | AUROC paper | bits/dim in-dist | bits/dim OOD "
           "| in-dist gap to baseline | val bits/dim, last epoch | epochs run | converged | n in / OOD |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|")
