@@ -109,13 +109,13 @@ class Flow(Bijection):
     def fit_preprocessing(self, x: Tensor) -> None:
         """Fit data statistics that are part of the model (vector standardization, then the whitening
         Gaussian of a tabular flow with ``whiten``, on the standardized vectors); no-op for images."""
-        layers = self.preprocess.layers if isinstance(self.preprocess, Sequential) else [self.preprocess]
-        for layer in layers:
-            if isinstance(layer, Standardize):
+        layers = list(self.preprocess.layers) if isinstance(self.preprocess, Sequential) else [self.preprocess]
+        fitted = [isinstance(layer, (Standardize, GaussianBody)) for layer in layers]
+        for i, layer in enumerate(layers):
+            if fitted[i]:
                 layer.fit(x)
-            elif isinstance(layer, GaussianBody):
-                layer.fit(x)
-            x = layer(x)[0]
+            if any(fitted[i + 1:]):  # the next fitted layer sees this one's output
+                x = layer(x)[0]
 
     def _check(self, x: Tensor) -> None:
         if tuple(x.shape[1:]) != self.input_shape:
