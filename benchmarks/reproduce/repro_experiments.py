@@ -247,17 +247,26 @@ def table1_mnist(r: Runner, b: Budget) -> dict:
                       f"`oodflow train --model realnvp|glow --preset {b.preset}`; first {b.n_test} test images")
 
 
-def embeddings(r: Runner, b: Budget) -> dict:
-    """Section 8 / Table 2a analogue: a flow on EfficientNet-Lite0 features of FashionMNIST."""
-    size, train_h5 = ("--image-size", str(b.emb_size)), r.work / "emb-fashionmnist-train.h5"
-    r.embed("fashionmnist:train", b.emb_train, train_h5, *EMBED, *size)
-    sets = []
-    for s in FMNIST:
+def feature_flow(r: Runner, b: Budget, tag: str, data: str, sets: tuple[Set, ...],
+                 paper: dict | None = None) -> tuple[dict, list[dict]]:
+    """Embed ``DATA:train`` (WORK/emb-DATA-train.h5) and each scored set (WORK/emb-GROUP.h5) with Lite0 at the
+    budget's image size, train tabular flow ``tag`` on the training features and score the sets; the train
+    JSON and the rows (the first set in-distribution)."""
+    size = ("--image-size", str(b.emb_size))
+    train_h5 = r.work / f"emb-{data}-train.h5"
+    r.embed(f"{data}:train", b.emb_train, train_h5, *EMBED, *size)
+    embedded = []
+    for s in sets:
         path = r.work / f"emb-{s.group}.h5"
         r.embed(s.source, b.n_test, path, *EMBED, *size)
-        sets.append(Set(str(path), s.group, s.name))
-    info = train(r, "emb-flow", str(train_h5), b, "--model", "tabular", limit=b.emb_train)
-    rows = score_rows(r, "emb-flow", tuple(sets), b, "RealNVP on embeddings", info)
+        embedded.append(Set(str(path), s.group, s.name))
+    info = train(r, tag, str(train_h5), b, "--model", "tabular", limit=b.emb_train)
+    return info, score_rows(r, tag, tuple(embedded), b, "RealNVP on embeddings", info, paper)
+
+
+def embeddings(r: Runner, b: Budget) -> dict:
+    """Section 8 / Table 2a analogue: a flow on EfficientNet-Lite0 features of FashionMNIST."""
+    info, rows = feature_flow(r, b, "emb-flow", "fashionmnist", FMNIST)
     aurocs = [x["auroc"] for x in rows]
     reason = "AUROC: " + ", ".join(f"{x['ood']} {x['auroc']:.3f}" for x in rows)
     return experiment("embeddings", "Flows on image embeddings (Section 8; Table 2a analogue)",
@@ -274,15 +283,10 @@ PAPER_TABLE2A = {("cifar10", "celeba"): 0.9999}
 
 def table2a(r: Runner, b: Budget) -> dict:
     """Table 2a: a flow on EfficientNet-Lite0 features of CIFAR-10, CelebA as OOD (the pair our data holds)."""
-    size = ("--image-size", str(b.emb_size))
-    train_h5, test_h5, celeba_h5 = (r.work / f"emb-{n}.h5" for n in ("cifar10-train", "cifar10-test", "celeba"))
-    r.embed("cifar10:train", b.emb_train, train_h5, *EMBED, *size)
-    r.embed("cifar10:test", b.n_test, test_h5, *EMBED, *size)
-    r.embed(str(r.data_dir / "CelebA" / "img_align_celeba"), b.n_test, celeba_h5, *EMBED, *size)
-    sets = (Set(str(test_h5), "cifar10-test", "cifar10"), Set(str(celeba_h5), "celeba", "celeba"))
-    info = train(r, "emb-cifar10-flow", str(train_h5), b, "--model", "tabular", limit=b.emb_train)
-    rows = score_rows(r, "emb-cifar10-flow", sets, b, "RealNVP on embeddings", info,
-                      {ood: v for (_, ood), v in PAPER_TABLE2A.items()})
+    sets = (Set("cifar10:test", "cifar10-test", "cifar10"),
+            Set(str(r.data_dir / "CelebA" / "img_align_celeba"), "celeba", "celeba"))
+    info, rows = feature_flow(r, b, "emb-cifar10-flow", "cifar10", sets,
+                              {ood: v for (_, ood), v in PAPER_TABLE2A.items()})
     auroc = row(rows, "RealNVP on embeddings", "celeba")["auroc"]
     return experiment("table2a", "Flows on image embeddings: CIFAR-10 against CelebA (Table 2a)",
                       rows, auroc > 0.5, f"AUROC against CelebA {auroc:.3f} (paper 0.9999)",

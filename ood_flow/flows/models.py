@@ -224,7 +224,7 @@ def build_tabular(input_shape: tuple[int, ...], cfg) -> Flow:
     make_net = lambda cin, cout, spatial, checkerboard=False: create_net("mlp", cin, cout, None, **opts)  # noqa: E731
     body = Sequential(*_couplings("channel", input_shape, cfg.couplings, make_net))
     pre = Standardize(input_shape[0], floor=cfg.std_floor) if cfg.standardize else Sequential()
-    if getattr(cfg, "whiten", False):  # files written before the option have no such field
+    if cfg.whiten:
         pre = Sequential(pre, GaussianBody(input_shape[0]))
     return Flow("tabular", cfg, input_shape, pre, body)
 
