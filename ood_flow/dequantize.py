@@ -81,6 +81,14 @@ def counter_uniform(index: Tensor, shape: tuple[int, ...], seed: int) -> Tensor:
     return ((h >> 8).to(torch.float32) / 2.0**24).reshape(index.shape[0], *shape)  # 24 bits: exact in float32
 
 
+def counter_normal(index: Tensor, shape: tuple[int, ...], seed: int) -> Tensor:
+    """Standard normal noise for samples ``index``, a pure function of (seed, index, position): the
+    Box-Muller transform of two :func:`counter_uniform` draws."""
+    u1 = counter_uniform(index, shape, seed)
+    u2 = counter_uniform(index, shape, seed ^ 0x2545F491)
+    return torch.sqrt(-2.0 * torch.log1p(-u1)) * torch.cos(2.0 * math.pi * u2)
+
+
 def dequantize_indexed(x: Tensor, index: Tensor, seed: int) -> Tensor:
     """:func:`dequantize` with :func:`counter_uniform` noise (deterministic per sample)."""
     u = counter_uniform(index, tuple(x.shape[1:]), seed).to(x.device)

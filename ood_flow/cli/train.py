@@ -76,6 +76,9 @@ def train(
                                                        "for 28x28, -100000 for 32x32x3)."),
     perturb: Optional[float] = typer.Option(None, "--perturb", help="Replace pixels at this rate (a background model "
                                             "for the likelihood-ratio score, Ren et al. 2019)."),
+    noise: Optional[float] = typer.Option(None, "--noise", help="Vectors: add Gaussian noise to each training "
+                                          "vector, this multiple of each column's standard deviation (a "
+                                          "regulariser; default 0: none)."),
     features: Optional[str] = typer.Option(None, "--features", help="Train on the features of this pretrained "
                                            "backbone (any timm name embed takes, e.g. tf_efficientnet_lite0): one "
                                            "model file that score runs on raw images (the backbone's weights are "
@@ -98,7 +101,7 @@ def train(
                                 "stopped (from scratch if it stopped before the first one). Options equal to the "
                                 "saved ones are fine; --epochs, --max-steps, --lr, --weight-decay, --clip and "
                                 "(between epochs) --batch-size may change; the architecture, --seed, --optimizer, "
-                                "--val-fraction and --perturb may not."),
+                                "--val-fraction, --perturb and --noise may not."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model file."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun: batch norm over the global batch "
                                  "(default: each process's share, as DDP does). See docs/distributed.md."),
@@ -122,7 +125,7 @@ def train(
     config = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, optimizer=optimizer, clip=clip, seed=seed,
                          val_fraction=val_fraction, patience=patience, min_delta=min_delta,
-                         negative_threshold=negative_threshold, perturb=perturb, precision=precision,
+                         negative_threshold=negative_threshold, perturb=perturb, noise=noise, precision=precision,
                          compile=compile_)
     spec = (FeatureSpec(features, str(weights) if weights else None, image_size, precision or "fp32")
             if features is not None else None)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ood_flow import distributed
 from ood_flow.distributed import SINGLE, Dist
-from ood_flow.errors import InputError
+from ood_flow.errors import InputError, UsageError
 from ood_flow.flows.models import Flow
 from ood_flow.flows.precision import st_precision
 from ood_flow.train.best import BestEpoch, next_best
@@ -73,7 +73,7 @@ class Trainer:
         self.guard = Guard(flow, self.optimizer, cfg.max_bad_steps, cfg.max_rollbacks, agree=dist.flags)
         log_prob = distributed.log_prob_fn(flow, dist)
         self.batch_loss = BatchLoss(x, negative, cfg, torch.compile(log_prob) if cfg.compile else log_prob, dist,
-                                    self.device)
+                                    self.device, noise_std=self._noise_std())
         self.stopping = False  # a stop every process agreed on
         self.position = {"epoch": 0, "batch": 0, "step": 0, "sums": zero_sums()}
         self.history: list[dict] = []
@@ -82,6 +82,20 @@ class Trainer:
         self._before: list[Tensor] | None = None  # buffers before the step in progress
         self.guard.mark_good(self.position, 0)
         self.timer = StepTimer()
+
+    def _noise_std(self) -> Tensor | None:
+        """``--noise``: the per-column standard deviation of the noise added to training vectors (None: none);
+        refuses --noise on images or a closed-form model and --perturb on vectors."""
+        images = self.x.dtype == torch.uint8
+        if self.cfg.perturb and not images:
+            raise UsageError("--perturb replaces pixels of images; these are vectors: drop --perturb")
+        if not self.cfg.noise:
+            return None
+        if images:
+            raise UsageError("--noise adds Gaussian noise to vectors; images are dequantized instead: drop --noise")
+        if self.flow.closed_form:
+            raise UsageError(f"--noise does not apply to --model {self.flow.name} (fitted in closed form): drop it")
+        return self.cfg.noise * self.x[self.train_idx].double().std(0, correction=0).float()
 
     # -- state ---------------------------------------------------------------------------------
     def fit_preprocessing(self) -> None:

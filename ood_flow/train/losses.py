@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ood_flow import distributed
-from ood_flow.dequantize import dequantize_indexed, discrete_log_likelihood
+from ood_flow.dequantize import counter_normal, dequantize_indexed, discrete_log_likelihood
 from ood_flow.device import to_device
 from ood_flow.distributed import Dist
 from ood_flow.train.config import TrainConfig
@@ -32,15 +32,22 @@ class BatchLoss:
         log_prob: the flow's log-density (under DDP in a data-parallel run).
         dist: the processes sharing each batch.
         device: where the flow runs.
+        noise_std: vectors: the standard deviation of the Gaussian noise added to each column
+            (``cfg.noise`` times the column's spread over the training part), or None for none.
     """
 
     def __init__(self, x: Tensor, negative: Tensor | None, cfg: TrainConfig, log_prob: Callable[[Tensor], Tensor],
-                 dist: Dist, device):
+                 dist: Dist, device, noise_std: Tensor | None = None):
         self.x, self.negative, self.cfg, self.log_prob = x, negative, cfg, log_prob
         self.dist, self.device = dist, device
+        self.noise_std = None if noise_std is None else to_device(noise_std.float(), device)
 
     def _input(self, x: Tensor, keys: Tensor, seed: int) -> Tensor:
-        return dequantize_indexed(x, keys, seed) if x.dtype == torch.uint8 else x.float()
+        if x.dtype == torch.uint8:
+            return dequantize_indexed(x, keys, seed)
+        if self.noise_std is None:
+            return x.float()
+        return x.float() + counter_normal(keys, tuple(x.shape[1:]), seed).to(x.device) * self.noise_std
 
     def __call__(self, batch: Tensor, epoch: int, step: int) -> tuple[Tensor, dict]:
         """The loss of this process's share of the global ``batch`` (indices into ``x``) at ``epoch`` and

@@ -4,7 +4,7 @@ An option equal to the saved value is fine. A different value is applied when tr
 continue exactly with it (how long to train, the learning rate, weight decay, clipping, the
 negative-training threshold, the batch size at an epoch boundary) and reported; otherwise it is
 refused with a usage error that names the option and the saved value (the architecture, the
-optimiser, the seed and the validation split it fixes, the perturbation of the inputs).
+optimiser, the seed and the validation split it fixes, the perturbation of the inputs, the noise added to vectors).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ FIXED = {
     "seed": "it fixed the initial weights, the validation split and every random draw",
     "val_fraction": "it fixed the validation split",
     "perturb": "it is part of what the model learns",
+    "noise": "it is part of what the model learns",
 }
 OPTIMIZER_SETTINGS = ("lr", "weight_decay")  # applied to the optimiser itself, not only to the configuration
 

@@ -187,9 +187,10 @@ def plan(flow: Flow, cfg: TrainConfig, steps_per_epoch: int) -> str:
     """One line: the parameter count and the training to come (printed at the start of training)."""
     stop = f", early stopping: patience {cfg.patience}, min delta {cfg.min_delta:g}" if cfg.patience else ""
     cap = f", at most {cfg.max_steps:,} steps" if cfg.max_steps else ""
+    noise = f", noise {cfg.noise:g} x each column's std" if cfg.noise else ""
     return (f"{flow.name}: {sum(p.numel() for p in flow.parameters()):,} parameters; {cfg.epochs} epochs of "
             f"{steps_per_epoch:,} steps (batch {cfg.batch_size}), {cfg.optimizer} lr {cfg.lr:g}, weight decay "
-            f"{cfg.weight_decay:g}{stop}{cap}")
+            f"{cfg.weight_decay:g}{noise}{stop}{cap}")
 
 
 def _preset(name: str, ds: Dataset, model: str | None) -> Preset:
