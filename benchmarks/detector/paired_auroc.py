@@ -1,7 +1,7 @@
 """Paired bootstrap of AUROC(flow) - AUROC(Gaussian) on the same samples (1,000 resamples of each set, seed 0).
 
-Usage: python paired_auroc.py TAG IN_GROUP OOD_GROUP... [--flow NAME]
-    reads TAG-NAME-scores.h5 (NAME: tabular unless given) and TAG-gaussian-scores.h5
+Usage: python paired_auroc.py TAG IN_GROUP OOD_GROUP... [--flow NAME] [--gaussian NAME]
+    reads TAG-FLOW-scores.h5 (FLOW: tabular unless given) and TAG-GAUSSIAN-scores.h5 (GAUSSIAN: gaussian)
 """
 
 import sys
@@ -21,11 +21,11 @@ def auroc(x_in: np.ndarray, x_out: np.ndarray, i: np.ndarray, j: np.ndarray) -> 
     return roc_auc_score(y, np.r_[x_in[i], x_out[j]])
 
 
-def main(tag: str, in_group: str, oods: list[str], flow: str = "tabular") -> None:
+def main(tag: str, in_group: str, oods: list[str], flow: str = "tabular", gaussian: str = "gaussian") -> None:
     rng = np.random.default_rng(0)
-    f_in, g_in = read(tag, flow, in_group), read(tag, "gaussian", in_group)
+    f_in, g_in = read(tag, flow, in_group), read(tag, gaussian, in_group)
     for ood in oods:
-        f_out, g_out = read(tag, flow, ood), read(tag, "gaussian", ood)
+        f_out, g_out = read(tag, flow, ood), read(tag, gaussian, ood)
         diffs = []
         for _ in range(1000):
             i, j = rng.integers(0, len(f_in), len(f_in)), rng.integers(0, len(f_out), len(f_out))
@@ -33,14 +33,21 @@ def main(tag: str, in_group: str, oods: list[str], flow: str = "tabular") -> Non
         every = np.arange(len(f_in)), np.arange(len(f_out))
         d = auroc(f_in, f_out, *every) - auroc(g_in, g_out, *every)
         lo, hi = np.percentile(diffs, [2.5, 97.5])
-        print(f"{ood}: flow - Gaussian AUROC {d:+.3f}, 95% paired bootstrap interval [{lo:+.3f}, {hi:+.3f}]")
+        print(f"{ood}: flow {auroc(f_in, f_out, *every):.3f}, Gaussian {auroc(g_in, g_out, *every):.3f}, "
+              f"flow - Gaussian AUROC {d:+.3f}, 95% paired bootstrap interval [{lo:+.3f}, {hi:+.3f}]")
+
+
+def option(args: list[str], name: str, default: str) -> str:
+    """The value of ``--name VALUE`` in ``args`` (removed from it), or ``default``."""
+    if name not in args:
+        return default
+    at = args.index(name)
+    value = args[at + 1]
+    del args[at:at + 2]
+    return value
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    flow = "tabular"
-    if "--flow" in args:
-        at = args.index("--flow")
-        flow = args[at + 1]
-        del args[at:at + 2]
-    main(args[0], args[1], args[2:], flow)
+    argv = sys.argv[1:]
+    flow_name, gaussian_name = option(argv, "--flow", "tabular"), option(argv, "--gaussian", "gaussian")
+    main(argv[0], argv[1], argv[2:], flow_name, gaussian_name)
