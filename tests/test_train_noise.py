@@ -96,3 +96,11 @@ def test_noise_through_the_cli_and_its_bad_uses(tmp_path):
 def test_non_finite_noise_is_refused(tmp_path, noise):
     one_line_error(run("train", "--data", _csv(tmp_path / "t.csv"), "--model", "tabular", "--noise", str(noise),
                        "--out", tmp_path / "m.pt", "--quiet", code=2), "--noise")
+
+
+def test_with_features_the_refusals_come_before_any_embedding(tmp_path):
+    # An unknown backbone would be the error if the images were embedded first.
+    one_line_error(run("train", "--data", "demo-mnist:test", "--features", "no_such_backbone", "--perturb", "0.1",
+                       "--out", tmp_path / "p.pt", "--quiet", code=2), "--perturb", "--features")
+    one_line_error(run("train", "--data", "demo-mnist:test", "--features", "no_such_backbone", "--model", "gaussian",
+                       "--noise", "0.1", "--out", tmp_path / "g.pt", "--quiet", code=2), "--noise", "closed form")

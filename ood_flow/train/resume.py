@@ -4,7 +4,8 @@ An option equal to the saved value is fine. A different value is applied when tr
 continue exactly with it (how long to train, the learning rate, weight decay, clipping, the
 negative-training threshold, the batch size at an epoch boundary) and reported; otherwise it is
 refused with a usage error that names the option and the saved value (the architecture, the
-optimiser, the seed and the validation split it fixes, the perturbation of the inputs, the noise added to vectors).
+optimiser, the seed and the validation split it fixes, the perturbation of the inputs, the noise
+added to vectors).
 """
 
 from __future__ import annotations

@@ -84,6 +84,10 @@ def train_flow(source: str | Dataset, config: TrainConfig | None = None, *, out:
         raise UsageError("--sync-bn needs a process group: run under torchrun with several processes "
                          "(see docs/distributed.md)")
     config.validate()  # before any work
+    if config.noise and model == "gaussian":
+        raise UsageError("--noise does not apply to --model gaussian (fitted in closed form): drop it")
+    if config.perturb and features is not None:
+        raise UsageError("--perturb replaces pixels of images; --features trains on vectors: drop --perturb")
     if out is not None and not distributed.launched():  # under torchrun, rank 0 checks it below
         check_model_output(Path(out), resume=resume, overwrite=overwrite)
     dev = resolve_device(device)
