@@ -5,8 +5,9 @@
 # each set scored and evaluated; pixel RealNVPs beside them. About 1.5 hours on 2 CPU cores.
 #
 # Usage: OODFLOW_DATA_DIR=../shared/data benchmarks/detector/table.sh [OUT_DIR] [PIXEL_FMNIST_MODEL]
-#   PIXEL_FMNIST_MODEL: a pixel flow trained on FashionMNIST (default: train one with --preset cpu --max-steps 420
-#   on the first 6,000 training images, as the reproduction's checkerboard model that docs/detector.md used).
+#   PIXEL_FMNIST_MODEL: a pixel flow trained on FashionMNIST, e.g. the reproduction's realnvp-fashionmnist.pt (which
+#   docs/detector.md used; default: train one with --preset cpu --max-steps 420
+#   on the first 6,000 training images, quicker and not converged).
 # Steps whose output exists are skipped, so an interrupted run continues.
 set -euo pipefail
 : "${OODFLOW_DATA_DIR:?set OODFLOW_DATA_DIR to the data root}"
