@@ -13,6 +13,7 @@ from ood_flow.dequantize import counter_normal
 from ood_flow.distributed import SINGLE
 from ood_flow.train import TrainConfig, Trainer
 from ood_flow.train.losses import BatchLoss
+from ood_flow.train.objective import noise_seed
 
 
 def _vectors(n=400, d=3, seed=0) -> torch.Tensor:
@@ -43,6 +44,8 @@ def test_training_input_is_the_vector_plus_scaled_noise_and_validation_is_clean(
     idx = trainer.train_idx
     loss(idx, epoch=0, step=0)
     added = seen[0] - x[idx]
+    want = counter_normal(idx, (3,), noise_seed(trainer.cfg.seed, 0, 0)) * 0.5 * std  # keyed by sample and epoch
+    torch.testing.assert_close(added, want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(added.std(0, correction=0) / std, torch.full((3,), 0.5), atol=0.06, rtol=0)
     loss(idx, epoch=1, step=1)
     assert not torch.equal(seen[1], seen[0])  # fresh noise each epoch
