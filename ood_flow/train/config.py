@@ -103,6 +103,23 @@ class TrainConfig:
         check_seed("--seed", self.seed)
 
 
+def check_input_options(cfg: TrainConfig, *, vectors: bool | None, closed_form_model: str | None = None) -> None:
+    """Refuse (:class:`UsageError`, exit 2) an option on training inputs that would not apply: ``--perturb`` on
+    vectors, ``--noise`` on images or on a model fitted in closed form.
+
+    Args:
+        vectors: whether the training data are vectors (None: not known yet, e.g. before loading).
+        closed_form_model: the name of the model when it is fitted in closed form, else None.
+    """
+    if cfg.perturb and vectors:
+        raise UsageError("--perturb replaces pixels of images; vectors (a table, or --features) have none: drop "
+                         "--perturb")
+    if cfg.noise and vectors is False:
+        raise UsageError("--noise adds Gaussian noise to vectors; images are dequantized instead: drop --noise")
+    if cfg.noise and closed_form_model:
+        raise UsageError(f"--noise does not apply to --model {closed_form_model} (fitted in closed form): drop it")
+
+
 _POSITIVE_INT = {"low": 1, "integer": True}
 _RANGES = (  # option, field, allowed range
     ("--epochs", "epochs", _POSITIVE_INT), ("--max-steps", "max_steps", _POSITIVE_INT),

@@ -25,14 +25,14 @@ from torch import Tensor
 
 from ood_flow import distributed
 from ood_flow.distributed import SINGLE, Dist
-from ood_flow.errors import InputError, UsageError
+from ood_flow.errors import InputError
 from ood_flow.flows.models import Flow
 from ood_flow.flows.precision import st_precision
 from ood_flow.train.best import BestEpoch, next_best
 from ood_flow.train.closed_form import fit_closed_form
 from ood_flow.train.checkpoint import checkpoint_path
 from ood_flow.train.epoch import add_step, epoch_batches, epoch_summary, validate, zero_sums
-from ood_flow.train.config import OPTIMIZERS, TrainConfig, param_groups
+from ood_flow.train.config import OPTIMIZERS, TrainConfig, check_input_options, param_groups
 from ood_flow.train.estimate import StepTimer
 from ood_flow.train.losses import BatchLoss
 from ood_flow.train.objective import split_validation
@@ -85,16 +85,11 @@ class Trainer:
 
     def _noise_std(self) -> Tensor | None:
         """``--noise``: the per-column standard deviation of the noise added to training vectors (None: none);
-        refuses --noise on images or a closed-form model and --perturb on vectors."""
-        images = self.x.dtype == torch.uint8
-        if self.cfg.perturb and not images:
-            raise UsageError("--perturb replaces pixels of images; these are vectors: drop --perturb")
+        input options that do not apply are refused first (:func:`check_input_options`)."""
+        check_input_options(self.cfg, vectors=self.x.dtype != torch.uint8,
+                            closed_form_model=self.flow.name if self.flow.closed_form else None)
         if not self.cfg.noise:
             return None
-        if images:
-            raise UsageError("--noise adds Gaussian noise to vectors; images are dequantized instead: drop --noise")
-        if self.flow.closed_form:
-            raise UsageError(f"--noise does not apply to --model {self.flow.name} (fitted in closed form): drop it")
         return self.cfg.noise * self.x[self.train_idx].double().std(0, correction=0).float()
 
     # -- state ---------------------------------------------------------------------------------

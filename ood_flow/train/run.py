@@ -24,7 +24,7 @@ from ood_flow.flows.configs import FEATURE_STD_FLOOR, VECTOR_MODELS
 from ood_flow.flows.io import MODEL_FILE
 from ood_flow.flows.models import config_dict
 from ood_flow.train.checkpoint import checkpoint_path, load_training_state
-from ood_flow.train.config import DEFAULTS, FeatureSpec, TrainConfig
+from ood_flow.train.config import DEFAULTS, FeatureSpec, TrainConfig, check_input_options
 from ood_flow.train.loop import Trainer
 from ood_flow.train.objective import split_validation
 from ood_flow.train.presets import Preset, data_kind, get_preset
@@ -84,10 +84,8 @@ def train_flow(source: str | Dataset, config: TrainConfig | None = None, *, out:
         raise UsageError("--sync-bn needs a process group: run under torchrun with several processes "
                          "(see docs/distributed.md)")
     config.validate()  # before any work
-    if config.noise and model == "gaussian":
-        raise UsageError("--noise does not apply to --model gaussian (fitted in closed form): drop it")
-    if config.perturb and features is not None:
-        raise UsageError("--perturb replaces pixels of images; --features trains on vectors: drop --perturb")
+    check_input_options(config, vectors=True if features is not None else None,
+                        closed_form_model="gaussian" if model == "gaussian" else None)  # before any embedding
     if out is not None and not distributed.launched():  # under torchrun, rank 0 checks it below
         check_model_output(Path(out), resume=resume, overwrite=overwrite)
     dev = resolve_device(device)
