@@ -107,3 +107,11 @@ def test_with_features_the_refusals_come_before_any_embedding(tmp_path):
                        "--out", tmp_path / "p.pt", "--quiet", code=2), "--perturb", "--features")
     one_line_error(run("train", "--data", "demo-mnist:test", "--features", "no_such_backbone", "--model", "gaussian",
                        "--noise", "0.1", "--out", tmp_path / "g.pt", "--quiet", code=2), "--noise", "closed form")
+
+
+def test_the_refusal_is_the_only_line_even_without_quiet(tmp_path):
+    # The data kind is known once the data are read; the refusal comes before the preset is announced.
+    one_line_error(run("train", "--data", image_npz(tmp_path / "i.npz"), "--noise", "0.1", "--out", tmp_path / "i.pt",
+                       code=2), "--noise", "images")
+    one_line_error(run("train", "--data", _csv(tmp_path / "t.csv"), "--perturb", "0.1", "--out", tmp_path / "p.pt",
+                       code=2), "--perturb", "vectors")

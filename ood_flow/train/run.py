@@ -101,6 +101,7 @@ def _train(source, config: TrainConfig, out, model, model_options, negative, res
            dist: distributed.Dist, options: SourceOptions | None, events: TrainEvents, sync_bn: bool,
            features: FeatureSpec | None, preset: str) -> TrainResult:
     ds, detector = _training_data(source, options, features, model, negative, dev, events)
+    check_input_options(config, vectors=ds.kind == "vector")  # before the preset is chosen and announced
     for path, reason in ds.skipped:
         events.on_message(f"skipped {path}: {reason}")
     out = Path(out) if out is not None else default_model_path(ds, model)
