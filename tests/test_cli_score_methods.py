@@ -154,6 +154,18 @@ def test_gate_exit_3_after_saving_when_the_fraction_is_too_high(setup, tmp_path)
     run("score", d / "in.npz", *common, "--max-ood-fraction", str(fraction), "--quiet")  # not above: exit 0
 
 
+def test_gate_warns_on_stderr_when_its_reference_is_too_small_to_trust(setup):
+    d, scores = setup
+    common = ["score", d / "ood.npz", "--model", d / "a.pt", "--reference", f"{scores}:ref"]
+    warned = run(*common, "--tpr", "0.95")  # 40 reference scores, 2 below the threshold: a warning, same exit code
+    lines = [line for line in warned.stderr.splitlines() if line.startswith("warning:")]
+    assert len(lines) == 1 and "(40 samples), only 2 of them below it" in lines[0] and "at least 100 " in lines[0]
+    assert "warning" not in warned.stdout
+    assert run_json(*common, "--tpr", "0.95", "--json")["gate"]["warning"] == lines[0]
+    fine = run(*common, "--tpr", "0.8")  # 8 below: no warning
+    assert "warning" not in fine.stderr and run_json(*common, "--tpr", "0.8", "--json")["gate"]["warning"] is None
+
+
 def test_gate_prints_per_sample_flags_on_request(setup):
     d, scores = setup
     args = ["score", d / "ood.npz", "--model", d / "a.pt", "--reference", f"{scores}:in", "--flags", "--quiet"]

@@ -142,6 +142,7 @@ def _summary(r: ScoreResult, flags: bool) -> dict:
         g, is_ood = r.gate, r.arrays["is_ood"]
         summary["gate"] = {"score": g.score, "threshold": g.threshold, "tpr": g.tpr, "tpr_achieved": g.tpr_achieved,
                            "threshold_from": g.origin, "reference": g.reference, "n_reference": g.n_reference,
+                           "warning": g.caveat(),
                            "n_ood": int(np.sum(is_ood)),
                            "ood_fraction": float(is_ood.mean()) if is_ood.size else 0.0}
     if flags:

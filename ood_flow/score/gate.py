@@ -12,6 +12,7 @@ so on the reference itself the share of flagged samples is at most ``1 - tpr``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +21,11 @@ import numpy as np
 from ood_flow import store
 from ood_flow.errors import ScoreFileError, UsageError
 from ood_flow.fileio import sha256_file
-from ood_flow.score.threshold import threshold_at_tpr
+from ood_flow.score.threshold import rank_at_tpr, threshold_at_tpr
 from ood_flow.validation import check_number
+
+#: Fewest reference samples below a threshold for its TPR to be trusted without a warning (Gate.caveat).
+MIN_BELOW = 5
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,25 @@ class Gate:
     n_reference: int
     tpr_achieved: float
     origin: str = "reference"
+
+    def caveat(self) -> str | None:
+        """A warning when the threshold rests on too few reference samples to trust its TPR (fewer than
+        :data:`MIN_BELOW` of them below it: the threshold is then one of the reference's few lowest scores,
+        and the share of new in-distribution data it keeps can be far from ``tpr``); else None. A TPR of 1
+        (keep every reference sample) is the user's explicit choice of the minimum and gets no warning.
+
+        Example:
+            >>> fit_gate([1.0, 2.0, 3.0, 4.0], 0.75, score="log_likelihood", reference="r.h5:val").caveat()[:54]
+            'warning: the threshold comes from r.h5:val (4 samples)'
+        """
+        below = self.n_reference - rank_at_tpr(self.n_reference, self.tpr)
+        if self.tpr >= 1.0 or below >= MIN_BELOW:
+            return None
+        need = math.ceil(MIN_BELOW / (1.0 - self.tpr) - 1e-9)
+        where = self.reference if self.origin == "model" else f"{self.reference} ({self.n_reference} samples)"
+        return (f"warning: the threshold comes from {where}, only {below} of them below it: the share of new "
+                f"in-distribution data it keeps may be far from {self.tpr:.0%}; give --reference with at least "
+                f"{need} in-distribution scores of this model")
 
     def flags(self, scores) -> np.ndarray:
         """``is_ood`` per sample: True where the score is below the threshold or NaN."""
