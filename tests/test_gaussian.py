@@ -85,6 +85,9 @@ def test_train_and_score_through_the_cli(tmp_path):
     np.save(tmp_path / "v.npy", x)
     summary = run_json("train", "--data", tmp_path / "v.npy", "--model", "gaussian", "--out", tmp_path / "g.pt")
     assert summary["family"] == "gaussian" and summary["steps"] == 0 and np.isfinite(summary["val_bpd"])
+    said = run("train", "--data", tmp_path / "v.npy", "--model", "gaussian", "--out", tmp_path / "g2.pt").stderr
+    assert "fitted in closed form" in said  # no optimiser, learning rate, epochs or preset claimed for it
+    assert not any(word in said for word in ("adamw", " lr ", "epochs of", "preset"))
     scored = run_json("score", tmp_path / "v.npy", "--model", tmp_path / "g.pt", "--out", tmp_path / "s.h5")
     assert scored["n"] == 120 and np.isfinite(scored["mean_bits_per_dim"])
     one_line_error(run("train", "--data", "demo-mnist:test", "--limit", "20", "--model", "gaussian",

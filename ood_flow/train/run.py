@@ -116,7 +116,8 @@ def _train(source, config: TrainConfig, out, model, model_options, negative, res
         extra = None
         cfg = config.resolved("features" if flow.name == "tabular" and ds.meta.get("backbone") else flow.name,
                               chosen.train)
-        events.on_message(chosen.describe())
+        if chosen.model or chosen.train:  # a closed-form family (gaussian) has no preset settings to show
+            events.on_message(chosen.describe())
     cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision or "fp32", dev))
     neg = _negative(negative, flow, options or SourceOptions(), events)
     if neg is not None and cfg.negative_threshold is None:
@@ -188,10 +189,13 @@ def _counter(total: int, report):
 
 def plan(flow: Flow, cfg: TrainConfig, steps_per_epoch: int) -> str:
     """One line: the parameter count and the training to come (printed at the start of training)."""
+    count = f"{flow.name}: {sum(p.numel() for p in flow.parameters()):,} parameters"
+    if flow.closed_form:  # no optimiser, epochs or batches: one fit on the training split
+        return f"{count}, fitted in closed form on the training split (mean, shrunk covariance); no gradient steps"
     stop = f", early stopping: patience {cfg.patience}, min delta {cfg.min_delta:g}" if cfg.patience else ""
     cap = f", at most {cfg.max_steps:,} steps" if cfg.max_steps else ""
     noise = f", noise {cfg.noise:g} x each column's std" if cfg.noise else ""
-    return (f"{flow.name}: {sum(p.numel() for p in flow.parameters()):,} parameters; {cfg.epochs} epochs of "
+    return (f"{count}; {cfg.epochs} epochs of "
             f"{steps_per_epoch:,} steps (batch {cfg.batch_size}), {cfg.optimizer} lr {cfg.lr:g}, weight decay "
             f"{cfg.weight_decay:g}{noise}{stop}{cap}")
 
