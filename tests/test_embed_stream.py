@@ -93,3 +93,44 @@ def test_weights_hash_names_the_weights_not_the_file_or_layout(tmp_path, model):
         p = next(again.parameters())
         p[(0,) * p.dim()] += 1e-6
     assert weights_sha256(again) != first
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batches_reach_the_backbone_already_channels_last_from_folders_and_memory(tmp_path, model, workers):
+    """The transform writes the backbone's memory format in the workers (no copy in the main process),
+    with the values of the plain channels-first arithmetic."""
+    folder = _photos(tmp_path, [(20, 30, 3), (33, 17, 1), (24, 24, 1)])
+    transform = transform_for(model, 32)
+    batches = list(open_source(str(folder)).batches(2, transform, workers=workers))
+    x = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
+    np.savez(tmp_path / "x.npz", x=x[:, 0].numpy())
+    batches += list(open_source(str(tmp_path / "x.npz")).batches(2, transform, workers=workers))
+    assert [len(b.ids) for b in batches] == [2, 1, 2, 2, 1]
+    assert all(b.x.is_contiguous(memory_format=torch.channels_last) for b in batches)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (transform.mean, transform.std))
+    plain = (torch.nn.functional.interpolate(x.float() / 255, size=(32, 32), mode=transform.interpolation,
+                                             antialias=True).clamp(0, 1).expand(-1, 3, -1, -1) - mean) / std
+    assert torch.equal(torch.cat([b.x for b in batches[2:]]), plain)
+
+
+class _Probe(torch.utils.data.Dataset):
+    """Reports, from inside a DataLoader worker, how batch_tensor allocated."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        from ood_flow.data.workers import batch_tensor
+
+        t = batch_tensor((2, 3, 4, 5), channels_last=bool(i))
+        fmt = torch.channels_last if i else torch.contiguous_format
+        return t.is_shared(), t.is_contiguous(memory_format=fmt), tuple(t.shape)
+
+
+def test_batch_tensors_are_allocated_in_shared_memory_only_inside_workers():
+    from ood_flow.data.workers import batch_tensor
+
+    here = batch_tensor((2, 3, 4, 5), channels_last=True)
+    assert not here.is_shared() and here.is_contiguous(memory_format=torch.channels_last)
+    loader = torch.utils.data.DataLoader(_Probe(), batch_size=None, num_workers=1)
+    assert [(bool(s), bool(c), tuple(shape)) for s, c, shape in loader] == [(True, True, (2, 3, 4, 5))] * 2

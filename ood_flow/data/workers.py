@@ -18,7 +18,8 @@ from ood_flow.errors import InputError
 # A decoder maps one file to ``(uint8 (C, H, W) array, "")`` or ``(None, reason)``.
 Decoder = Callable[[Path], "tuple[np.ndarray | None, str]"]
 # A transform maps uint8 images ``(B, C, H, W)`` to model inputs; it raises InputError for an image it
-# cannot take. It must be picklable (a module-level class or function) to run in worker processes.
+# cannot take. It must be picklable (a module-level class or function) to run in worker processes. One with
+# an ``output_shape(n)`` method takes ``out=``, a channels-last batch of that shape, to write into.
 Transform = Callable[[Tensor], Tensor]
 
 
@@ -63,6 +64,9 @@ class Reader(torch.utils.data.Dataset):
 
     def __getitems__(self, positions: list[int]):
         if isinstance(self.items, Tensor):
+            if hasattr(self.transform, "output_shape"):  # it writes into a batch given (shared memory in a worker)
+                out = batch_tensor(self.transform.output_shape(len(positions)), channels_last=True)
+                return list(positions), self.transform(self.items[positions], out=out), []
             return list(positions), self.transform(self.items[positions]), []
         return self._files(positions)
 
@@ -81,7 +85,7 @@ class Reader(torch.utils.data.Dataset):
             ok.append(p)
         if getattr(self.transform, "keeps_shape", False) or not images:
             return ok, images, failures
-        return ok, torch.stack(images), failures
+        return ok, stack_images(images), failures
 
     def _one(self, image: Tensor, path: Path) -> Tensor:
         if self.transform is None:
@@ -90,6 +94,41 @@ class Reader(torch.utils.data.Dataset):
             return self.transform(image[None])[0]
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from None
+
+
+def batch_tensor(shape: tuple[int, ...], *, dtype: torch.dtype = torch.float32, channels_last: bool = False) -> Tensor:
+    """``torch.empty(shape)`` (channels-last for a 4-d shape when asked), allocated in shared memory when
+    called in a DataLoader worker: the batch then reaches the main process without the copy into shared
+    memory that sending an ordinary tensor costs (what torch's default collate does for its batches)."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype, memory_format=layout)
+    stride = _strides(shape, channels_last)
+    numel = int(np.prod(shape))
+    try:
+        storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel)
+    except (AttributeError, RuntimeError):  # a torch without this (private) route: an ordinary tensor
+        return torch.empty(shape, dtype=dtype, memory_format=layout)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape, stride)
+
+
+def _strides(shape: tuple[int, ...], channels_last: bool) -> tuple[int, ...]:
+    if channels_last and len(shape) == 4:
+        n, c, h, w = shape
+        return (h * w * c, 1, w * c, c)
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+def stack_images(images: list[Tensor]) -> Tensor:
+    """``torch.stack`` into :func:`batch_tensor` (shared memory in a worker), in channels-last memory format
+    when the images are laid out so (the embedding transform writes them so for the backbone)."""
+    first = images[0]
+    cl = first.dim() == 3 and first.shape[0] > 1 and first.stride(0) == 1
+    return torch.stack(images, out=batch_tensor((len(images), *first.shape), dtype=first.dtype, channels_last=cl))
 
 
 def as_is(chunk):

@@ -42,14 +42,22 @@ class ImageTransform:
     std: tuple[float, ...]
     interpolation: str
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, C, H, W)``, C in {1, 3} -> float32 ``(B, 3, size, size)``."""
+    def __call__(self, images: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 ``(B, C, H, W)``, C in {1, 3} -> float32 ``(B, 3, size, size)`` in channels-last memory format
+        (the backbone's: written so in the DataLoader workers, the main process need not copy it), into
+        ``out`` if given (of :meth:`output_shape`; the workers pass one in shared memory)."""
         if images.shape[1] not in (1, 3):
             raise InputError(f"images have {images.shape[1]} channels; the backbone takes 1 (repeated) or 3")
         x = _resize(images.float() / 255, self.size, self.interpolation)
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return (x.expand(-1, 3, -1, -1) - mean) / std
+        if out is None:
+            out = torch.empty(self.output_shape(x.shape[0]), device=x.device, memory_format=torch.channels_last)
+        return torch.sub(x.expand(-1, 3, -1, -1), mean, out=out).div_(std)
+
+    def output_shape(self, n: int) -> tuple[int, int, int, int]:
+        """The shape of the transform of ``n`` images."""
+        return (n, 3, self.size, self.size)
 
     def to_dict(self) -> dict:
         """Plain values, for model and feature files."""
