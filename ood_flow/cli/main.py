@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from ood_flow.allocator import keep_freed_memory
 from ood_flow.version import __version__
 from ood_flow.cli import common
 
@@ -55,6 +56,7 @@ _register()
 
 def main() -> None:
     """The ``oodflow`` command: usage errors as one line (exit 2), like every other error."""
+    keep_freed_memory()  # freed activations are reused, not faulted in again every batch (ood_flow.allocator)
     common.catch_sigterm()
     try:
         code = app(prog_name="oodflow", standalone_mode=False)
