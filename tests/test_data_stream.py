@@ -146,3 +146,23 @@ def test_class_selection_and_limit_on_files_with_labels(tmp_path):
     ds = picked.load()
     assert [p.rsplit("/", 1)[-1] for p in ds.ids] == ["1.png", "4.png"] and list(ds.labels) == [1, 1]
     assert picked.source == "t [class y]"
+
+
+def test_reading_a_folder_whole_holds_no_file_descriptor_per_image(tmp_path):
+    """Images decoded in worker processes arrive in shared memory, one segment (and open file) each;
+    reading a folder whole copies them out, so more images than the open-file limit still load."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        _png(tmp_path / "many" / f"{i:03d}.png", rng.integers(0, 256, (6, 5)))
+    # chunks of 2 images: 150 chunks, so keeping one open segment per chunk would pass the limit of 100 too
+    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (100, resource.getrlimit("
+              "resource.RLIMIT_NOFILE)[1])); import ood_flow.data.stream as s; s.LOAD_CHUNK = 2; "
+              "from ood_flow.data import open_source; d = open_source(sys.argv[1]).load(workers=2); "
+              "print(tuple(d.x.shape), d.ids[-1].endswith('299.png'))")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "many")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-400:]
+    assert out.stdout.split() == ["(300,", "1,", "6,", "5)", "True"]

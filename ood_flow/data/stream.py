@@ -28,8 +28,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ood_flow.data.dataset import Dataset
-from ood_flow.data.workers import (LOAD_CHUNK, Batch, Decoder, Rebatcher, Reader, Same, Transform,  # noqa: F401
-                                   as_is)
+from ood_flow.data.workers import (LOAD_CHUNK, Batch, Decoder, Packed, Rebatcher, Reader, Same,  # noqa: F401
+                                   Transform, as_is)
 from ood_flow.errors import InputError
 
 
@@ -136,7 +136,10 @@ class Source:
                            meta=dict(self.meta))
         arrays, ids, labels = [], [], []
         for batch in self.batches(LOAD_CHUNK, Same(self.read_size), workers=workers):
-            arrays += batch.x
+            # Images from a worker are views of its chunk's shared-memory segment, held open by a file
+            # descriptor while any of them lives: keeping every chunk's would exhaust the limit on open files
+            # for a big folder (1024 on many systems: "received 0 items of ancdata"). A copy lets it go.
+            arrays += [image.clone() if image.is_shared() else image for image in batch.x]
             ids.append(batch.ids)
             labels.append(batch.labels)
             check_same_size(arrays, ids[0][0], batch.x, batch.ids)
@@ -160,6 +163,8 @@ class Source:
         loader = DataLoader(reader, batch_size=batch_size, num_workers=n_workers, collate_fn=as_is)
         kept = 0
         for positions, x, failures in loader:
+            if isinstance(x, Packed):
+                x = x.unpack()
             positions, x = self._accept(positions, x, failures, kept)
             kept += len(positions)
             if positions:

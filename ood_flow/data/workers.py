@@ -83,8 +83,10 @@ class Reader(torch.utils.data.Dataset):
                 failures.append((p, str(exc), True))
                 continue
             ok.append(p)
-        if getattr(self.transform, "keeps_shape", False) or not images:
+        if not images:
             return ok, images, failures
+        if getattr(self.transform, "keeps_shape", False):
+            return ok, Packed.of(images), failures
         return ok, stack_images(images), failures
 
     def _one(self, image: Tensor, path: Path) -> Tensor:
@@ -129,6 +131,25 @@ def stack_images(images: list[Tensor]) -> Tensor:
     first = images[0]
     cl = first.dim() == 3 and first.shape[0] > 1 and first.stride(0) == 1
     return torch.stack(images, out=batch_tensor((len(images), *first.shape), dtype=first.dtype, channels_last=cl))
+
+
+@dataclass
+class Packed:
+    """Images of different shapes sent from a worker as one flat tensor and their shapes: one shared-memory
+    segment (one open file while received) per chunk instead of one per image."""
+
+    flat: Tensor
+    shapes: list[tuple[int, ...]]
+
+    @classmethod
+    def of(cls, images: list[Tensor]) -> Packed:
+        flat = batch_tensor((sum(image.numel() for image in images),), dtype=images[0].dtype)
+        return cls(torch.cat([image.reshape(-1) for image in images], out=flat), [tuple(im.shape) for im in images])
+
+    def unpack(self) -> list[Tensor]:
+        """The images, as views of ``flat``."""
+        sizes = [int(np.prod(shape)) for shape in self.shapes]
+        return [part.view(shape) for part, shape in zip(self.flat.split(sizes), self.shapes)]
 
 
 def as_is(chunk):
