@@ -36,15 +36,15 @@ def test_freed_blocks_are_reused_instead_of_faulted_in_again():
     kept, faults_kept = _probe(True, OODFLOW_MALLOC="")
     plain, faults_plain = _probe(False)
     assert kept and not plain
-    pages = 20 * 64 * 2**20 // 4096  # every page of every round
-    assert faults_plain > pages // 2, "with glibc's defaults each 64 MiB block is faulted in again"
-    assert faults_kept <= pages // 10, "kept: after a round or two the freed pages are reused"
+    # glibc's defaults fault every round's block in again (20 rounds); kept, only the first round or two do.
+    # Relative, so that it holds with huge pages too (fewer, larger faults).
+    assert faults_kept * 5 <= faults_plain, (faults_kept, faults_plain)
 
 
 @pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
 def test_oodflow_malloc_system_keeps_glibcs_defaults():
     kept, faults = _probe(True, OODFLOW_MALLOC="system")
-    assert not kept and faults > 20 * 64 * 2**20 // 4096 // 2
+    assert not kept and faults >= 5 * _probe(True, OODFLOW_MALLOC="")[1]
 
 
 def test_the_command_calls_it_first(monkeypatch):
