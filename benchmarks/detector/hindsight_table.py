@@ -6,22 +6,19 @@ Usage: python hindsight_table.py TAG IN_GROUP OOD_GROUP...   (reads TAG-NAME-sco
 import json
 import sys
 
-import numpy as np
-from sklearn.metrics import roc_auc_score
-
 from ood_flow import store
+from ood_flow.evaluate import ood_metrics
 
 VARIANTS = ["tabular", "tabular-h128", "tabular-h256", "tabular-lr3e-4", "tabular-n0.03", "tabular-n0.1",
             "tabular-n0.3"]
 
 
 def auroc(path: str, in_group: str, ood: str) -> float:
-    x_in = store.read_group(path, in_group)[0]["log_likelihood"]
-    x_out = store.read_group(path, ood)[0]["log_likelihood"]
-    return roc_auc_score(np.r_[np.ones(len(x_in)), np.zeros(len(x_out))], np.r_[x_in, x_out])
+    return ood_metrics(store.read_scores(path, in_group), store.read_scores(path, ood))["auroc"]
 
 
 def best_val(tag: str, name: str) -> float:
+    """The best validation bits/dim of model TAG-NAME (the Gaussian's only one), from its train.json."""
     info = json.load(open(f"{tag}-{name}.train.json"))
     if info.get("best_val_bpd") is not None:
         return info["best_val_bpd"]

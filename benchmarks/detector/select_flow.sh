@@ -21,21 +21,17 @@ for v in "${!VARIANT[@]}"; do
   [ -f "$tag-tabular-$v.pt" ] || oodflow train --data "$train.h5" --features $B --model tabular ${VARIANT[$v]} \
     --out "$tag-tabular-$v.pt" --json --quiet > "$tag-tabular-$v.train.json"
 done
-best=$(python - "$tag" "${!VARIANT[@]}" <<'PY'
-import json, sys
-tag, variants = sys.argv[1], sys.argv[2:]
-val = {}
-for name in ["tabular"] + [f"tabular-{v}" for v in sorted(variants)]:
-    info = json.load(open(f"{tag}-{name}.train.json"))
-    val[name] = info.get("best_val_bpd")
-    if val[name] is None:  # a train.json written before best_val_bpd was reported: the kept epoch's, from history
-        from ood_flow import load_checkpoint
-        extra = load_checkpoint(f"{tag}-{name}.pt")[1]
-        val[name] = next(h["val_bpd"] for h in extra["history"] if h["epoch"] == extra["best_epoch"])
-    print(f"{name}: best validation bits/dim {val[name]:.4f}", file=sys.stderr)
+best=$(python - "$tag" "$HERE" "${!VARIANT[@]}" <<'PY'
+import sys
+tag, here, variants = sys.argv[1], sys.argv[2], sys.argv[3:]
+sys.path.insert(0, here)
+from hindsight_table import best_val
+val = {name: best_val(tag, name) for name in ["tabular"] + [f"tabular-{v}" for v in sorted(variants)]}
+for name, bpd in val.items():
+    print(f"{name}: best validation bits/dim {bpd:.4f}", file=sys.stderr)
 print(min(val, key=val.get))
 PY
-)
+
 echo "chosen on validation bits/dim: $best" >&2
 for s in "$@"; do
   oodflow score "$s.h5" --model "$tag-$best.pt" --out "$tag-$best-scores.h5" --name "$s" --overwrite --quiet

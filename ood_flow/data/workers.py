@@ -5,6 +5,7 @@ become batches: :class:`Reader` decodes and transforms a chunk of positions in a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,24 +106,12 @@ def batch_tensor(shape: tuple[int, ...], *, dtype: torch.dtype = torch.float32, 
     layout = torch.channels_last if channels_last else torch.contiguous_format
     if torch.utils.data.get_worker_info() is None:
         return torch.empty(shape, dtype=dtype, memory_format=layout)
-    stride = _strides(shape, channels_last)
-    numel = int(np.prod(shape))
+    stride = torch.empty(shape, dtype=dtype, memory_format=layout, device="meta").stride()  # no allocation
     try:
-        storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(numel)
+        storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
     except (AttributeError, RuntimeError):  # a torch without this (private) route: an ordinary tensor
         return torch.empty(shape, dtype=dtype, memory_format=layout)
     return torch.empty(0, dtype=dtype).set_(storage, 0, shape, stride)
-
-
-def _strides(shape: tuple[int, ...], channels_last: bool) -> tuple[int, ...]:
-    if channels_last and len(shape) == 4:
-        n, c, h, w = shape
-        return (h * w * c, 1, w * c, c)
-    strides, step = [], 1
-    for size in reversed(shape):
-        strides.append(step)
-        step *= size
-    return tuple(reversed(strides))
 
 
 def stack_images(images: list[Tensor]) -> Tensor:
@@ -148,7 +137,7 @@ class Packed:
 
     def unpack(self) -> list[Tensor]:
         """The images, as views of ``flat``."""
-        sizes = [int(np.prod(shape)) for shape in self.shapes]
+        sizes = [math.prod(shape) for shape in self.shapes]
         return [part.view(shape) for part, shape in zip(self.flat.split(sizes), self.shapes)]
 
 

@@ -131,8 +131,9 @@ def _score(source, paths: list[Path], chosen: list[Method], gate_score: str | No
     bg = _load_background(background, chosen, flows[0], dev, say)
     _check_members(paths, flows, chosen, say)
     fitted = _fit_gate(gate, gate_score, paths, extra)
-    if fitted is not None and fitted.caveat():
-        say(fitted.caveat())
+    caveat = fitted.caveat() if fitted is not None else None
+    if caveat:
+        say(caveat)
     src = open_with_options(source, "test", options)
     group = name or src.name
     if out is not None:
