@@ -121,6 +121,47 @@ def test_a_folder_of_mixed_sizes_streams_with_resize_and_names_the_file_without(
         load_source(str(tmp_path))
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_backbone_transform_of_a_mixed_folder_equals_transforming_each_image_alone(tmp_path, workers):
+    """Files of one shape are transformed together in a worker: the same numbers as one at a time, in order."""
+    from pathlib import Path
+
+    from ood_flow.embed.extract import ImageTransform
+
+    rng = np.random.default_rng(4)
+    shapes = [(28, 28), (40, 30, 3), (28, 28), (28, 28), (40, 30, 3), (16, 20), (28, 28)]
+    for i, shape in enumerate(shapes):
+        _png(tmp_path / f"{i}.png", rng.integers(0, 256, shape))
+    t = ImageTransform(size=12, mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4), interpolation="bicubic")
+    for batch_size in (3, 4, 7):  # chunks of one shape and of several
+        batches, x, ids = _read(open_source(str(tmp_path)), batch_size, workers, t)
+        want = torch.cat([t(torch.from_numpy(read_image(Path(i))[0])[None]) for i in ids])
+        assert ids == [str(tmp_path / f"{i}.png") for i in range(7)]
+        assert torch.equal(x, want)
+        assert all(b.x.is_contiguous(memory_format=torch.channels_last) for b in batches)
+
+
+def test_an_image_the_transform_refuses_is_named_among_others_of_its_shape(tmp_path):
+    from ood_flow.embed.extract import ImageTransform
+
+    rng = np.random.default_rng(5)
+    for i in range(6):
+        _png(tmp_path / f"{i}.png", rng.integers(0, 256, (8, 8)))
+
+    def two_channels_for_3(path):  # no decoder here makes such images; a stand-in for one that would
+        a, reason = read_image(path)
+        return (np.concatenate([a, a]) if path.name == "3.png" else a), reason
+
+    t = ImageTransform(size=4, mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bilinear")
+    src = open_source(str(tmp_path), skip_invalid=True)
+    src.decode = two_channels_for_3
+    with pytest.raises(InputError, match=r"3\.png: images have 2 channels"):
+        list(src.batches(6, t, workers=0))
+    src = open_source(str(tmp_path), limit=3)  # the cut comes before it: nothing to refuse
+    src.decode = two_channels_for_3
+    assert len(torch.cat([b.x for b in src.batches(6, t, workers=0)])) == 3
+
+
 def test_rows_in_memory_get_conform_messages_before_reading():
     src = open_source("demo-mnist:test", limit=10)
     with pytest.raises(InputError, match="images are 1x28x28 but the model expects 3x32x32; pass --resize and --rgb"):
@@ -166,3 +207,30 @@ def test_reading_a_folder_whole_holds_no_file_descriptor_per_image(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr[-400:]
     assert out.stdout.split() == ["(300,", "1,", "6,", "5)", "True"]
+
+
+def test_workers_none_on_two_cores_half_the_cores_above_and_the_environment_overrides(monkeypatch):
+    import os
+
+    from ood_flow.data.stream import default_workers
+    from ood_flow.errors import UsageError
+
+    monkeypatch.delenv("OODFLOW_WORKERS", raising=False)
+    for cores, want in ((1, 0), (2, 0), (3, 1), (4, 2), (32, 8)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, cores=cores: set(range(cores)), raising=False)
+        assert default_workers() == want, cores
+    monkeypatch.setenv("OODFLOW_WORKERS", " 3 ")
+    assert default_workers() == 3
+    for bad in ("-1", "two", "1.5", "\u00b2"):
+        monkeypatch.setenv("OODFLOW_WORKERS", bad)
+        with pytest.raises(UsageError, match="OODFLOW_WORKERS"):
+            default_workers()
+
+
+def test_a_bad_worker_count_in_the_environment_is_a_usage_error_in_one_line(folder, tmp_path, monkeypatch):
+    from cli_helpers import TRAIN_SMALL, one_line_error, run
+
+    monkeypatch.setenv("OODFLOW_WORKERS", "many")
+    result = run("train", "--data", folder, "--skip-invalid", "--out", tmp_path / "m.pt", *TRAIN_SMALL, code=2)
+    one_line_error(result, "OODFLOW_WORKERS='many'")
+    assert not (tmp_path / "m.pt").exists()

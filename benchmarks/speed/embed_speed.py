@@ -140,7 +140,7 @@ def _run(args, source: str, x: np.ndarray, folder: str) -> dict:
                      "per_round": {**{f"{k}_img_s": v for k, v in rates.items()}}})
     return {"backbone": args.backbone, "n": args.n, "batch": BATCH, "rounds": args.rounds, "rows": rows,
             "threads": torch.get_num_threads(), "source": source,
-            "workers": {"memory": default_workers(files=False), "folder": default_workers()},
+            "workers": default_workers(),
             "cpu": cpu_model(), "cpu_flags": [f for f in FLAGS if f in cpu_flags()], "torch": torch.__version__,
             "bf16_native": bf16_supported("cpu"), "load_average_start": os.getloadavg()}
 
@@ -149,8 +149,7 @@ def markdown(res: dict) -> str:
     lines = [f"# embed vs a plain timm forward ({res['backbone']}, {res['n']} images, batch {res['batch']})", "",
              "Command: `python benchmarks/speed/embed_speed.py --save`", "",
              f"{res['cpu']} ({', '.join(res['cpu_flags'])}), torch {res['torch']}, {res['threads']} threads, "
-             f"worker processes: {res['workers']['memory']} for images in memory, {res['workers']['folder']} for the "
-             f"folder, load average at the start {res['load_average_start'][0]:.2f}; "
+             f"worker processes: {res['workers']}, load average at the start {res['load_average_start'][0]:.2f}; "
              f"median of {res['rounds']} rounds (min-max). Ratio = embed's rate / the plain forward's in the same "
              "round (goal: at least 0.95).", "",
              "| precision | plain forward img/s | embed, images in memory | ratio | embed, PNG folder | ratio |",

@@ -1,13 +1,14 @@
-"""Sources read as a stream: decoded, converted and resized per image in DataLoader workers, in fixed-size batches.
+"""Sources read as a stream: decoded, converted and resized through a DataLoader, in fixed-size batches.
 
 Every SOURCE opens to a :class:`Source`. Its samples are either rows already in memory (array files,
 the IDX and CIFAR datasets, tables) or image files decoded on demand (folders, single images, the
 notMNIST and CelebA folder layouts). :meth:`Source.batches` reads them in order through a
-``torch.utils.data.DataLoader`` (worker processes where more than one core exists), applies a
-per-image transform there (a model's input conversion, a backbone's resize and normalisation), and
-yields batches of exactly ``batch_size`` samples (the last one may be smaller), so memory stays flat
-however many files a folder holds and decoding overlaps the model. :meth:`Source.load` reads
-everything into a :class:`~ood_flow.data.dataset.Dataset` for the commands that need it whole.
+``torch.utils.data.DataLoader`` (worker processes where more than two cores exist, so decoding overlaps
+the model; see :func:`default_workers`), applies a transform there (a model's input conversion, a
+backbone's resize and normalisation; once per group of same-sized files), and yields batches of exactly
+``batch_size`` samples (the last one may be smaller), so memory stays flat however many files a folder
+holds. :meth:`Source.load` reads everything into a :class:`~ood_flow.data.dataset.Dataset` for the
+commands that need it whole.
 
 Rows, order, ids and skipped files are the same whichever way a source is read: files in path
 order, unreadable ones skipped (with ``skip_invalid``) or an error naming the first, ``limit``
@@ -30,19 +31,32 @@ from torch.utils.data import DataLoader
 from ood_flow.data.dataset import Dataset
 from ood_flow.data.workers import (LOAD_CHUNK, Batch, Decoder, Packed, Rebatcher, Reader, Same,  # noqa: F401
                                    Transform, as_is)
-from ood_flow.errors import InputError
+from ood_flow.errors import InputError, UsageError
 
 
 
-def default_workers(files: bool = True) -> int:
-    """Worker processes: half the usable cores (at most 8), none on a single core; for rows already in
-    memory (``files=False``: nothing to decode, only the transform), none on two cores or fewer, where a
-    worker can only take CPU from the model's threads (embedding in-memory FashionMNIST with Lite0 on 2
-    cores ran at 0.62 of a plain forward's rate with one worker, 0.88 without; ``embed_speed.py``)."""
+WORKERS_ENV = "OODFLOW_WORKERS"
+
+
+def default_workers() -> int:
+    """Worker processes for reading a source: ``$OODFLOW_WORKERS`` where set, else half the usable cores (at
+    most 8), and none on two cores or fewer, where a worker can only take CPU from the model's threads.
+
+    Measured on 2 cores (Lite0 embedding, rate relative to a plain forward of pre-resized inputs; see
+    ``benchmarks/speed/embed_speed.py`` and ``docs/detector.md``): FashionMNIST rows in memory 0.62 with a
+    worker, 0.88 without; a folder of its PNGs 0.68 with, 0.97 without; 500x375 JPEGs 0.61 with, 0.75
+    without.
+
+    Raises:
+        UsageError: ``$OODFLOW_WORKERS`` is not a whole number >= 0.
+    """
+    value = os.environ.get(WORKERS_ENV, "").strip()
+    if value:
+        if not (value.isascii() and value.isdigit()):
+            raise UsageError(f"{WORKERS_ENV}={value!r}: expected a whole number of worker processes (0 or more)")
+        return int(value)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if cores < 2 or (not files and cores <= 2):
-        return 0
-    return min(cores // 2, 8)
+    return 0 if cores <= 2 else min(cores // 2, 8)
 
 
 @dataclass
@@ -105,8 +119,9 @@ class Source:
 
         Args:
             batch_size: samples per batch; every batch but the last has exactly this many.
-            transform: applied to every image (batched in memory, per image for files), in the
-                worker processes; None keeps the samples as they are (files must then share a shape).
+            transform: applied to the images as they are read (rows in memory a batch at a time, files
+                a group of one size at a time), in the worker processes if any; None keeps the samples
+                as they are (files must then share a shape).
             workers: worker processes; default :func:`default_workers` (none for rows already in
                 memory that need no transform).
 
@@ -162,7 +177,7 @@ class Source:
     def _chunks(self, batch_size: int, transform: Transform | None, workers: int | None):
         """``(x, ids, labels)`` of the readable samples, in order, until ``limit`` of them are read."""
         reader = Reader(self.items, self.decode, transform)
-        n_workers = default_workers(files=not self.in_memory) if workers is None else workers
+        n_workers = default_workers() if workers is None else workers
         if len(self.items) <= batch_size:
             n_workers = 0  # one chunk: a worker process would only add its start-up time
         loader = DataLoader(reader, batch_size=batch_size, num_workers=n_workers, collate_fn=as_is)

@@ -78,25 +78,66 @@ class Reader(torch.utils.data.Dataset):
             if a is None:
                 failures.append((p, reason, False))
                 continue
-            try:
-                images.append(self._one(torch.from_numpy(np.require(a, requirements=['C', 'W'])), self.items[p]))
-            except InputError as exc:
-                failures.append((p, str(exc), True))
-                continue
+            images.append(torch.from_numpy(np.require(a, requirements=['C', 'W'])))
             ok.append(p)
-        if not images:
-            return ok, images, failures
+        if self.transform is None or getattr(self.transform, "keeps_shape", False):
+            kept, images, refused = self._each(ok, images)
+        else:
+            kept, images, refused = self._grouped(ok, images)
+        failures = sorted(failures + refused)
+        if not kept:
+            return kept, [], failures
         if getattr(self.transform, "keeps_shape", False):
-            return ok, Packed.of(images), failures
-        return ok, stack_images(images), failures
+            return kept, Packed.of(images), failures
+        return kept, images if isinstance(images, Tensor) else stack_images(images), failures
 
-    def _one(self, image: Tensor, path: Path) -> Tensor:
-        if self.transform is None:
-            return image
-        try:
-            return self.transform(image[None])[0]
-        except InputError as exc:
-            raise InputError(f"{path}: {exc}") from None
+    def _each(self, ok: list[int], images: list[Tensor]):
+        """Each image transformed on its own: the positions kept, their images, the refused ``(p, reason, True)``."""
+        kept, out, refused = [], [], []
+        for p, image in zip(ok, images):
+            try:
+                out.append(image if self.transform is None else self.transform(image[None])[0])
+            except InputError as exc:
+                refused.append((p, f"{self.items[p]}: {exc}", True))
+                continue
+            kept.append(p)
+        return kept, out, refused
+
+    def _grouped(self, ok: list[int], images: list[Tensor]):
+        """The transform run once per group of images of one shape (a folder's images mostly share one),
+        written into one batch in position order; as :meth:`_each`, which finds the refused images of a
+        group the transform refuses."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(tuple(image.shape), []).append(i)
+        shaped = hasattr(self.transform, "output_shape")
+        if len(groups) == 1 and shaped:  # the common case: straight into the batch sent to the main process
+            try:
+                x = torch.stack(images)
+                return ok, self.transform(x, out=batch_tensor(self.transform.output_shape(len(ok)),
+                                                              channels_last=True)), []
+            except InputError:
+                return self._each(ok, images)
+        parts, refused = [], []
+        for members in groups.values():
+            try:
+                parts.append((members, self.transform(torch.stack([images[i] for i in members]))))
+            except InputError:
+                kept, each, bad = self._each([ok[i] for i in members], [images[i] for i in members])
+                refused += bad
+                good = {p: i for i, p in zip(members, [ok[i] for i in members])}
+                if kept:
+                    parts.append(([good[p] for p in kept], torch.stack(each)))
+        order = sorted(i for members, _ in parts for i in members)
+        if not order:
+            return [], [], refused
+        first = parts[0][1]
+        cl = first.dim() == 4 and first.shape[1] > 1 and first.is_contiguous(memory_format=torch.channels_last)
+        out = batch_tensor((len(order), *first.shape[1:]), dtype=first.dtype, channels_last=cl)
+        rank = {i: r for r, i in enumerate(order)}
+        for members, y in parts:
+            out[torch.tensor([rank[i] for i in members])] = y
+        return [ok[i] for i in order], out, refused
 
 
 def batch_tensor(shape: tuple[int, ...], *, dtype: torch.dtype = torch.float32, channels_last: bool = False) -> Tensor:

@@ -129,7 +129,7 @@ def check_channels(src: Source, backbone: str) -> None:
 
 def image_features(model: nn.Module, spec: Backbone, src: Source, batch_size: int, *, precision: str = "fp32",
                    device: str | torch.device = "cpu", workers: int | None = None) -> Iterator[Batch]:
-    """The backbone's features of every image of ``src``, batch by batch (decoded and transformed in workers)."""
+    """The backbone's features of every image of ``src``, batch by batch (decoded and transformed as read)."""
     if src.kind != "image":
         raise InputError(f"{src.name}: the source holds vectors; this detector takes images or features files")
     check_channels(src, spec.name)

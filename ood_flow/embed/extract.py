@@ -1,7 +1,7 @@
 """Images in, feature vectors out: resize, normalise, run the backbone in batches, fast.
 
-The image transform (:class:`ImageTransform`) runs per batch of a source in the DataLoader's worker
-processes (see :mod:`ood_flow.data.stream`), so decoding and resizing overlap the backbone. The
+The image transform (:class:`ImageTransform`) runs per batch of a source as it is read (in the DataLoader's
+worker processes where the machine has cores to spare for them, see :mod:`ood_flow.data.stream`). The
 backbone runs under ``torch.inference_mode`` in channels-last memory format, in fp32 or under bf16
 autocast (``precision="bf16"``, where the CPU or GPU supports it), on CUDA when asked.
 """
@@ -44,7 +44,7 @@ class ImageTransform:
 
     def __call__(self, images: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 ``(B, C, H, W)``, C in {1, 3} -> float32 ``(B, 3, size, size)`` in channels-last memory format
-        (the backbone's: written so in the DataLoader workers, the main process need not copy it), into
+        (the backbone's: written so where it is read, the main process need not copy it), into
         ``out`` if given (of :meth:`output_shape`; the workers pass one in shared memory)."""
         if images.shape[1] not in (1, 3):
             raise InputError(f"images have {images.shape[1]} channels; the backbone takes 1 (repeated) or 3")
@@ -146,7 +146,7 @@ class Embedded:
 def embed_stream(model: nn.Module, src: Source, transform: ImageTransform, *, batch_size: int = 64,
                  precision: str = "fp32", device: str | torch.device | None = "cpu", workers: int | None = None,
                  progress: Callable[[int], None] | None = None, dist: Dist = SINGLE) -> Embedded:
-    """Embed every image of ``src``, read in batches with ``transform`` applied in the DataLoader workers.
+    """Embed every image of ``src``, read in batches with ``transform`` applied as they are read.
 
     Under torchrun (``dist``) each process embeds whole batches of the single-process grid and every
     process gets all rows back in the source's order.
