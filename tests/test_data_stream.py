@@ -234,3 +234,30 @@ def test_a_bad_worker_count_in_the_environment_is_a_usage_error_in_one_line(fold
     result = run("train", "--data", folder, "--skip-invalid", "--out", tmp_path / "m.pt", *TRAIN_SMALL, code=2)
     one_line_error(result, "OODFLOW_WORKERS='many'")
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_files_are_transformed_in_runs_of_bounded_size_with_the_same_numbers(tmp_path, monkeypatch):
+    """A chunk of large photos is not converted to float all at once: runs stop at RUN_VALUES input values."""
+    from pathlib import Path
+
+    from ood_flow.data import workers
+    from ood_flow.embed.extract import ImageTransform
+
+    rng = np.random.default_rng(6)
+    for i in range(8):
+        _png(tmp_path / f"{i}.png", rng.integers(0, 256, (28, 28)))
+    t = ImageTransform(size=12, mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4), interpolation="bicubic")
+    seen = []
+
+    class Counting:
+        def __call__(self, x, out=None):
+            seen.append(len(x))
+            return t(x, out=out)
+
+        def output_shape(self, n):
+            return t.output_shape(n)
+
+    monkeypatch.setattr(workers, "RUN_VALUES", 3 * 28 * 28)
+    _, x, ids = _read(open_source(str(tmp_path)), 8, 0, Counting())
+    assert seen == [3, 3, 2]
+    assert torch.equal(x, torch.cat([t(torch.from_numpy(read_image(Path(i))[0])[None]) for i in ids]))

@@ -37,6 +37,9 @@ class Batch:
 
 
 LOAD_CHUNK = 256
+# Input values (8-bit) transformed in one call for files: 2**21 is 2 MB, 8 MB as float32; a chunk of
+# 28x28 images goes in one call, 500x375 colour photos three at a time.
+RUN_VALUES = 2**21
 
 
 @dataclass(frozen=True)
@@ -72,29 +75,65 @@ class Reader(torch.utils.data.Dataset):
         return self._files(positions)
 
     def _files(self, positions: list[int]):
-        ok, images, failures = [], [], []
+        """Decode the files at ``positions``; transform runs of consecutive images of one shape together (a
+        folder's images mostly share one), each run at most :data:`RUN_VALUES` input values so that a chunk of
+        large photos is not held, converted to float, all at once."""
+        ok, failures, parts, run = [], [], [], []
+        per_image = self.transform is None or getattr(self.transform, "keeps_shape", False)
+        out = (batch_tensor(self.transform.output_shape(len(positions)), channels_last=True)
+               if not per_image and hasattr(self.transform, "output_shape") else None)
+
+        def flush() -> None:
+            if not run:
+                return
+            kept, y, refused = self._each(run) if per_image else self._run(run, out, len(ok))
+            ok.extend(kept)
+            failures.extend(refused)
+            if kept and out is None:
+                parts.append(y)
+            run.clear()
+
         for p in positions:
             a, reason = self.decode(self.items[p])
             if a is None:
                 failures.append((p, reason, False))
                 continue
-            images.append(torch.from_numpy(np.require(a, requirements=['C', 'W'])))
-            ok.append(p)
-        if self.transform is None or getattr(self.transform, "keeps_shape", False):
-            kept, images, refused = self._each(ok, images)
-        else:
-            kept, images, refused = self._grouped(ok, images)
-        failures = sorted(failures + refused)
-        if not kept:
-            return kept, [], failures
-        if getattr(self.transform, "keeps_shape", False):
-            return kept, Packed.of(images), failures
-        return kept, images if isinstance(images, Tensor) else stack_images(images), failures
+            image = torch.from_numpy(np.require(a, requirements=['C', 'W']))
+            if run and (per_image or image.shape != run[0][1].shape or (len(run) + 1) * image.numel() > RUN_VALUES):
+                flush()
+            run.append((p, image))
+        flush()
+        failures.sort()
+        if not ok:
+            return ok, [], failures
+        if per_image:
+            images = [image for part in parts for image in part]
+            packed = getattr(self.transform, "keeps_shape", False)
+            return ok, Packed.of(images) if packed else stack_images(images), failures
+        if out is not None:
+            return ok, out[: len(ok)], failures
+        return ok, cat_rows(parts), failures
 
-    def _each(self, ok: list[int], images: list[Tensor]):
+    def _run(self, run: list[tuple[int, Tensor]], out: Tensor | None, at: int):
+        """Transform a run of same-shaped images in one call (into ``out[at:]`` if given); where the transform
+        refuses the run, find the images it refuses one by one (:meth:`_each`)."""
+        try:
+            x = torch.stack([image for _, image in run])
+            y = self.transform(x) if out is None else self.transform(x, out=out[at: at + len(run)])
+            return [p for p, _ in run], y, []
+        except InputError:
+            kept, each, refused = self._each(run)
+            if not kept:
+                return kept, None, refused
+            if out is None:
+                return kept, torch.stack(each), refused
+            out[at: at + len(kept)] = torch.stack(each)
+            return kept, None, refused
+
+    def _each(self, run: list[tuple[int, Tensor]]):
         """Each image transformed on its own: the positions kept, their images, the refused ``(p, reason, True)``."""
         kept, out, refused = [], [], []
-        for p, image in zip(ok, images):
+        for p, image in run:
             try:
                 out.append(image if self.transform is None else self.transform(image[None])[0])
             except InputError as exc:
@@ -102,42 +141,6 @@ class Reader(torch.utils.data.Dataset):
                 continue
             kept.append(p)
         return kept, out, refused
-
-    def _grouped(self, ok: list[int], images: list[Tensor]):
-        """The transform run once per group of images of one shape (a folder's images mostly share one),
-        written into one batch in position order; as :meth:`_each`, which finds the refused images of a
-        group the transform refuses."""
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, image in enumerate(images):
-            groups.setdefault(tuple(image.shape), []).append(i)
-        shaped = hasattr(self.transform, "output_shape")
-        if len(groups) == 1 and shaped:  # the common case: straight into the batch sent to the main process
-            try:
-                x = torch.stack(images)
-                return ok, self.transform(x, out=batch_tensor(self.transform.output_shape(len(ok)),
-                                                              channels_last=True)), []
-            except InputError:
-                return self._each(ok, images)
-        parts, refused = [], []
-        for members in groups.values():
-            try:
-                parts.append((members, self.transform(torch.stack([images[i] for i in members]))))
-            except InputError:
-                kept, each, bad = self._each([ok[i] for i in members], [images[i] for i in members])
-                refused += bad
-                good = {p: i for i, p in zip(members, [ok[i] for i in members])}
-                if kept:
-                    parts.append(([good[p] for p in kept], torch.stack(each)))
-        order = sorted(i for members, _ in parts for i in members)
-        if not order:
-            return [], [], refused
-        first = parts[0][1]
-        cl = first.dim() == 4 and first.shape[1] > 1 and first.is_contiguous(memory_format=torch.channels_last)
-        out = batch_tensor((len(order), *first.shape[1:]), dtype=first.dtype, channels_last=cl)
-        rank = {i: r for r, i in enumerate(order)}
-        for members, y in parts:
-            out[torch.tensor([rank[i] for i in members])] = y
-        return [ok[i] for i in order], out, refused
 
 
 def batch_tensor(shape: tuple[int, ...], *, dtype: torch.dtype = torch.float32, channels_last: bool = False) -> Tensor:
@@ -153,6 +156,14 @@ def batch_tensor(shape: tuple[int, ...], *, dtype: torch.dtype = torch.float32, 
     except (AttributeError, RuntimeError):  # a torch without this (private) route: an ordinary tensor
         return torch.empty(shape, dtype=dtype, memory_format=layout)
     return torch.empty(0, dtype=dtype).set_(storage, 0, shape, stride)
+
+
+def cat_rows(parts: list[Tensor]) -> Tensor:
+    """``torch.cat`` into :func:`batch_tensor` (shared memory in a worker), channels-last where the parts are."""
+    first = parts[0]
+    cl = first.dim() == 4 and first.shape[1] > 1 and first.is_contiguous(memory_format=torch.channels_last)
+    shape = (sum(len(part) for part in parts), *first.shape[1:])
+    return torch.cat(parts, out=batch_tensor(shape, dtype=first.dtype, channels_last=cl))
 
 
 def stack_images(images: list[Tensor]) -> Tensor:
