@@ -11,15 +11,17 @@ num_classes=0)`` in eval mode, channels-last, ``torch.inference_mode``, bf16 aut
 fed tensors that are already resized and normalised (batch 64). Both run in this one process with
 freed memory kept for reuse (``ood_flow.allocator``, what the ``oodflow`` command sets up).
 ``embed`` is oodflow's whole path from stored 8-bit images to features: read the source in
-batches, scale, repeat grey to RGB, resize (antialiased) and normalise in the DataLoader workers,
-run the backbone. It is timed on two sources: FashionMNIST test images held in memory
+batches, scale, repeat grey to RGB, resize (antialiased) and normalise (in DataLoader worker processes
+where the machine has more than 2 cores, see ``ood_flow.data.stream.default_workers``), run the
+backbone. It is timed on two sources: FashionMNIST test images held in memory
 (``../shared/data``; random 28x28 images where that is absent) and the same images as PNG files
 in a folder (decoded per file).
 
 The goal is ``embed`` within 5 % of the plain forward's rate. Machines here are shared, so what is
 quoted is the median over rounds of a within-round ratio (the order of the three flips every round),
-with the smallest and largest ratio beside it. A rate is over a whole run, the DataLoader worker's
-start included (about 0.1 s), so it is measured on 1,024 images (16 batches) by default.
+with the smallest and largest ratio beside it. A rate is over a whole run, start-up included (a
+DataLoader worker's, where there is one, is about 0.1 s), so it is measured on 1,024 images (16
+batches) by default.
 Results go to ``benchmarks/results/embed_speed.json`` and ``.md`` with ``--save``.
 """
 
@@ -70,7 +72,7 @@ def plain_forward(name: str, x: torch.Tensor, precision: str) -> float:
 
 def oodflow_embed(name: str, source: str, n: int, precision: str) -> float:
     """Seconds for oodflow's embedding of ``n`` images of ``source``: the path of ``embed`` and of scoring
-    raw images with a detector (read in batches, transform in the DataLoader workers, forward)."""
+    raw images with a detector (read in batches, transform, forward)."""
     model = create_backbone(name, pretrained=False)
     src = open_source(source, limit=n, split="test")
     start = time.perf_counter()
@@ -142,14 +144,22 @@ def _run(args, source: str, x: np.ndarray, folder: str) -> dict:
             "threads": torch.get_num_threads(), "source": source,
             "workers": default_workers(),
             "cpu": cpu_model(), "cpu_flags": [f for f in FLAGS if f in cpu_flags()], "torch": torch.__version__,
-            "bf16_native": bf16_supported("cpu"), "load_average_start": os.getloadavg()}
+            "bf16_native": bf16_supported("cpu"), "load_average_start": args.load, "load_average_end": os.getloadavg()}
+
+
+def load(res: dict) -> str:
+    """The 1-minute load average at the start (before the benchmark's own load) and at the end."""
+    start = res.get("load_average_start")
+    first = "not recorded" if start is None else f"{start[0]:.2f}"
+    return f"1-minute load average {first} at the start, {res['load_average_end'][0]:.2f} at the end"
 
 
 def markdown(res: dict) -> str:
+    rounds = "" if res["rounds"] == 5 else f" --rounds {res['rounds']}"
     lines = [f"# embed vs a plain timm forward ({res['backbone']}, {res['n']} images, batch {res['batch']})", "",
-             "Command: `python benchmarks/speed/embed_speed.py --save`", "",
+             f"Command: `python benchmarks/speed/embed_speed.py --save{rounds}`", "",
              f"{res['cpu']} ({', '.join(res['cpu_flags'])}), torch {res['torch']}, {res['threads']} threads, "
-             f"worker processes: {res['workers']}, load average at the start {res['load_average_start'][0]:.2f}; "
+             f"worker processes: {res['workers']}, {load(res)}; "
              f"median of {res['rounds']} rounds (min-max). Ratio = embed's rate / the plain forward's in the same "
              "round (goal: at least 0.95).", "",
              "| precision | plain forward img/s | embed, images in memory | ratio | embed, PNG folder | ratio |",
@@ -172,6 +182,7 @@ def main() -> None:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--save", action="store_true", help="write benchmarks/results/embed_speed.{json,md}")
     args = p.parse_args()
+    args.load = os.getloadavg()
     res = run(args)
     if args.save:
         for suffix, text in ((".json", json.dumps(res, indent=2) + "\n"), (".md", markdown(res))):

@@ -36,9 +36,11 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parents[1])]
+sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
 
+from ood_flow.data.stream import default_workers  # noqa: E402
 from ood_flow.fileio import atomic_write  # noqa: E402
+from speed_machine import cpu_model  # noqa: E402
 
 MODEL_ARGS = {"channels": 16, "blocks": 1}
 
@@ -142,21 +144,25 @@ def run(args) -> dict:
                      "load_whole_s": whole_s, "load_whole_peak_mib": whole_peak})
     share = decode_share(work / f"photos-{args.sizes[0]}", model_path, args.sizes[0])
     return {"size": list(args.size), "rows": rows, "decode": share, "model": {"realnvp": MODEL_ARGS},
-            "threads": torch.get_num_threads(), "torch": torch.__version__}
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "workers": default_workers(),
+            "cores": len(os.sched_getaffinity(0)), "cpu": cpu_model()}
 
 
 def markdown(res: dict) -> str:
     w, h = res["size"]
     lines = [f"# Streaming: `oodflow score FOLDER --resize` on {w}x{h} JPEGs", "",
              "Command: `python benchmarks/speed/stream_memory.py --save`", "",
-             "| images | score: img/s | score: peak memory (MiB, with workers) | reading the folder whole: peak MiB |",
+             f"{res['cpu']}, {res['cores']} cores, {res['workers']} DataLoader worker processes (the default here), "
+             f"torch {res['torch']}, the `oodflow` command with freed memory kept for reuse (`ood_flow/allocator.py`); "
+             "rates include the command's start-up (about 5 s).", "",
+             "| images | score: img/s | score: peak MiB (workers included) | reading the folder whole: peak MiB |",
              "|---|---|---|---|"]
     for r in res["rows"]:
         lines.append(f"| {r['n']:,} | {r['img_s']:.1f} | {r['peak_mib']:.0f} | {r['load_whole_peak_mib']:.0f} |")
     d = res["decode"]
     lines += ["", f"Decoding and resizing {d['n']:,} images took {d['decode_s']:.1f} s in one process, the model "
               f"{d['model_s']:.1f} s on the same number of 3x32x32 inputs: decoding is {d['decode_share']:.0%} of "
-              "the work (the DataLoader workers run it beside the model)."]
+              "the work."]
     return "\n".join(lines) + "\n"
 
 
