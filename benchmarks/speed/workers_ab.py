@@ -136,8 +136,9 @@ def markdown(res: dict) -> str:
         return f"{s['median']:{fmt}} ({s['min']:{fmt}}-{s['max']:{fmt}})"
 
     r = res["rows"]
+    rounds = "" if res["rounds"] == 3 else f" --rounds {res['rounds']}"
     lines = ["# Reading folders with 0 or 1 DataLoader worker process", "",
-             "Command: `python benchmarks/speed/workers_ab.py --save`", "",
+             f"Command: `python benchmarks/speed/workers_ab.py --save{rounds}`", "",
              f"{res['cpu']} ({', '.join(res['cpu_flags'])}), {res['cores']} cores, torch {res['torch']}, "
              f"{res['threads']} threads, load average at the start {res['load_average_start']:.2f}; median (min-max) "
              f"of {res['rounds']} rounds, order alternating.", "",

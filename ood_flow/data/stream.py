@@ -40,12 +40,11 @@ WORKERS_ENV = "OODFLOW_WORKERS"
 
 def default_workers() -> int:
     """Worker processes for reading a source: ``$OODFLOW_WORKERS`` where set, else half the usable cores (at
-    most 8), and none on two cores or fewer, where a worker can only take CPU from the model's threads.
-
-    Measured on 2 cores (Lite0 embedding, rate relative to a plain forward of pre-resized inputs; see
-    ``benchmarks/speed/embed_speed.py`` and ``docs/detector.md``): FashionMNIST rows in memory 0.62 with a
-    worker, 0.88 without; a folder of its PNGs 0.68 with, 0.97 without; 500x375 JPEGs 0.61 with, 0.75
-    without.
+    most 8), and none on two cores or fewer, where a worker takes CPU from the model's threads: on 2 cores,
+    embedding with Lite0 from a folder of 28x28 PNGs and one of 500x375 JPEGs ran at 0.73 and 0.56 of a
+    plain forward's rate with one, 1.00 and 0.72 without (medians, ``benchmarks/results/workers_ab.md``).
+    A model much cheaper than decoding (a small flow scoring large photos) is the exception: one worker
+    was faster there.
 
     Raises:
         UsageError: ``$OODFLOW_WORKERS`` is not a whole number >= 0.
