@@ -261,3 +261,15 @@ def test_files_are_transformed_in_runs_of_bounded_size_with_the_same_numbers(tmp
     _, x, ids = _read(open_source(str(tmp_path)), 8, 0, Counting())
     assert seen == [3, 3, 2]
     assert torch.equal(x, torch.cat([t(torch.from_numpy(read_image(Path(i))[0])[None]) for i in ids]))
+
+
+def test_the_oodflow_command_refuses_a_bad_worker_count_before_any_command_runs():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OODFLOW_WORKERS": "-2"}
+    result = subprocess.run([sys.executable, "-m", "ood_flow", "info", "demo-mnist:test"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "error: OODFLOW_WORKERS='-2': expected a whole number of worker processes (0 or more)\n"
