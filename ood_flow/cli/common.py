@@ -22,7 +22,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ood_flow.errors import GateFailed, OodflowError
+from ood_flow.data.stream import default_workers
+from ood_flow.errors import GateFailed, OodflowError, UsageError
 
 state = {"debug": False, "signal": None}
 
@@ -281,3 +282,13 @@ def duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{mins:02d}m"
     return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+def check_environment() -> None:
+    """Environment settings that commands read late, checked before any command runs: a bad one fails every
+    command alike (one line, exit 2), not only those that happen to read it."""
+    try:
+        default_workers()  # $OODFLOW_WORKERS
+    except UsageError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(exc.exit_code)

@@ -7,8 +7,6 @@ import sys
 import typer
 
 from ood_flow.allocator import keep_freed_memory
-from ood_flow.data.stream import default_workers
-from ood_flow.errors import UsageError
 from ood_flow.version import __version__
 from ood_flow.cli import common
 
@@ -59,11 +57,7 @@ _register()
 def main() -> None:
     """The ``oodflow`` command: usage errors as one line (exit 2), like every other error."""
     keep_freed_memory()  # freed activations are reused, not faulted in again every batch (ood_flow.allocator)
-    try:
-        default_workers()  # a bad $OODFLOW_WORKERS fails every command alike, not only those that read files
-    except UsageError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        sys.exit(exc.exit_code)
+    common.check_environment()
     common.catch_sigterm()
     try:
         code = app(prog_name="oodflow", standalone_mode=False)
