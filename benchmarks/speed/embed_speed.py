@@ -52,7 +52,7 @@ from ood_flow.data.stream import default_workers  # noqa: E402
 from ood_flow.embed import bf16_supported, create_backbone, transform_for  # noqa: E402
 from ood_flow.embed.extract import embed_stream  # noqa: E402
 from ood_flow.device import cpu_flags  # noqa: E402
-from ood_flow.fileio import atomic_write  # noqa: E402
+from speed_report import write_pair  # noqa: E402
 from speed_machine import FLAGS, cpu_model  # noqa: E402
 
 BATCH = 64
@@ -185,9 +185,7 @@ def main() -> None:
     args.load = os.getloadavg()
     res = run(args)
     if args.save:
-        for suffix, text in ((".json", json.dumps(res, indent=2) + "\n"), (".md", markdown(res))):
-            with atomic_write(HERE.parent / "results" / f"embed_speed{suffix}", overwrite=True) as tmp:
-                Path(tmp).write_text(text)
+        write_pair("embed_speed", res, markdown(res))
     print(json.dumps(res, indent=2) if args.json else markdown(res))
 
 

@@ -130,9 +130,16 @@ def _range(v: list[float]) -> str:
     return f"{v[0]:.2f}-{v[1]:.2f}"
 
 
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
 def write(res: dict, out: Path, stem: str) -> None:
+    write_pair(stem, res, markdown(res), out, indent=1)
+
+
+def write_pair(stem: str, res: dict, md: str, out: Path = RESULTS, indent: int = 2) -> None:
+    """A benchmark's results as ``out/stem.json`` and ``out/stem.md``, each replaced atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / f"{stem}.json", overwrite=True) as tmp:
-        tmp.write_text(json.dumps(res, indent=1) + "\n")
-    with atomic_write(out / f"{stem}.md", overwrite=True) as tmp:
-        tmp.write_text(markdown(res))
+    for suffix, text in ((".json", json.dumps(res, indent=indent) + "\n"), (".md", md)):
+        with atomic_write(out / f"{stem}{suffix}", overwrite=True) as tmp:
+            Path(tmp).write_text(text)

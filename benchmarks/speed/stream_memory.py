@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
 
 from ood_flow.data.stream import default_workers  # noqa: E402
-from ood_flow.fileio import atomic_write  # noqa: E402
+from speed_report import write_pair  # noqa: E402
 from speed_machine import cpu_model  # noqa: E402
 
 MODEL_ARGS = {"channels": 16, "blocks": 1}
@@ -185,9 +185,7 @@ def main() -> None:
     args = p.parse_args()
     res = run(args)
     if args.save:
-        for suffix, text in ((".json", json.dumps(res, indent=2) + "\n"), (".md", markdown(res))):
-            with atomic_write(HERE.parent / "results" / f"stream_memory{suffix}", overwrite=True) as tmp:
-                Path(tmp).write_text(text)
+        write_pair("stream_memory", res, markdown(res))
     print(json.dumps(res, indent=2) if args.json else markdown(res))
 
 

@@ -43,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
 
 from embed_speed import BATCH, images, plain_forward, write_folder  # noqa: E402
+from speed_report import write_pair  # noqa: E402
 from speed_machine import FLAGS, cpu_model  # noqa: E402
 from stream_memory import MODEL_ARGS, write_photos  # noqa: E402
 
@@ -52,7 +53,6 @@ from ood_flow.data.conform import conform_source  # noqa: E402
 from ood_flow.device import cpu_flags  # noqa: E402
 from ood_flow.embed import create_backbone, transform_for  # noqa: E402
 from ood_flow.embed.extract import embed_stream  # noqa: E402
-from ood_flow.fileio import atomic_write  # noqa: E402
 from ood_flow.flows import create_flow  # noqa: E402
 from ood_flow.score.likelihood import score_likelihood  # noqa: E402
 
@@ -166,9 +166,7 @@ def main() -> None:
     args.load = os.getloadavg()[0]
     res = run(args)
     if args.save:
-        for suffix, text in ((".json", json.dumps(res, indent=2) + "\n"), (".md", markdown(res))):
-            with atomic_write(HERE.parent / "results" / f"workers_ab{suffix}", overwrite=True) as tmp:
-                Path(tmp).write_text(text)
+        write_pair("workers_ab", res, markdown(res))
     print(json.dumps(res, indent=2) if args.json else markdown(res))
 
 

@@ -34,7 +34,6 @@ from ood_flow.data.workers import (LOAD_CHUNK, Batch, Decoder, Packed, Rebatcher
 from ood_flow.errors import InputError, UsageError
 
 
-
 WORKERS_ENV = "OODFLOW_WORKERS"
 
 

@@ -109,7 +109,7 @@ class Reader(torch.utils.data.Dataset):
         if per_image:
             images = [image for part in parts for image in part]
             packed = getattr(self.transform, "keeps_shape", False)
-            return ok, Packed.of(images) if packed else stack_images(images), failures
+            return ok, Packed.of(images) if packed else cat_rows([image[None] for image in images]), failures
         if out is not None:
             return ok, out[: len(ok)], failures
         return ok, cat_rows(parts), failures
@@ -164,14 +164,6 @@ def cat_rows(parts: list[Tensor]) -> Tensor:
     cl = first.dim() == 4 and first.shape[1] > 1 and first.is_contiguous(memory_format=torch.channels_last)
     shape = (sum(len(part) for part in parts), *first.shape[1:])
     return torch.cat(parts, out=batch_tensor(shape, dtype=first.dtype, channels_last=cl))
-
-
-def stack_images(images: list[Tensor]) -> Tensor:
-    """``torch.stack`` into :func:`batch_tensor` (shared memory in a worker), in channels-last memory format
-    when the images are laid out so (the embedding transform writes them so for the backbone)."""
-    first = images[0]
-    cl = first.dim() == 3 and first.shape[0] > 1 and first.stride(0) == 1
-    return torch.stack(images, out=batch_tensor((len(images), *first.shape), dtype=first.dtype, channels_last=cl))
 
 
 @dataclass
