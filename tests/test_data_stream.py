@@ -273,3 +273,8 @@ def test_the_oodflow_command_refuses_a_bad_worker_count_before_any_command_runs(
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == "error: OODFLOW_WORKERS='-2': expected a whole number of worker processes (0 or more)\n"
+
+
+def test_the_reason_a_file_is_unreadable_keeps_its_quotes_balanced(folder):
+    a, reason = read_image(folder / "d0" / "004.png")
+    assert a is None and reason.startswith("cannot identify image file") and reason.count("'") % 2 == 0, reason

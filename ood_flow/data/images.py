@@ -83,8 +83,9 @@ def _reason(exc: BaseException) -> str:
         return "no such file"
     text = str(exc).splitlines()[0] if str(exc) else ""
     filename = str(getattr(exc, "filename", None) or "")
-    text = text.replace(filename, "") if filename else text
-    return text.strip(" :'\"") or type(exc).__name__
+    if filename:  # the caller names the file: drop it and the quotes and colon left around it
+        text = text.replace(filename, "").strip(" :'\"")
+    return text.strip() or type(exc).__name__
 
 
 def files_source(paths: list[Path], *, where: str, name: str, source: str, limit: int | None,
