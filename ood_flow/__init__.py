@@ -2,7 +2,7 @@
 
 Implements and extends Kirichenko, Izmailov & Wilson, "Why Normalizing Flows Fail to
 Detect Out-of-Distribution Data" (NeurIPS 2020). Everything the ``oodflow`` command does is
-one call here (see docs/api.md): :func:`train_flow`, :func:`score_source`,
+one call here (see docs/api.md): :func:`train_flow`, :func:`score_source`, :func:`calibrate_model`,
 :func:`evaluate_groups`, :func:`write_report`, :func:`describe_file`, :func:`embed_source` and the
 ``plot_*`` functions; the flows themselves are built with :func:`create_flow`.
 
@@ -32,7 +32,8 @@ _LAZY = {
     "train_flow": "ood_flow.train", "TrainConfig": "ood_flow.train", "TrainEvents": "ood_flow.train",
     "TrainResult": "ood_flow.train",
     "score_source": "ood_flow.score", "ScoreResult": "ood_flow.score", "GateSpec": "ood_flow.score",
-    "METHODS": "ood_flow.score",
+    "METHODS": "ood_flow.score", "calibrate_model": "ood_flow.score.calibrate",
+    "CalibrateResult": "ood_flow.score.calibrate",
     "evaluate_groups": "ood_flow.evaluate", "Evaluation": "ood_flow.evaluate", "Typicality": "ood_flow.evaluate",
     "Bootstrap": "ood_flow.evaluate", "bootstrap_intervals": "ood_flow.evaluate",
     "write_report": "ood_flow.report", "ReportResult": "ood_flow.report", "describe_file": "ood_flow.info",

@@ -18,11 +18,13 @@ from ood_flow import hdf5, store
 from ood_flow.errors import InputError
 from ood_flow.fileio import sha256_file
 from ood_flow.flows.io import FORMAT as MODEL_FORMAT
-from ood_flow.flows.io import H5_SUFFIXES, PT_SUFFIXES, load_model, read_model_file
+from ood_flow.flows.io import H5_SUFFIXES, PT_SUFFIXES, load_model, model_digest, read_model_file
+from ood_flow.score.calibration import add_command
 
 FOREIGN = "not a file oodflow wrote (a model .pt/.h5, a score file or a features file)"
 GATE_ATTRS = ("threshold", "threshold_score", "threshold_tpr", "threshold_tpr_achieved", "threshold_reference",
-              "n_ood", "ood_fraction", "max_ood_fraction")
+              "calibration_n", "calibration_source", "flags_by", "n_ood", "ood_fraction", "max_ood_fraction",
+              "gate_rule", "gate_decision")
 SKIP_PROVENANCE = ("skipped", "label_names", "n_samples") + GATE_ATTRS  # shown elsewhere, or summarised
 
 
@@ -78,10 +80,24 @@ def describe_model(path: Path) -> dict[str, Any]:
         "best_val_bits_per_dim": min((h["val_bpd"] for h in history), default=None),
         "train_config": train_config or None,
         "precision": _precision(weights, train_config),
+        "model_digest": model_digest(flow),
+        **_calibration(extra, path),
         "format": MODEL_FORMAT,
         "format_version": int(record.get("format_version", 0)),
         "oodflow_version": record.get("oodflow_version"),
     }
+
+
+def _calibration(extra: dict, path: Path) -> dict[str, Any]:
+    """The calibration a model file carries (source, size, settings), or why it carries none."""
+    record = extra.get("calibration")
+    if extra.get("checkpoint"):
+        return {}
+    if not record:
+        note = extra.get("calibration_note") or "made by an older oodflow (its validation scores cannot calibrate)"
+        return {"calibration": None, "calibration_note": f"{note}; add one with {add_command(str(path))}"}
+    shown = {k: record.get(k) for k in ("n", "score", "source", "origin", "step", "settings")}
+    return {"calibration": shown}
 
 
 def describe_scores(path: Path) -> dict[str, Any]:

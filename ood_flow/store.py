@@ -11,7 +11,8 @@ read it without oodflow (no pickled objects)::
     /<source>/log_det          float (N,)
     /<source>/id               variable-length UTF-8 strings (N,): file paths or dataset indices
     /<source>/label            int (N,), where known
-    /<source>/is_ood           bool (N,), once a threshold was applied
+    /<source>/is_ood           bool (N,), once a gate was applied
+    /<source>/p_value          float (N,), the conformal p-value of each sample against the gate's calibration
 
 A features file (written by ``oodflow embed``, a SOURCE like any other; files end in
 ``.h5`` or ``.hdf5``) holds root datasets and provenance attributes::
@@ -53,7 +54,7 @@ from ood_flow.fileio import Kind, atomic_write, check_output, file_lock
 
 FORMAT_ATTR, VERSION_ATTR, FORMAT_VERSION = hdf5.FORMAT_ATTR, hdf5.VERSION_ATTR, hdf5.FORMAT_VERSION
 RESERVED_ATTRS = (FORMAT_ATTR, VERSION_ATTR)
-NOT_SCORES = ("id", "label", "is_ood")  # per-sample datasets that are not scores
+NOT_SCORES = ("id", "label", "is_ood", "p_value")  # per-sample datasets that are not scores (p_value: the gate's)
 FEATURES_SUFFIXES = (".h5", ".hdf5")
 
 

@@ -1,4 +1,4 @@
-"""Every model file carries the log-likelihoods of its validation split: a threshold without --reference."""
+"""Every model file train writes carries the calibration of exactly its weights, or none and why."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import pytest
 from cli_helpers import image_npz, run_json
 from ood_flow.data import load_source
 from ood_flow.flows import load_checkpoint
+from ood_flow.flows.io import model_digest
 from ood_flow.score.likelihood import score_likelihood
-from ood_flow.train.objective import split_validation
+from ood_flow.train.objective import split_holdout
 
 
 @pytest.mark.parametrize("kind", ["vectors", "images"])
-def test_the_model_file_holds_its_validation_scores_under_its_final_weights(tmp_path, kind):
+def test_the_model_file_holds_its_calibration_scores_under_its_final_weights(tmp_path, kind):
     if kind == "vectors":
         np.save(tmp_path / "d.npy", np.random.default_rng(0).normal(size=(400, 4)).astype(np.float32))
         data, args = tmp_path / "d.npy", ["--model", "tabular", "--hidden", "8"]
@@ -21,53 +22,78 @@ def test_the_model_file_holds_its_validation_scores_under_its_final_weights(tmp_
         image_npz(tmp_path / "d.npz", n=200)
         data, args = tmp_path / "d.npz", ["--model", "realnvp", "--channels", "4", "--blocks", "1"]
     run_json("train", "--data", data, "--out", tmp_path / "m.pt", "--epochs", "2", "--val-fraction", "0.1",
-             "--seed", "3", *args)
+             "--calibration-fraction", "0.15", "--seed", "3", *args)
     flow, extra = load_checkpoint(tmp_path / "m.pt")
-    ref = extra["reference"]
+    cal = extra["calibration"]
     ds = load_source(str(data))
-    _, val = split_validation(len(ds), 0.1, 3)
-    want = score_likelihood(flow, ds.x[val], val, seed=3)["log_likelihood"]
-    assert ref["score"] == "log_likelihood" and ref["n"] == len(val) == len(ref["values"])
-    np.testing.assert_allclose(ref["values"], np.sort(want), rtol=1e-6)
-    assert ref["step"] == extra["steps"]
+    _, val, held = split_holdout(len(ds), 0.1, 0.15, 3)
+    want = score_likelihood(flow, ds.x[held], held, seed=3)["log_likelihood"]
+    assert cal["score"] == "log_likelihood" and cal["n"] == len(held) == len(cal["values"]) == int(0.15 * len(ds))
+    np.testing.assert_allclose(cal["values"], np.sort(want), rtol=1e-6)
+    assert cal["step"] == extra["steps"] and cal["model_digest"] == model_digest(flow)
+    assert cal["origin"] == "train" and f"calibration split: {len(held)} of {len(ds)} samples" in cal["source"]
+    assert cal["settings"]["dequant_samples"] == 1 and cal["settings"]["precision"] == "fp32"
+    assert extra["calibration_note"] is None
 
 
-def test_no_validation_split_no_reference(tmp_path):
+def test_splits_are_disjoint_and_the_validation_split_is_unchanged_by_calibration():
+    train, val, cal = split_holdout(1000, 0.05, 0.1, seed=3)
+    assert len(val) == 50 and len(cal) == 100 and len(train) == 850
+    assert not (set(train.tolist()) & set(val.tolist()) or set(train.tolist()) & set(cal.tolist())
+                or set(val.tolist()) & set(cal.tolist()))
+    assert set(train.tolist()) | set(val.tolist()) | set(cal.tolist()) == set(range(1000))
+    assert split_holdout(1000, 0.05, 0.0, seed=3)[1].tolist() == val.tolist()  # the same validation split either way
+    assert [len(t) for t in split_holdout(10, 0.5, 0.5, 0)] == [10, 0, 0]  # none held out below 20 samples
+    assert len(split_holdout(100_000, 0.5, 0.5, 0)[2]) == 2000  # at most 2000 each
+
+
+def test_no_calibration_split_no_calibration_and_the_reason(tmp_path):
     np.save(tmp_path / "d.npy", np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32))
     run_json("train", "--data", tmp_path / "d.npy", "--model", "gaussian", "--out", tmp_path / "g.pt",
-             "--val-fraction", "0")
-    assert load_checkpoint(tmp_path / "g.pt")[1]["reference"] is None
+             "--calibration-fraction", "0")
+    extra = load_checkpoint(tmp_path / "g.pt")[1]
+    assert extra["calibration"] is None and "without a calibration split" in extra["calibration_note"]
 
 
-def test_model_gate_keeps_the_tpr_of_the_stored_scores_and_says_where_they_came_from():
-    from ood_flow.errors import UsageError
-    from ood_flow.score.gate import model_gate
+def test_a_snapshot_within_an_epoch_carries_no_calibration_of_other_weights(tmp_path):
+    """A model file written mid-epoch holds weights never scored on the calibration split: no calibration,
+    and the note says why; a finished epoch's file carries one again."""
+    from ood_flow.flows.models import create_flow
+    from ood_flow.train import TrainConfig, Trainer
+    from ood_flow.train.calibration import for_model_file
 
-    extra = {"reference": {"score": "log_likelihood", "split": "validation", "n": 20, "step": 7,
-                           "values": [float(v) for v in range(20)]}}
-    g = model_gate(extra, 0.95, score="log_likelihood", model="m.pt")
-    assert g.threshold == 1.0 and g.n_reference == 20 and "m.pt's validation split (20 samples)" in g.reference
-    with pytest.raises(UsageError, match="carries a threshold on log_likelihood, not on waic"):
-        model_gate(extra, 0.95, score="waic", model="m.pt")
-    with pytest.raises(UsageError, match="carries no threshold"):
-        model_gate({"reference": None}, 0.95, score="log_likelihood", model="m.pt")
+    flow = create_flow("tabular", (4,), couplings=2, hidden=8, layers=1)
+    x = __import__("torch").randn(200, 4)
+    t = Trainer(flow, x, TrainConfig(epochs=1, batch_size=16, cal_fraction=0.2), tmp_path / "m.pt")
+    t.fit_preprocessing()
+    t.validate()
+    assert t.calibration["model_digest"] == model_digest(flow)
+    record, note = for_model_file(t.calibration, flow, None, step=0, interrupted=False, has_split=True)
+    assert record is t.calibration and note is None
+    t.run()  # steps change the weights; the end of the epoch scores the split again
+    assert t.calibration["model_digest"] == model_digest(flow)
+    stale = {**t.calibration, "model_digest": "0" * 64}
+    record, note = for_model_file(stale, flow, None, step=7, interrupted=True, has_split=True)
+    assert record is None and "step 7, written on interruption" in note and "--resume" in note
 
 
-def test_early_stopping_keeps_the_best_epoch_and_its_validation_scores(tmp_path):
+def test_early_stopping_keeps_the_best_epoch_and_the_calibration_of_its_weights(tmp_path):
     rng = np.random.default_rng(0)
-    np.save(tmp_path / "d.npy", rng.normal(size=(60, 6)).astype(np.float32))  # few samples: it over-fits
+    np.save(tmp_path / "d.npy", rng.normal(size=(80, 6)).astype(np.float32))  # few samples: it over-fits
     run_json("train", "--data", tmp_path / "d.npy", "--model", "tabular", "--hidden", "64", "--lr", "1e-2",
-             "--batch-size", "16", "--epochs", "60", "--patience", "3", "--val-fraction", "0.3", "--out",
-             tmp_path / "m.pt")
+             "--batch-size", "16", "--epochs", "60", "--patience", "3", "--val-fraction", "0.3",
+             "--calibration-fraction", "0.25", "--out", tmp_path / "m.pt")
     flow, extra = load_checkpoint(tmp_path / "m.pt")
     val_bpd = [h["val_bpd"] for h in extra["history"]]
     best = int(np.argmin(val_bpd)) + 1
     assert extra["best_epoch"] == best and len(val_bpd) == best + 3 < 60  # stopped 3 epochs after the best
     ds = load_source(str(tmp_path / "d.npy"))
-    _, val = split_validation(len(ds), 0.3, 0)
-    scores = score_likelihood(flow, ds.x[val], val, seed=0)
-    np.testing.assert_allclose(float(scores["bits_per_dim"].mean()), val_bpd[best - 1], rtol=1e-5)
-    np.testing.assert_allclose(extra["reference"]["values"], np.sort(scores["log_likelihood"]), rtol=1e-6)
+    _, val, held = split_holdout(len(ds), 0.3, 0.25, 0)
+    np.testing.assert_allclose(float(score_likelihood(flow, ds.x[val], val, seed=0)["bits_per_dim"].mean()),
+                               val_bpd[best - 1], rtol=1e-5)
+    scores = score_likelihood(flow, ds.x[held], held, seed=0)["log_likelihood"]
+    np.testing.assert_allclose(extra["calibration"]["values"], np.sort(scores), rtol=1e-6)
+    assert extra["calibration"]["model_digest"] == model_digest(flow)
 
 
 def test_feature_flows_train_with_appendix_k1_defaults():

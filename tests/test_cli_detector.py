@@ -36,7 +36,7 @@ def files(tmp_path_factory):
     stripes = np.tile((np.arange(20) % 4 < 2)[None, :, None] * 255, (30, 1, 20))
     np.savez(d / "ood.npz", x=stripes.astype(np.uint8))
     run("train", "--data", d / "in.npz", "--features", NET, "--weights", d / "w.pth", "--image-size", "32",
-        "--out", d / "det.pt", "--val-fraction", "0.25", *FAST)
+        "--out", d / "det.pt", "--val-fraction", "0.25", "--calibration-fraction", "0.25", *FAST)
     return d
 
 
@@ -49,7 +49,8 @@ def test_the_model_file_records_the_backbone_but_not_its_weights(files):
     assert record["transform"]["size"] == 32 and record["weights_file"] == str((files / "w.pth").resolve())
     assert flow.name == "tabular" and flow.input_shape == (backbone.num_features,)
     assert not set(torch.load(files / "det.pt", weights_only=True)["state_dict"]) & set(backbone.state_dict())
-    assert extra["reference"]["n"] == 20 and extra["train_config"]["patience"] == 10  # 25% of 80 held out
+    assert extra["calibration"]["n"] == 20 and extra["train_config"]["patience"] == 10  # 25% of 80 held out
+    assert extra["calibration"]["settings"]["backbone_precision"] == "fp32"
 
 
 def test_images_embedded_on_the_fly_score_as_their_features_file(files, tmp_path):
@@ -76,16 +77,16 @@ def test_features_of_other_weights_are_refused_and_nothing_is_written(files, tmp
     one_line_error(r, "not those the detector was trained with")
 
 
-def test_the_gate_uses_the_models_threshold_and_says_so_and_reference_overrides(files, tmp_path):
+def test_the_gate_uses_the_models_calibration_and_says_so_and_reference_overrides(files, tmp_path):
     out = run_json("score", files / "ood.npz", "--model", files / "det.pt", "--out", tmp_path / "s.h5",
                    "--max-ood-fraction", "1.0", "--quiet")
     gate = out["gate"]
     assert gate["threshold_from"] == "model" and gate["tpr"] == 0.95 and gate["n_reference"] == 20
-    values = load_checkpoint(files / "det.pt")[1]["reference"]["values"]
+    values = load_checkpoint(files / "det.pt")[1]["calibration"]["values"]
     assert np.mean(np.asarray(values) >= gate["threshold"]) >= 0.95
     text = run("score", files / "ood.npz", "--model", files / "det.pt", "--max-ood-fraction", "1.0",
                "--quiet").stdout
-    assert "the model file's threshold" in text and "det.pt's validation split (20 samples)" in text
+    assert "det.pt's calibration (20 scores)" in text and "20 calibration scores" in text
     run("score", files / "in.npz", "--model", files / "det.pt", "--out", tmp_path / "s.h5", "--name", "ref",
         "--quiet")
     over = run_json("score", files / "ood.npz", "--model", files / "det.pt", "--reference", f"{tmp_path / 's.h5'}:ref",
@@ -93,10 +94,20 @@ def test_the_gate_uses_the_models_threshold_and_says_so_and_reference_overrides(
     assert over["threshold_from"] == "reference" and over["n_reference"] == 80 and over["tpr"] == 0.5
 
 
-def test_the_gate_fails_with_exit_3_when_too_many_samples_look_ood(files):
+def test_the_gate_fails_with_exit_3_when_the_batch_is_evidently_ood(files):
     r = run("score", files / "ood.npz", "--model", files / "det.pt", "--max-ood-fraction", "0.0", "--quiet",
             code=3)
-    assert "exceeds --max-ood-fraction 0.0" in r.stderr
+    assert "30 of 30 flagged" in r.stderr and "evidence that more than 0.0 % are OOD" in r.stderr
+
+
+def test_a_detector_gates_only_with_the_backbone_precision_it_was_calibrated_with(files):
+    from ood_flow.device import bf16_supported
+
+    if not bf16_supported("cpu"):
+        pytest.skip("this CPU has no native bfloat16")
+    r = run("score", files / "ood.npz", "--model", files / "det.pt", "--max-ood-fraction", "0.0", "--precision",
+            "bf16", code=2)
+    one_line_error(r, "--precision bf16 of the backbone (calibrated with fp32)")
 
 
 @pytest.mark.parametrize("figure", ["latents", "coupling", "resample"])
@@ -144,12 +155,13 @@ def test_a_features_file_of_the_backbone_trains_the_same_detector(files, tmp_pat
         "--out", tmp_path / "f.h5", "--quiet")
     for model in ("tabular", "gaussian"):
         run("train", "--data", tmp_path / "f.h5", "--features", NET, "--weights", files / "w.pth", "--model", model,
-            "--out", tmp_path / f"{model}.pt", "--val-fraction", "0.25", *(FAST if model == "tabular" else ["-q"]))
+            "--out", tmp_path / f"{model}.pt", "--val-fraction", "0.25", "--calibration-fraction", "0",
+            *(FAST if model == "tabular" else ["-q"]))
         record = load_checkpoint(tmp_path / f"{model}.pt")[1]["detector"]
         assert record == load_checkpoint(files / "det.pt")[1]["detector"]
     summary = run_json("train", "--data", tmp_path / "f.h5", "--features", NET, "--weights", files / "w.pth",
                        "--model", "gaussian", "--out", tmp_path / "gaussian.pt", "--val-fraction", "0.25",
-                       "--overwrite")
+                       "--calibration-fraction", "0", "--overwrite")
     assert (summary["n_train"], summary["n_val"], summary["model"]) == (60, 20, str(tmp_path / "gaussian.pt"))
     run("score", files / "in.npz", "--model", tmp_path / "gaussian.pt", "--quiet")
     with h5py.File(tmp_path / "f.h5", "r") as f:

@@ -79,7 +79,7 @@ def test_features_file_is_a_source_for_train_score_and_evaluate(files, tmp_path)
     _embed(files, feats, "--quiet")
     summary = run_json("train", "--data", feats, "--model", "tabular", "--out", tmp_path / "t.pt", "--hidden", "8",
                        "--epochs", "2", "--quiet")
-    assert summary["family"] == "tabular" and summary["n_train"] + summary["n_val"] == 24
+    assert summary["family"] == "tabular" and summary["n_train"] + summary["n_val"] + summary["n_calibration"] == 24
     run("score", feats, "--model", tmp_path / "t.pt", "--out", tmp_path / "s.h5", "--name", "in", "--quiet")
     run("score", feats, "--model", tmp_path / "t.pt", "--out", tmp_path / "s.h5", "--name", "two", "--class", "2",
         "--quiet")

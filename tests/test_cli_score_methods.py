@@ -130,51 +130,87 @@ def test_gate_flags_stores_and_passes(setup, tmp_path):
     summary = run_json("score", d / "ood.npz", "--model", d / "a.pt", "--out", out, "--reference", f"{scores}:ref",
                        "--tpr", "0.9", "--max-ood-fraction", "1.0", "--quiet")
     arrays, attrs = store.read_group(out, "ood")
-    threshold = threshold_at_tpr(store.read_scores(scores, "ref"), 0.9)
+    ref = store.read_scores(scores, "ref")
+    threshold = threshold_at_tpr(ref, 0.9)
     assert attrs["threshold"] == threshold == summary["gate"]["threshold"]
-    assert attrs["threshold_reference"] == f"{scores}:ref" and attrs["threshold_score"] == "log_likelihood"
+    assert attrs["threshold_reference"].startswith(f"{scores}:ref") and attrs["threshold_score"] == "log_likelihood"
     np.testing.assert_array_equal(arrays["is_ood"], arrays["log_likelihood"] < threshold)
+    want_p = [(1 + np.sum(ref <= s)) / (len(ref) + 1) for s in arrays["log_likelihood"]]
+    np.testing.assert_allclose(arrays["p_value"], want_p)
     assert summary["gate"]["ood_fraction"] == attrs["ood_fraction"] == np.mean(arrays["is_ood"])
-    assert "samples" not in summary
+    assert attrs["gate_decision"]["passed"] is True and summary["gate"]["passed"] is True  # F = 1: nothing can fail
+    assert attrs["gate_rule"] == "batch test" and summary["gate"]["p_value"] == 1.0
+    assert "samples" not in summary and "p_value" not in summary["scores"]
 
 
-def test_gate_exit_3_after_saving_when_the_fraction_is_too_high(setup, tmp_path):
+def test_gate_fails_with_exit_3_after_saving_exactly_when_the_test_finds_evidence(setup, tmp_path):
+    """The CLI's decision is the batch test's (:func:`batch_p_value`, checked against simulation in
+    test_gate_statistics.py), on the flags it stores; it fails only after saving."""
+    from ood_flow.score.evidence import batch_p_value
+
     d, scores = setup
     out = tmp_path / "gate.h5"
     common = ["--model", d / "a.pt", "--reference", f"{scores}:ref", "--tpr", "0.8"]
-    summary = run_json("score", d / "in.npz", *common, "--quiet")  # no --out: print only
-    fraction = summary["gate"]["ood_fraction"]
-    assert summary["file"] is None and 0 < fraction < 1, "the fixture should flag some but not all samples"
-    result = run("score", d / "in.npz", *common, "--out", out, "--max-ood-fraction", str(fraction - 0.01), "--quiet",
-                 code=3)
-    err = result.stderr.strip()
-    assert err.startswith("error: OOD fraction") and "\n" not in err
-    assert f"{summary['gate']['n_ood']} of 40" in result.stdout and "OOD (" in result.stdout
-    assert store.read_group(out, "in")[1]["ood_fraction"] == fraction  # saved before failing
-    run("score", d / "in.npz", *common, "--max-ood-fraction", str(fraction), "--quiet")  # not above: exit 0
+    summary = run_json("score", d / "ood.npz", *common, "--quiet")  # no --out: print only
+    x, m = summary["gate"]["n_ood"], summary["n"]
+    assert summary["file"] is None and 0 < x < m, "the fixture should flag some but not all samples"
+    for fraction in (0.0, 0.5, 0.8):
+        p = batch_p_value(x, m, fraction, 9, 40, 0.95)  # 40 reference scores, the 32nd largest: j = 9
+        args = ["score", d / "ood.npz", *common, "--max-ood-fraction", str(fraction), "--quiet"]
+        if p <= 0.01:
+            result = run(*args, "--out", out, "--name", f"f{fraction}", code=3)
+            err = result.stderr.strip()
+            assert err.startswith(f"error: f{fraction}: {x} of {m} flagged") and "fail" in err and "\n" not in err
+            assert "evidence that more than" in result.stdout
+            assert store.read_group(out, f"f{fraction}")[1]["gate_decision"]["passed"] is False  # saved first
+        else:
+            assert run_json(*args, "--json")["gate"]["passed"] is True
+    assert batch_p_value(x, m, 0.0, 9, 40, 0.95) <= 0.01, "the fixture should fail at F = 0"
+    assert batch_p_value(x, m, 0.8, 9, 40, 0.95) > 0.01, "and pass at F = 0.8"
 
 
-def test_gate_warns_on_stderr_when_its_reference_is_too_small_to_trust(setup):
+def test_a_batch_too_small_to_fail_says_so_and_names_the_smallest_that_can(setup):
     d, scores = setup
     common = ["score", d / "ood.npz", "--model", d / "a.pt", "--reference", f"{scores}:ref"]
-    warned = run(*common, "--tpr", "0.95")  # 40 reference scores, 2 below the threshold: a warning, same exit code
-    lines = [line for line in warned.stderr.splitlines() if line.startswith("warning:")]
-    assert len(lines) == 1 and "(40 samples), only 2 of them below it" in lines[0] and "at least 100 " in lines[0]
-    assert "warning" not in warned.stdout
-    assert run_json(*common, "--tpr", "0.95", "--json")["gate"]["warning"] == lines[0]
-    fine = run(*common, "--tpr", "0.8")  # 8 below: no warning
-    assert "warning" not in fine.stderr and run_json(*common, "--tpr", "0.8", "--json")["gate"]["warning"] is None
+    small = run(*common, "--limit", "1", "--max-ood-fraction", "0.05")
+    lines = [line for line in small.stderr.splitlines() if line.startswith("warning:")]
+    assert len(lines) == 1 and "a batch of 1 cannot fail this gate" in lines[0]
+    assert "the smallest batch that can fail is 3" in lines[0]  # Beta(3, 38)'s 95% quantile: 0.17**2 > 0.01 > 0.17**3
+    gate = run_json(*common, "--limit", "1", "--max-ood-fraction", "0.05", "--json")["gate"]
+    assert gate["warning"] == lines[0] and gate["can_fail"] is False and gate["smallest_failing_batch"] == 3
+    big = run_json(*common, "--max-ood-fraction", "0.05", "--json")["gate"]
+    assert big["warning"] is None and big["can_fail"] is True
 
 
-def test_gate_prints_per_sample_flags_on_request(setup):
+def test_gate_prints_per_sample_flags_as_tsv_rows_and_the_summary_on_stderr(setup):
     d, scores = setup
-    args = ["score", d / "ood.npz", "--model", d / "a.pt", "--reference", f"{scores}:in", "--flags", "--quiet"]
-    summary = json.loads(run(*args, "--json").stdout)
+    args = ["score", d / "ood.npz", "--model", d / "a.pt", "--reference", f"{scores}:in", "--flags"]
+    summary = json.loads(run(*args, "--json", "--quiet").stdout)
     samples = summary["samples"]
     assert [s["id"] for s in samples] == [str(i) for i in range(30)]
     assert [s["is_ood"] for s in samples] == [s["score"] < summary["gate"]["threshold"] for s in samples]
-    lines = run(*args).stdout.strip().splitlines()
-    assert len(lines) == 32 and lines[2].split("\t")[0] == "0" and lines[2].split("\t")[1] in ("OOD", "in")
+    assert all(0 < s["p_value"] <= 1 for s in samples)
+    result = run(*args)
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "id\tis_ood\tlog_likelihood\tp_value" and len(lines) == 31  # a header, then data only
+    assert lines[1].split("\t")[0] == "0" and lines[1].split("\t")[1] in ("OOD", "in")
+    assert "flagged" in result.stderr and "flagged" not in result.stdout
+
+
+def test_fdr_flags_by_benjamini_hochberg_and_leaves_the_decision_to_the_threshold(setup):
+    from ood_flow.score.evidence import benjamini_hochberg
+
+    d, scores = setup
+    args = ["score", d / "ood.npz", "--model", d / "a.pt", "--reference", f"{scores}:ref", "--tpr", "0.8",
+            "--flags", "--json", "--quiet"]
+    plain = run_json(*args, "--max-ood-fraction", "0.8")
+    fdr = run_json(*args, "--max-ood-fraction", "0.8", "--fdr", "0.2")
+    p = [s["p_value"] for s in fdr["samples"]]
+    assert [s["is_ood"] for s in fdr["samples"]] == benjamini_hochberg(p, 0.2).tolist()
+    assert [s["is_ood"] for s in fdr["samples"]] != [s["is_ood"] for s in plain["samples"]]  # it changed the flags
+    assert fdr["gate"]["flags_by"] == "Benjamini-Hochberg at FDR 0.2"
+    for key in ("n_flagged", "p_value", "passed"):  # the batch decision is the threshold's, whatever flags samples
+        assert fdr["gate"][key] == plain["gate"][key]
 
 
 def test_gate_on_another_score(setup, tmp_path):
@@ -185,6 +221,14 @@ def test_gate_on_another_score(setup, tmp_path):
     assert summary["gate"]["threshold"] == threshold_at_tpr(store.read_scores(scores, "in", "waic"), 0.95)
     one_line_error(run("score", d / "ood.npz", "--model", d / "b.pt", "--method", "waic", "--model", d / "a.pt",
                        "--model", d / "c.pt", "--reference", f"{scores}:in", code=1), "other model")
+
+
+def test_gate_refuses_settings_that_break_exchangeability_with_the_calibration(setup):
+    d, scores = setup
+    base = ["score", d / "ood.npz", "--model", d / "a.pt", "--reference", f"{scores}:ref", "--max-ood-fraction", "0.1"]
+    one_line_error(run(*base, "--dequant-samples", "4", code=2), "--dequant-samples 4 (calibrated with 1)")
+    one_line_error(run(*base, "--method", "bn-train", "--gate-score", "bn_train", code=2),
+                   "bn-train", "depend on the batch")
 
 
 def test_gate_errors(setup, tmp_path):

@@ -55,7 +55,8 @@ def test_gate_attributes_record_threshold_and_outcome():
     attrs = gate.attrs(gate.flags([0.0, 1.0, 3.0, 4.0]))
     assert attrs == {"threshold": 3.0, "threshold_tpr": 0.5, "threshold_tpr_achieved": 0.5,
                      "threshold_reference": "ref.h5:val", "threshold_score": "waic", "threshold_from": "reference",
-                     "ood_fraction": 0.5, "n_ood": 2}
+                     "calibration_n": 4, "calibration_source": "", "ood_fraction": 0.5, "n_ood": 2,
+                     "flags_by": "threshold"}
     assert fit_gate([1.0], 0.5, score="s", reference="m.pt's validation split", origin="model").attrs(
         np.zeros(1, bool))["threshold_from"] == "model"
     assert ood_fraction(np.zeros(0, bool)) == 0.0
@@ -75,20 +76,3 @@ def test_reference_splits_at_the_last_colon():
     for bad in ("ref.h5", "ref.h5:", ":val", ""):
         with pytest.raises(ValueError, match="FILE:GROUP"):
             parse_reference(bad)
-
-
-def test_caveat_when_fewer_than_five_reference_scores_lie_below_the_threshold():
-    from ood_flow.score.gate import MIN_BELOW
-
-    # 40 scores at TPR 0.9: the 36th largest is the threshold, 4 lie below it (too few); at 0.85, 6 do
-    few = fit_gate(np.arange(40.0), 0.9, score="s", reference="r.h5:val")
-    assert MIN_BELOW == 5 and few.n_reference - np.sum(np.arange(40.0) >= few.threshold) == 4
-    text = few.caveat()
-    assert text.startswith("warning: the threshold comes from r.h5:val (40 samples), only 4 of them below it")
-    assert "at least 50 in-distribution scores" in text and "\n" not in text  # 5 / (1 - 0.9)
-    assert fit_gate(np.arange(40.0), 0.85, score="s", reference="r.h5:val").caveat() is None
-    assert fit_gate(np.arange(100.0), 0.95, score="s", reference="r").caveat() is None  # exactly 5 below
-    assert "at least 100 " in fit_gate(np.arange(99.0), 0.95, score="s", reference="r").caveat()
-    assert fit_gate(np.arange(3.0), 1.0, score="s", reference="r").caveat() is None  # TPR 1 asks for the minimum
-    model = fit_gate([1.0, 2.0], 0.95, score="s", reference="m.pt's validation split (2 samples)", origin="model")
-    assert model.caveat().startswith("warning: the threshold comes from m.pt's validation split (2 samples), only 0")

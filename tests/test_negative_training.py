@@ -28,7 +28,7 @@ def _train(x, negative=None, threshold=None, *, family="realnvp", tmp, **kw):
     opts = dict(channels=8, blocks=1, scales=2) if family == "realnvp" else dict(hidden=16)
     flow = ood_flow.create_flow(family, tuple(x.shape[1:]), **opts)
     cfg = TrainConfig(epochs=kw.pop("epochs", 2), batch_size=16, lr=1e-3, weight_decay=0.0, optimizer="adam",
-                      val_fraction=0.0, negative_threshold=threshold, **kw)
+                      val_fraction=0.0, cal_fraction=0.0, negative_threshold=threshold, **kw)
     trainer = Trainer(flow, x, cfg, tmp / f"{family}-{threshold}.pt", negative=negative)
     trainer.fit_preprocessing()
     trainer.run()

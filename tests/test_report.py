@@ -73,11 +73,22 @@ def test_gate_fraction_equals_the_stored_flags(made, tmp_path):
     flags = store.read_group(made["scores"], "gated")[0]["is_ood"]
     gate = made["summary"]["gates"][0]
     assert gate["group"] == "gated" and gate["n_ood"] == int(flags.sum()) and gate["ood_fraction"] == flags.mean()
-    assert gate["threshold_reference"].endswith("s.h5:in") and f"{int(flags.sum()):,} of {len(flags):,}" in made["html"]
+    assert "s.h5:in (" in gate["threshold_reference"] and f"{int(flags.sum()):,} of {len(flags):,}" in made["html"]
     # a gated group of the file that the report does not compare still has its gate shown
     summary = run_json("report", made["scores"], "--in", "in", "--ood", "ood", "--out", tmp_path / "r.html",
                        "--thumbnails", "0", "--ci", "0")
     assert [g["group"] for g in summary["gates"]] == ["gated"] and 'id="gate"' in (tmp_path / "r.html").read_text()
+
+
+def test_a_group_gated_by_an_older_oodflow_is_labelled_with_its_rule_not_recomputed():
+    from ood_flow.report.provenance import gate_of
+
+    arrays = {"is_ood": np.array([True, False, False, False])}
+    old = gate_of("g", arrays, {"threshold": 1.0, "max_ood_fraction": 0.1})  # flagged 25 % > 10 %: no verdict given
+    assert "decision" not in old and old["rule"].startswith("old rule")
+    new = gate_of("g", arrays, {"max_ood_fraction": 0.1, "gate_rule": "batch test",
+                                "gate_decision": {"passed": True, "p_value": 0.4, "alpha": 0.01}})
+    assert new["decision"] == "pass" and new["p_value"] == 0.4  # the stored decision, whatever the fraction
 
 
 def test_existing_page_is_kept_without_overwrite(made, tmp_path):
@@ -182,7 +193,10 @@ def test_gate_decision_follows_the_limit_recorded_by_score(made, tmp_path):
         assert runner.invoke(app, [str(a) for a in args]).exit_code in (0, 3)  # 3: the gate failed (after saving)
     gates = {g["group"]: g for g in run_json("report", scores, "--in", "in", "--ood", "ood", "--out",
                                              tmp_path / "r.html", "--thumbnails", "0", "--ci", "0")["gates"]}
-    strict = store.read_group(scores, "strict")[0]["is_ood"]
+    page = (tmp_path / "r.html").read_text()
     assert gates["strict"]["max_ood_fraction"] == 0.0 and gates["lenient"]["decision"] == "pass"
-    assert gates["strict"]["decision"] == ("fail" if strict.any() else "pass")
+    for name in ("strict", "lenient"):  # the decision score stored, never recomputed by the report
+        stored = store.read_group(scores, name)[1]["gate_decision"]
+        assert gates[name]["decision"] == ("pass" if stored["passed"] else "fail")
+        assert gates[name]["p_value"] == stored["p_value"] and f"p = {stored['p_value']:.2g}, alpha 0.01" in page
     assert "gated" in gates and "decision" not in gates["gated"]  # scored without a limit

@@ -46,7 +46,7 @@ def one_class(tmp_path_factory):
     _write(d / "test.csv", test)
     summary = run_json("train", "--data", d / "train.csv", "--label-column", "target", "--class", "0",
                        "--model", "tabular", "--out", d / "m.pt", "--epochs", "16", "--lr", "3e-3",
-                       "--val-fraction", "0", *FAST)
+                       "--val-fraction", "0", "--calibration-fraction", "0", *FAST)
     for name, cls in (("in", "0"), ("out", "1")):
         run("score", d / "test.csv", "--label-column", "target", "--class", cls, "--model", d / "m.pt",
             "--out", d / "s.h5", "--name", name, "--quiet")
@@ -56,7 +56,7 @@ def one_class(tmp_path_factory):
 def test_standardization_statistics_are_fitted_on_the_class_and_stored(one_class):
     d, train, _, summary = one_class
     rows = train[train[:, 4] == 0, :4]
-    assert summary["n_train"] == len(rows) == 800 and summary["n_val"] == 0
+    assert summary["n_train"] == len(rows) == 800 and summary["n_val"] == summary["n_calibration"] == 0
     flow = load_model(d / "m.pt")
     pre = flow.preprocess
     assert flow.input_shape == (4,) and bool(pre.fitted)
@@ -100,7 +100,7 @@ def test_miniboone_maf_file_trains_and_scores(tmp_path):
     summary = run_json("train", "--data", "miniboone", "--data-dir", tmp_path, "--out", tmp_path / "m.pt",
                        "--epochs", "1", *FAST)
     # MAF: the last 10% is test, the last 10% of the rest val
-    assert summary["family"] == "tabular" and summary["n_train"] + summary["n_val"] == 243
+    assert summary["family"] == "tabular" and summary["n_train"] + summary["n_val"] + summary["n_calibration"] == 243
     run("score", "miniboone", "--data-dir", tmp_path, "--model", tmp_path / "m.pt", "--out", tmp_path / "s.h5",
         "--quiet")
     assert store.read_scores(tmp_path / "s.h5", "miniboone-test").shape == (30,)
@@ -118,7 +118,7 @@ def test_hepmass_maf_files_train_and_score(tmp_path):
         np.savetxt(folder / name, np.stack(cols, 1), delimiter=",", header=header, comments="")
     summary = run_json("train", "--data", "hepmass", "--data-dir", tmp_path, "--out", tmp_path / "h.pt",
                        "--epochs", "1", *FAST)
-    assert summary["n_train"] + summary["n_val"] == 54  # 60 signal rows, MAF keeps 90% for training
+    assert summary["n_train"] + summary["n_val"] + summary["n_calibration"] == 54  # 60 signal rows, MAF keeps 90%
     assert load_model(tmp_path / "h.pt").input_shape == (3,)  # the discrete f3 and the constant mass are dropped
     run("score", "hepmass:test", "--data-dir", tmp_path, "--model", tmp_path / "h.pt", "--out", tmp_path / "s.h5",
         "--quiet")

@@ -12,7 +12,7 @@ import torch
 import ood_flow
 from ood_flow.errors import ModelFileError, OutputError, UsageError
 from ood_flow.train import (TrainConfig, Trainer, TrainEvents, TrainingDiverged, checkpoint_path, load_training_state,
-                            negative_objective, perturb_pixels, split_validation)
+                            negative_objective, perturb_pixels, split_holdout)
 
 
 def _images(n=96, seed=0):
@@ -105,11 +105,11 @@ def test_perturb_replaces_pixels_at_the_given_rate():
 
 
 def test_validation_split_is_deterministic_and_disjoint():
-    a_train, a_val = split_validation(1000, 0.05, seed=3)
-    b_train, b_val = split_validation(1000, 0.05, seed=3)
-    assert torch.equal(a_val, b_val) and len(a_val) == 50
+    a_train, a_val, a_cal = split_holdout(1000, 0.05, 0.05, seed=3)
+    b_train, b_val, b_cal = split_holdout(1000, 0.05, 0.05, seed=3)
+    assert torch.equal(a_val, b_val) and torch.equal(a_cal, b_cal) and len(a_val) == 50
     assert not set(a_train.tolist()) & set(a_val.tolist())
-    assert len(split_validation(10, 0.5, 0)[1]) == 0
+    assert len(split_holdout(10, 0.5, 0.0, 0)[1]) == 0
 
 
 def test_paper_defaults_per_family():

@@ -41,7 +41,7 @@ def _register() -> None:
     """Import each subcommand module; each adds itself to ``app``."""
     import importlib
 
-    for name in ("train", "score", "evaluate", "report", "embed", "visualize", "info", "convert", "demo"):
+    for name in ("train", "score", "calibrate", "evaluate", "report", "embed", "visualize", "info", "convert", "demo"):
         try:
             module = importlib.import_module(f"ood_flow.cli.{name}")
         except ModuleNotFoundError as exc:

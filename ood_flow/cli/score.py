@@ -1,9 +1,9 @@
 """``oodflow score``: per-sample scores of any SOURCE under a trained flow, into an HDF5 group.
 
-With ``--max-ood-fraction`` (or ``--reference FILE:GROUP``, ``--flags``) it also gates: a threshold chosen
-on in-distribution scores (those the model file carries, or the reference group's), ``is_ood`` per
-sample, the OOD fraction on stdout, and exit 3 above ``--max-ood-fraction``. The work is
-:func:`ood_flow.score_source`; this module parses and prints.
+With ``--max-ood-fraction`` (or ``--reference FILE:GROUP``, ``--flags``, ``--fdr``) it also gates: a threshold on
+calibration scores (those the model file carries, or the reference group's), ``is_ood`` and a conformal
+``p_value`` per sample, and the batch test's decision (exit 3 on significant evidence that more than
+``--max-ood-fraction`` is OOD). The work is :func:`ood_flow.score_source`; this module parses and prints.
 """
 
 from __future__ import annotations
@@ -54,15 +54,27 @@ def score(
     background_model: Optional[Path] = typer.Option(None, "--background-model", help="Background flow of --method "
                                                     "likelihood-ratio (trained with --perturb)."),
     reference: Optional[str] = typer.Option(None, "--reference", callback=_reference_syntax,
-                                            help="FILE:GROUP of in-distribution scores of the same model (e.g. a "
-                                            "validation split) that set the threshold; stores is_ood per sample. "
-                                            "Default for a gate: the validation scores the model file carries."),
-    tpr: float = typer.Option(0.95, "--tpr", min=0.0, max=1.0, help="Share of the reference kept by the threshold."),
-    gate_score: Optional[str] = typer.Option(None, "--gate-score", help="Score the threshold applies to (default: "
+                                            help="FILE:GROUP of held-out in-distribution scores of the same model "
+                                            "to calibrate the gate with. Default: the calibration the model file "
+                                            "carries (train, or oodflow calibrate)."),
+    tpr: float = typer.Option(0.95, "--tpr", min=0.0, max=1.0, help="Share of the calibration scores the per-sample "
+                              "threshold keeps: good data is flagged at about 1 - tpr."),
+    gate_score: Optional[str] = typer.Option(None, "--gate-score", help="Score the gate applies to (default: "
                                              "the first --method's score, e.g. log_likelihood)."),
     max_ood_fraction: Optional[float] = typer.Option(None, "--max-ood-fraction", min=0.0, max=1.0, help="Exit 3 "
-                                                     "(after saving) if more than this share of SOURCE is OOD."),
-    flags: bool = typer.Option(False, "--flags", help="Also print id, is_ood and score of every sample."),
+                                                     "(after saving) on significant evidence (--alpha) that more than "
+                                                     "this share of SOURCE is OOD."),
+    alpha: float = typer.Option(0.01, "--alpha", help="Level of the batch test: a batch with at most "
+                                "--max-ood-fraction OOD fails with probability at most alpha."),
+    confidence: float = typer.Option(0.95, "--confidence", help="1 - delta: the level holds for all but a delta "
+                                     "share of calibration sets, so for this model file."),
+    marginal: bool = typer.Option(False, "--marginal", help="The marginal guarantee instead (over calibration set "
+                                  "and batch together): more power, but one unlucky model file fails more often."),
+    fdr: Optional[float] = typer.Option(None, "--fdr", help="Flag samples by Benjamini-Hochberg on their p-values at "
+                                        "this false-discovery rate instead of by the threshold (the batch "
+                                        "decision is unchanged)."),
+    flags: bool = typer.Option(False, "--flags", help="Print a TSV row per sample on stdout (id, is_ood, score, "
+                               "p_value) and the summary on stderr."),
     dequant_samples: int = typer.Option(1, "--dequant-samples", min=1, help="Average over K dequantization draws."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per forward pass (bn-train's batch)."),
     seed: int = typer.Option(0, "--seed", help="Dequantization seed (noise is a fixed function of seed and sample "
@@ -91,17 +103,22 @@ def score(
     Scores are oriented so that higher = more in-distribution: log_likelihood is log P(x) in nats of the
     data as stored (8-bit images: the -D log 256 correction included); bits_per_dim = -log P(x) / (D ln 2).
 
-    Gate (CI): --max-ood-fraction F takes the threshold that keeps --tpr (0.95) of the validation scores the
-    model file carries; a sample is OOD when its score is below it (or NaN). The OOD fraction goes to
-    stdout and the command exits 3 when it exceeds F, e.g. `oodflow score incoming/ --model m.pt
-    --max-ood-fraction 0.05 || exit`. --reference ref.h5:val sets the threshold from group val instead.
+    Gate (CI): `oodflow score incoming/ --model m.pt --max-ood-fraction 0.05 || exit`. A sample is flagged when
+    its score is below the threshold keeping --tpr (0.95) of the model file's calibration scores (held-out
+    in-distribution data, see oodflow calibrate); the batch fails (exit 3) only on significant evidence, at
+    level --alpha (0.01), that more than F of it is OOD, the calibration's finite size accounted for. For
+    all but 5 % of calibration sets (--confidence 0.95) a batch of good data then fails at most 1 % of the time,
+    at any size. Unreadable files (--skip-invalid) count as OOD. docs/gate.md states the guarantee and its
+    measured rates.
 
     A feature detector (train --features B) scores images, embedding them on the fly, or features files
     that embed wrote with the same backbone and transform.
     """
     check_number("--tpr", tpr, low=0, high=1, low_open=True)  # also without --reference: a NaN is never a value
-    gated = any(v is not None for v in (reference, gate_score, max_ood_fraction)) or flags
-    gate = GateSpec(reference, tpr, gate_score, max_ood_fraction) if gated else None
+    gated = any(v is not None for v in (reference, gate_score, max_ood_fraction, fdr)) or flags
+    gate = GateSpec(reference, tpr, gate_score, max_ood_fraction, alpha, None if marginal else confidence, fdr)
+    if not gated:
+        gate = None
     data = options.source_options(data_dir, limit, skip_invalid, columns, label_column, class_value, resize,
                                   grayscale, rgb)
     report = common.Reporter("score", quiet, info=name or source)
@@ -113,6 +130,7 @@ def score(
 
 
 def _show(r: ScoreResult, json_out: bool, flags: bool, quiet: bool) -> None:
+    """stdout carries either the data rows (--flags: TSV with a header) or the summary, never both."""
     if r.out is None and r.gate is None:
         _print_scores(r, json_out, quiet)
         return
@@ -120,17 +138,40 @@ def _show(r: ScoreResult, json_out: bool, flags: bool, quiet: bool) -> None:
     if json_out:
         common.print_json(summary)
         return
-    console = common.stdout()
-    console.print(f"{r.group}: {r.n} samples{_mean_bpd(r.arrays)} -> {r.out if r.out is not None else '(not saved)'}",
-                  highlight=False)
+    lines = [f"{r.group}: {r.n} samples{_mean_bpd(r.arrays)} -> {r.out if r.out is not None else '(not saved)'}"]
     if r.gate is not None:
-        g = summary["gate"]
-        where = "the model file's threshold" if r.gate.origin == "model" else "--reference's threshold"
-        console.print(f"{r.group}: {g['n_ood']} of {r.n} OOD ({g['ood_fraction']:.1%}): {r.gate.score} < "
-                      f"{r.gate.threshold:.6g}, {where}: it keeps {r.gate.tpr:.0%} of {r.gate.reference}",
-                      highlight=False)
-    for sample in summary.get("samples", []):  # tab-separated, for cut/grep/awk
-        sys.stdout.write(f"{sample['id']}\t{'OOD' if sample['is_ood'] else 'in'}\t{sample['score']:.6g}\n")
+        lines += _gate_lines(r, summary["gate"])
+    if not flags:
+        console = common.stdout()
+        for line in lines:
+            console.print(line, highlight=False)
+        return
+    for line in lines:
+        common.message(line, quiet)
+    rows = ["\t".join(["id", "is_ood", r.gate.score, "p_value"])]
+    rows += [f"{s['id']}\t{'OOD' if s['is_ood'] else 'in'}\t{_num(s['score'])}\t{_num(s['p_value'])}"
+             for s in summary["samples"]]
+    sys.stdout.write("\n".join(rows) + "\n")
+
+
+def _num(value) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def _gate_lines(r: ScoreResult, g: dict) -> list[str]:
+    """The gate in words: how samples are flagged, then the batch decision (or the flagged count)."""
+    if g["flags_by"] == "threshold":
+        lines = [f"{r.group}: flagged where {r.gate.score} < {r.gate.threshold:.6g}, the threshold keeping "
+                 f"{r.gate.tpr:.0%} of {r.gate.reference}"]
+    else:
+        lines = [f"{r.group}: {g['n_ood']} of {r.n} flagged by {g['flags_by']} (p-values against "
+                 f"{r.gate.reference})"]
+    if r.decision is not None:
+        lines.append(f"{r.group}: {r.decision.sentence()}")
+    elif g["flags_by"] == "threshold":
+        lines.append(f"{r.group}: {g['n_ood']} of {r.n} flagged ({g['ood_fraction']:.1%}); no batch decision "
+                     "without --max-ood-fraction")
+    return lines
 
 
 def _summary(r: ScoreResult, flags: bool) -> dict:
@@ -142,12 +183,19 @@ def _summary(r: ScoreResult, flags: bool) -> dict:
         g, is_ood = r.gate, r.arrays["is_ood"]
         summary["gate"] = {"score": g.score, "threshold": g.threshold, "tpr": g.tpr, "tpr_achieved": g.tpr_achieved,
                            "threshold_from": g.origin, "reference": g.reference, "n_reference": g.n_reference,
-                           "warning": g.caveat(),
-                           "n_ood": int(np.sum(is_ood)),
-                           "ood_fraction": float(is_ood.mean()) if is_ood.size else 0.0}
+                           "calibration_n": g.n_reference, "calibration_source": g.source,
+                           "flags_by": r.attrs.get("flags_by", "threshold"),
+                           "warning": r.decision.too_small() if r.decision is not None else None,
+                           "n_ood": int(np.sum(is_ood)), "ood_fraction": float(is_ood.mean()) if is_ood.size else 0.0,
+                           "skipped_files": [{"path": p, "reason": why} for p, why in r.skipped]}
+        if r.decision is not None:
+            summary["gate"].update(r.decision.to_dict(), decision=r.decision.sentence())
     if flags:
-        summary["samples"] = [{"id": i, "is_ood": bool(f), "score": float(s)}
-                              for i, f, s in zip(r.ids, r.arrays["is_ood"], r.arrays[r.gate.score])]
+        score, p = r.arrays[r.gate.score], r.arrays["p_value"]
+        summary["samples"] = [{"id": i, "is_ood": bool(f), "score": float(s), "p_value": float(v)}
+                              for i, f, s, v in zip(r.ids, r.arrays["is_ood"], score, p)]
+        summary["samples"] += [{"id": path, "is_ood": True, "score": None, "p_value": None, "skipped": why}
+                               for path, why in r.skipped]
     return summary
 
 

@@ -88,7 +88,12 @@ def train(
     image_size: Optional[int] = typer.Option(None, "--image-size", min=8, help="--features: resize images to N x N "
                                              "(default: the backbone's input size)."),
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of the data held out for "
-                                                 "validation, in [0, 1), at most 2000 samples (default: 0.05)."),
+                                                 "validation (it chooses the kept epoch), in [0, 1), at most 2000 "
+                                                 "samples (default: 0.05)."),
+    cal_fraction: Optional[float] = typer.Option(None, "--calibration-fraction", help="Share held out, besides, "
+                                                 "to calibrate score's gate: scored with the weights the model file "
+                                                 "keeps, used for no choice; in [0, 1), at most 2000 samples "
+                                                 "(default: 0.05; 0: none, add one with oodflow calibrate)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the initial weights, the validation split and "
                                        "every random draw (default: 0)."),
     device: str = options.device_option(),
@@ -101,7 +106,7 @@ def train(
                                 "stopped (from scratch if it stopped before the first one). Options equal to the "
                                 "saved ones are fine; --epochs, --max-steps, --lr, --weight-decay, --clip and "
                                 "(between epochs) --batch-size may change; the architecture, --seed, --optimizer, "
-                                "--val-fraction, --perturb and --noise may not."),
+                                "--val-fraction, --calibration-fraction, --perturb and --noise may not."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model file."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun: batch norm over the global batch "
                                  "(default: each process's share, as DDP does). See docs/distributed.md."),
@@ -124,7 +129,7 @@ def train(
     """
     config = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, optimizer=optimizer, clip=clip, seed=seed,
-                         val_fraction=val_fraction, patience=patience, min_delta=min_delta,
+                         val_fraction=val_fraction, cal_fraction=cal_fraction, patience=patience, min_delta=min_delta,
                          negative_threshold=negative_threshold, perturb=perturb, noise=noise, precision=precision,
                          compile=compile_)
     spec = (FeatureSpec(features, str(weights) if weights else None, image_size, precision or "fp32")
@@ -177,7 +182,8 @@ def _finish(r: TrainResult, quiet: bool, json_out: bool, ctx: typer.Context) -> 
     last = r.last
     summary = {"model": str(r.model), "checkpoint": str(r.checkpoint), "family": r.flow.name, "steps": r.steps,
                "train_bpd": last.get("train_bpd"), "val_bpd": last.get("val_bpd"), "seconds": round(r.seconds, 1),
-               "n_train": r.n_train, "n_val": r.n_val, "data": r.data, "interrupted": r.interrupted,
+               "n_train": r.n_train, "n_val": r.n_val, "n_calibration": r.n_calibration, "data": r.data,
+               "interrupted": r.interrupted,
                "stopped_early": r.stopped_early, "epochs": len(r.history), "best_epoch": r.best_epoch,
                "best_val_bpd": r.best_val_bpd,
                "parameters": sum(p.numel() for p in r.flow.parameters())}
@@ -187,7 +193,8 @@ def _finish(r: TrainResult, quiet: bool, json_out: bool, ctx: typer.Context) -> 
         common.fail(f"interrupted ({r.signal}) at step {r.steps}; checkpoint saved to {r.checkpoint}; continue "
                     f"with: {common.same_command(ctx, '--resume')}", 143 if r.signal == "SIGTERM" else 130)
     fmt = lambda v: f"{v:.3f}" if v is not None else "n/a"  # noqa: E731
-    common.message(f"done: {r.flow.name} on {r.name} ({r.n_train} train / {r.n_val} val), "
+    common.message(f"done: {r.flow.name} on {r.name} ({r.n_train} train / {r.n_val} val / {r.n_calibration} "
+                   "calibration), "
                    f"{fmt(summary['train_bpd'])} bits/dim train, {fmt(summary['val_bpd'])} val, {r.steps} steps "
                    f"in {common.duration(r.seconds)}; model: {r.model}"
                    + (f" (epoch {r.best_epoch}'s weights, {r.best_val_bpd:.3f} val)" if r.best_epoch else ""), quiet)

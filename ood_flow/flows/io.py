@@ -8,6 +8,7 @@ the file alone and never executes code from it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import zipfile
@@ -19,7 +20,7 @@ import torch
 
 from ood_flow.version import __version__
 from ood_flow.errors import ModelFileError, OodflowError
-from ood_flow.fileio import Kind, atomic_write
+from ood_flow.fileio import Kind, atomic_write, file_lock
 from ood_flow.flows.migrate import from_format_1
 from ood_flow.flows.models import Flow, config_dict, create_flow
 
@@ -78,6 +79,60 @@ def header(flow: Flow) -> dict[str, Any]:
         "config": config_dict(flow),
         "input_shape": list(flow.input_shape),
     }
+
+
+def model_digest(flow: Flow, state: dict[str, torch.Tensor] | None = None) -> str:
+    """The identity of a model: sha256 of its architecture and its weights and buffers (``state``, default the
+    flow's own), not of the notes a model file carries beside them (training history, calibration). Score
+    files record it, so adding a calibration to a model file does not make earlier scores of it look like
+    another model's; a calibration records it, so it is never used with other weights.
+
+    Example:
+        >>> f = create_flow("tabular", (2,), couplings=2, hidden=4, layers=1)
+        >>> model_digest(f) == model_digest(f, {k: v.clone() for k, v in f.state_dict().items()})
+        True
+    """
+    return _digest(flow.name, config_dict(flow), flow.input_shape, state if state is not None else flow.state_dict())
+
+
+def record_digest(record: dict) -> str:
+    """:func:`model_digest` of a model file's contents (:func:`read_model_file`), without building the model."""
+    return _digest(record["model"], record["config"], record["input_shape"], record["state_dict"])
+
+
+def _digest(name: str, config: dict, input_shape, state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256(json.dumps({"model": name, "config": config, "input_shape": [int(v) for v in input_shape]},
+                                       sort_keys=True).encode())
+    for key, tensor in sorted(state.items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def rewrite_extra(path: str | Path, update: dict[str, Any], *, digest: str | None = None) -> None:
+    """Replace keys of a model file's ``extra`` dict, atomically, keeping everything else (weights, header)
+    byte for byte as it is; used to add a calibration (:func:`ood_flow.calibrate_model`).
+
+    Args:
+        digest: the :func:`model_digest` the file must still have (it was scored under it); else
+            :class:`ModelFileError`.
+
+    Raises:
+        OutputError: a training run holds the file (it writes it every epoch), or it cannot be written.
+    """
+    path = Path(path)
+    with file_lock(path, timeout=0):  # a training run holds it for its whole run: fail at once, naming it
+        record = read_model_file(path)
+        if digest is not None and record_digest(record) != digest:
+            raise ModelFileError(f"{path}: its weights changed while it was being scored; run the command again")
+        extra = {**(record.get("extra") or {}), **update}
+        with atomic_write(path, overwrite=True, kind=MODEL_FILE) as tmp:
+            if _suffix(path) in PT_SUFFIXES:
+                torch.save({**record, "extra": extra}, tmp)
+            else:
+                head = {k: v for k, v in record.items() if k not in ("state_dict", "extra")}
+                _save_h5(tmp, head, record["state_dict"], extra)
 
 
 def save_model(flow: Flow, path: str | Path, *, extra: dict | None = None, overwrite: bool = False,

@@ -172,15 +172,22 @@ def _gates(data) -> str:
     rows = []
     for g in data.gates:
         decision = g.get("decision")
-        verdict = (f"<span class=\"{decision}\">{decision}</span> (limit {g['max_ood_fraction']:.1%})" if decision
-                   else "no limit recorded")
+        if decision:
+            verdict = (f"<span class=\"{decision}\">{decision}</span> (more than {g['max_ood_fraction']:.1%} OOD? "
+                       f"p = {g['p_value']:.2g}, alpha {g['alpha']:g})")
+        elif g.get("rule"):
+            verdict = f"gated by the {escape(g['rule'])}"
+        else:
+            verdict = "no limit recorded"
         rows.append(f"<tr><td>{escape(g['group'])}</td><td><code>{escape(str(g.get('threshold_score', '')))}</code>"
                     f"</td><td class=\"num\">{g.get('threshold', float('nan')):.6g}</td>"
                     f"<td>{escape(str(g.get('threshold_reference', '')))} ({g.get('threshold_tpr', 0):.0%} kept)</td>"
                     f"<td class=\"num\">{g['n_ood']:,} of {g['n']:,}</td><td class=\"num\" data-value=\""
                     f"{_exact(g['ood_fraction'])}\">{g['ood_fraction']:.1%}</td><td>{verdict}</td></tr>")
-    return ("<section id=\"gate\">\n<h2>Gate</h2>\n<p class=\"note\">Groups scored with a threshold "
-            "(<code>oodflow score --reference</code>): a sample is OOD when its score is below it.</p>\n"
+    return ("<section id=\"gate\">\n<h2>Gate</h2>\n<p class=\"note\">Groups scored with a gate "
+            "(<code>oodflow score --max-ood-fraction</code>): a sample is flagged when its score is below the "
+            "threshold set on the calibration scores; the decision is the one <code>score</code> stored, a test of "
+            "whether more than the limit is OOD (docs/gate.md).</p>\n"
             "<div class=\"wrap\"><table><thead><tr><th>group</th><th>score</th><th class=\"num\">threshold</th>"
             "<th>set on</th><th class=\"num\">OOD</th><th class=\"num\">OOD fraction</th><th>decision</th></tr>"
             f"</thead><tbody>{''.join(rows)}</tbody></table></div>\n</section>\n")

@@ -42,9 +42,10 @@ def models_of(attrs_by_group: dict[str, dict]) -> list[ModelInfo]:
     models: dict[tuple, ModelInfo] = {}
     for group, attrs in attrs_by_group.items():
         paths, shas = _as_list(attrs.get("model")), _as_list(attrs.get("model_sha256"))
-        key = tuple(shas) or tuple(paths) or ("(not recorded)",)
+        digests = _as_list(attrs.get("model_digest"))
+        key = tuple(digests) or tuple(shas) or tuple(paths) or ("(not recorded)",)
         if key not in models:
-            models[key] = _look_up(paths, shas)
+            models[key] = _look_up(paths, shas, digests)
         models[key].groups.append(group)
     return list(models.values())
 
@@ -72,19 +73,25 @@ def versions() -> dict[str, str]:
 
 
 def gate_of(group: str, arrays: dict, attrs: dict) -> dict[str, Any] | None:
-    """The recorded gate of a group (threshold, reference, OOD fraction, decision), if it has ``is_ood``."""
+    """The recorded gate of a group (threshold, calibration, flags, and the decision ``score`` stored), if it has
+    ``is_ood``. The decision is never recomputed: a group of an older oodflow, gated by the OOD fraction alone,
+    is labelled so (``rule``)."""
     if "is_ood" not in arrays:
         return None
     flags = arrays["is_ood"].astype(bool)
     gate = {k: attrs[k] for k in GATE_ATTRS if k in attrs}
     gate.update(group=group, n=int(flags.size), n_ood=int(flags.sum()),
                 ood_fraction=float(flags.mean()) if flags.size else 0.0)
-    if gate.get("max_ood_fraction") is not None:  # the rule of score's gate: fail above the limit
-        gate["decision"] = "fail" if gate["ood_fraction"] > gate["max_ood_fraction"] else "pass"
+    recorded = attrs.get("gate_decision")
+    if isinstance(recorded, dict):
+        gate.update(rule=attrs.get("gate_rule", "batch test"), decision="pass" if recorded.get("passed") else "fail",
+                    p_value=recorded.get("p_value"), alpha=recorded.get("alpha"))
+    elif gate.get("max_ood_fraction") is not None:
+        gate["rule"] = "old rule (fail when the flagged share exceeds the limit; no error rate), not recomputed"
     return gate
 
 
-def _look_up(paths: list[str], shas: list[str]) -> ModelInfo:
+def _look_up(paths: list[str], shas: list[str], digests: list[str]) -> ModelInfo:
     info = ModelInfo(paths, shas)
     if not paths:
         info.note = "the score group records no model file"
@@ -92,14 +99,27 @@ def _look_up(paths: list[str], shas: list[str]) -> ModelInfo:
     first = Path(paths[0])
     if not first.is_file():
         info.note = f"{first} is no longer there"
-    elif shas and sha256_file(first) != shas[0]:
-        info.note = f"{first} has changed since these scores were made (sha256 differs)"
+    elif _changed(first, shas, digests):
+        info.note = f"{first} has changed since these scores were made (its weights differ)"
     else:
         try:
             info.description = describe_model(first)
         except OodflowError as exc:
             info.note = " ".join(str(exc).split())
     return info
+
+
+def _changed(path: Path, shas: list[str], digests: list[str]) -> bool:
+    """Whether the model at ``path`` is not the one recorded: by its weights' digest where recorded (a calibration
+    added since changes the file, not the model), else by the file's sha256."""
+    if digests:
+        from ood_flow.flows.io import read_model_file, record_digest
+
+        try:
+            return record_digest(read_model_file(path)) != digests[0]
+        except OodflowError:
+            return True
+    return bool(shas) and sha256_file(path) != shas[0]
 
 
 def _as_list(value: Any) -> list[str]:

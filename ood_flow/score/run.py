@@ -23,8 +23,12 @@ from ood_flow.device import resolve_device, resolve_precision
 from ood_flow.errors import GateFailed, InputError, UsageError
 from ood_flow.fileio import check_output, sha256_file
 from ood_flow.flows import Flow, load_checkpoint, load_model
+from ood_flow.flows.io import model_digest
 from ood_flow.flows.precision import st_precision
-from ood_flow.score.gate import Gate, GateSpec, model_gate, ood_fraction, reference_gate
+from ood_flow.score import calibration
+from ood_flow.score.calibration import Settings
+from ood_flow.score.evidence import Decision, benjamini_hochberg
+from ood_flow.score.gate import Gate, GateSpec, calibrated_gate, reference_calibration
 from ood_flow.score.batched import Scored, check_methods, score_batches
 from ood_flow.score.methods import Method, ScoreContext, get_method, total_passes
 from ood_flow.validation import check_number, check_seed
@@ -44,6 +48,7 @@ class ScoreResult:
         out: the score file written, or None.
         skipped: ``(path, reason)`` of inputs skipped as invalid.
         gate: the gate applied, or None.
+        decision: the batch decision (``gate.max_ood_fraction``), or None.
     """
 
     group: str
@@ -55,6 +60,7 @@ class ScoreResult:
     out: Path | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     gate: Gate | None = None
+    decision: Decision | None = None
 
     @property
     def n(self) -> int:
@@ -62,8 +68,8 @@ class ScoreResult:
 
     @property
     def score_names(self) -> list[str]:
-        """The stored scores, sorted (``is_ood`` is a flag, not a score)."""
-        return sorted(k for k in self.arrays if k != "is_ood")
+        """The stored scores, sorted (``is_ood`` and ``p_value`` are a flag and evidence, not scores)."""
+        return sorted(k for k in self.arrays if k not in store.NOT_SCORES)
 
 
 def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str | os.PathLike], *,
@@ -83,8 +89,10 @@ def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str
         out: score file to create or add the group to; None keeps the scores in memory only.
         name: group name (default: from the source, e.g. ``mnist-test``).
         overwrite: replace an existing group of that name.
-        gate: a threshold from a reference group, or (``gate.reference`` None) from the validation
-            scores the model file carries; adds ``is_ood``.
+        gate: a gate calibrated on a reference group, or (``gate.reference`` None) on the calibration the
+            model file carries (:mod:`ood_flow.score.gate`); adds ``is_ood`` and ``p_value``, and with
+            ``gate.max_ood_fraction`` the batch decision (``result.decision``). Gating needs the settings the
+            calibration was scored under (dequantization draws, precision, conversions, method).
         background: the background flow of ``likelihood-ratio``.
         dequant_samples, seed: the dequantization noise (a function of seed and sample id).
         precision: of the st-networks (and of a feature detector's backbone), ``fp32``, ``bf16`` or ``auto``
@@ -100,7 +108,8 @@ def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str
 
     Raises:
         InputError, ModelFileError, ScoreFileError, UsageError: before any work where possible.
-        GateFailed: after saving, when ``gate.max_ood_fraction`` is exceeded; ``.result`` holds the result.
+        GateFailed: after saving, when the batch test finds significant evidence (at ``gate.alpha``) that more
+            than ``gate.max_ood_fraction`` of the source is OOD; ``.result`` holds the result.
 
     Example (``m.pt`` from :func:`~ood_flow.train_flow`; docs/api.md runs the whole sequence)::
 
@@ -130,37 +139,59 @@ def _score(source, paths: list[Path], chosen: list[Method], gate_score: str | No
     flows = [first] + [load_model(m, device=dev) for m in paths[1:]]
     bg = _load_background(background, chosen, flows[0], dev, say)
     _check_members(paths, flows, chosen, say)
-    fitted = _fit_gate(gate, gate_score, paths, extra)
-    caveat = fitted.caveat() if fitted is not None else None
-    if caveat:
-        say(caveat)
+    digests = [model_digest(f) for f in flows]
     src = open_with_options(source, "test", options)
+    settings = _settings(dequant_samples, precision, options, extra, src)
+    fitted = _fit_gate(gate, gate_score, paths, extra, digests, settings)
     group = name or src.name
     if out is not None:
         dist.agree(lambda: store.check_score_output(out, group, overwrite=overwrite), writer_only=True)
     ctx = ScoreContext(flows, torch.zeros(0), torch.zeros(0, dtype=torch.int64), batch_size, dequant_samples, seed,
                        options={"compressor": compressor}, background=bg)
     src, batches, images, read_as = _batches(src, flows[0], extra, options, batch_size, weights, precision, dev)
-    with st_precision(precision):
+    with st_precision(settings.precision):
         scored = _compute(chosen, ctx, src, batches, images, progress, say, dist)
     for path, reason in src.skipped:
         say(f"skipped {path}: {reason}")
     arrays = scored.arrays
     attrs = {**_provenance(src, scored, paths, chosen, seed, dequant_samples, background), **ctx.attrs,
-             "precision": precision}  # of the st-networks (and a detector's backbone); log-densities in fp32
+             "precision": precision,  # of the st-networks (and a detector's backbone); log-densities in fp32
+             "model_digest": digests if len(digests) > 1 else digests[0], "settings": settings.to_dict()}
     if read_as:  # a feature detector: its inputs are features, never dequantized
         attrs.update(detector_input=read_as, dequantization="none")
-    if fitted is not None:
-        arrays["is_ood"] = fitted.flags(arrays[gate_score])
-        attrs.update(fitted.attrs(arrays["is_ood"]))
-        if gate.max_ood_fraction is not None:  # the limit, so a report can show the gate's decision
-            attrs["max_ood_fraction"] = gate.max_ood_fraction
+    decision = _apply_gate(fitted, gate, gate_score, arrays, attrs, len(src.skipped)) if fitted is not None else None
+    if decision is not None and decision.too_small():
+        say(decision.too_small())
     if out is not None and dist.writer:
         store.write_group(out, group, {**arrays, **_ids_labels(scored)}, attrs, overwrite=overwrite)
     result = ScoreResult(group, arrays, np.asarray(scored.ids, dtype=str), scored.labels, attrs, src.source,
-                         Path(out) if out is not None else None, list(src.skipped), fitted)
-    _check_fraction(result, gate)
+                         Path(out) if out is not None else None, list(src.skipped), fitted, decision)
+    if decision is not None and not decision.passed:
+        raise GateFailed(f"{group}: {decision.sentence()}", result=result)
     return result
+
+
+def _apply_gate(fitted: Gate, gate: GateSpec, score: str, arrays: dict, attrs: dict, n_skipped: int) -> Decision | None:
+    """Flags and conformal p-values per sample (into ``arrays``), the batch decision, and their record (into
+    ``attrs``)."""
+    below = fitted.flags(arrays[score])
+    arrays["p_value"] = fitted.p_values(arrays[score])
+    arrays["is_ood"] = benjamini_hochberg(arrays["p_value"], gate.fdr) if gate.fdr else below
+    decision = fitted.decide(below, n_skipped, gate) if gate.max_ood_fraction is not None else None
+    attrs.update(fitted.attrs(arrays["is_ood"], decision, gate.fdr))
+    return decision
+
+
+def _settings(dequant_samples: int, precision: str, options, extra: dict, src: Source) -> Settings:
+    """How this run computes its scores, as the calibration records them (see
+    :class:`~ood_flow.score.calibration.Settings`): a detector's ``precision`` is its backbone's (the flow on
+    features runs in fp32); a features file's is the one it was embedded in."""
+    options = options or SourceOptions()
+    if extra.get("detector"):
+        backbone = (src.meta.get("precision") or "fp32") if src.kind == "vector" else precision
+        return Settings(dequant_samples=1, precision="fp32", backbone_precision=backbone)
+    return Settings(dequant_samples=dequant_samples if src.kind == "image" else 1,
+                    precision=precision, resize=options.resize, grayscale=options.grayscale, rgb=options.rgb)
 
 
 def _check_settings(dequant_samples: int, batch_size: int, seed: int) -> None:
@@ -203,13 +234,21 @@ def _check_members(paths: list[Path], flows: list[Flow], methods: list[Method], 
         say(f"warning: {len(flows)} models given; only --method waic uses more than the first")
 
 
-def _fit_gate(gate: GateSpec | None, score: str | None, paths: list[Path], extra: dict) -> Gate | None:
-    """The gate's threshold: from ``--reference`` scores, or from the validation scores the model carries."""
+def _fit_gate(gate: GateSpec | None, score: str | None, paths: list[Path], extra: dict, digests: list[str],
+              settings: Settings) -> Gate | None:
+    """The gate: calibrated on ``--reference`` scores or on the calibration the model file carries, refused when
+    this run's settings would not give scores exchangeable with the calibration's."""
     if gate is None:
         return None
+    calibration.check_method(calibration.method_of(score))  # before any file is read
     if gate.reference is not None:
-        return reference_gate(gate, score, paths)
-    return model_gate(extra, gate.tpr, score=score, model=str(paths[0]))
+        cal = reference_calibration(gate, score, paths, digests)
+        where, origin = gate.reference, "reference"
+    else:
+        cal = calibration.from_model(extra, str(paths[0]), digests[0])
+        where, origin = str(paths[0]), "model"
+    calibration.check_settings(cal, score, settings, where)
+    return calibrated_gate(cal, gate.tpr, where, origin)
 
 
 def _batches(src: Source, flow: Flow, extra: dict, options, batch_size: int, weights, precision: str, device: str):
@@ -289,15 +328,3 @@ def _provenance(src: Source, ds: Scored, models: list[Path], methods: list[Metho
     if background is not None and "likelihood-ratio" in attrs["method"]:
         attrs.update(background_model=str(Path(background).resolve()), background_model_sha256=sha256_file(background))
     return attrs
-
-
-def _check_fraction(result: ScoreResult, gate: GateSpec | None) -> None:
-    """GateFailed when the OOD fraction exceeds the gate's maximum."""
-    if gate is None or gate.max_ood_fraction is None:
-        return
-    is_ood = result.arrays["is_ood"]
-    fraction = ood_fraction(is_ood)
-    if fraction > gate.max_ood_fraction:
-        raise GateFailed(f"OOD fraction {fraction:.4f} exceeds --max-ood-fraction {gate.max_ood_fraction} "
-                         f"({int(np.sum(is_ood))} of {len(is_ood)} samples below the threshold "
-                         f"{result.gate.threshold:.6g} on {result.gate.score})", result=result)

@@ -35,4 +35,5 @@ def fit_closed_form(trainer: Trainer) -> TrainResult:
         trainer.save()
     trainer.events.on_epoch(summary)
     return TrainResult(flow, 0, trainer.history, time.time() - start, checkpoint=checkpoint_path(trainer.out),
-                       model=trainer.out, n_train=int(trainer.train_idx.numel()), n_val=int(trainer.val_idx.numel()))
+                       model=trainer.out, n_train=int(trainer.train_idx.numel()), n_val=int(trainer.val_idx.numel()),
+                       n_calibration=int(trainer.cal_idx.numel()))

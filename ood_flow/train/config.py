@@ -30,7 +30,8 @@ PAPER_DEFAULTS = {
 
 DEFAULT_EPOCHS = 10
 # settings of every family; None in a TrainConfig means "not given" (so --resume can tell)
-DEFAULTS = {"epochs": DEFAULT_EPOCHS, "clip": 100.0, "seed": 0, "val_fraction": 0.05, "compile": False, "noise": 0.0}
+DEFAULTS = {"epochs": DEFAULT_EPOCHS, "clip": 100.0, "seed": 0, "val_fraction": 0.05, "cal_fraction": 0.05,
+            "compile": False, "noise": 0.0}
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,11 @@ class TrainConfig:
         clip: the gradient norm is clipped at this value (default 100).
         seed: fixes the initial weights, the validation split and every random draw (default 0).
         max_steps: stop after this many optimiser steps in all (across resumes).
-        val_fraction: share of the training source held out for validation (at most 2000 samples).
+        val_fraction: share of the training source held out for validation (at most 2000 samples): it
+            chooses the kept epoch under early stopping and reports the fit.
+        cal_fraction: share held out, besides, for calibration (at most 2000 samples): in-distribution scores
+            of the weights the model file holds, on data used for no choice, that the gate of ``score``
+            rests on (:mod:`ood_flow.score.calibration`); 0: none.
         negative_threshold: C of the paper's objective (7): only negative samples whose
             log-likelihood is above C are pushed down.
         perturb: rate of random pixel replacement (Ren et al. 2019 background model); images only.
@@ -74,6 +79,7 @@ class TrainConfig:
     clip: float | None = None
     seed: int | None = None
     val_fraction: float | None = None
+    cal_fraction: float | None = None
     negative_threshold: float | None = None
     perturb: float | None = None
     noise: float | None = None
@@ -126,6 +132,7 @@ _RANGES = (  # option, field, allowed range
     ("--batch-size", "batch_size", _POSITIVE_INT), ("--lr", "lr", {"low": 0, "low_open": True}),
     ("--weight-decay", "weight_decay", {"low": 0}), ("--clip", "clip", {"low": 0, "low_open": True}),
     ("--val-fraction", "val_fraction", {"low": 0, "high": 1, "high_open": True}),
+    ("--calibration-fraction", "cal_fraction", {"low": 0, "high": 1, "high_open": True}),
     ("--negative-threshold", "negative_threshold", {}), ("--perturb", "perturb", {"low": 0, "high": 1}),
     ("--noise", "noise", {"low": 0}),
     ("--patience", "patience", {"low": 0, "integer": True}), ("--min-delta", "min_delta", {"low": 0}),

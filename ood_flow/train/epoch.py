@@ -14,7 +14,6 @@ from torch import Tensor, nn
 from ood_flow import distributed
 from ood_flow.distributed import Dist
 from ood_flow.score.likelihood import score_likelihood
-from ood_flow.train.best import reference_record
 from ood_flow.train.objective import bpd
 
 SHUFFLE_SEED_STRIDE = 7919
@@ -60,16 +59,18 @@ def epoch_summary(sums: dict, epoch: int, step: int, val_bpd: float | None, fini
     return summary
 
 
-def validate(flow: nn.Module, x: Tensor, val_idx: Tensor, seed: int, step: int,
-             dist: Dist) -> tuple[float | None, dict | None]:
-    """Mean validation bits/dim and the validation scores a model file keeps (:func:`reference_record`);
-    (None, None) without a validation split. Each process scores its share of the held-out samples
-    and every process gets all the scores."""
-    if val_idx.numel() == 0:
-        return None, None
+def held_out_scores(flow: nn.Module, x: Tensor, idx: Tensor, seed: int, dist: Dist) -> np.ndarray:
+    """The log-likelihoods (nats) of the held-out samples ``idx`` under ``flow`` as it is, scored as ``oodflow
+    score`` scores them (one dequantization draw keyed by sample index, fp32). Each process scores its share
+    and every process gets them all (in ``idx``'s order for one process, grouped by process for several)."""
     distributed.broadcast_buffers(flow, dist)  # per-process batch norm: rank 0's statistics
-    mine = distributed.shard(val_idx, dist)
+    mine = distributed.shard(idx, dist)
     scores = score_likelihood(flow, x[mine], mine, seed=seed)
-    parts = dist.gather({k: scores[k] for k in ("log_likelihood", "bits_per_dim")})
-    reference = reference_record(np.concatenate([p["log_likelihood"] for p in parts]), step)
-    return float(np.concatenate([p["bits_per_dim"] for p in parts]).mean()), reference
+    return np.concatenate([p["log_likelihood"] for p in dist.gather({"log_likelihood": scores["log_likelihood"]})])
+
+
+def validate(flow: nn.Module, x: Tensor, val_idx: Tensor, seed: int, dist: Dist) -> float | None:
+    """Mean validation bits/dim (None without a validation split)."""
+    if val_idx.numel() == 0:
+        return None
+    return bpd(torch.from_numpy(held_out_scores(flow, x, val_idx, seed, dist)), flow.dim)

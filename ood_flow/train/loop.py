@@ -28,14 +28,16 @@ from ood_flow.distributed import SINGLE, Dist
 from ood_flow.errors import InputError
 from ood_flow.flows.models import Flow
 from ood_flow.flows.precision import st_precision
+from ood_flow.score.calibration import Settings
 from ood_flow.train.best import BestEpoch, next_best
+from ood_flow.train.calibration import score_split
 from ood_flow.train.closed_form import fit_closed_form
 from ood_flow.train.checkpoint import checkpoint_path
 from ood_flow.train.epoch import add_step, epoch_batches, epoch_summary, validate, zero_sums
 from ood_flow.train.config import OPTIMIZERS, TrainConfig, check_input_options, param_groups
 from ood_flow.train.estimate import StepTimer
 from ood_flow.train.losses import BatchLoss
-from ood_flow.train.objective import split_validation
+from ood_flow.train.objective import split_holdout
 from ood_flow.train.guard import Guard, TrainingDiverged
 from ood_flow.train.result import TrainEvents, TrainResult
 from ood_flow.train.saving import claim_output, save_run
@@ -56,17 +58,21 @@ class Trainer:
         overwrite: a fresh run may replace an existing model file and checkpoint at ``out``.
         stop: where SIGINT/SIGTERM land during :meth:`run` (a new one by default).
         dist: the processes sharing the run (:data:`~ood_flow.distributed.SINGLE` by default).
+        settings: how the calibration split is scored, as its record states (default: like ``oodflow score``'s
+            defaults; a detector's names the precision its features were embedded in).
     """
 
     def __init__(self, flow: Flow, x: Tensor, cfg: TrainConfig, out: Path, *, negative: Tensor | None = None,
                  events: TrainEvents | None = None, info: dict | None = None, overwrite: bool = False,
-                 stop: StopRequest | None = None, dist: Dist = SINGLE):
+                 stop: StopRequest | None = None, dist: Dist = SINGLE, settings: Settings | None = None):
         cfg = cfg.resolved(flow.name)  # fields left None take their defaults
         self.flow, self.x, self.cfg, self.out, self.dist = flow, x, cfg, Path(out), dist
         self.negative, self.events, self.info = negative, events or TrainEvents(), info or {}
         self.overwrite, self.stop, self.resumed = overwrite, stop or StopRequest(), False
         self.device = next(flow.parameters()).device
-        self.train_idx, self.val_idx = split_validation(x.shape[0], cfg.val_fraction, cfg.seed)
+        self.train_idx, self.val_idx, self.cal_idx = split_holdout(x.shape[0], cfg.val_fraction, cfg.cal_fraction,
+                                                                   cfg.seed)
+        self.settings = settings or Settings()
         if self.train_idx.numel() == 0:
             raise InputError("no training samples")
         self.optimizer = OPTIMIZERS[cfg.optimizer](param_groups(flow, cfg.weight_decay), lr=cfg.lr)
@@ -77,7 +83,7 @@ class Trainer:
         self.stopping = False  # a stop every process agreed on
         self.position = {"epoch": 0, "batch": 0, "step": 0, "sums": zero_sums()}
         self.history: list[dict] = []
-        self.reference: dict | None = None  # the validation split's scores under the model as last validated
+        self.calibration: dict | None = None  # the calibration split's scores under the weights as last validated
         self.best: BestEpoch | None = None  # early stopping (cfg.patience): the best epoch so far
         self._before: list[Tensor] | None = None  # buffers before the step in progress
         self.guard.mark_good(self.position, 0)
@@ -110,7 +116,7 @@ class Trainer:
         if not self.dist.writer:  # rank 0 carries the epoch's sums so far, the others add theirs
             self.position["sums"] = zero_sums()
         self.history = list(extra.get("history", []))
-        self.reference = extra.get("reference")
+        self.calibration = extra.get("calibration")
         self.best = BestEpoch.from_dict(extra.get("best"))
         self.guard.mark_good(self.position, len(self.history))
         self.guard.load(extra.get("guard", {}))
@@ -201,11 +207,12 @@ class Trainer:
                                f"(step {self.guard.good.position['step']}) and lowered the learning rate to {lr:.3g}")
 
     def validate(self) -> float | None:
-        """Mean validation bits/dim (:func:`~ood_flow.train.epoch.validate`); keeps the validation
-        log-likelihoods as the model's ``reference``."""
-        val_bpd, reference = validate(self.flow, self.x, self.val_idx, self.cfg.seed, self.position["step"], self.dist)
-        if reference is not None:
-            self.reference = reference
+        """Mean validation bits/dim (:func:`~ood_flow.train.epoch.validate`); also scores the calibration split
+        with the weights as they are now (:func:`~ood_flow.train.calibration.score_split`)."""
+        val_bpd = validate(self.flow, self.x, self.val_idx, self.cfg.seed, self.dist)
+        self.calibration = score_split(self.flow, self.x, self.cal_idx, seed=self.cfg.seed, dist=self.dist,
+                                       step=self.position["step"], data=str(self.info.get("data")),
+                                       settings=self.settings) or self.calibration
         return val_bpd
 
     def run(self) -> TrainResult:
@@ -240,7 +247,8 @@ class Trainer:
         return TrainResult(self.flow, self.position["step"], self.history, time.time() - start,
                            interrupted=self.stop.signal is not None, checkpoint=checkpoint_path(self.out),
                            signal=self.stop.signal, model=self.out, n_train=int(self.train_idx.numel()),
-                           n_val=int(self.val_idx.numel()), stopped_early=self.stopped_early(),
+                           n_val=int(self.val_idx.numel()), n_calibration=int(self.cal_idx.numel()),
+                           stopped_early=self.stopped_early(),
                            best_epoch=keep.epoch if keep else None, best_val_bpd=keep.val_bpd if keep else None)
 
     def _claim(self, stack: contextlib.ExitStack) -> None:
@@ -312,7 +320,7 @@ class Trainer:
     def _early_stopping(self, summary: dict) -> None:
         """Keep the best epoch (lowest validation bits/dim); stop once ``patience`` epochs bring none better."""
         if self.cfg.patience:
-            self.best, stop = next_best(self.best, summary, self.flow, self.reference, self.cfg.patience,
+            self.best, stop = next_best(self.best, summary, self.flow, self.calibration, self.cfg.patience,
                                         self.cfg.min_delta or 0.0)
             if stop:
                 self.position = {**self.position, "stopped_early": True}

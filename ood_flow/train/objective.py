@@ -15,11 +15,23 @@ from torch import Tensor
 from ood_flow.dequantize import bits_per_dim, counter_uniform
 
 
-def split_validation(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """(train, validation) indices: a seeded shuffle, at most 2000 held out, none below 20 samples."""
-    k = min(int(n * fraction), 2000) if n >= 20 else 0
+MAX_HELD_OUT = 2000
+"""The most samples the validation split, and the calibration split, each hold out."""
+
+
+def split_holdout(n: int, val_fraction: float, cal_fraction: float, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(train, validation, calibration) indices: one seeded shuffle, its first part the validation split
+    (at most :data:`MAX_HELD_OUT`), the next the calibration split (likewise), none held out below 20 samples.
+
+    Example:
+        >>> train, val, cal = split_holdout(100, 0.1, 0.2, seed=0)
+        >>> len(train), len(val), len(cal), len(set(train.tolist()) | set(val.tolist()) | set(cal.tolist()))
+        (70, 10, 20, 100)
+    """
+    k = min(int(n * val_fraction), MAX_HELD_OUT) if n >= 20 else 0
+    c = min(int(n * cal_fraction), MAX_HELD_OUT) if n >= 20 else 0
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[k:].sort().values, perm[:k].sort().values
+    return perm[k + c:].sort().values, perm[:k].sort().values, perm[k:k + c].sort().values
 
 
 def noise_seed(seed: int, epoch: int, salt: int) -> int:

@@ -31,7 +31,7 @@ class TrainResult:
         history: one summary per epoch (``train_bpd``, ``val_bpd``, ...).
         interrupted: stopped by ``signal`` (SIGINT, SIGTERM); the checkpoint holds the state to resume from.
         model, checkpoint: the files written.
-        n_train, n_val: training and held-out validation samples.
+        n_train, n_val, n_calibration: training samples, and those held out for validation and calibration.
         data, name: the training source's provenance text and name.
         stopped_early: early stopping (``patience``/``min_delta``) ended the run.
         best_epoch, best_val_bpd: with early stopping, the epoch whose weights the model file holds and its
@@ -48,6 +48,7 @@ class TrainResult:
     model: Path | None = None
     n_train: int = 0
     n_val: int = 0
+    n_calibration: int = 0
     data: str = ""
     name: str = ""
     stopped_early: bool = False  # early stopping ended the run (validation bits/dim converged)

@@ -4,7 +4,7 @@ An option equal to the saved value is fine. A different value is applied when tr
 continue exactly with it (how long to train, the learning rate, weight decay, clipping, the
 negative-training threshold, the batch size at an epoch boundary) and reported; otherwise it is
 refused with a usage error that names the option and the saved value (the architecture, the
-optimiser, the seed and the validation split it fixes, the perturbation of the inputs, the noise
+optimiser, the seed and the validation and calibration splits it fixes, the perturbation of the inputs, the noise
 added to vectors).
 """
 
@@ -20,6 +20,7 @@ FIXED = {
     "optimizer": "the optimiser's saved state belongs to it",
     "seed": "it fixed the initial weights, the validation split and every random draw",
     "val_fraction": "it fixed the validation split",
+    "cal_fraction": "it fixed the calibration split",
     "perturb": "it is part of what the model learns",
     "noise": "it is part of what the model learns",
 }
@@ -28,7 +29,7 @@ OPTIMIZER_SETTINGS = ("lr", "weight_decay")  # applied to the optimiser itself, 
 
 def option(name: str) -> str:
     """A configuration field as the command line spells it: ``val_fraction`` -> ``--val-fraction``."""
-    return "--" + name.replace("_", "-")
+    return "--calibration-fraction" if name == "cal_fraction" else "--" + name.replace("_", "-")
 
 
 def plan_resume(saved: TrainConfig, requested: TrainConfig, position: dict) -> tuple[TrainConfig, list[str]]:

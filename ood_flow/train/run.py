@@ -23,10 +23,11 @@ from ood_flow.flows import Flow, create_flow
 from ood_flow.flows.configs import FEATURE_STD_FLOOR, VECTOR_MODELS
 from ood_flow.flows.io import MODEL_FILE
 from ood_flow.flows.models import config_dict
+from ood_flow.score.calibration import Settings
 from ood_flow.train.checkpoint import checkpoint_path, load_training_state
 from ood_flow.train.config import DEFAULTS, FeatureSpec, TrainConfig, check_input_options
 from ood_flow.train.loop import Trainer
-from ood_flow.train.objective import split_validation
+from ood_flow.train.objective import split_holdout
 from ood_flow.train.presets import Preset, data_kind, get_preset
 from ood_flow.train.result import TrainEvents, TrainResult
 from ood_flow.train.resume import check_architecture, plan_resume
@@ -129,13 +130,22 @@ def _train(source, config: TrainConfig, out, model, model_options, negative, res
     if dist.active:
         info.update(processes=dist.world, sync_bn=sync_bn)
         flow = _parallel(flow, dist, sync_bn, ds, cfg, events)
-    trainer = Trainer(flow, ds.x, cfg, out, negative=neg, events=events, info=info, overwrite=overwrite, dist=dist)
+    trainer = Trainer(flow, ds.x, cfg, out, negative=neg, events=events, info=info, overwrite=overwrite, dist=dist,
+                      settings=_calibration_settings(ds, detector))
     events.on_message(plan(flow, cfg, trainer.steps_per_epoch()))
     if extra:
         trainer.restore(extra)
     else:
         trainer.fit_preprocessing()
     return dataclasses.replace(trainer.run(), data=ds.source, name=ds.name)
+
+
+def _calibration_settings(ds: Dataset, detector) -> Settings:
+    """How the calibration split is scored: like ``oodflow score``'s defaults; a detector's backbone in the
+    precision its features were embedded in."""
+    if detector is None:
+        return Settings()
+    return Settings(backbone_precision=str(ds.meta.get("precision") or "fp32"))
 
 
 def check_model_output(out: Path, *, resume: bool = False, overwrite: bool = False) -> None:
@@ -255,7 +265,8 @@ def _resume(out: Path, ds: Dataset, device: str, config: TrainConfig, given: dic
                          f"not {negative}; resume with the same negative data")
     check_architecture(model, config_dict(flow), given, flow.name)
     position = extra["position"]
-    cfg, changes = plan_resume(TrainConfig(**extra["train_config"]), config, position)
+    saved = {"cal_fraction": 0.0, **extra["train_config"]}  # a checkpoint of an older oodflow held out none
+    cfg, changes = plan_resume(TrainConfig(**saved), config, position)
     events.on_message(f"resuming from {ckpt} at step {position['step']}"
                       + (f"; applied {', '.join(changes)}" if changes else ""))
     return flow, cfg, extra
@@ -265,7 +276,8 @@ def _parallel(flow: Flow, dist: distributed.Dist, sync_bn: bool, ds: Dataset, cf
               events: TrainEvents) -> Flow:
     """The flow readied for data-parallel training: the split checked and logged, ActNorm initialised on the
     global batch, batch norm synchronized when asked."""
-    distributed.check_layout(dist, split_validation(len(ds), cfg.val_fraction, cfg.seed)[0].numel(), cfg.batch_size)
+    n_train = split_holdout(len(ds), cfg.val_fraction, cfg.cal_fraction, cfg.seed)[0].numel()
+    distributed.check_layout(dist, n_train, cfg.batch_size)
     events.on_message(distributed.describe(dist, cfg.batch_size) + (", batch norm over the global batch"
                                                                      if sync_bn else ""))
     distributed.global_actnorm_init(flow, dist)
