@@ -5,7 +5,7 @@ compressed npz with ``x`` uint8 (N, 28, 28) and ``y`` int64 (N,). The output is
 deterministic: the same data root gives the same arrays.
 
 Usage:
-    python examples/make_demo_samples.py [--data-dir /work/shared/data] [--out ood_flow/data/samples]
+    python examples/make_demo_samples.py [--data-dir ../shared/data] [--out ood_flow/data/samples]
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def build(data_dir: str, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default="/work/shared/data", help="root with MNIST/, FashionMNIST/, notMNIST/")
+    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"),
+                        help="root with MNIST/, FashionMNIST/, notMNIST/ (default: ../shared/data from the repository)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "ood_flow/data/samples")
     args = parser.parse_args()
     build(args.data_dir, args.out)

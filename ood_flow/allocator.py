@@ -3,10 +3,10 @@
 A CNN or flow forward allocates activations of tens to hundreds of MB per layer and frees them at
 once. glibc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh ``mmap``
 and unmaps it on ``free``, so each batch touches its activations' pages anew: the kernel zeroes
-and maps every 4 KiB page again. On the 2-core machines here that page-fault work took as much CPU
-time as the arithmetic (a Lite0 forward: as much system time as user time, 6 million minor faults
-for 512 images). With mmap off and the heap trimmed only above 2 GiB of free memory at its top, the
-freed pages are reused: ``benchmarks/speed/malloc_effect.py`` measures the difference side by side.
+and maps every 4 KiB page again. For a large backbone that page-fault work can take as much CPU
+time as the arithmetic. With mmap off and the heap trimmed only above 2 GiB of free memory at its top,
+the freed pages are reused: ``benchmarks/speed/malloc_effect.py`` measures the difference side by side
+(docs/speed.md, "Memory allocator", has its numbers and command).
 
 The cost: up to 2 GiB of freed memory stays mapped in the process until it exits, and the peak
 resident memory can be a little higher (freed blocks are reused, not always fitted exactly; the

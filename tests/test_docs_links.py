@@ -1,5 +1,6 @@
-"""Every relative link in the README and docs/ names a file that exists (a renamed script or page
-leaves no dead link behind)."""
+"""Every relative link in the README and docs/ names a file that exists, and so does every script or page
+(``benchmarks/...``, ``docs/...``, ``examples/...``) that they or the package's docstrings name: a renamed
+script or page leaves no dead reference behind."""
 
 from __future__ import annotations
 
@@ -27,3 +28,21 @@ def test_relative_links_resolve(page):
 def test_the_link_finder_sees_links():
     readme = _relative_links(ROOT / "README.md")
     assert "docs/detector.md" in readme and all("://" not in t for t in readme)
+
+
+NAMED = re.compile(r"(?<![\w/.-])((?:benchmarks|docs|examples)/[\w./-]+\.(?:py|sh|md))")
+NAMING = [*PAGES, *sorted((ROOT / "ood_flow").rglob("*.py"))]
+
+
+def _named_files(path: Path) -> list[str]:
+    return NAMED.findall(path.read_text())
+
+
+@pytest.mark.parametrize("path", NAMING, ids=lambda p: str(p.relative_to(ROOT)))
+def test_scripts_and_pages_named_in_the_docs_and_the_package_exist(path):
+    missing = [t for t in _named_files(path) if not (ROOT / t).exists()]
+    assert not missing, f"{path.relative_to(ROOT)}: names missing files {missing} (moved? name the new path)"
+
+
+def test_the_name_finder_sees_script_paths():
+    assert _named_files(ROOT / "ood_flow" / "flows" / "nets.py") == ["benchmarks/speed/speed.py"]

@@ -6,6 +6,7 @@ a fake CLI runner that returns canned JSON.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ sys.path.insert(0, str(BENCH))
 
 import repro_experiments as rx  # noqa: E402
 import reproduce  # noqa: E402
+from portable import portable  # noqa: E402  (benchmarks/portable.py, on the path reproduce.py sets)
 from repro_report import minutes, render_markdown, write_report  # noqa: E402
 from repro_runner import Runner  # noqa: E402
 
@@ -238,3 +240,15 @@ def test_table2a_puts_the_papers_cifar10_celeba_number_beside_ours(tmp_path):
     assert exp["verdict"] == "holds" and r["variant"].startswith("RealNVP")
     embedded = [c[1] for c in runner.calls if c[0] == "embed"]
     assert embedded == ["cifar10:train", "cifar10:test", str(tmp_path / "CelebA" / "img_align_celeba")]
+
+
+def test_the_report_records_commands_without_the_machines_paths(tmp_path, monkeypatch):
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout='{"ood": {}}'))
+    work, data = tmp_path / "work" / "cpu", tmp_path / "data"
+    r = Runner(data_dir=data, work=work, figures=BENCH.parent / "results" / "figures",
+               shown=functools.partial(portable, data=data, work=tmp_path / "work"))
+    r.evaluate(work / "s.h5", "a", ["b"], r.figures / "h.png")
+    r.embed(str(data / "CelebA"), 10, work / "e.h5")
+    assert r.commands == [
+        "oodflow evaluate <work>/cpu/s.h5 --in a --ood b --plot benchmarks/results/figures/h.png --overwrite --ci 0.95 "
+        "--quiet --json", "oodflow embed <data>/CelebA --limit 10 --out <work>/cpu/e.h5 --quiet"]

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 
 class ReproError(RuntimeError):
@@ -28,8 +29,10 @@ class Runner:
         data_dir: dataset root, passed to the children as ``OODFLOW_DATA_DIR``.
         work: models, score and feature files (not committed).
         figures: PNGs linked from the report.
-        commands: the ``oodflow ...`` lines of the experiment now running.
+        commands: the ``oodflow ...`` lines of the experiment now running, as the report shows them.
         device: ``--device`` of every train and score (None: oodflow's default).
+        shown: a command line as ``commands`` records it (reproduce.py passes ``portable.portable``, so the
+            committed report holds no path of the machine that ran it).
     """
 
     data_dir: Path
@@ -37,11 +40,12 @@ class Runner:
     figures: Path
     device: str | None = None
     commands: list[str] = field(default_factory=list)
+    shown: Callable[[str], str] = str
 
     def run(self, *args: str) -> str:
         """Run ``oodflow ARGS``; return its stdout. stderr (progress, messages) passes through."""
         line = "oodflow " + shlex.join(args)
-        self.commands.append(line)
+        self.commands.append(self.shown(line))
         print(f"$ {line}", file=sys.stderr, flush=True)
         env = {**os.environ, "OODFLOW_DATA_DIR": str(self.data_dir)}
         proc = subprocess.run([sys.executable, "-m", "ood_flow", *args], stdout=subprocess.PIPE,

@@ -30,10 +30,10 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import time
@@ -41,8 +41,9 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
+from portable import command_line, portable  # noqa: E402
 from repro_experiments import (CPU, EXPERIMENTS, MODELS, OPEN, PAPER, PAPER_BUDGET, PAPER_BUDGET_OF, QUICK,  # noqa: E402
                                budget_dict, claim_of, planned_budget)
 from repro_report import write_report  # noqa: E402
@@ -195,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work / ("quick" if args.quick else budget.preset)
     out = args.results or (work if args.quick else RESULTS)
     js = out / "reproduction.json"
-    command = shlex.join(["python", "benchmarks/reproduce/reproduce.py", *(argv if argv is not None else sys.argv[1:])])
+    places = {"data": root, "work": args.work}
+    command = command_line(__file__, argv if argv is not None else sys.argv[1:], **places)
     done = previous(js, budget.preset, args.quick)
     if args.report_only:
         old = json.loads(js.read_text()) if js.exists() else {}
@@ -208,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    runner = Runner(data_dir=root, work=work, figures=out / "figures", device=args.device)
+    runner = Runner(data_dir=root, work=work, figures=out / "figures", device=args.device,
+                    shown=functools.partial(portable, **places))
     results = {"preset": budget.preset, "quick": args.quick, "complete": False, "command": command,
                "started": datetime.now().astimezone().isoformat(timespec="seconds"), "finished": None,
                "environment": environment(), "budget": budget_dict(budget), "experiments": []}

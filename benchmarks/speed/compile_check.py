@@ -29,8 +29,9 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parents[1])]
+sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
+from portable import command_line  # noqa: E402
 from speed import PRESETS, SHAPE, load_images  # noqa: E402
 from speed_machine import machine  # noqa: E402
 from speed_measure import timed  # noqa: E402
@@ -175,8 +176,7 @@ def main(argv=None) -> int:
     if args.peer:
         result["peer_training"] = peer_training(p, train_x, args.rounds)
     result["machine"]["load_average_end"] = os.getloadavg()
-    given = argv if argv is not None else sys.argv[1:]
-    result["command"] = "python benchmarks/speed/compile_check.py " + " ".join(given)
+    result["command"] = command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     name = "compile_check.peer.json" if args.peer else "compile_check.json"
     (args.out / name).write_text(json.dumps(result, indent=1) + "\n")

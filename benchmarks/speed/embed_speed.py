@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parents[1])]
+sys.path[:0] = [str(HERE.parent), str(HERE.parents[1])]
 
 from ood_flow.allocator import keep_freed_memory  # noqa: E402
 from ood_flow.data import open_source  # noqa: E402
@@ -52,6 +52,7 @@ from ood_flow.data.stream import default_workers  # noqa: E402
 from ood_flow.embed import bf16_supported, create_backbone, transform_for  # noqa: E402
 from ood_flow.embed.extract import embed_stream  # noqa: E402
 from ood_flow.device import cpu_flags  # noqa: E402
+from portable import portable  # noqa: E402
 from speed_report import write_pair  # noqa: E402
 from speed_machine import FLAGS, cpu_model  # noqa: E402
 
@@ -141,7 +142,7 @@ def _run(args, source: str, x: np.ndarray, folder: str) -> dict:
                      **{f"ratio_{k}_max": max(v) for k, v in ratios.items()},
                      "per_round": {**{f"{k}_img_s": v for k, v in rates.items()}}})
     return {"backbone": args.backbone, "n": args.n, "batch": BATCH, "rounds": args.rounds, "rows": rows,
-            "threads": torch.get_num_threads(), "source": source,
+            "threads": torch.get_num_threads(), "source": portable(source),
             "workers": default_workers(),
             "cpu": cpu_model(), "cpu_flags": [f for f in FLAGS if f in cpu_flags()], "torch": torch.__version__,
             "bf16_native": bf16_supported("cpu"), "load_average_start": args.load, "load_average_end": os.getloadavg()}

@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]
+
+from portable import portable  # noqa: E402
 
 from ood_flow import score_source, train_flow  # noqa: E402
 from ood_flow.data import SourceOptions  # noqa: E402
@@ -106,8 +108,8 @@ def ddp_smoke(work: Path) -> dict:
            "demo-fashionmnist", "--limit", "1000", "--max-steps", "5", "--channels", "16", "--blocks", "1",
            "--device", "cuda", "--out", str(work / "ddp.pt"), "--quiet"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    return {"command": " ".join(cmd), "returncode": proc.returncode, "stderr_tail": proc.stderr[-2000:],
-            "ok": proc.returncode == 0 and (work / "ddp.pt").exists()}
+    return {"command": portable(" ".join(cmd)), "returncode": proc.returncode,
+            "stderr_tail": portable(proc.stderr[-2000:]), "ok": proc.returncode == 0 and (work / "ddp.pt").exists()}
 
 
 def checks(work: Path) -> dict:

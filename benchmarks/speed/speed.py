@@ -40,9 +40,10 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parents[1])]
+sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 import speed_report  # noqa: E402
+from portable import command_line, portable  # noqa: E402
 from speed_machine import machine, peak_rates  # noqa: E402
 from speed_models import normflows_model, oodflow_model, params  # noqa: E402
 from speed_runs import PEER_SETTINGS, Runner, best_setting, bf16_error, rate  # noqa: E402
@@ -64,15 +65,17 @@ PEERS = {"glow": ("normflows",), "realnvp": ("normflows", "normflows-halfres")}
 
 
 def load_images(n: int, data_dir: Path) -> tuple[torch.Tensor, str]:
-    """The first ``n`` FashionMNIST training images (uint8), or random ones where the data is absent."""
+    """The first ``n`` FashionMNIST training images (uint8), or random ones where the data is absent, and
+    which of the two, for the results (the data root shown as ``<data>``)."""
     try:
         from ood_flow.data import load_source
 
         x = load_source("fashionmnist:train", data_dir=data_dir, limit=n, download=False).x
-        return torch.as_tensor(x)[:n], f"FashionMNIST train ({data_dir})"
+        images, data = torch.as_tensor(x)[:n], f"FashionMNIST train ({data_dir})"
     except Exception as e:  # noqa: BLE001 - any failure means: no real data here
         g = torch.Generator().manual_seed(0)
-        return torch.randint(0, 256, (n, *SHAPE), generator=g, dtype=torch.uint8), f"random uint8 ({e})"
+        images, data = torch.randint(0, 256, (n, *SHAPE), generator=g, dtype=torch.uint8), f"random uint8 ({e})"
+    return images, portable(data, data=data_dir)
 
 
 def build(lib: str, arch: str, size: dict) -> torch.nn.Module:
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     preset = "quick" if args.quick else "full"
     res = run(PRESETS[preset], args.data_dir, resolve_precision(args.precision, "cpu"))
     res["preset"] = preset
-    res["command"] = "python benchmarks/speed/speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    res["command"] = command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir)
     speed_report.write(res, args.out, "speed.quick" if args.quick else "speed")
     print(json.dumps(res) if args.json else speed_report.markdown(res), end="\n" if args.json else "")
     return 0

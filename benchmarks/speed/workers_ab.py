@@ -40,9 +40,10 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
+sys.path[:0] = [str(HERE.parents[1]), str(HERE), str(HERE.parent)]
 
 from embed_speed import BATCH, images, plain_forward, write_folder  # noqa: E402
+from portable import portable  # noqa: E402
 from speed_report import write_pair  # noqa: E402
 from speed_machine import FLAGS, cpu_model  # noqa: E402
 from stream_memory import MODEL_ARGS, write_photos  # noqa: E402
@@ -126,7 +127,7 @@ def run(args) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(png, ignore_errors=True)
-    return {"rows": rows, "rounds": args.rounds, "source": source, "cores": len(os.sched_getaffinity(0)),
+    return {"rows": rows, "rounds": args.rounds, "source": portable(source), "cores": len(os.sched_getaffinity(0)),
             "threads": torch.get_num_threads(), "cpu": cpu_model(), "cpu_flags": [f for f in FLAGS if f in cpu_flags()],
             "torch": torch.__version__, "load_average_start": args.load}
 

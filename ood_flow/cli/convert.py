@@ -40,7 +40,7 @@ def flows_ood(
     The architecture (scales, channels, blocks, skip path, batch norm) is read from the keys and
     shapes. oodflow's log-likelihoods are of the 8-bit images; the flow's density of the dequantized
     input y = (255x + u)/256 is the authors' log-likelihood plus D*log(256/255), the term their logit
-    layer adds for scaling x by 255/256 (docs/convert.md).
+    layer adds for scaling x by 255/256 (docs/models.md, "The authors' checkpoints").
     """
     flow = convert_flows_ood_file(checkpoint, out, input_shape=input_shape, overwrite=overwrite)
     cfg = flow.config

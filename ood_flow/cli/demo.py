@@ -42,7 +42,7 @@ def demo(
 
     Uses real FashionMNIST, MNIST and notMNIST samples shipped inside the package (see their notices in
     ood_flow/data/samples/NOTICE.md); no data root or network is needed. It ends by printing its own
-    wall time (train, score and evaluate together): about 2 minutes on 2 idle CPU cores (1m46s measured).
+    wall time (train, score and evaluate together; README.md gives one measured on 2 idle CPU cores).
     """
     from ood_flow.cli.main import app
 

@@ -99,9 +99,9 @@ def train(
     device: str = options.device_option(),
     precision: Optional[str] = options.precision_option(None),
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Compile the training step with "
-                                            "torch.compile: about a minute once, then 1.26-1.44x faster steps on a "
-                                            "small RealNVP (docs/speed.md); results differ from eager ones in the "
-                                            "last bits."),
+                                            "torch.compile: a one-off compile, then faster steps (measured in "
+                                            "docs/speed.md, 'Compiled graphs'); results differ from eager ones in "
+                                            "the last bits."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint beside --out exactly where it "
                                 "stopped (from scratch if it stopped before the first one). Options equal to the "
                                 "saved ones are fine; --epochs, --max-steps, --lr, --weight-decay, --clip and "

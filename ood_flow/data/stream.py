@@ -40,8 +40,8 @@ WORKERS_ENV = "OODFLOW_WORKERS"
 def default_workers() -> int:
     """Worker processes for reading a source: ``$OODFLOW_WORKERS`` where set, else half the usable cores (at
     most 8), and none on two cores or fewer, where a worker takes CPU from the model's threads: on 2 cores,
-    embedding with Lite0 from a folder of 28x28 PNGs and one of 500x375 JPEGs ran at 0.73 and 0.56 of a
-    plain forward's rate with one, 1.00 and 0.72 without (medians, ``benchmarks/results/workers_ab.md``).
+    embedding with Lite0 from a folder of small PNGs and from one of large JPEGs both ran slower with one
+    worker than without (docs/detector.md, "Embedding speed", has the measurement and its command).
     A model much cheaper than decoding (a small flow scoring large photos) is the exception: one worker
     was faster there.
 

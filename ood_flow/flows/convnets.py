@@ -6,7 +6,7 @@ Glow's. :class:`Bottleneck` is the paper's low-dimensional bottleneck (Section 7
 
 Convolutional networks run in channels-last (NHWC) memory format, which oneDNN's CPU
 convolutions run faster than NCHW, and score through :mod:`ood_flow.flows.fused` (batch norm
-folded into convolutions, ReLUs fused) when no gradients are needed (``benchmarks/speed.py``).
+folded into convolutions, ReLUs fused) when no gradients are needed (``benchmarks/speed/speed.py``).
 Only the memory layout and the number of passes change; weights, state-dict keys and the
 function stay the same, and inputs and outputs are ordinary contiguous tensors.
 """

@@ -8,8 +8,8 @@ stay in float32, and log-densities keep float32 accumulation.
 
 Convolutions with fewer than :data:`NARROW` input or output channels (an st-network's first and
 last, which see the few image channels and predict ``s`` and ``t``) stay in float32 under bf16:
-they are a sliver of the FLOPs, and oneDNN has no fast bf16 kernel for them (their backward pass
-ran 10-50x slower in bf16 than in fp32 here, more than the whole rest of the step).
+they are a sliver of the FLOPs, and oneDNN has no fast bf16 kernel for them, so their backward pass
+ran many times slower in bf16 than in fp32 (docs/speed.md, "What the goals were").
 
 Example:
     >>> import torch

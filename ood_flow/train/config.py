@@ -65,8 +65,8 @@ class TrainConfig:
             default off, 10 for feature flows, 3 in the cpu preset).
         min_delta: the improvement in validation bits/dim that counts for ``patience`` (default 0).
         compile: run the training step's log-density through ``torch.compile`` (default off). It compiles
-            once (about a minute for a small RealNVP on 2 CPU cores) and then trained 1.26x (fp32) to 1.44x
-            (bf16) faster in ``benchmarks/speed/compile_check.py``; floating-point results differ from
+            once and then trains faster, so it pays on long runs only (docs/speed.md, "Compiled graphs",
+            measures both with ``benchmarks/speed/compile_check.py``); floating-point results differ from
             eager ones in the last bits, so a compiled run is not bit-identical to an eager one.
     """
 
