@@ -90,9 +90,9 @@ def test_features_file_is_a_source_for_train_score_and_evaluate(files, tmp_path)
     assert "auroc" in run_json("evaluate", tmp_path / "s.h5", "--in", "in", "--ood", "two")["ood"]["two"]
 
 
-def test_table_on_stdout_progress_on_stderr_and_limit(files, tmp_path):
+def test_nothing_on_stdout_the_written_file_and_progress_on_stderr_and_limit(files, tmp_path):
     result = _embed(files, tmp_path / "f.h5", "--limit", "7")
-    assert result.stdout.startswith("imgs: 7 x 96 features (test_resnet, 32 px")
+    assert result.stdout == "" and "imgs: 7 x 96 features (test_resnet, 32 px" in result.stderr
     assert "embed" in result.stderr and "error" not in result.stderr
     assert store.read_features(tmp_path / "f.h5")[0]["features"].shape == (7, 96)
     assert _embed(files, tmp_path / "g.h5", "--quiet").stderr == ""

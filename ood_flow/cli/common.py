@@ -69,11 +69,12 @@ def stderr() -> Console:
 
 
 def stdout() -> Console:
-    """A console on stdout; when piped it is wide enough that tables are never cut. Under torchrun only
+    """A console on stdout. Tables fit the terminal's width, or ``$COLUMNS``, or 80 columns when piped (their
+    cells wrap; ``--json`` is the format for machines); lines of text are never broken. Under torchrun only
     rank 0 prints data (the other ranks' consoles discard it)."""
     if not lead():
         return Console(file=io.StringIO())
-    return Console(file=sys.stdout, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+    return Console(file=sys.stdout, soft_wrap=True)
 
 
 def message(text: str, quiet: bool = False) -> None:

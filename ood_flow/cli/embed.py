@@ -9,7 +9,7 @@ this command runs: timm is slow to import.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -28,8 +28,12 @@ def _list(value: bool) -> None:
 
 
 def embed(
-    source: str = typer.Argument(..., help="Images to embed: dataset[:split] (default split: train), folder, image, "
-                                 ".npy/.npz, .h5 images."),
+    source: Optional[List[str]] = typer.Argument(None, metavar="SOURCE...", help="Images to embed: dataset[:split] "
+                                                 "(default split: train), folder, image, .npy/.npz, .h5 images; or "
+                                                 "several image files and folders, '-' for paths on stdin, in the "
+                                                 "order given."),
+    files_from: Optional[str] = options.FilesFrom,
+    null: bool = options.Null,
     backbone: str = typer.Option(..., "--backbone", help="Any timm model name (e.g. tf_efficientnet_lite0, resnet18, "
                                  "resnet18.a1_in1k) or an extra (see --list)."),
     out: Path = typer.Option(..., "--out", help="Features file to write (.h5)."),
@@ -61,23 +65,24 @@ def embed(
     from ood_flow.embed import embed_source
 
     data = options.source_options(data_dir, limit, skip_invalid)
+    entries = options.sources(source, files_from, null)
     report = common.Reporter("embed", quiet, info=backbone)
-    common.run(lambda: embed_source(source, backbone, out, weights=weights, image_size=image_size,
+    common.run(lambda: embed_source(entries, backbone, out, weights=weights, image_size=image_size,
                                     batch_size=batch_size or 64, precision=precision, device=device,
                                     overwrite=overwrite, options=data,
                                     progress=report.progress, on_message=report.message),
-               lambda result: _show(result, json_out), report)
+               lambda result: _show(result, json_out, quiet), report)
 
 
-def _show(r, json_out: bool) -> None:
+def _show(r, json_out: bool, quiet: bool) -> None:
     summary = {"file": str(r.path), "source": r.source, "n": r.n, "dim": r.dim, "backbone": r.attrs["backbone"],
                "weights": r.attrs["weights"], "image_size": r.attrs["image_size"], "labels": r.labels,
                "skipped": len(r.skipped), "seconds": round(r.seconds, 1)}
     if json_out:
         common.print_json(summary)
         return
-    common.stdout().print(f"{r.name}: {r.n} x {r.dim} features ({r.attrs['backbone']}, {r.attrs['image_size']} px, "
-                          f"{common.duration(r.seconds)}) -> {r.path}", highlight=False)
+    common.message(f"{r.name}: {r.n} x {r.dim} features ({r.attrs['backbone']}, {r.attrs['image_size']} px, "
+                   f"{common.duration(r.seconds)}) -> {r.path}", quiet)
 
 
 def register(app: typer.Typer) -> None:

@@ -72,33 +72,42 @@ def _show(result: Evaluation, json_out: bool, quiet: bool) -> None:
     if json_out:
         common.print_json(result.to_dict())
         return
-    common.stdout().print(_table(result.in_group, result.by_score, result.tpr))
+    console = common.stdout()
+    for table in _tables(result.in_group, result.by_score, result.tpr):
+        console.print(table, soft_wrap=False)  # titles and captions wrap to the width too
     if result.typicality is not None:
-        common.stdout().print(_typicality_table(result.typicality, result.tpr))
+        console.print(_typicality_table(result.typicality, result.tpr), soft_wrap=False)
 
 
-def _table(in_group: str, by_score: dict, tpr: float) -> Table:
-    table = Table(title=f"in: {in_group} (positive class); every score: higher = more in-distribution",
-                  title_justify="left")
-    for col in ("score", "ood group", "n", "AUROC", "AUPR-in", "AUPR-out", f"FPR@{tpr:.0%}TPR", "threshold"):
-        table.add_column(col, justify="left" if col in ("score", "ood group") else "right")
-    for score, results in by_score.items():
-        for group, m in results.items():
-            table.add_row(score, group, str(m["n_ood"]), *(_cell(m, k) for k in KEYS), f"{m['threshold']:.1f}")
+def _tables(in_group: str, by_score: dict, tpr: float) -> list[Table]:
+    """One table per score, its threshold in the title (it depends on the in-distribution group only); cells
+    wrap, never cut, to fit the console's width."""
+    tables = []
     ci = next(iter(next(iter(by_score.values())).values())).get("ci")
+    for score, results in by_score.items():
+        threshold = next(iter(results.values()))["threshold"]
+        table = Table(title=f"{score}: in = {in_group} (positive class; higher = more in-distribution); threshold "
+                      f"{threshold:.1f} keeps {tpr:.0%} of it", title_justify="left")
+        table.add_column("ood group", overflow="fold")
+        table.add_column("n", justify="right", overflow="fold")
+        for col in ("AUROC", "AUPR-in", "AUPR-out", f"FPR@{tpr:.0%}TPR"):  # room for an interval: 0.051-0.063
+            table.add_column(col, justify="right", overflow="fold", min_width=11 if ci else None)
+        for group, m in results.items():
+            table.add_row(group, str(m["n_ood"]), *(_cell(m, k) for k in KEYS))
+        tables.append(table)
     if ci:
-        table.caption = (f"\\[lo, hi]: {ci['level']:.0%} percentile bootstrap interval, {ci['n_bootstrap']} "
-                         f"resamples (in and OOD resampled separately), seed {ci['seed']}")
-        table.caption_justify = "left"
-    return table
+        tables[-1].caption = (f"lo-hi: {ci['level']:.0%} percentile bootstrap interval, {ci['n_bootstrap']} "
+                              f"resamples (in and OOD resampled separately), seed {ci['seed']}")
+        tables[-1].caption_justify = "left"
+    return tables
 
 
 def _cell(m: dict, key: str) -> str:
-    """``0.057``, or with an interval ``0.057 [0.051, 0.063]``."""
+    """``0.057``, or with its interval below it, ``0.057`` / ``0.051-0.063``."""
     text = f"{m[key]:.3f}"
     if "ci" in m:
         lo, hi = m["ci"][key]
-        text += f" [{lo:.3f}, {hi:.3f}]"
+        text += f"\n{lo:.3f}-{hi:.3f}"
     return text
 
 
@@ -107,7 +116,7 @@ def _typicality_table(report: dict, tpr: float) -> Table:
     table = Table(title=f"typicality test (Nalisnick et al. 2019): batches of {report['batch_size']}, "
                   f"H = {report['entropy']:.1f} nats from {report['reference']}{caveat}", title_justify="left")
     for col in ("ood group", "batches", "AUROC", "AUPR-in", "AUPR-out", f"FPR@{tpr:.0%}TPR", "|NLL - H| threshold"):
-        table.add_column(col, justify="left" if col == "ood group" else "right")
+        table.add_column(col, justify="left" if col == "ood group" else "right", overflow="fold")
     for group, m in report["ood"].items():
         table.add_row(group, str(m["n_ood"]), *(f"{m[k]:.3f}" for k in KEYS), f"{m['statistic_threshold']:.1f}")
     return table

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import typer
 
 from ood_flow.data import SourceOptions
 from ood_flow.device import DEVICES, PRECISION_CHOICES
+from ood_flow.errors import InputError, UsageError
 
 DataDir = typer.Option(None, "--data-dir", help="Root of named datasets (torchvision layout); default "
                        "$OODFLOW_DATA_DIR, else ~/.cache/oodflow.", envvar="OODFLOW_DATA_DIR", show_envvar=False)
@@ -62,3 +64,35 @@ def source_options(data_dir=None, limit=None, skip_invalid=False, columns=None, 
     return SourceOptions(data_dir=data_dir, limit=limit, skip_invalid=skip_invalid, columns=split_columns(columns),
                          label_column=label_column, class_value=class_value, resize=resize, grayscale=grayscale,
                          rgb=rgb)
+
+
+FilesFrom = typer.Option(None, "--files-from", help="Also read paths of image files and folders from FILE, one per "
+                         "line (NUL-separated with -0); '-' reads them from standard input.")
+Null = typer.Option(False, "-0", "--null", help="Paths on standard input and in --files-from are separated by NUL "
+                    "characters, as find -print0 writes them.")
+
+
+def sources(given: Optional[list[str]], files_from: Optional[str], null: bool) -> list[str]:
+    """The SOURCE arguments with each ``-`` replaced by the paths on standard input, then those of
+    ``--files-from``, in order. A usage error (exit 2) when there are none."""
+    entries: list[str] = []
+    for value in given or []:
+        entries += _read_list(sys.stdin.buffer, null) if value == "-" else [value]
+    if files_from == "-":
+        entries += _read_list(sys.stdin.buffer, null)
+    elif files_from:
+        try:
+            with open(files_from, "rb") as f:
+                entries += _read_list(f, null)
+        except OSError as exc:
+            raise InputError(f"--files-from {files_from}: cannot read it ({exc.strerror or exc})") from None
+    if not entries:
+        raise UsageError("no paths were given on standard input or in --files-from" if given or files_from else
+                         "give a SOURCE, '-' to read paths from standard input, or --files-from FILE")
+    return entries
+
+
+def _read_list(stream, null: bool) -> list[str]:
+    text = stream.read().decode("utf-8", errors="surrogateescape")
+    parts = text.split("\0") if null else text.splitlines()
+    return [p for p in parts if p]

@@ -57,8 +57,8 @@ def report(
     if json_out:
         common.print_json(result.to_dict())
     else:
-        common.stdout().print(f"report written to {result.out} ({result.bytes / 1e3:.0f} kB, "
-                              f"{result.thumbnails} thumbnails)", highlight=False)
+        common.message(f"report written to {result.out} ({result.bytes / 1e3:.0f} kB, {result.thumbnails} "
+                       "thumbnails)", quiet)
 
 
 def _command_line() -> Optional[str]:

@@ -39,8 +39,12 @@ def _reference_syntax(value: Optional[str]) -> Optional[str]:
 
 
 def score(
-    source: str = typer.Argument(..., help="SOURCE to score: dataset[:split] (default split: test), folder, image, "
-                                 ".npy/.npz, .h5, .csv."),
+    source: Optional[List[str]] = typer.Argument(None, metavar="SOURCE...", help="What to score: dataset[:split] "
+                                                 "(default split: test), folder, image, .npy/.npz, .h5, .csv; or "
+                                                 "several image files and folders, '-' for paths on stdin, scored "
+                                                 "as one group (--name) in the order given."),
+    files_from: Optional[str] = options.FilesFrom,
+    null: bool = options.Null,
     model: List[Path] = typer.Option(..., "--model", help="Model file (.pt/.h5); give it several times for an ensemble "
                                      "(waic); the other methods use the first."),
     out: Optional[Path] = typer.Option(None, "--out", help="Score file (HDF5), created or appended to. Without it "
@@ -97,6 +101,11 @@ def score(
 ) -> None:
     """Score every sample of SOURCE: into group NAME of an HDF5 file (--out), or as a table on stdout.
 
+    Several SOURCEs (image files and folders), '-' (paths on stdin, one per line, or NUL-separated with -0)
+    and --files-from FILE are scored as one group named by --name, in the order given, e.g. `find incoming
+    -name '*.png' -print0 | oodflow score - -0 --name incoming --model m.pt --max-ood-fraction 0.05`. A
+    sample's id is its path, so an image gets the same id and score from a folder, a list or alone.
+
     Without --out (and without a gate) each sample's id and scores go to stdout, tab-separated with a
     header (JSON with --json), e.g. `oodflow score imgs/ --model m.pt | sort -t$'\\t' -k2 -g | head`.
 
@@ -121,9 +130,10 @@ def score(
         gate = None
     data = options.source_options(data_dir, limit, skip_invalid, columns, label_column, class_value, resize,
                                   grayscale, rgb)
-    report = common.Reporter("score", quiet, info=name or source)
+    entries = options.sources(source, files_from, null)
+    report = common.Reporter("score", quiet, info=name or (entries[0] if len(entries) == 1 else "files"))
     common.run(lambda: score_source(
-        source, model, methods=method, out=out, name=name, overwrite=overwrite, gate=gate, background=background_model,
+        entries, model, methods=method, out=out, name=name, overwrite=overwrite, gate=gate, background=background_model,
         compressor=compressor, dequant_samples=dequant_samples, batch_size=batch_size, seed=seed, device=device,
         precision=precision, options=data, progress=report.progress, on_message=report.message, weights=weights),
         lambda result: _show(result, json_out, flags, quiet), report)

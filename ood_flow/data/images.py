@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from pathlib import Path
 
@@ -118,3 +119,41 @@ def file_source(path: Path) -> Source:
     source = files_source([path], where=str(path), name=path.stem, source=str(path.resolve()), limit=None,
                           skip_invalid=False)
     return dataclasses.replace(source, skip_hint=False)
+
+
+LIST_NAME = "files"
+"""The name of a source made of several SOURCEs, unless the caller names it."""
+
+
+def list_source(entries, *, limit: int | None, skip_invalid: bool, name: str | None = None) -> Source:
+    """Image files and folders given as a list (several SOURCE arguments, ``-`` on stdin, ``--files-from``) as
+    one source, in the order given, a folder's images in :func:`folder_source`'s order. Each sample's id is
+    its path as :func:`folder_source` writes it, so an image scores the same from a folder, a list or alone.
+
+    Raises:
+        InputError: a data file (arrays, tables) or a missing file among them (a missing file is skipped
+            with ``skip_invalid``, as an unreadable one is), a folder without images, or no entries.
+    """
+    paths: list[Path] = []
+    for entry in entries:
+        path = Path(entry).expanduser()
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise InputError(f"folder {path} contains no images ({', '.join(s[1:] for s in IMAGE_SUFFIXES)})")
+            paths += found
+        elif path.suffix.lower() in _DATA_SUFFIXES:
+            raise InputError(f"{path}: a list of SOURCEs takes image files and folders; give {path} on its own")
+        elif not os.path.lexists(path) and not skip_invalid:
+            raise InputError(f"no such file: {path} (pass --skip-invalid to skip missing and unreadable files)")
+        else:
+            paths.append(path)
+    if not paths:
+        raise InputError("no image files given (the list is empty)")
+    shown = ", ".join(str(e) for e in list(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+    return files_source(paths, where="the list of files", name=name or LIST_NAME,
+                        source=f"{len(paths)} image files from {len(entries)} SOURCEs ({shown})", limit=limit,
+                        skip_invalid=skip_invalid)
+
+
+_DATA_SUFFIXES = (".npy", ".npz", ".h5", ".hdf5", ".csv")

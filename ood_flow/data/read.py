@@ -10,10 +10,12 @@ against a model and gives the per-batch conversion (:func:`~ood_flow.data.confor
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ood_flow.data.conform import ImageConform, conform, conform_source
 from ood_flow.data.dataset import Dataset
+from ood_flow.data.images import list_source
 from ood_flow.data.source import load_source, open_source
 from ood_flow.data.stream import Source
 
@@ -70,14 +72,21 @@ def read_source(source: str | Dataset, split: str, options: SourceOptions | None
     return conform(ds, shape, resize=o.resize, grayscale=o.grayscale, rgb=o.rgb)
 
 
-def open_with_options(source: str | Dataset | Source, split: str, options: SourceOptions | None = None) -> Source:
+def open_with_options(source: str | Sequence[str] | Dataset | Source, split: str,
+                      options: SourceOptions | None = None, *, name: str | None = None) -> Source:
     """``source`` opened for reading in batches (:func:`~ood_flow.data.open_source` with ``options``); a
-    :class:`Dataset` in memory is wrapped, an open :class:`Source` returned as it is."""
+    :class:`Dataset` in memory is wrapped, an open :class:`Source` returned as it is. A list of SOURCEs is one
+    source of their image files in the order given (:func:`~ood_flow.data.images.list_source`, named ``name``);
+    a list of one is that SOURCE alone."""
     if isinstance(source, Source):
         return source
     if isinstance(source, Dataset):
         return Source.from_dataset(source)
     o = options or SourceOptions()
+    if isinstance(source, (list, tuple)):
+        if len(source) != 1:
+            return list_source([str(s) for s in source], limit=o.limit, skip_invalid=o.skip_invalid, name=name)
+        source = str(source[0])
     return open_source(source, split=split, data_dir=o.data_dir, limit=o.limit, skip_invalid=o.skip_invalid,
                        columns=list(o.columns) if o.columns else None, label_column=o.label_column,
                        class_value=o.class_value)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import timm
 
@@ -58,7 +58,7 @@ class EmbedResult:
     seconds: float = 0.0
 
 
-def embed_source(source: str | Dataset, backbone: str, out: str | os.PathLike, *,
+def embed_source(source: str | Sequence[str] | Dataset, backbone: str, out: str | os.PathLike, *,
                  weights: str | os.PathLike | None = None, image_size: int | None = None, batch_size: int = 64,
                  precision: str = "fp32", device: str = "cpu", overwrite: bool = False,
                  options: SourceOptions | None = None, progress: Callable[[int, int], None] | None = None,
@@ -66,7 +66,8 @@ def embed_source(source: str | Dataset, backbone: str, out: str | os.PathLike, *
     """Embed every image of ``source`` with a pretrained CNN and write the features file ``out``.
 
     Args:
-        source: SOURCE text of images (default split: train) or a :class:`~ood_flow.data.Dataset`.
+        source: SOURCE text of images (default split: train), a list of image files and folders (embedded as
+            one set in the order given), or a :class:`~ood_flow.data.Dataset`.
         backbone: any timm model name, or one of :data:`~ood_flow.embed.BACKBONES`.
         out: the features file (.h5); an existing features file is replaced only with ``overwrite``.
         weights: a local state dict; default timm's pretrained weights (hub cache, or the Lite0 package).

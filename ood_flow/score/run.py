@@ -72,7 +72,7 @@ class ScoreResult:
         return sorted(k for k in self.arrays if k not in store.NOT_SCORES)
 
 
-def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str | os.PathLike], *,
+def score_source(source: str | Sequence[str] | Dataset, models: str | os.PathLike | Sequence[str | os.PathLike], *,
                  methods: Sequence[str] = ("likelihood",), out: str | os.PathLike | None = None,
                  name: str | None = None, overwrite: bool = False, gate: GateSpec | None = None,
                  background: str | os.PathLike | None = None, compressor: str = "png", dequant_samples: int = 1,
@@ -84,7 +84,8 @@ def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str
     """Score every sample of ``source`` with ``methods`` (see :data:`~ood_flow.score.methods.METHODS`).
 
     Args:
-        source: SOURCE text (default split: test) or a :class:`~ood_flow.data.Dataset`.
+        source: SOURCE text (default split: test), a list of image files and folders scored as one group in
+            the order given (``name`` then required), or a :class:`~ood_flow.data.Dataset`.
         models: model file(s); the first is *the* model, all are the ensemble of ``waic``.
         out: score file to create or add the group to; None keeps the scores in memory only.
         name: group name (default: from the source, e.g. ``mnist-test``).
@@ -118,6 +119,8 @@ def score_source(source: str | Dataset, models: str | os.PathLike | Sequence[str
     """
     say = on_message or (lambda text: None)
     _check_settings(dequant_samples, batch_size, seed)
+    if isinstance(source, (list, tuple)) and len(source) > 1 and name is None:
+        raise UsageError(f"{len(source)} SOURCEs are scored as one group: name it with --name")
     if out is not None:
         check_output(out, kind=store.SCORE_FILE, replaceable=True)  # the group is checked once it is known
     chosen = [get_method(m) for m in dict.fromkeys(methods)]
@@ -140,7 +143,7 @@ def _score(source, paths: list[Path], chosen: list[Method], gate_score: str | No
     bg = _load_background(background, chosen, flows[0], dev, say)
     _check_members(paths, flows, chosen, say)
     digests = [model_digest(f) for f in flows]
-    src = open_with_options(source, "test", options)
+    src = open_with_options(source, "test", options, name=name)
     settings = _settings(dequant_samples, precision, options, extra, src)
     fitted = _fit_gate(gate, gate_score, paths, extra, digests, settings)
     group = name or src.name

@@ -1,0 +1,128 @@
+"""oodflow in a shell pipeline: several SOURCEs, paths on stdin (`-`, `-0`) and in `--files-from`, one group in
+the order given with the same ids and scores as from a folder; stdout holds data or the summary, never both;
+tables fit the width."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli_helpers import TRAIN_SMALL, image_npz, one_line_error, run, run_json, runner
+from ood_flow.cli.main import app
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny model of 8x8 images (with its calibration) and a folder of 8 of them in two subfolders."""
+    d = tmp_path_factory.mktemp("pipes")
+    image_npz(d / "train.npz", n=200, seed=0)
+    run("train", "--data", d / "train.npz", "--out", d / "m.pt", *TRAIN_SMALL, "--calibration-fraction", "0.2")
+    images = np.load(image_npz(d / "new.npz", n=8, seed=3))["x"]
+    for i, image in enumerate(images):
+        (d / "imgs" / f"part{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(d / "imgs" / f"part{i % 2}" / f"{i}.png")
+    return d
+
+
+def _rows(stdout: str) -> dict[str, str]:
+    lines = stdout.strip().splitlines()
+    assert lines[0].startswith("id\t")
+    return {line.split("\t")[0]: line.split("\t", 1)[1] for line in lines[1:]}
+
+
+def test_a_list_on_stdin_scores_as_the_folder_does_in_the_order_given(setup, monkeypatch):
+    monkeypatch.chdir(setup)
+    folder = _rows(run("score", "imgs", "--model", "m.pt", "--quiet").stdout)
+    listed = sorted(folder, reverse=True)  # another order than the folder's
+    result = runner.invoke(app, ["score", "-", "--model", "m.pt", "--name", "batch", "--quiet"],
+                           input="\n".join(listed) + "\n")
+    assert result.exit_code == 0, result.stderr
+    rows = _rows(result.stdout)
+    assert list(rows) == listed and rows == {k: folder[k] for k in listed}  # same ids, same scores, given order
+    nul = runner.invoke(app, ["score", "-", "-0", "--model", "m.pt", "--name", "batch", "--quiet"],
+                        input="\0".join(listed) + "\0")
+    assert _rows(nul.stdout) == rows
+    alone = _rows(run("score", listed[0], "--model", "m.pt", "--quiet").stdout)
+    assert alone == {listed[0]: folder[listed[0]]}
+
+
+def test_several_sources_and_files_from_make_one_named_group(setup, tmp_path, monkeypatch):
+    monkeypatch.chdir(setup)
+    (tmp_path / "list.txt").write_text("imgs/part1/1.png\n\nimgs/part0/0.png\n")
+    summary = run_json("score", "imgs/part0", "imgs/part1/3.png", "--files-from", tmp_path / "list.txt",
+                       "--model", "m.pt", "--name", "mixed", "--out", tmp_path / "s.h5", "--quiet")
+    assert summary["group"] == "mixed" and summary["n"] == 4 + 1 + 2
+    from ood_flow import store
+
+    ids = list(store.read_group(tmp_path / "s.h5", "mixed")[0]["id"])
+    assert ids == [f"imgs/part0/{i}.png" for i in (0, 2, 4, 6)] + ["imgs/part1/3.png", "imgs/part1/1.png",
+                                                                    "imgs/part0/0.png"]
+
+
+def test_list_mistakes_are_one_line(setup, tmp_path, monkeypatch):
+    monkeypatch.chdir(setup)
+    one_line_error(run("score", "imgs/part0", "imgs/part1", "--model", "m.pt", code=2), "--name")
+    one_line_error(run("score", "imgs/part0", "new.npz", "--model", "m.pt", "--name", "x", code=1), "new.npz",
+                   "on its own")
+    one_line_error(run("score", "imgs/part0", "gone.png", "--model", "m.pt", "--name", "x", code=1),
+                   "no such file: gone.png", "--skip-invalid")
+    one_line_error(run("score", "--model", "m.pt", code=2), "give a SOURCE")
+    empty = runner.invoke(app, ["score", "-", "--model", "m.pt"], input="")
+    assert empty.exit_code == 2 and "no paths were given on standard input" in empty.stderr
+    one_line_error(run("score", "--files-from", tmp_path / "none.txt", "--model", "m.pt", code=1), "none.txt")
+
+
+def test_a_missing_file_with_skip_invalid_counts_as_ood_in_the_gate(setup, monkeypatch):
+    monkeypatch.chdir(setup)
+    gate = run_json("score", "imgs", "gone.png", "--model", "m.pt", "--name", "x", "--skip-invalid",
+                    "--max-ood-fraction", "0.5", "--quiet")["gate"]
+    assert gate["n"] == 9 and gate["n_skipped"] == 1 and gate["skipped_files"][0]["path"] == "gone.png"
+
+
+def test_a_real_shell_pipe_from_find(setup):
+    """`find ... -print0 | oodflow score - -0`: the ids are find's paths, the rows on stdout and nothing else."""
+    cmd = (f"find imgs -name '*.png' -print0 | {sys.executable} -m ood_flow score - -0 --model m.pt "
+           "--name incoming --max-ood-fraction 0.5 --flags")
+    result = subprocess.run(cmd, shell=True, cwd=setup, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "id\tis_ood\tlog_likelihood\tp_value" and len(lines) == 9
+    assert sorted(line.split("\t")[0] for line in lines[1:]) == sorted(
+        f"imgs/part{i % 2}/{i}.png" for i in range(8))
+    assert "evidence that more than 50.0 % are OOD" in result.stderr  # the decision: on stderr beside rows
+
+
+def test_the_summary_goes_to_stdout_without_rows_and_written_to_messages_to_stderr(setup, tmp_path, monkeypatch):
+    monkeypatch.chdir(setup)
+    plain = run("score", "imgs", "--model", "m.pt", "--max-ood-fraction", "0.5", "--quiet")
+    assert "evidence that more than 50.0 % are OOD" in plain.stdout and "\t" not in plain.stdout
+    run("score", "imgs", "--model", "m.pt", "--out", tmp_path / "s.h5", "--name", "in", "--quiet")
+    run("score", "new.npz", "--model", "m.pt", "--out", tmp_path / "s.h5", "--name", "ood", "--quiet")
+    report = run("report", tmp_path / "s.h5", "--in", "in", "--ood", "ood", "--out", tmp_path / "r.html",
+                 "--thumbnails", "0", "--ci", "0")
+    assert report.stdout == "" and "report written to" in report.stderr
+    evaluate = run("evaluate", tmp_path / "s.h5", "--in", "in", "--ood", "ood", "--plot", tmp_path / "h.png")
+    assert "histogram written to" in evaluate.stderr and "written to" not in evaluate.stdout
+
+
+@pytest.mark.parametrize("columns", [60, 80, 120])
+def test_evaluate_tables_fit_the_width_and_cut_nothing(setup, tmp_path, monkeypatch, columns):
+    monkeypatch.chdir(setup)
+    run("score", "imgs", "--model", "m.pt", "--out", tmp_path / "s.h5", "--name", "fashion-in-distribution",
+        "--quiet")
+    run("score", "new.npz", "--model", "m.pt", "--out", tmp_path / "s.h5", "--name", "a-long-ood-group-name",
+        "--quiet")
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "s.h5"), "--in", "fashion-in-distribution", "--ood",
+                                 "a-long-ood-group-name", "--ci", "0.9", "--bootstrap", "50"],
+                           env={"COLUMNS": str(columns)})
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= columns and "…" not in result.stdout
+    first_column = "".join(line.split("│")[1].strip() for line in lines if line.startswith("│"))
+    assert first_column == "a-long-ood-group-name"  # folded over lines, whole
