@@ -15,6 +15,10 @@ class OodflowError(Exception):
 
     exit_code = 1
 
+    def cli_message(self) -> str:
+        """The message as the command line says it (where it names options, by their flags)."""
+        return str(self)
+
 
 class InputError(OodflowError):
     """Bad input data: unreadable, corrupt, wrong shape, NaN, unknown dataset."""
@@ -52,3 +56,30 @@ class UsageError(OodflowError, ValueError):
 class OutputError(OodflowError):
     """An output file that may not or cannot be written: it exists, is of another kind, or its folder is not
     writable."""
+
+
+class AlreadyExists(OutputError, FileExistsError):
+    """An output (a file, or a group of a score file) that exists and would be replaced. The message names the
+    argument that allows it as Python spells it (``overwrite=True``, and ``resume=True`` where training can
+    continue it); the command line's says ``--overwrite`` and ``--resume``.
+
+    Attributes:
+        what: the output, e.g. ``m.pt`` or ``scores.h5: group 'mnist-test'``.
+        resume: training could continue it instead.
+    """
+
+    def __init__(self, what: str, *, resume: bool = False):
+        self.what, self.resume = what, resume
+        super().__init__(self._text("{}=True"))
+
+    def __str__(self) -> str:
+        return self._text("{}=True")
+
+    def cli_message(self) -> str:
+        return self._text("--{}")
+
+    def _text(self, spelling: str) -> str:
+        overwrite, resume = spelling.format("overwrite"), spelling.format("resume")
+        if self.resume:
+            return f"{self.what} exists; pass {resume} to continue training it or {overwrite} to replace it"
+        return f"{self.what} exists; pass {overwrite} to replace it"

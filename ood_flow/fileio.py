@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ood_flow import filelock
-from ood_flow.errors import OutputError
+from ood_flow.errors import AlreadyExists, OutputError
 
 log = logging.getLogger("ood_flow")
 
@@ -188,7 +188,7 @@ def _check_existing(path: Path, overwrite: bool, kind: Kind | None, replaceable:
     if kind is not None and not same:
         raise OutputError(f"{path} exists and is not {kind.what}; refusing to replace it (even with --overwrite)")
     if not overwrite and not (replaceable and same):
-        raise OutputError(f"{path} exists; pass --overwrite to replace it")
+        raise AlreadyExists(str(path))
 
 
 def _probe(path: Path) -> None:
@@ -248,6 +248,8 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False, kind: Kind
             os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _mode_for(target)))
             yield tmp
             _commit(tmp, target)
+        except AlreadyExists:  # an OSError too (FileExistsError), but the caller's refusal, not a failed write
+            raise
         except (OSError, RuntimeError) as exc:
             raise OutputError(f"{shown}: cannot write: {_describe(exc, tmp, shown)}") from None
         finally:

@@ -49,7 +49,7 @@ import h5py
 import numpy as np
 
 from ood_flow import hdf5
-from ood_flow.errors import ScoreFileError
+from ood_flow.errors import AlreadyExists, ScoreFileError
 from ood_flow.fileio import Kind, atomic_write, check_output, file_lock
 
 FORMAT_ATTR, VERSION_ATTR, FORMAT_VERSION = hdf5.FORMAT_ATTR, hdf5.VERSION_ATTR, hdf5.FORMAT_VERSION
@@ -94,7 +94,7 @@ def write_group(path, name: str, arrays: Mapping[str, Any], attrs: Mapping[str, 
     with file_lock(path):
         replace = _has_group(path, name)
         if replace and not overwrite:
-            raise ScoreFileError(f"{os.fspath(path)}: group '{name}' already exists; pass --overwrite to replace it")
+            raise AlreadyExists(f"{os.fspath(path)}: group '{name}'")
         with atomic_write(path, kind=SCORE_FILE, replaceable=True) as tmp:
             if replace:
                 with hdf5.open_file(path, "scores", reading=False) as src, h5py.File(tmp, "w", track_order=True) as dst:
@@ -120,7 +120,7 @@ def _has_group(path, name: str) -> bool:
 def check_score_output(path, name: str, *, overwrite: bool = False) -> None:
     """Fail before any work if group ``name`` could not be written to ``path`` (the write checks again, locked)."""
     if _has_group(path, name) and not overwrite:
-        raise ScoreFileError(f"{os.fspath(path)}: group '{name}' already exists; pass --overwrite to replace it")
+        raise AlreadyExists(f"{os.fspath(path)}: group '{name}'")
     check_output(path, kind=SCORE_FILE, replaceable=True)
 
 
@@ -141,7 +141,7 @@ def add_datasets(path, name: str, arrays: Mapping[str, Any], attrs: Mapping[str,
             clashes = [f"dataset '{k}'" for k in data if k in group]
             clashes += [f"attribute '{k}'" for k in packed[0] if k in group.attrs]
         if clashes and not overwrite:
-            raise ScoreFileError(f"{shown}: group '{name}' already has {clashes[0]}; pass --overwrite to replace it")
+            raise AlreadyExists(f"{shown}: {clashes[0]} of group '{name}'")
         wrong = {k: len(a) for k, a in data.items() if n is not None and len(a) != n}
         if wrong:
             raise ValueError(f"group '{name}' has {n} samples but got arrays of length {wrong}")

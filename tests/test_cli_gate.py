@@ -96,8 +96,8 @@ def test_calibrate_stores_a_calibration_and_leaves_the_weights_and_their_score_f
     model.write_bytes((trained / "m.pt").read_bytes())
     before = read_model_file(model)
     run("score", trained / "held.npz", "--model", model, "--out", tmp_path / "s.h5", "--name", "ref", "--quiet")
-    one_line_error(run("calibrate", trained / "held.npz", "--model", model, code=1), "already carries a calibration",
-                   "--overwrite")
+    one_line_error(run("calibrate", trained / "held.npz", "--model", model, code=1), "m.pt's calibration (40 scores",
+                   "exists; pass --overwrite to replace it")
     one_line_error(run("calibrate", trained / "train.npz", "--model", model, "--overwrite", "--limit", "50", code=2),
                    "was trained on this data")
     run("calibrate", trained / "held.npz", "--model", model, "--overwrite", "--quiet")

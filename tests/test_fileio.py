@@ -52,7 +52,7 @@ def test_a_failure_keeps_the_old_file_and_its_mode(tmp_path):
 def test_an_existing_file_is_replaced_only_with_overwrite(tmp_path):
     target = tmp_path / "out.bin"
     target.write_bytes(b"ours")
-    with pytest.raises(OutputError, match=f"{target} exists; pass --overwrite"):
+    with pytest.raises(FileExistsError, match=f"{target} exists; pass overwrite=True"):  # Python's words
         with atomic_write(target, kind=ANY) as tmp:
             tmp.write_bytes(b"never")
     assert target.read_bytes() == b"ours"

@@ -117,8 +117,8 @@ def test_append_keeps_other_groups(scores):
 
 def test_duplicate_group_is_an_error_and_leaves_file(scores):
     raw = scores.read_bytes()
-    with pytest.raises(ScoreFileError,
-                       match=r"scores\.h5: group 'mnist-test' already exists; pass --overwrite to replace it"):
+    with pytest.raises(FileExistsError,
+                       match=r"scores\.h5: group 'mnist-test' exists; pass overwrite=True to replace it"):
         store.write_group(scores, "mnist-test", arrays(3), {})
     assert scores.read_bytes() == raw
 
@@ -153,9 +153,9 @@ def test_add_datasets(scores):
     assert got["is_ood"].dtype == bool and got["is_ood"].tolist() == is_ood.tolist()
     assert attrs["threshold"] == -812.5 and attrs["gate"] == {"tpr": 0.95} and attrs["config"] == ATTRS["config"]
     assert store.read_group(scores, "fmnist-test")[1] == other[1]
-    with pytest.raises(ScoreFileError, match="group 'mnist-test' already has dataset 'is_ood'; pass --overwrite"):
+    with pytest.raises(FileExistsError, match="dataset 'is_ood' of group 'mnist-test' exists; pass overwrite=True"):
         store.add_datasets(scores, "mnist-test", {"is_ood": ~is_ood})
-    with pytest.raises(ScoreFileError, match="already has attribute 'threshold'"):
+    with pytest.raises(FileExistsError, match="attribute 'threshold' of group"):
         store.add_datasets(scores, "mnist-test", {}, {"threshold": 0.0})
     store.add_datasets(scores, "mnist-test", {"is_ood": ~is_ood}, {"gate": "plain"}, overwrite=True)
     got, attrs = store.read_group(scores, "mnist-test")

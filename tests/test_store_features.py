@@ -22,7 +22,7 @@ def test_features_round_trip(tmp_path):
     assert attrs == {"backbone": "resnet18", "source": "cifar10:test"}
     with h5py.File(path, "r") as f:
         assert f.attrs["oodflow_format"] == "features" and f["features"].shape == (4, 3)
-    with pytest.raises(OutputError, match="exists; pass --overwrite"):
+    with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
         store.write_features(path, x[:2], ids=["a", "b"], attrs={})
     store.write_features(path, x[:2], ids=["a", "b"], attrs={}, overwrite=True)  # a features file may be replaced
     assert store.read_features(path)[0]["features"].shape == (2, 3)

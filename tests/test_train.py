@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ood_flow
-from ood_flow.errors import ModelFileError, OutputError, UsageError
+from ood_flow.errors import ModelFileError, UsageError
 from ood_flow.train import (TrainConfig, Trainer, TrainEvents, TrainingDiverged, checkpoint_path, load_training_state,
                             negative_objective, perturb_pixels, split_holdout)
 
@@ -247,7 +247,7 @@ def test_a_fresh_run_never_replaces_a_model_or_checkpoint(tmp_path):
     x = _images()
     Trainer(_flow(), x, _cfg(epochs=1), tmp_path / "m.pt").run()
     before = (tmp_path / "m.pt").read_bytes()
-    with pytest.raises(OutputError, match="exists; pass --resume to continue training it or --overwrite"):
+    with pytest.raises(FileExistsError, match="exists; pass resume=True to continue training it or overwrite=True"):
         Trainer(_flow(1), x, _cfg(epochs=1), tmp_path / "m.pt").run()
     assert (tmp_path / "m.pt").read_bytes() == before
     Trainer(_flow(1), x, _cfg(epochs=1), tmp_path / "m.pt", overwrite=True).run()

@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ood_flow.data.stream import default_workers
+from ood_flow.environment import default_workers
 from ood_flow.errors import GateFailed, OodflowError, UsageError
 
 state = {"debug": False, "signal": None}
@@ -120,7 +120,7 @@ def handle_errors(fn: Callable) -> Callable:
         except OodflowError as exc:
             if state["debug"]:
                 raise
-            fail(one_line(exc), exc.exit_code)
+            fail(" ".join(exc.cli_message().split()), exc.exit_code)
         except ValueError as exc:  # the core's argument checks: the message names the value at fault
             if state["debug"]:
                 raise

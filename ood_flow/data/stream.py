@@ -18,7 +18,6 @@ counting readable images only.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,30 +30,8 @@ from torch.utils.data import DataLoader
 from ood_flow.data.dataset import Dataset
 from ood_flow.data.workers import (LOAD_CHUNK, Batch, Decoder, Packed, Rebatcher, Reader, Same,  # noqa: F401
                                    Transform, as_is)
-from ood_flow.errors import InputError, UsageError
-
-
-WORKERS_ENV = "OODFLOW_WORKERS"
-
-
-def default_workers() -> int:
-    """Worker processes for reading a source: ``$OODFLOW_WORKERS`` where set, else half the usable cores (at
-    most 8), and none on two cores or fewer, where a worker takes CPU from the model's threads: on 2 cores,
-    embedding with Lite0 from a folder of small PNGs and from one of large JPEGs both ran slower with one
-    worker than without (docs/detector.md, "Embedding speed", has the measurement and its command).
-    A model much cheaper than decoding (a small flow scoring large photos) is the exception: one worker
-    was faster there.
-
-    Raises:
-        UsageError: ``$OODFLOW_WORKERS`` is not a whole number >= 0.
-    """
-    value = os.environ.get(WORKERS_ENV, "").strip()
-    if value:
-        if not (value.isascii() and value.isdigit()):
-            raise UsageError(f"{WORKERS_ENV}={value!r}: expected a whole number of worker processes (0 or more)")
-        return int(value)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 0 if cores <= 2 else min(cores // 2, 8)
+from ood_flow.environment import WORKERS_ENV, default_workers  # noqa: F401 (re-exported)
+from ood_flow.errors import InputError
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ood_flow.data import SourceOptions, open_with_options
-from ood_flow.errors import OutputError, UsageError
+from ood_flow.errors import AlreadyExists, UsageError
 from ood_flow.flows.io import read_model_file, rewrite_extra
 from ood_flow.score.calibration import Calibration, Settings, check_method, make
 from ood_flow.score.methods import get_method
@@ -67,8 +67,8 @@ def calibrate_model(model: str | os.PathLike, source: str, *, method: str = "lik
                          "held-out in-distribution data (e.g. its test split)")
     replaced = bool(extra.get("calibration"))
     if replaced and not overwrite:
-        raise OutputError(f"{path} already carries a calibration ({extra['calibration'].get('n')} scores of "
-                          f"{extra['calibration'].get('source')}); pass --overwrite to replace it")
+        raise AlreadyExists(f"{path}'s calibration ({extra['calibration'].get('n')} scores of "
+                            f"{extra['calibration'].get('source')})")
     result = score_source(src, path, methods=[method], dequant_samples=dequant_samples, precision=precision, seed=seed,
                           batch_size=batch_size, device=device, options=options, weights=weights, progress=progress,
                           on_message=on_message)

@@ -17,7 +17,7 @@ import torch
 from ood_flow import distributed
 from ood_flow.data import Dataset, SourceOptions, open_with_options, read_source
 from ood_flow.device import resolve_device, resolve_precision
-from ood_flow.errors import InputError, OutputError, UsageError
+from ood_flow.errors import AlreadyExists, InputError, OutputError, UsageError
 from ood_flow.fileio import check_output, file_lock
 from ood_flow.flows import Flow, create_flow
 from ood_flow.flows.configs import FEATURE_STD_FLOOR, VECTOR_MODELS
@@ -154,7 +154,7 @@ def check_model_output(out: Path, *, resume: bool = False, overwrite: bool = Fal
         raise UsageError(f"--out {out}: model files end in .pt or .h5")
     if os.path.lexists(out) and not resume and not overwrite:
         with file_lock(out, timeout=0):  # a run training it now is named first (it holds the lock)
-            raise OutputError(f"{out} exists; pass --resume to continue training it or --overwrite to replace it")
+            raise AlreadyExists(str(out), resume=True)
     check_output(out, overwrite=True, kind=MODEL_FILE)
     check_output(checkpoint_path(out), overwrite=True, kind=MODEL_FILE)
 

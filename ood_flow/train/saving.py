@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ood_flow.errors import OutputError
+from ood_flow.errors import AlreadyExists
 from ood_flow.fileio import file_lock
 from ood_flow.flows.io import save_model
 from ood_flow.train.calibration import for_model_file
@@ -31,7 +31,7 @@ def claim_output(out: Path, stack: contextlib.ExitStack, may_replace: bool) -> N
         return
     for path in (out, checkpoint_path(out)):
         if path.exists():
-            raise OutputError(f"{path} exists; pass --resume to continue training it or --overwrite to replace it")
+            raise AlreadyExists(str(path), resume=True)
 
 
 def save_run(trainer: Trainer) -> None:
