@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import timm
 
-from ood_flow import distributed, store
+from ood_flow import distributed, log, store
 from ood_flow.data import Dataset, SourceOptions, open_with_options
 from ood_flow.device import resolve_device
 from ood_flow.embed import hub
@@ -73,8 +73,8 @@ def embed_source(source: str | Sequence[str] | Dataset, backbone: str, out: str 
         weights: a local state dict; default timm's pretrained weights (hub cache, or the Lite0 package).
         image_size: resize images to N x N (default: the backbone's input size).
         precision: ``fp32``, or ``bf16`` autocast where the hardware supports it.
-        progress: called with (images done, total).
-        on_message: receives skipped inputs, one line each.
+        progress: called with (images done, total) (default: logged to ``ood_flow.embed``, see :mod:`ood_flow.log`).
+        on_message: receives skipped inputs, one line each (default: logged likewise).
 
     Example (docs/api.md runs it)::
 
@@ -84,6 +84,7 @@ def embed_source(source: str | Sequence[str] | Dataset, backbone: str, out: str 
     """
     out = Path(out)
     dev = resolve_device(device)
+    progress, on_message = progress or log.progress("embed", "images embedded"), on_message or log.messages("embed")
     with distributed.session(dev) as dist:
         return _embed(source, backbone, out, weights=weights, image_size=image_size, batch_size=batch_size,
                       precision=precision, dev=dist.device if dist.backend == "nccl" else dev, overwrite=overwrite,

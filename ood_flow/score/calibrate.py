@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ood_flow import log
 from ood_flow.data import SourceOptions, open_with_options
 from ood_flow.errors import AlreadyExists, UsageError
 from ood_flow.flows.io import read_model_file, rewrite_extra
@@ -69,6 +70,8 @@ def calibrate_model(model: str | os.PathLike, source: str, *, method: str = "lik
     if replaced and not overwrite:
         raise AlreadyExists(f"{path}'s calibration ({extra['calibration'].get('n')} scores of "
                             f"{extra['calibration'].get('source')})")
+    progress, on_message = progress or log.progress("calibrate", "samples scored"), on_message or log.messages(
+        "calibrate")
     result = score_source(src, path, methods=[method], dequant_samples=dequant_samples, precision=precision, seed=seed,
                           batch_size=batch_size, device=device, options=options, weights=weights, progress=progress,
                           on_message=on_message)

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ood_flow import distributed, store
+from ood_flow import distributed, log, store
 from ood_flow.data import Dataset, Source, SourceOptions, fit_to_model, open_with_options
 from ood_flow.device import resolve_device, resolve_precision
 from ood_flow.errors import GateFailed, InputError, UsageError
@@ -99,8 +99,9 @@ def score_source(source: str | Sequence[str] | Dataset, models: str | os.PathLik
         precision: of the st-networks (and of a feature detector's backbone), ``fp32``, ``bf16`` or ``auto``
             (:mod:`ood_flow.flows.precision`); the one used is recorded in the group's provenance.
         options: how to read the source and fit it to the model.
-        progress: called with (samples done, total) over all forward passes.
-        on_message: receives warnings and skipped inputs, one line each.
+        progress: called with (samples done, total) over all forward passes (default: logged to
+            ``ood_flow.score``, see :mod:`ood_flow.log`).
+        on_message: receives warnings and skipped inputs, one line each (default: logged likewise).
         weights: a feature detector's backbone weights (default: found as ``embed`` finds them,
             hash-checked).
 
@@ -117,7 +118,8 @@ def score_source(source: str | Sequence[str] | Dataset, models: str | os.PathLik
         r = score_source("demo-mnist", "m.pt", out="scores.h5", options=SourceOptions(limit=10))
         r.arrays["log_likelihood"].shape   # (10,)
     """
-    say = on_message or (lambda text: None)
+    say = on_message or log.messages("score")
+    progress = progress or log.progress("score", "samples scored")
     _check_settings(dequant_samples, batch_size, seed)
     if isinstance(source, (list, tuple)) and len(source) > 1 and name is None:
         raise UsageError(f"{len(source)} SOURCEs are scored as one group: name it with --name")
