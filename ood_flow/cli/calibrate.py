@@ -11,35 +11,43 @@ import typer
 from ood_flow.cli import common, options
 
 
+CALIBRATION = "Calibration"
+
+
 def calibrate(
     source: str = typer.Argument(..., help="Held-out in-distribution SOURCE (default split: test), never the "
                                  "model's training data."),
-    model: Path = typer.Option(..., "--model", help="Model file (.pt/.h5) to store the calibration in."),
-    method: str = typer.Option("likelihood", "--method", help="The method whose score the gate will use (as score's "
-                               "--method; bn-train cannot be calibrated)."),
-    dequant_samples: int = typer.Option(1, "--dequant-samples", min=1, help="Dequantization draws averaged; score "
-                                        "then gates only with the same number."),
-    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per forward pass."),
-    seed: int = typer.Option(0, "--seed", help="Dequantization seed."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a calibration the model file carries."),
-    skip_invalid: bool = options.SkipInvalid,
-    limit: Optional[int] = options.Limit,
     data_dir: Optional[str] = options.DataDir,
+    limit: Optional[int] = options.Limit,
+    skip_invalid: bool = options.SkipInvalid,
     resize: bool = options.Resize,
     grayscale: bool = options.Grayscale,
     rgb: bool = options.Rgb,
     columns: Optional[str] = options.Columns,
     label_column: Optional[str] = options.LabelColumn,
     class_value: Optional[str] = options.ClassValue,
+    model: Path = typer.Option(..., "--model", metavar="FILE", rich_help_panel=CALIBRATION,
+                               help="Model file (.pt/.h5) to store the calibration in."),
+    weights: Optional[Path] = options.in_panel(options.Weights, CALIBRATION),
+    method: str = typer.Option("likelihood", "--method", metavar="NAME", rich_help_panel=CALIBRATION,
+                               help="The method whose score the gate will use (as score's --method; bn-train cannot "
+                               "be calibrated)."),
+    dequant_samples: int = typer.Option(1, "--dequant-samples", min=1, metavar="K", rich_help_panel=CALIBRATION,
+                                        help="Dequantization draws averaged; score then gates only with the same "
+                                        "number."),
+    seed: int = typer.Option(0, "--seed", metavar="N", rich_help_panel=CALIBRATION, help="Dequantization seed."),
+    overwrite: bool = typer.Option(False, "--overwrite", rich_help_panel=CALIBRATION,
+                                   help="Replace a calibration the model file carries."),
     device: str = options.device_option(),
-    weights: Optional[Path] = options.Weights,
     precision: str = options.precision_option("fp32"),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, metavar="N", rich_help_panel=options.RUNTIME,
+                                   help="Samples per forward pass."),
     json_out: bool = options.Json,
     quiet: bool = options.Quiet,
 ) -> None:
-    """Calibrate MODEL's gate on SOURCE: score it as `oodflow score` would and store the scores in the model file
-    (atomically; the weights, and so the model's identity in score files, are untouched).
+    """Calibrate MODEL's gate on SOURCE: score it as `oodflow score` would and store the scores in the model file.
 
+    The file is replaced atomically; the weights, and so the model's identity in score files, are untouched.
     A gate's error rate holds for data exchangeable with the calibration set: use in-distribution data the
     model never trained on and that chose nothing (not the data you tune on), as much as you can spare, and
     the settings (--dequant-samples, --precision, --resize/--grayscale/--rgb, --method) the gate will use.

@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ood_flow.cli import help_page
 from ood_flow.environment import default_workers
 from ood_flow.errors import GateFailed, OodflowError, UsageError
 
@@ -247,9 +248,11 @@ def unwrap(doc: str | None) -> str:
     return "\n\n".join(" ".join(p.split()) for p in paragraphs)
 
 
-def command(app: typer.Typer, fn: Callable, name: str | None = None) -> None:
-    """Register ``fn`` as subcommand ``name`` (default: its own name): one-line errors, wrapped help."""
-    app.command(name or fn.__name__, help=unwrap(fn.__doc__))(handle_errors(fn))
+def command(app: typer.Typer, fn: Callable, name: str | None = None, epilog: str | None = None) -> None:
+    """Register ``fn`` as subcommand ``name`` (default: its own name): one-line errors, wrapped help that
+    fits the terminal (:mod:`ood_flow.cli.help_page`), ``-h`` as well as ``--help``; ``epilog`` ends the page."""
+    app.command(name or fn.__name__, help=unwrap(fn.__doc__), epilog=epilog, cls=help_page.Command,
+                context_settings=help_page.CONTEXT)(handle_errors(fn))
 
 
 def same_command(ctx: typer.Context, *extra: str) -> str:

@@ -7,10 +7,11 @@ from typing import Optional
 
 import typer
 
-from ood_flow.cli import common, options
+from ood_flow.cli import common, help_page, options
 from ood_flow.flows.convert import convert_flows_ood_file, log_likelihood_offset
 
-convert_app = typer.Typer(no_args_is_help=True, help="Model files of other code as oodflow model files.")
+convert_app = typer.Typer(no_args_is_help=True, help="Model files of other code as oodflow model files.",
+                          cls=help_page.Group, context_settings=help_page.CONTEXT)
 
 
 def _shape(text: Optional[str]) -> Optional[tuple[int, int, int]]:
@@ -28,8 +29,8 @@ def _shape(text: Optional[str]) -> Optional[tuple[int, int, int]]:
 def flows_ood(
     checkpoint: Path = typer.Argument(..., help="A checkpoint of PolinaKirichenko/flows_ood's RealNVP "
                                       "({'net': state_dict, ...}, keys prefixed 'module.')."),
-    out: Path = typer.Option(..., "--out", help="Model file to write (.pt or .h5)."),
-    input_shape: Optional[str] = typer.Option(None, "--input-shape", callback=_shape,
+    out: Path = typer.Option(..., "--out", metavar="FILE", help="Model file to write (.pt or .h5)."),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", callback=_shape, metavar="C,H,W",
                                               help="C,H,W of the images (default 1,28,28 for one channel, 3,32,32 "
                                                    "for three)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model file."),
@@ -50,5 +51,5 @@ def flows_ood(
 
 
 def register(app: typer.Typer) -> None:
-    convert_app.command("flows-ood")(common.handle_errors(flows_ood))
+    common.command(convert_app, flows_ood, "flows-ood")
     app.add_typer(convert_app, name="convert", help="Model files of other code as oodflow model files: flows-ood.")

@@ -33,9 +33,10 @@ def _commands(out: Path, steps: int, quiet: bool) -> list[list[str]]:
 
 
 def demo(
-    out: Path = typer.Option(Path("oodflow-demo"), "--out", help="Folder for the model, scores and histogram."),
-    steps: int = typer.Option(DEMO_STEPS, "--steps", min=1, help="Training steps at most (batch 64; the cpu preset "
-                              "may stop earlier when validation bits/dim stops improving)."),
+    out: Path = typer.Option(Path("oodflow-demo"), "--out", metavar="DIR",
+                             help="Folder for the model, scores and histogram."),
+    steps: int = typer.Option(DEMO_STEPS, "--steps", min=1, metavar="N", help="Training steps at most (batch 64; "
+                              "the cpu preset may stop earlier when validation bits/dim stops improving)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final table."),
 ) -> None:
     """Reproduce the paper's failure offline: a FashionMNIST flow scores MNIST higher (AUROC < 0.5).

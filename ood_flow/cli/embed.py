@@ -27,33 +27,41 @@ def _list(value: bool) -> None:
     raise typer.Exit()
 
 
+BACKBONE, OUTPUT = "Backbone", "Output"
+
+
 def embed(
     source: Optional[List[str]] = typer.Argument(None, metavar="SOURCE...", help="Images to embed: dataset[:split] "
                                                  "(default split: train), folder, image, .npy/.npz, .h5 images; or "
                                                  "several image files and folders, '-' for paths on stdin, in the "
                                                  "order given."),
+    backbone: str = typer.Option(..., "--backbone", metavar="NAME", rich_help_panel=BACKBONE, help="Any timm model "
+                                 "name (e.g. tf_efficientnet_lite0, resnet18, resnet18.a1_in1k) or an extra (see "
+                                 "--list)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", metavar="FILE", rich_help_panel=BACKBONE,
+                                           help="Local state dict (.pth/.pt/.safetensors); default: timm's pretrained "
+                                           "weights from the hub cache."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", min=8, metavar="N", rich_help_panel=BACKBONE,
+                                             help="Resize images to N x N, N >= 8 (default: the backbone's input size, "
+                                             "224 for tf_efficientnet_lite0)."),
+    list_: bool = typer.Option(False, "--list", is_eager=True, callback=_list, rich_help_panel=BACKBONE,
+                               help="List the extra backbones (beyond timm's) and exit."),
     files_from: Optional[str] = options.FilesFrom,
     null: bool = options.Null,
-    backbone: str = typer.Option(..., "--backbone", help="Any timm model name (e.g. tf_efficientnet_lite0, resnet18, "
-                                 "resnet18.a1_in1k) or an extra (see --list)."),
-    out: Path = typer.Option(..., "--out", help="Features file to write (.h5)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Local state dict (.pth/.pt/.safetensors); "
-                                           "default: timm's pretrained weights from the hub cache."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", min=8, help="Resize images to N x N "
-                                             "(default: the backbone's input size, 224 for tf_efficientnet_lite0)."),
-    batch_size: Optional[int] = options.BatchSize,
+    data_dir: Optional[str] = options.DataDir,
     limit: Optional[int] = options.Limit,
+    skip_invalid: bool = options.SkipInvalid,
+    out: Path = typer.Option(..., "--out", metavar="FILE", rich_help_panel=OUTPUT,
+                             help="Features file to write (.h5)."),
+    overwrite: bool = typer.Option(False, "--overwrite", rich_help_panel=OUTPUT,
+                                   help="Replace an existing features file."),
     device: str = options.device_option(),
     precision: str = typer.Option("fp32", "--precision", callback=options.choice(*PRECISIONS),
-                                  help=f"{' or '.join(PRECISIONS)}: bf16 is autocast where the CPU (AVX512-BF16, AMX) "
-                                  "or GPU supports it."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing features file."),
-    data_dir: Optional[str] = options.DataDir,
-    skip_invalid: bool = options.SkipInvalid,
+                                  metavar=options.one_of(PRECISIONS), rich_help_panel=options.RUNTIME,
+                                  help="bf16: autocast where the CPU (AVX512-BF16, AMX) or GPU supports it."),
+    batch_size: Optional[int] = options.BatchSize,
     quiet: bool = options.Quiet,
     json_out: bool = options.Json,
-    list_: bool = typer.Option(False, "--list", is_eager=True, callback=_list,
-                               help="List the extra backbones (beyond timm's) and exit."),
 ) -> None:
     """Embed images with a pretrained CNN: pooled features (N, d) float32, ids, labels and provenance.
 

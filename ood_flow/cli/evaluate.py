@@ -17,33 +17,46 @@ from ood_flow.evaluate.metrics import KEYS
 from ood_flow.score import SCORES
 
 
+GROUPS, METRICS, TYPICALITY, OUTPUT = "Groups", "Metrics", "Typicality test", "Output"
+
+
 def evaluate(
     scores: Path = typer.Argument(..., help="Score file written by `oodflow score`."),
-    in_group: str = typer.Option(..., "--in", help="In-distribution group (the positive class)."),
-    ood: List[str] = typer.Option(..., "--ood", help="OOD group (repeatable)."),
-    score_names: List[str] = typer.Option(["log_likelihood"], "--score", help="Per-sample score to evaluate, higher = "
-                                          f"more in-distribution (repeatable): {', '.join(SCORES)}."),
-    all_scores: bool = typer.Option(False, "--all-scores", help="Evaluate every method score present in all the "
-                                    "groups, in one table."),
-    tpr: float = typer.Option(0.95, "--tpr", min=0.0, max=1.0, help="TPR at which the threshold and FPR are reported."),
-    min_auroc: Optional[float] = typer.Option(None, "--min-auroc", help="Exit 3 if any AUROC is below this "
-                                              "(a number in [0, 1])."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the log-likelihood histogram (paper Fig. 1a) "
-                                        "as PNG."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="--plot may replace an existing PNG (never any other "
-                                   "file)."),
-    typicality: bool = typer.Option(False, "--typicality", help="Also run the typicality test (Nalisnick et al. 2019) "
-                                    "on batches of --batch-size samples of log_likelihood."),
-    batch_size: int = typer.Option(10, "--batch-size", min=1, help="M, samples per batch of the typicality test."),
-    n_batches: int = typer.Option(1000, "--n-batches", min=1, help="Random batches per group (typicality)."),
-    reference_group: Optional[str] = typer.Option(None, "--reference-group", help="In-distribution group, distinct "
-                                                  "from --in (e.g. a train split), for the entropy estimate "
-                                                  "(typicality; default: --in itself, which flatters the result)."),
-    ci: Optional[float] = typer.Option(None, "--ci", help="Add percentile bootstrap intervals at this level (e.g. "
-                                       "0.95) to the table and the JSON; in- and OOD samples are resampled "
-                                       "separately."),
-    n_boot: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples of --ci."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples (--ci) and typicality batches."),
+    in_group: str = typer.Option(..., "--in", metavar="GROUP", rich_help_panel=GROUPS,
+                                 help="In-distribution group (the positive class)."),
+    ood: List[str] = typer.Option(..., "--ood", metavar="GROUP", rich_help_panel=GROUPS,
+                                  help="OOD group (repeatable)."),
+    score_names: List[str] = typer.Option(["log_likelihood"], "--score", metavar="NAME", rich_help_panel=METRICS,
+                                          help="Per-sample score to evaluate, higher = more in-distribution "
+                                          f"(repeatable): {', '.join(SCORES)}."),
+    all_scores: bool = typer.Option(False, "--all-scores", rich_help_panel=METRICS, help="Evaluate every method score "
+                                    "present in all the groups, in one table."),
+    tpr: float = typer.Option(0.95, "--tpr", min=0.0, max=1.0, metavar="X", rich_help_panel=METRICS,
+                              help="TPR at which the threshold and FPR are reported."),
+    min_auroc: Optional[float] = typer.Option(None, "--min-auroc", metavar="X", rich_help_panel=METRICS,
+                                              help="Exit 3 if any AUROC is below X (a number in [0, 1])."),
+    ci: Optional[float] = typer.Option(None, "--ci", metavar="LEVEL", rich_help_panel=METRICS, help="Add percentile "
+                                       "bootstrap intervals at this level (e.g. 0.95) to the table and the JSON; in- "
+                                       "and OOD samples are resampled separately."),
+    n_boot: int = typer.Option(1000, "--bootstrap", metavar="N", rich_help_panel=METRICS,
+                               help="Bootstrap resamples of --ci."),
+    seed: int = typer.Option(0, "--seed", metavar="N", rich_help_panel=METRICS,
+                             help="Seed of the bootstrap resamples (--ci) and typicality batches."),
+    typicality: bool = typer.Option(False, "--typicality", rich_help_panel=TYPICALITY, help="Also run the typicality "
+                                    "test (Nalisnick et al. 2019) on batches of --batch-size samples of "
+                                    "log_likelihood."),
+    batch_size: int = typer.Option(10, "--batch-size", min=1, metavar="M", rich_help_panel=TYPICALITY,
+                                   help="Samples per batch of the typicality test."),
+    n_batches: int = typer.Option(1000, "--n-batches", min=1, metavar="N", rich_help_panel=TYPICALITY,
+                                  help="Random batches per group."),
+    reference_group: Optional[str] = typer.Option(None, "--reference-group", metavar="GROUP",
+                                                  rich_help_panel=TYPICALITY, help="In-distribution group, distinct "
+                                                  "from --in (e.g. a train split), for the entropy estimate (default: "
+                                                  "--in itself, which flatters the result)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE", rich_help_panel=OUTPUT,
+                                        help="Write the log-likelihood histogram (paper Fig. 1a) as PNG."),
+    overwrite: bool = typer.Option(False, "--overwrite", rich_help_panel=OUTPUT,
+                                   help="--plot may replace an existing PNG (never any other file)."),
     json_out: bool = options.Json,
     quiet: bool = options.Quiet,
 ) -> None:

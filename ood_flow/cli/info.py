@@ -17,9 +17,12 @@ def info(
     path: Path = typer.Argument(..., help="A file oodflow wrote: model (.pt/.h5), checkpoint, score or features file."),
     json_out: bool = options.Json,
 ) -> None:
-    """Describe FILE: a model's architecture, parameter count, input shape, training data and steps, best
-    validation bits/dim, precision and format; a score file's groups (samples, scores, gate, provenance);
-    a features file's backbone and shape. Any other file is an error (exit 1)."""
+    """Describe a file oodflow wrote: a model, checkpoint, score or features file.
+
+    A model's architecture, parameter count, input shape, training data and steps, best validation bits/dim,
+    precision and format; a score file's groups (samples, scores, gate, provenance); a features file's backbone
+    and shape. Any other file is an error (exit 1).
+    """
     described = describe_file(path)
     if json_out:
         common.print_json(described)

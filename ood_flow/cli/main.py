@@ -8,7 +8,7 @@ import typer
 
 from ood_flow.allocator import keep_freed_memory
 from ood_flow.version import __version__
-from ood_flow.cli import common
+from ood_flow.cli import common, help_page
 
 app = typer.Typer(
     name="oodflow",
@@ -20,6 +20,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=help_page.Group,
+    context_settings=help_page.CONTEXT,
 )
 
 

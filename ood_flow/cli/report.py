@@ -15,32 +15,45 @@ from ood_flow.report import write_report
 from ood_flow.score.methods import SCORES
 
 
+GROUPS, METRICS, PAGE = "Groups and scores", "Metrics", "Page"
+
+
 def report(
     scores: Path = typer.Argument(..., help="Score file written by `oodflow score`."),
-    in_group: str = typer.Option(..., "--in", help="In-distribution group (the positive class)."),
-    ood: List[str] = typer.Option(..., "--ood", help="OOD group (repeatable)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="The page to write (.html). Default: SCORES-report.html "
-                                       "beside the score file."),
-    score_names: List[str] = typer.Option(["log_likelihood"], "--score", help="Per-sample score, higher = more "
-                                          f"in-distribution (repeatable): {', '.join(SCORES)}."),
-    all_scores: bool = typer.Option(False, "--all-scores", help="Every method score present in all the groups."),
-    tpr: float = typer.Option(0.95, "--tpr", min=0.0, max=1.0, help="TPR at which the threshold and FPR are reported."),
-    ci: float = typer.Option(0.95, "--ci", help="Level of the percentile bootstrap intervals (0 for none)."),
-    n_boot: int = typer.Option(1000, "--bootstrap", min=1, help="Bootstrap resamples."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples (the same as evaluate --seed)."),
-    thumbnails: int = typer.Option(8, "--thumbnails", min=0, help="Samples per thumbnail strip (0: none)."),
-    title: Optional[str] = typer.Option(None, "--title", help="Page title (default: what is compared)."),
-    data_dir: Optional[str] = options.DataDir,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing page."),
+    in_group: str = typer.Option(..., "--in", metavar="GROUP", rich_help_panel=GROUPS,
+                                 help="In-distribution group (the positive class)."),
+    ood: List[str] = typer.Option(..., "--ood", metavar="GROUP", rich_help_panel=GROUPS,
+                                  help="OOD group (repeatable)."),
+    score_names: List[str] = typer.Option(["log_likelihood"], "--score", metavar="NAME", rich_help_panel=GROUPS,
+                                          help="Per-sample score, higher = more in-distribution (repeatable): "
+                                          f"{', '.join(SCORES)}."),
+    all_scores: bool = typer.Option(False, "--all-scores", rich_help_panel=GROUPS,
+                                    help="Every method score present in all the groups."),
+    tpr: float = typer.Option(0.95, "--tpr", min=0.0, max=1.0, metavar="X", rich_help_panel=METRICS,
+                              help="TPR at which the threshold and FPR are reported."),
+    ci: float = typer.Option(0.95, "--ci", metavar="LEVEL", rich_help_panel=METRICS,
+                             help="Level of the percentile bootstrap intervals (0 for none)."),
+    n_boot: int = typer.Option(1000, "--bootstrap", min=1, metavar="N", rich_help_panel=METRICS,
+                               help="Bootstrap resamples."),
+    seed: int = typer.Option(0, "--seed", metavar="N", rich_help_panel=METRICS,
+                             help="Seed of the bootstrap resamples (the same as evaluate --seed)."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="FILE", rich_help_panel=PAGE, help="The page to write "
+                                       "(.html). Default: SCORES-report.html beside the score file."),
+    title: Optional[str] = typer.Option(None, "--title", metavar="TEXT", rich_help_panel=PAGE,
+                                        help="Page title (default: what is compared)."),
+    thumbnails: int = typer.Option(8, "--thumbnails", min=0, metavar="N", rich_help_panel=PAGE,
+                                   help="Samples per thumbnail strip (0: none)."),
+    data_dir: Optional[str] = options.in_panel(options.DataDir, PAGE),
+    overwrite: bool = typer.Option(False, "--overwrite", rich_help_panel=PAGE, help="Replace an existing page."),
     json_out: bool = options.Json,
     quiet: bool = options.Quiet,
 ) -> None:
-    """Write one self-contained HTML page for IN against each OOD group: the metrics of `oodflow evaluate`
-    with bootstrap intervals, per score the histograms (with the threshold), ROC and PR curves, thumbnails of
-    the in-distribution samples ranked most OOD and the OOD samples ranked most in-distribution, the gate,
-    and provenance. It needs nothing else: no network, fonts or scripts; images are inline.
+    """Write one self-contained HTML page for IN against each OOD group (no network, fonts or scripts needed).
 
-    The numbers equal `oodflow evaluate --json --ci LEVEL --bootstrap N --seed S` on the same file.
+    The page holds the metrics of `oodflow evaluate` with bootstrap intervals, per score the histograms (with
+    the threshold), ROC and PR curves, thumbnails of the in-distribution samples ranked most OOD and the OOD
+    samples ranked most in-distribution, the gate, and provenance; images are inline. The numbers equal
+    `oodflow evaluate --json --ci LEVEL --bootstrap N --seed S` on the same file.
     """
     out = out or scores.with_name(f"{scores.stem}-report.html")
     if not 0.0 <= ci < 1.0:

@@ -19,7 +19,8 @@ from ood_flow.cli import common, options
 from ood_flow.score import COMPRESSORS, METHODS, GateSpec, ScoreResult, parse_reference, score_source
 from ood_flow.validation import check_number
 
-METHOD_HELP = " ".join(f"{m.name}: {m.help}" for m in METHODS.values())
+METHOD_HELP = "Methods (--method), each oriented higher = more in-distribution:\n" + "\n".join(
+    f"[bold]{m.name}[/]: {m.help}" for m in METHODS.values())
 
 
 def _known_methods(values: List[str]) -> List[str]:
@@ -38,6 +39,9 @@ def _reference_syntax(value: Optional[str]) -> Optional[str]:
     return value
 
 
+SCORES, GATE, OUTPUT = "Scores", "Gate", "Output"
+
+
 def score(
     source: Optional[List[str]] = typer.Argument(None, metavar="SOURCE...", help="What to score: dataset[:split] "
                                                  "(default split: test), folder, image, .npy/.npz, .h5, .csv; or "
@@ -45,57 +49,68 @@ def score(
                                                  "as one group (--name) in the order given."),
     files_from: Optional[str] = options.FilesFrom,
     null: bool = options.Null,
-    model: List[Path] = typer.Option(..., "--model", help="Model file (.pt/.h5); give it several times for an ensemble "
-                                     "(waic); the other methods use the first."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Score file (HDF5), created or appended to. Without it "
-                                       "every sample's scores go to stdout (id and one column per score)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Group name (default: from the source, e.g. mnist-test)."),
-    method: List[str] = typer.Option(["likelihood"], "--method", callback=_known_methods,
-                                     help=f"Scores to compute (repeatable); each is oriented higher = more "
-                                     f"in-distribution. {METHOD_HELP}"),
-    compressor: str = typer.Option("png", "--compressor", callback=options.choice(*COMPRESSORS),
-                                   help=f"Lossless compressor of --method complexity: {', '.join(COMPRESSORS)}."),
-    background_model: Optional[Path] = typer.Option(None, "--background-model", help="Background flow of --method "
-                                                    "likelihood-ratio (trained with --perturb)."),
-    reference: Optional[str] = typer.Option(None, "--reference", callback=_reference_syntax,
-                                            help="FILE:GROUP of held-out in-distribution scores of the same model "
-                                            "to calibrate the gate with. Default: the calibration the model file "
-                                            "carries (train, or oodflow calibrate)."),
-    tpr: float = typer.Option(0.95, "--tpr", min=0.0, max=1.0, help="Share of the calibration scores the per-sample "
-                              "threshold keeps: good data is flagged at about 1 - tpr."),
-    gate_score: Optional[str] = typer.Option(None, "--gate-score", help="Score the gate applies to (default: "
-                                             "the first --method's score, e.g. log_likelihood)."),
-    max_ood_fraction: Optional[float] = typer.Option(None, "--max-ood-fraction", min=0.0, max=1.0, help="Exit 3 "
-                                                     "(after saving) on significant evidence (--alpha) that more than "
-                                                     "this share of SOURCE is OOD."),
-    alpha: float = typer.Option(0.01, "--alpha", help="Level of the batch test: a batch with at most "
-                                "--max-ood-fraction OOD fails with probability at most alpha."),
-    confidence: float = typer.Option(0.95, "--confidence", help="1 - delta: the level holds for all but a delta "
-                                     "share of calibration sets, so for this model file."),
-    marginal: bool = typer.Option(False, "--marginal", help="The marginal guarantee instead (over calibration set "
-                                  "and batch together): more power, but one unlucky model file fails more often."),
-    fdr: Optional[float] = typer.Option(None, "--fdr", help="Flag samples by Benjamini-Hochberg on their p-values at "
-                                        "this false-discovery rate instead of by the threshold (the batch "
-                                        "decision is unchanged)."),
-    flags: bool = typer.Option(False, "--flags", help="Print a TSV row per sample on stdout (id, is_ood, score, "
-                               "p_value) and the summary on stderr."),
-    dequant_samples: int = typer.Option(1, "--dequant-samples", min=1, help="Average over K dequantization draws."),
-    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per forward pass (bn-train's batch)."),
-    seed: int = typer.Option(0, "--seed", help="Dequantization seed (noise is a fixed function of seed and sample "
-                             "id)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing group of the same name."),
-    skip_invalid: bool = options.SkipInvalid,
-    limit: Optional[int] = options.Limit,
     data_dir: Optional[str] = options.DataDir,
+    limit: Optional[int] = options.Limit,
+    skip_invalid: bool = options.SkipInvalid,
     resize: bool = options.Resize,
     grayscale: bool = options.Grayscale,
     rgb: bool = options.Rgb,
     columns: Optional[str] = options.Columns,
     label_column: Optional[str] = options.LabelColumn,
     class_value: Optional[str] = options.ClassValue,
+    model: List[Path] = typer.Option(..., "--model", metavar="FILE", rich_help_panel=SCORES, help="Model file "
+                                     "(.pt/.h5); repeat it for an ensemble (waic); the other methods use the first."),
+    weights: Optional[Path] = options.in_panel(options.Weights, SCORES),
+    method: List[str] = typer.Option(["likelihood"], "--method", callback=_known_methods, metavar="NAME",
+                                     rich_help_panel=SCORES,
+                                     help=f"Scores to compute (repeatable): {', '.join(METHODS)} (see Methods below)."),
+    compressor: str = typer.Option("png", "--compressor", callback=options.choice(*COMPRESSORS),
+                                   metavar="NAME", rich_help_panel=SCORES,
+                                   help=f"Lossless compressor of --method complexity: {', '.join(COMPRESSORS)}."),
+    background_model: Optional[Path] = typer.Option(None, "--background-model", metavar="FILE", rich_help_panel=SCORES,
+                                                    help="Background flow of --method likelihood-ratio (trained with "
+                                                    "--perturb)."),
+    dequant_samples: int = typer.Option(1, "--dequant-samples", min=1, metavar="K", rich_help_panel=SCORES,
+                                        help="Average over K dequantization draws."),
+    seed: int = typer.Option(0, "--seed", metavar="N", rich_help_panel=SCORES, help="Dequantization seed (noise is a "
+                             "fixed function of seed and sample id)."),
+    reference: Optional[str] = typer.Option(None, "--reference", callback=_reference_syntax, metavar="FILE:GROUP",
+                                            rich_help_panel=GATE, help="Held-out in-distribution scores of the same "
+                                            "model to calibrate the gate with (default: the calibration the model "
+                                            "file carries, from train or oodflow calibrate)."),
+    tpr: float = typer.Option(0.95, "--tpr", min=0.0, max=1.0, metavar="X", rich_help_panel=GATE,
+                              help="Share of the calibration scores the per-sample threshold keeps: good data is "
+                              "flagged at about 1 - X."),
+    gate_score: Optional[str] = typer.Option(None, "--gate-score", metavar="NAME", rich_help_panel=GATE,
+                                             help="Score the gate applies to (default: the first --method's, e.g. "
+                                             "log_likelihood)."),
+    max_ood_fraction: Optional[float] = typer.Option(None, "--max-ood-fraction", min=0.0, max=1.0, metavar="F",
+                                                     rich_help_panel=GATE, help="Exit 3 (after saving) on significant "
+                                                     "evidence (--alpha) that more than F of SOURCE is OOD."),
+    alpha: float = typer.Option(0.01, "--alpha", metavar="X", rich_help_panel=GATE, help="Level of the batch test: a "
+                                "batch with at most F OOD fails with probability at most X."),
+    confidence: float = typer.Option(0.95, "--confidence", metavar="X", rich_help_panel=GATE, help="1 - delta: the "
+                                     "level holds for all but a delta share of calibration sets, so for this model "
+                                     "file."),
+    marginal: bool = typer.Option(False, "--marginal", rich_help_panel=GATE, help="The marginal guarantee instead "
+                                  "(over calibration set and batch together): more power, but one unlucky model file "
+                                  "fails more often."),
+    fdr: Optional[float] = typer.Option(None, "--fdr", metavar="Q", rich_help_panel=GATE, help="Flag samples by "
+                                        "Benjamini-Hochberg on their p-values at false-discovery rate Q instead of by "
+                                        "the threshold (the batch decision is unchanged)."),
+    flags: bool = typer.Option(False, "--flags", rich_help_panel=GATE, help="Print a TSV row per sample on stdout (id, "
+                               "is_ood, score, p_value) and the summary on stderr."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="FILE", rich_help_panel=OUTPUT, help="Score file (HDF5), "
+                                       "created or appended to. Without it every sample's scores go to stdout (id and "
+                                       "one column per score)."),
+    name: Optional[str] = typer.Option(None, "--name", metavar="NAME", rich_help_panel=OUTPUT,
+                                       help="Group name (default: from the source, e.g. mnist-test)."),
+    overwrite: bool = typer.Option(False, "--overwrite", rich_help_panel=OUTPUT,
+                                   help="Replace an existing group of the same name."),
     device: str = options.device_option(),
-    weights: Optional[Path] = options.Weights,
     precision: str = options.precision_option("fp32"),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, metavar="N", rich_help_panel=options.RUNTIME,
+                                   help="Samples per forward pass (bn-train's batch)."),
     json_out: bool = options.Json,
     quiet: bool = options.Quiet,
 ) -> None:
@@ -231,4 +246,4 @@ def _mean_bpd(arrays: dict) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    common.command(app, score)
+    common.command(app, score, epilog=METHOD_HELP)

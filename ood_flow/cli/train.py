@@ -15,117 +15,137 @@ from ood_flow.flows import IMAGE_MASKS, IMAGE_NETS, MODELS
 from ood_flow.train import OPTIMIZERS, PRESETS, FeatureSpec, TrainConfig, TrainEvents, TrainResult, train_flow
 
 
+DATA, MODEL, TRAINING, DETECTOR, OUTPUT = options.DATA, "Model", "Training", "Detector", "Output"
+
+
 def train(
     ctx: typer.Context,
-    data: str = typer.Option(..., "--data", help="Training SOURCE: dataset[:split], folder, image, .npy/.npz, .h5, "
-                             ".csv."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Model file to write (.pt or .h5); a checkpoint goes beside "
-                                       "it. Default: DATA-MODEL.pt here, e.g. fashionmnist-train-realnvp.pt."),
-    model: Optional[str] = typer.Option(None, "--model", callback=options.choice(*MODELS),
-                                        help=f"{', '.join(MODELS)} (default: realnvp for images, tabular for "
-                                        "vectors); gaussian: a full-covariance Gaussian for vectors, fitted in closed "
-                                        "form (Ledoit-Wolf shrinkage), the baseline a feature flow must beat."),
-    mask: Optional[str] = typer.Option(None, "--mask", callback=options.choice(*IMAGE_MASKS),
-                                       help="realnvp coupling mask; horizontal/vertical/cycle build the paper's "
-                                       "single-scale model."),
-    bottleneck: Optional[int] = typer.Option(None, "--bottleneck", min=1, help="st-network bottleneck dimension l "
-                                             "(Section 7; st-networks without skip path)."),
-    scales: Optional[int] = typer.Option(None, "--scales", min=1, help="Number of scales (realnvp checkerboard, glow); "
-                                         "realnvp --scales 1 is a single-scale stack of --couplings couplings."),
-    blocks: Optional[int] = typer.Option(None, "--blocks", min=0, help="Residual/highway blocks per st-network "
-                                         "(not for --net glow, whose depth is fixed)."),
-    channels: Optional[int] = typer.Option(None, "--channels", min=1, help="Hidden channels of the st-networks "
-                                           "(realnvp: at the first scale; doubled at every squeeze)."),
-    couplings: Optional[int] = typer.Option(None, "--couplings", min=1, help="Couplings of a single-scale realnvp "
-                                            "(default 8) or tabular flow, or steps per scale (glow). Not for the "
-                                            "multi-scale realnvp, whose layout is the paper's."),
-    hidden: Optional[int] = typer.Option(None, "--hidden", min=1, help="Hidden units of the tabular MLP st-networks."),
-    whiten: Optional[bool] = typer.Option(None, "--whiten/--no-whiten", help="tabular: a full-covariance Gaussian "
-                                          "fitted in closed form before the couplings, so training starts from the "
-                                          "gaussian baseline's fit (see docs/detector.md)."),
-    net: Optional[str] = typer.Option(None, "--net", callback=options.choice(*IMAGE_NETS),
-                                      help="st-network for image models: resnet (the authors', default for realnvp), "
-                                           "resnet-noskip (no skip path; default with --bottleneck), resnet-v1 "
-                                           "(oodflow before model format 2), glow, highway (default for glow)."),
-    preset: str = typer.Option("paper", "--preset", callback=options.choice(*PRESETS),
-                               help="paper: the paper's model and training for the kind of data (Appendix C for "
-                                    "images, K.1 for vectors; days on a CPU for images). cpu: a small model of the "
-                                    "same structure, lr 1e-3, batch 64, at most 30 epochs with early stopping "
-                                    "(minutes to an hour). Options given explicitly override the preset."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Passes over the data (default: the preset's)."),
-    patience: Optional[int] = typer.Option(None, "--patience", min=0, help="Early stopping: stop when validation "
-                                           "bits/dim has not improved by --min-delta for this many epochs, and keep "
-                                           "the best epoch (0: off; default off, 3 in the cpu preset, 10 for feature "
-                                           "flows)."),
-    min_delta: Optional[float] = typer.Option(None, "--min-delta", min=0.0, help="Improvement in validation bits/dim "
-                                              "that resets --patience (cpu preset: 0.005)."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after this many steps in all."),
-    batch_size: Optional[int] = options.BatchSize,
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (paper: 5e-5 realnvp/glow, 1e-3 tabular)."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Weight decay (paper: 5e-5; tabular "
-                                                 "1e-3)."),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", callback=options.choice(*OPTIMIZERS),
-                                            help=f"{', '.join(OPTIMIZERS)} (paper: adam realnvp, rmsprop glow, "
-                                            "adamw tabular)."),
-    clip: Optional[float] = typer.Option(None, "--clip", help="Clip the gradient norm at this value (default: "
-                                         "100)."),
-    negative_data: Optional[str] = typer.Option(None, "--negative-data", help="SOURCE whose likelihood to push down "
-                                                "(Appendix B)."),
-    negative_threshold: Optional[float] = typer.Option(None, "--negative-threshold", help="C: only negatives with "
-                                                       "log-likelihood above C (nats) are pushed down (paper: -30000 "
-                                                       "for 28x28, -100000 for 32x32x3)."),
-    perturb: Optional[float] = typer.Option(None, "--perturb", help="Replace pixels at this rate (a background model "
-                                            "for the likelihood-ratio score, Ren et al. 2019)."),
-    noise: Optional[float] = typer.Option(None, "--noise", help="Vectors: add Gaussian noise to each training "
-                                          "vector, this multiple of each column's standard deviation (a "
-                                          "regulariser; default 0: none)."),
-    features: Optional[str] = typer.Option(None, "--features", help="Train on the features of this pretrained "
-                                           "backbone (any timm name embed takes, e.g. tf_efficientnet_lite0): one "
-                                           "model file that score runs on raw images (the backbone's weights are "
-                                           "found and hash-checked, not copied). DATA: images, or a features file "
-                                           "of the same backbone. Defaults: Appendix K.1 with early stopping."),
-    weights: Optional[Path] = options.Weights,
-    image_size: Optional[int] = typer.Option(None, "--image-size", min=8, help="--features: resize images to N x N "
-                                             "(default: the backbone's input size)."),
-    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of the data held out for "
-                                                 "validation (it chooses the kept epoch), in [0, 1), at most 2000 "
-                                                 "samples (default: 0.05)."),
-    cal_fraction: Optional[float] = typer.Option(None, "--calibration-fraction", help="Share held out, besides, "
-                                                 "to calibrate score's gate: scored with the weights the model file "
-                                                 "keeps, used for no choice; in [0, 1), at most 2000 samples "
-                                                 "(default: 0.05; 0: none, add one with oodflow calibrate)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the initial weights, the validation split and "
-                                       "every random draw (default: 0)."),
-    device: str = options.device_option(),
-    precision: Optional[str] = options.precision_option(None),
-    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Compile the training step with "
-                                            "torch.compile: a one-off compile, then faster steps (measured in "
-                                            "docs/speed.md, 'Compiled graphs'); results differ from eager ones in "
-                                            "the last bits."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint beside --out exactly where it "
-                                "stopped (from scratch if it stopped before the first one). Options equal to the "
-                                "saved ones are fine; --epochs, --max-steps, --lr, --weight-decay, --clip and "
-                                "(between epochs) --batch-size may change; the architecture, --seed, --optimizer, "
-                                "--val-fraction, --calibration-fraction, --perturb and --noise may not."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model file."),
-    sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun: batch norm over the global batch "
-                                 "(default: each process's share, as DDP does). See docs/distributed.md."),
+    data: str = typer.Option(..., "--data", metavar="SOURCE", rich_help_panel=DATA, help="Training SOURCE: "
+                             "dataset[:split], folder, image, .npy/.npz, .h5, .csv."),
     data_dir: Optional[str] = options.DataDir,
     limit: Optional[int] = options.Limit,
     columns: Optional[str] = options.Columns,
     label_column: Optional[str] = options.LabelColumn,
     class_value: Optional[str] = options.ClassValue,
     skip_invalid: bool = options.SkipInvalid,
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", metavar="X", rich_help_panel=DATA,
+                                                 help="Validation share (it chooses the kept epoch), in [0, 1), at "
+                                                 "most 2000 samples (default: 0.05)."),
+    cal_fraction: Optional[float] = typer.Option(None, "--calibration-fraction", metavar="X", rich_help_panel=DATA,
+                                                 help="Share held out, besides, to calibrate score's gate (used for no "
+                                                 "choice), in [0, 1), at most 2000 samples (default: 0.05; 0: none)."),
+    preset: str = typer.Option("paper", "--preset", callback=options.choice(*PRESETS), metavar=options.one_of(PRESETS),
+                               rich_help_panel=MODEL,
+                               help="paper: the paper's model and training for the data (Appendix C, K.1; days on "
+                                    "a CPU for images); cpu: a small model of the same structure, at most 30 epochs "
+                                    "with early stopping (minutes to an hour). Options given override it "
+                                    "(docs/models.md)."),
+    model: Optional[str] = typer.Option(None, "--model", callback=options.choice(*MODELS), metavar="NAME",
+                                        rich_help_panel=MODEL,
+                                        help=f"{', '.join(MODELS)} (default: realnvp for images, tabular for "
+                                        "vectors); gaussian: a closed-form full-covariance Gaussian, the "
+                                        "baseline a feature flow must beat."),
+    mask: Optional[str] = typer.Option(None, "--mask", callback=options.choice(*IMAGE_MASKS), metavar="NAME",
+                                       rich_help_panel=MODEL, help="realnvp mask: checkerboard (default); horizontal, "
+                                       "vertical or cycle build the paper's single-scale model."),
+    net: Optional[str] = typer.Option(None, "--net", callback=options.choice(*IMAGE_NETS), metavar="NAME",
+                                      rich_help_panel=MODEL,
+                                      help="Image st-network: resnet (the authors', default for realnvp), "
+                                           "resnet-noskip (no skip path; default with --bottleneck), resnet-v1 "
+                                           "(oodflow before model format 2), glow, highway (default for glow)."),
+    scales: Optional[int] = typer.Option(None, "--scales", min=1, metavar="N", rich_help_panel=MODEL,
+                                         help="Scales (realnvp checkerboard, glow); realnvp --scales 1 stacks "
+                                         "--couplings couplings at one scale."),
+    couplings: Optional[int] = typer.Option(None, "--couplings", min=1, metavar="N", rich_help_panel=MODEL,
+                                            help="Couplings of a single-scale realnvp (default 8) or tabular flow; "
+                                            "steps per scale of glow."),
+    blocks: Optional[int] = typer.Option(None, "--blocks", min=0, metavar="N", rich_help_panel=MODEL,
+                                         help="Residual/highway blocks per st-network (not for --net glow, whose depth "
+                                         "is fixed)."),
+    channels: Optional[int] = typer.Option(None, "--channels", min=1, metavar="N", rich_help_panel=MODEL,
+                                           help="Hidden channels of the st-networks (realnvp: at the first scale; "
+                                           "doubled at every squeeze)."),
+    bottleneck: Optional[int] = typer.Option(None, "--bottleneck", min=1, metavar="L", rich_help_panel=MODEL,
+                                             help="st-network bottleneck dimension l (Section 7; st-networks without "
+                                             "skip path)."),
+    hidden: Optional[int] = typer.Option(None, "--hidden", min=1, metavar="N", rich_help_panel=MODEL,
+                                         help="Hidden units of the tabular MLP st-networks."),
+    whiten: Optional[bool] = typer.Option(None, "--whiten/--no-whiten", rich_help_panel=MODEL,
+                                          help="tabular: a full-covariance Gaussian before the couplings, fitted as "
+                                          "the gaussian baseline (docs/detector.md)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, metavar="N", rich_help_panel=TRAINING,
+                                         help="Passes over the data (default: the preset's)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, metavar="N", rich_help_panel=TRAINING,
+                                            help="Stop after this many steps in all."),
+    batch_size: Optional[int] = options.in_panel(options.BatchSize, TRAINING),
+    lr: Optional[float] = typer.Option(None, "--lr", metavar="X", rich_help_panel=TRAINING,
+                                       help="Learning rate (default: the preset's)."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", metavar="X", rich_help_panel=TRAINING,
+                                                 help="Weight decay (default: the preset's)."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", callback=options.choice(*OPTIMIZERS), metavar="NAME",
+                                            rich_help_panel=TRAINING, help=f"{', '.join(OPTIMIZERS)} (default: adam "
+                                            "for realnvp, rmsprop for glow, adamw for tabular)."),
+    clip: Optional[float] = typer.Option(None, "--clip", metavar="X", rich_help_panel=TRAINING,
+                                         help="Clip the gradient norm at this value (default: 100)."),
+    patience: Optional[int] = typer.Option(None, "--patience", min=0, metavar="N", rich_help_panel=TRAINING,
+                                           help="Stop when validation bits/dim has not improved by --min-delta for N "
+                                           "epochs, keeping the best (0: off; default off, cpu preset 3, feature "
+                                           "flows 10)."),
+    min_delta: Optional[float] = typer.Option(None, "--min-delta", min=0.0, metavar="X", rich_help_panel=TRAINING,
+                                              help="Validation bits/dim gain that resets --patience (cpu preset: "
+                                              "0.005)."),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="N", rich_help_panel=TRAINING,
+                                       help="Seed of the weights, the validation split and every random draw "
+                                       "(default 0)."),
+    negative_data: Optional[str] = typer.Option(None, "--negative-data", metavar="SOURCE", rich_help_panel=TRAINING,
+                                                help="SOURCE whose likelihood to push down (Appendix B)."),
+    negative_threshold: Optional[float] = typer.Option(None, "--negative-threshold", metavar="C",
+                                                       rich_help_panel=TRAINING, help="Push down only negatives with "
+                                                       "log-likelihood above C nats (paper: -30000 for 28x28, -100000 "
+                                                       "for 32x32x3)."),
+    perturb: Optional[float] = typer.Option(None, "--perturb", metavar="X", rich_help_panel=TRAINING,
+                                            help="Replace pixels at this rate: a background model for the "
+                                            "likelihood-ratio score."),
+    noise: Optional[float] = typer.Option(None, "--noise", metavar="X", rich_help_panel=TRAINING,
+                                          help="Vectors: Gaussian noise of X column standard deviations on each "
+                                          "training vector (default 0)."),
+    features: Optional[str] = typer.Option(None, "--features", metavar="BACKBONE", rich_help_panel=DETECTOR,
+                                           help="Train a detector on this backbone's features (a timm name as embed "
+                                           "takes, e.g. tf_efficientnet_lite0)."),
+    weights: Optional[Path] = options.in_panel(options.Weights, DETECTOR),
+    image_size: Optional[int] = typer.Option(None, "--image-size", min=8, metavar="N", rich_help_panel=DETECTOR,
+                                             help="Resize images to N x N, N >= 8 (default: the backbone's input "
+                                             "size)."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="FILE", rich_help_panel=OUTPUT,
+                                       help="Model file to write (.pt or .h5), its checkpoint beside it "
+                                       "(default: DATA-MODEL.pt here)."),
+    overwrite: bool = typer.Option(False, "--overwrite", rich_help_panel=OUTPUT,
+                                   help="Replace an existing model file."),
+    resume: bool = typer.Option(False, "--resume", rich_help_panel=OUTPUT, help="Continue exactly from the checkpoint "
+                                "beside --out (from scratch if there is none yet)."),
+    device: str = options.device_option(),
+    precision: Optional[str] = options.precision_option(None),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", rich_help_panel=options.RUNTIME,
+                                            help="torch.compile the training step: a one-off compile, then faster "
+                                            "steps (docs/speed.md); results differ in the last bits."),
+    sync_bn: bool = typer.Option(False, "--sync-bn", rich_help_panel=options.RUNTIME, help="Under torchrun: batch "
+                                 "norm over the global batch, not each process's share."),
     quiet: bool = options.Quiet,
     json_out: bool = options.Json,
 ) -> None:
     """Train a flow by maximum likelihood (uniform dequantization; the paper's optimiser settings by default).
 
-    Writes the model file and a checkpoint (MODEL.ckpt.pt) every epoch and on Ctrl-C; --resume continues
-    exactly where training stopped. Progress (loss in bits/dim, validation bits/dim) goes to stderr.
+    Writes the model file and a checkpoint (MODEL.ckpt.pt) every epoch and on Ctrl-C; progress goes to stderr.
+    --resume continues exactly: --epochs, --max-steps, --lr, --weight-decay, --clip and (between epochs)
+    --batch-size may change; the architecture, --seed, --optimizer, --val-fraction, --calibration-fraction,
+    --perturb and --noise may not.
+
+    --features BACKBONE trains a detector: one model file that score runs on raw images (the backbone's
+    weights are found and hash-checked, not copied); --data is images or a features file of the same
+    backbone; defaults: Appendix K.1, early stopping.
 
     Data parallel: torchrun --nproc_per_node N -m ood_flow train ... (--batch-size is then the global
-    batch; only rank 0 writes and logs; see docs/distributed.md).
+    batch; only rank 0 writes and logs; docs/distributed.md).
     """
     config = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, optimizer=optimizer, clip=clip, seed=seed,

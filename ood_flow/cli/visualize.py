@@ -13,30 +13,34 @@ from typing import List, Optional
 import typer
 
 from ood_flow import visualize as viz
-from ood_flow.cli import common, options
+from ood_flow.cli import common, help_page, options
 from ood_flow.errors import InputError
 
-visualize_app = typer.Typer(no_args_is_help=True, help="Figures of the paper as PNG files (no display needed).")
+visualize_app = typer.Typer(no_args_is_help=True, help="Figures of the paper as PNG files (no display needed).",
+                            cls=help_page.Group, context_settings=help_page.CONTEXT)
 
+FIGURE, OUTPUT = "Figure", "Output"
 Sources = typer.Argument(..., help="One or more SOURCEs (dataset[:split], default split test; folder; image; "
                          ".npy/.npz; .h5), e.g. the in-distribution set and an OOD set.")
-Model = typer.Option(..., "--model", "-m", help="Model file (.pt or .h5).")
-Out = typer.Option(..., "--out", "-o", help="PNG file to write (.png).")
-Overwrite = typer.Option(False, "--overwrite", help="Replace an existing PNG at --out (never any other file).")
-Count = typer.Option(8, "--count", "-n", min=1, help="Images per source.")
-SeedOpt = typer.Option(0, "--seed", help="Seed of the dequantization noise (as in `oodflow score`) and of any "
-                       "sampling.")
+Model = typer.Option(..., "--model", "-m", metavar="FILE", rich_help_panel=FIGURE, help="Model file (.pt or .h5).")
+Out = typer.Option(..., "--out", "-o", metavar="FILE", rich_help_panel=OUTPUT, help="PNG file to write (.png).")
+Overwrite = typer.Option(False, "--overwrite", rich_help_panel=OUTPUT,
+                         help="Replace an existing PNG at --out (never any other file).")
+Count = typer.Option(8, "--count", "-n", min=1, metavar="N", rich_help_panel=FIGURE, help="Images per source.")
+SeedOpt = typer.Option(0, "--seed", metavar="N", rich_help_panel=FIGURE, help="Seed of the dequantization noise (as "
+                       "in `oodflow score`) and of any sampling.")
 
 
 def latents(
-    sources: List[str] = Sources, model: Path = Model, out: Path = Out, count: int = Count,
-    average: int = typer.Option(1, "--average", "-k", min=1, help="Show the mean latent over K dequantization "
-                                "draws (the input's edges appear, paper Fig. 10)."),
-    bn_train: bool = typer.Option(False, "--bn-train", help="Batch norm in train mode: statistics of each "
-                                  "source's own batch (paper Fig. 2), not the stored ones."),
+    sources: List[str] = Sources, model: Path = Model, count: int = Count,
+    average: int = typer.Option(1, "--average", "-k", min=1, metavar="K", rich_help_panel=FIGURE,
+                                help="Show the mean latent over K dequantization draws (the input's edges appear, "
+                                "paper Fig. 10)."),
+    bn_train: bool = typer.Option(False, "--bn-train", rich_help_panel=FIGURE, help="Batch norm in train mode: "
+                                  "statistics of each source's own batch (paper Fig. 2), not the stored ones."),
     seed: int = SeedOpt, data_dir: Optional[str] = options.DataDir, resize: bool = options.Resize,
-    grayscale: bool = options.Grayscale, rgb: bool = options.Rgb, device: str = options.device_option(),
-    overwrite: bool = Overwrite, quiet: bool = options.Quiet,
+    grayscale: bool = options.Grayscale, rgb: bool = options.Rgb, out: Path = Out, overwrite: bool = Overwrite,
+    device: str = options.device_option(), quiet: bool = options.Quiet,
 ) -> None:
     """Inputs and their latents z, un-squeezed to image shape (paper Fig. 2, 10; Appendix E).
 
@@ -51,13 +55,15 @@ def latents(
 
 
 def coupling(
-    sources: List[str] = Sources, model: Path = Model, out: Path = Out,
-    index: int = typer.Option(0, "--index", "-i", min=0, help="Which input of each source (0 = the first)."),
-    layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated coupling indices to show "
-                                         "(negative counts from the end) (default: all, or 12 evenly spaced)."),
+    sources: List[str] = Sources, model: Path = Model,
+    index: int = typer.Option(0, "--index", "-i", min=0, metavar="N", rich_help_panel=FIGURE,
+                              help="Which input of each source (0 = the first)."),
+    layers: Optional[str] = typer.Option(None, "--layers", metavar="N,...", rich_help_panel=FIGURE,
+                                         help="Coupling indices to show (negative counts from the end) (default: "
+                                         "all, or 12 evenly spaced)."),
     seed: int = SeedOpt, data_dir: Optional[str] = options.DataDir, resize: bool = options.Resize,
-    grayscale: bool = options.Grayscale, rgb: bool = options.Rgb, device: str = options.device_option(),
-    overwrite: bool = Overwrite, quiet: bool = options.Quiet,
+    grayscale: bool = options.Grayscale, rgb: bool = options.Rgb, out: Path = Out, overwrite: bool = Overwrite,
+    device: str = options.device_option(), quiet: bool = options.Quiet,
 ) -> None:
     """Each coupling layer's input, -t, s and output for one input per source (paper Fig. 1b-c, 3, 11, 12).
 
@@ -74,11 +80,13 @@ def coupling(
 
 
 def samples(
-    model: Path = Model, out: Path = Out,
-    count: int = typer.Option(64, "--count", "-n", min=1, help="Samples per temperature."),
-    temperature: List[float] = typer.Option([1.0], "--temperature", "-t", min=0.0, help="Scale of the base "
-                                            "distribution's standard deviation; repeat for one panel each."),
-    seed: int = SeedOpt, device: str = options.device_option(), overwrite: bool = Overwrite,
+    model: Path = Model,
+    count: int = typer.Option(64, "--count", "-n", min=1, metavar="N", rich_help_panel=FIGURE,
+                              help="Samples per temperature."),
+    temperature: List[float] = typer.Option([1.0], "--temperature", "-t", min=0.0, metavar="T", rich_help_panel=FIGURE,
+                                            help="Scale of the base distribution's standard deviation; repeat for one "
+                                            "panel each."),
+    seed: int = SeedOpt, out: Path = Out, overwrite: bool = Overwrite, device: str = options.device_option(),
     quiet: bool = options.Quiet,
 ) -> None:
     """A grid of samples per temperature (paper Fig. 17); for a tabular model, a heat map of sample vectors."""
@@ -90,11 +98,12 @@ def samples(
 
 
 def resample(
-    sources: List[str] = Sources, model: Path = Model, out: Path = Out,
-    box: int = typer.Option(10, "--box", min=1, help="Side of the centred square whose latents are re-sampled."),
+    sources: List[str] = Sources, model: Path = Model,
+    box: int = typer.Option(10, "--box", min=1, metavar="N", rich_help_panel=FIGURE,
+                            help="Side of the centred square whose latents are re-sampled."),
     count: int = Count, seed: int = SeedOpt, data_dir: Optional[str] = options.DataDir,
-    resize: bool = options.Resize, grayscale: bool = options.Grayscale, rgb: bool = options.Rgb,
-    device: str = options.device_option(), overwrite: bool = Overwrite, quiet: bool = options.Quiet,
+    resize: bool = options.Resize, grayscale: bool = options.Grayscale, rgb: bool = options.Rgb, out: Path = Out,
+    overwrite: bool = Overwrite, device: str = options.device_option(), quiet: bool = options.Quiet,
 ) -> None:
     """Originals and reconstructions after re-sampling the latents of a centred box (paper Fig. 16, App. J.1)."""
     data = options.source_options(data_dir, resize=resize, grayscale=grayscale, rgb=rgb)
@@ -106,13 +115,15 @@ def resample(
 
 
 def histogram(
-    scores: Path = typer.Argument(..., help="Score file written by `oodflow score`."), out: Path = Out,
-    groups: Optional[str] = typer.Option(None, "--groups", help="Comma-separated groups to plot (default: all)."),
-    in_dist: Optional[str] = typer.Option(None, "--in-dist", help="Comma-separated in-distribution groups (filled) "
-                                          "(default: the groups of the first group's dataset, e.g. fashionmnist-*)."),
-    score: str = typer.Option("log_likelihood", "--score", help="Per-sample score to plot, e.g. log_likelihood "
-                              "(paper Fig. 1a) or bits_per_dim."),
-    overwrite: bool = Overwrite, quiet: bool = options.Quiet,
+    scores: Path = typer.Argument(..., help="Score file written by `oodflow score`."),
+    groups: Optional[str] = typer.Option(None, "--groups", metavar="GROUP,...", rich_help_panel=FIGURE,
+                                         help="Groups to plot (default: all)."),
+    in_dist: Optional[str] = typer.Option(None, "--in-dist", metavar="GROUP,...", rich_help_panel=FIGURE,
+                                          help="In-distribution groups, filled (default: the groups of the first "
+                                          "group's dataset, e.g. fashionmnist-*)."),
+    score: str = typer.Option("log_likelihood", "--score", metavar="NAME", rich_help_panel=FIGURE,
+                              help="Per-sample score to plot, e.g. log_likelihood (paper Fig. 1a) or bits_per_dim."),
+    out: Path = Out, overwrite: bool = Overwrite, quiet: bool = options.Quiet,
 ) -> None:
     """Overlaid density histograms of a score file's groups (paper Fig. 1a, 8): in-distribution filled, OOD outlined."""
     common.run(lambda: viz.plot_histogram(scores, out, groups=_names(groups), in_groups=_names(in_dist), score=score,
