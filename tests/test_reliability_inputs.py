@@ -297,7 +297,7 @@ def test_bad_input(tmp_path, template, args, code, fragment, may_change):
 USAGE = [  # what typer itself refuses, as the oodflow command prints it: one line, exit 2
     (("train", "--data", "x.npz", "--lr", "abc"), "Invalid value for '--lr'"),
     (("evaluate", "s.h5", "--bogus"), "No such option: --bogus"),
-    (("score",), "Missing argument 'SOURCE'"),
+    (("score",), "Missing option '--model'"),
     (("visualize", "samples", "--model", "m.pt", "--out", "a.png", "--count", "x"), "Invalid value for '--count'"),
 ]
 
