@@ -59,3 +59,11 @@ def _fmt(v) -> str:
 
 def check_seed(option: str, value) -> None:
     check_number(option, value, low=SEED_RANGE[0], high=SEED_RANGE[1], high_open=True, integer=True)
+
+
+def parse_reference(text: str) -> tuple[str, str]:
+    """``FILE:GROUP`` split at the last ``:``: a file name may contain ``:``, a group name may not."""
+    path, sep, group = str(text).rpartition(":")
+    if not sep or not path or not group:
+        raise ValueError(f"reference {text!r} must be FILE:GROUP, e.g. ref.h5:fashionmnist-val")
+    return path, group

@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from ood_flow.cli import common, help_page, options
-from ood_flow.flows.convert import convert_flows_ood_file, log_likelihood_offset
 
 convert_app = typer.Typer(no_args_is_help=True, help="Model files of other code as oodflow model files.",
                           cls=help_page.Group, context_settings=help_page.CONTEXT)
@@ -43,6 +42,8 @@ def flows_ood(
     input y = (255x + u)/256 is the authors' log-likelihood plus D*log(256/255), the term their logit
     layer adds for scaling x by 255/256 (docs/models.md, "The authors' checkpoints").
     """
+    from ood_flow.flows.convert import convert_flows_ood_file, log_likelihood_offset
+
     flow = convert_flows_ood_file(checkpoint, out, input_shape=input_shape, overwrite=overwrite)
     cfg = flow.config
     common.message(f"wrote {out}: realnvp {flow.input_shape}, {cfg.scales} scales, {cfg.channels} channels, "

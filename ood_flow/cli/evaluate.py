@@ -6,15 +6,17 @@ The work is :func:`ood_flow.evaluate_groups`; this module parses the options and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 from rich.table import Table
 
 from ood_flow.cli import common, options
-from ood_flow.evaluate import Bootstrap, Evaluation, Typicality, evaluate_groups
-from ood_flow.evaluate.metrics import KEYS
-from ood_flow.score import SCORES
+from ood_flow.names import METRICS as KEYS
+from ood_flow.names import SCORES
+
+if TYPE_CHECKING:
+    from ood_flow.evaluate import Evaluation
 
 
 GROUPS, METRICS, TYPICALITY, OUTPUT = "Groups", "Metrics", "Typicality test", "Output"
@@ -69,6 +71,8 @@ def evaluate(
     --typicality tests batches instead of points: a batch of M samples is OOD when its mean negative
     log-likelihood is far from the entropy H of the model, estimated on --reference-group.
     """
+    from ood_flow.evaluate import Bootstrap, Typicality, evaluate_groups
+
     test = Typicality(batch_size, n_batches, reference_group, seed) if typicality else None
     boot = Bootstrap(ci, n_boot, seed) if ci is not None else None
     common.run(lambda: evaluate_groups(scores, in_group, ood, scores=score_names, all_scores=all_scores, tpr=tpr,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from ood_flow.data import SourceOptions
 from ood_flow.device import DEVICES, PRECISION_CHOICES
 from ood_flow.errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    from ood_flow.data import SourceOptions
 
 DATA, RUNTIME = "Data", "Runtime"  # help panels (ood_flow.cli.help_page); --json and --quiet stay in the general one
 
@@ -80,6 +82,8 @@ def split_columns(columns: Optional[str]) -> Optional[tuple[str, ...]]:
 def source_options(data_dir=None, limit=None, skip_invalid=False, columns=None, label_column=None, class_value=None,
                    resize=False, grayscale=False, rgb=False) -> SourceOptions:
     """The shared data options as the core takes them."""
+    from ood_flow.data import SourceOptions  # imported on use: the data package imports torch
+
     return SourceOptions(data_dir=data_dir, limit=limit, skip_invalid=skip_invalid, columns=split_columns(columns),
                          label_column=label_column, class_value=class_value, resize=resize, grayscale=grayscale,
                          rgb=rgb)

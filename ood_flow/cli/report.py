@@ -10,9 +10,7 @@ from typing import List, Optional
 import typer
 
 from ood_flow.cli import common, options
-from ood_flow.evaluate.run import Bootstrap
-from ood_flow.report import write_report
-from ood_flow.score.methods import SCORES
+from ood_flow.names import SCORES
 
 
 GROUPS, METRICS, PAGE = "Groups and scores", "Metrics", "Page"
@@ -55,6 +53,9 @@ def report(
     samples ranked most in-distribution, the gate, and provenance; images are inline. The numbers equal
     `oodflow evaluate --json --ci LEVEL --bootstrap N --seed S` on the same file.
     """
+    from ood_flow.evaluate.run import Bootstrap
+    from ood_flow.report import write_report
+
     out = out or scores.with_name(f"{scores.stem}-report.html")
     if not 0.0 <= ci < 1.0:
         common.fail(f"--ci {ci}: give a level between 0 and 1 (e.g. 0.95), or 0 for none", 2)

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import numpy as np
 import typer
 
 from ood_flow.cli import common, options
-from ood_flow.score import COMPRESSORS, METHODS, GateSpec, ScoreResult, parse_reference, score_source
-from ood_flow.validation import check_number
+from ood_flow.names import COMPRESSORS, METHODS
+from ood_flow.validation import check_number, parse_reference
+
+if TYPE_CHECKING:
+    from ood_flow.score import ScoreResult
 
 METHOD_HELP = "Methods (--method), each oriented higher = more in-distribution:\n" + "\n".join(
-    f"[bold]{m.name}[/]: {m.help}" for m in METHODS.values())
+    f"[bold]{name}[/]: {m.help}" for name, m in METHODS.items())
 
 
 def _known_methods(values: List[str]) -> List[str]:
@@ -138,6 +141,8 @@ def score(
     A feature detector (train --features B) scores images, embedding them on the fly, or features files
     that embed wrote with the same backbone and transform.
     """
+    from ood_flow.score import GateSpec, score_source
+
     check_number("--tpr", tpr, low=0, high=1, low_open=True)  # also without --reference: a NaN is never a value
     gated = any(v is not None for v in (reference, gate_score, max_ood_fraction, fdr)) or flags
     gate = GateSpec(reference, tpr, gate_score, max_ood_fraction, alpha, None if marginal else confidence, fdr)

@@ -12,9 +12,15 @@ from typing import List, Optional
 
 import typer
 
-from ood_flow import visualize as viz
 from ood_flow.cli import common, help_page, options
 from ood_flow.errors import InputError
+
+
+def _viz():
+    """The figures' module, imported when a figure is drawn (matplotlib and torch are slow to import)."""
+    from ood_flow import visualize
+
+    return visualize
 
 visualize_app = typer.Typer(no_args_is_help=True, help="Figures of the paper as PNG files (no display needed).",
                             cls=help_page.Group, context_settings=help_page.CONTEXT)
@@ -48,7 +54,7 @@ def latents(
     """
     data = options.source_options(data_dir, resize=resize, grayscale=grayscale, rgb=rgb)
     report = common.Reporter("latents", quiet)
-    common.run(lambda: viz.plot_latents(sources, model, out, count=count, average=average, bn_train=bn_train,
+    common.run(lambda: _viz().plot_latents(sources, model, out, count=count, average=average, bn_train=bn_train,
                                         seed=seed, device=device, options=data, progress=report.progress,
                                         overwrite=overwrite),
                lambda r: common.message(f"wrote {r.path}: inputs and latents of {', '.join(r.names)}", quiet), report)
@@ -73,7 +79,7 @@ def coupling(
     chosen = _ints(layers, "--layers")
     data = options.source_options(data_dir, resize=resize, grayscale=grayscale, rgb=rgb)
     report = common.Reporter("coupling", quiet)
-    common.run(lambda: viz.plot_coupling(sources, model, out, index=index, layers=chosen, seed=seed, device=device,
+    common.run(lambda: _viz().plot_coupling(sources, model, out, index=index, layers=chosen, seed=seed, device=device,
                                          options=data, progress=report.progress, overwrite=overwrite),
                lambda r: common.message(f"wrote {r.path}: couplings {', '.join(map(str, r.layers))} of {r.couplings} "
                                         f"for {', '.join(r.names)}", quiet), report)
@@ -92,7 +98,7 @@ def samples(
     """A grid of samples per temperature (paper Fig. 17); for a tabular model, a heat map of sample vectors."""
     temps = ", ".join(f"{t:g}" for t in temperature)
     report = common.Reporter("samples", quiet)
-    common.run(lambda: viz.plot_samples(model, out, count=count, temperatures=temperature, seed=seed, device=device,
+    common.run(lambda: _viz().plot_samples(model, out, count=count, temperatures=temperature, seed=seed, device=device,
                                         progress=report.progress, overwrite=overwrite),
                lambda r: common.message(f"wrote {r.path}: {count} samples at temperature {temps}", quiet), report)
 
@@ -108,7 +114,7 @@ def resample(
     """Originals and reconstructions after re-sampling the latents of a centred box (paper Fig. 16, App. J.1)."""
     data = options.source_options(data_dir, resize=resize, grayscale=grayscale, rgb=rgb)
     report = common.Reporter("resample", quiet)
-    common.run(lambda: viz.plot_resample(sources, model, out, box=box, count=count, seed=seed, device=device,
+    common.run(lambda: _viz().plot_resample(sources, model, out, box=box, count=count, seed=seed, device=device,
                                          options=data, progress=report.progress, overwrite=overwrite),
                lambda r: common.message(f"wrote {r.path}: {box}x{box} box ({r.latents} latents) re-sampled for "
                                         f"{', '.join(r.names)}", quiet), report)
@@ -126,7 +132,7 @@ def histogram(
     out: Path = Out, overwrite: bool = Overwrite, quiet: bool = options.Quiet,
 ) -> None:
     """Overlaid density histograms of a score file's groups (paper Fig. 1a, 8): in-distribution filled, OOD outlined."""
-    common.run(lambda: viz.plot_histogram(scores, out, groups=_names(groups), in_groups=_names(in_dist), score=score,
+    common.run(lambda: _viz().plot_histogram(scores, out, groups=_names(groups), in_groups=_names(in_dist), score=score,
                                           overwrite=overwrite),
                lambda r: common.message(f"wrote {r.path}: {score} histogram of " + ", ".join(
                    f"{g.name} ({'in' if g.in_dist else 'OOD'}, n={len(g.values)})" for g in r.groups), quiet))

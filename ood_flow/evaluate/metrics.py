@@ -20,9 +20,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from ood_flow import names
 from ood_flow.score.threshold import checked_scores, threshold_at_tpr
 
-KEYS = ("auroc", "aupr_in", "aupr_out", "fpr95")  # the metrics, in the order tables show them
+KEYS = names.METRICS  # the metrics, in the order tables show them
 
 
 def ood_metrics(in_scores, ood_scores, *, tpr: float = 0.95,

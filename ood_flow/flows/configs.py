@@ -17,10 +17,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ood_flow import names
 from ood_flow.errors import UsageError
 from ood_flow.flows.nets import IMAGE_NETS, NET_OPTIONS
 
-IMAGE_MASKS = ("checkerboard", "horizontal", "vertical", "cycle")
+IMAGE_MASKS = names.IMAGE_MASKS
 LAYOUTS = ("flows_ood", "v1")
 SINGLE_SCALE_COUPLINGS = 8  # Section 7: "RealNVP with 8 coupling layers and no squeeze layers"
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from ood_flow import names
 from ood_flow.flows.base import Bijection, Sequential, standard_normal_logprob
 from ood_flow.flows.configs import CONFIGS, resolve_config
 from ood_flow.flows.coupling import AffineCoupling
@@ -242,6 +243,7 @@ BUILDERS: dict[str, Callable[[tuple[int, ...], Any], Flow]] = {
     "gaussian": build_gaussian,
 }
 MODELS = tuple(BUILDERS)
+names.check("models", MODELS, names.MODELS)
 
 
 def create_flow(name: str, input_shape: tuple[int, ...], *, defaults: dict | None = None, **options) -> Flow:

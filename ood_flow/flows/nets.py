@@ -29,6 +29,7 @@ from typing import Callable
 
 from torch import Tensor, nn
 
+from ood_flow import names
 from ood_flow.flows.convnets import GlowST, HighwayST, ResNetV1, _zero
 from ood_flow.flows.resnet import ResNetST
 
@@ -61,7 +62,7 @@ NETS: dict[str, Callable[..., nn.Module]] = {
     "highway": HighwayST,
     "mlp": MLP,
 }
-IMAGE_NETS = ("resnet", "resnet-noskip", "resnet-v1", "glow", "highway")
+IMAGE_NETS = names.IMAGE_NETS
 
 # The architecture options each network takes; any other option given for it would do nothing.
 NET_OPTIONS: dict[str, frozenset[str]] = {

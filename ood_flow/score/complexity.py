@@ -33,6 +33,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ood_flow import names
 from ood_flow.errors import InputError
 
 
@@ -55,6 +56,7 @@ COMPRESSORS: dict[str, Callable[[np.ndarray], bytes]] = {
     "lzma": lambda image: lzma.compress(image.tobytes(), preset=9),
     "bz2": lambda image: bz2.compress(image.tobytes(), 9),
 }
+names.check("compressors", COMPRESSORS, names.COMPRESSORS)
 """Lossless compressors by name: each maps one (C, H, W) uint8 image to its compressed bytes."""
 
 

@@ -26,7 +26,7 @@ from ood_flow.fileio import sha256_file
 from ood_flow.score import evidence
 from ood_flow.score.calibration import Calibration, Settings, make
 from ood_flow.score.threshold import rank_at_tpr, threshold_at_tpr
-from ood_flow.validation import check_number
+from ood_flow.validation import check_number, parse_reference  # noqa: F401 (part of this module's API)
 
 RULE = "batch test"
 """The ``gate_rule`` a score group records: its decision is :mod:`ood_flow.score.evidence`'s test (groups of
@@ -154,14 +154,6 @@ def ood_fraction(is_ood) -> float:
     """Share of flagged samples (0.0 for none)."""
     flags = np.asarray(is_ood, dtype=bool)
     return float(flags.mean()) if flags.size else 0.0
-
-
-def parse_reference(text: str) -> tuple[str, str]:
-    """``FILE:GROUP`` split at the last ``:``: a file name may contain ``:``, a group name may not."""
-    path, sep, group = str(text).rpartition(":")
-    if not sep or not path or not group:
-        raise ValueError(f"reference {text!r} must be FILE:GROUP, e.g. ref.h5:fashionmnist-val")
-    return path, group
 
 
 def reference_calibration(spec: GateSpec, score: str, models: list[Path], digests: list[str]) -> Calibration:

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ood_flow import names
 from ood_flow.errors import InputError
 from ood_flow.flows.models import Flow, has_batchnorm
 from ood_flow.score.combine import likelihood_ratio, waic
@@ -140,27 +141,18 @@ def _waic(ctx: ScoreContext) -> dict[str, np.ndarray]:
     return {**ctx.member(0), **waic(lls)}
 
 
+_N = names.METHODS  # each method's score and help: the command line lists them without importing this module
 METHODS: dict[str, Method] = {m.name: m for m in [
-    Method("likelihood", _likelihood,
-           "log_likelihood (nats of the 8-bit data), bits_per_dim, log_prior, log_det of the first --model.",
-           "log_likelihood"),
-    Method("complexity", _complexity,
-           "input complexity (Serra et al. 2020): log_likelihood/ln2 + L(x) in bits, L = length of the input "
-           "compressed losslessly by --compressor (also stores compressed_bits).",
-           "complexity", check=_check_complexity),
-    Method("likelihood-ratio", _ratio,
-           "likelihood_ratio (Ren et al. 2019): log p(x) - log p_bg(x), with --background-model a flow trained "
-           "on perturbed inputs (oodflow train --perturb 0.2); also stores background_log_likelihood.",
-           "likelihood_ratio", passes=lambda n: frozenset({"member0", "background"}), check=_check_ratio),
-    Method("bn-train", _bn_train,
-           "bn_train (Song et al. 2019): log-likelihood with batch norm using the statistics of each scored "
-           "batch (--batch-size consecutive samples), so it depends on batch composition.",
-           "bn_train", passes=lambda n: frozenset({"bn_train"}), check=_check_bn),
-    Method("waic", _waic,
-           "waic (Choi et al. 2018): mean - var (ddof=0) of the log-likelihoods of an ensemble given by "
-           "repeating --model; also stores waic_mean and waic_var.",
-           "waic", passes=lambda n: frozenset(f"member{i}" for i in range(n)), check=_check_waic),
+    Method("likelihood", _likelihood, _N["likelihood"].help, _N["likelihood"].score),
+    Method("complexity", _complexity, _N["complexity"].help, _N["complexity"].score, check=_check_complexity),
+    Method("likelihood-ratio", _ratio, _N["likelihood-ratio"].help, _N["likelihood-ratio"].score,
+           passes=lambda n: frozenset({"member0", "background"}), check=_check_ratio),
+    Method("bn-train", _bn_train, _N["bn-train"].help, _N["bn-train"].score, passes=lambda n: frozenset({"bn_train"}),
+           check=_check_bn),
+    Method("waic", _waic, _N["waic"].help, _N["waic"].score,
+           passes=lambda n: frozenset(f"member{i}" for i in range(n)), check=_check_waic),
 ]}
+names.check("methods", METHODS, _N)
 
 SCORES: tuple[str, ...] = tuple(m.score for m in METHODS.values())
 """The per-sample scores of the methods, all oriented higher = more in-distribution."""

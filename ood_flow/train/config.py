@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ood_flow import names
 from ood_flow.errors import UsageError
 from ood_flow.validation import check_number, check_seed
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
+names.check("optimizers", OPTIMIZERS, names.OPTIMIZERS)
 
 # The paper's settings (Appendix C and the authors' code): Adam 5e-5 for RealNVP, RMSprop 5e-5 for
 # Glow, weight decay 5e-5, batch 32, gradient norm clipped at 100; tabular flows AdamW 1e-3 with

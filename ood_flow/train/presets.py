@@ -21,7 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-PRESETS = ("paper", "cpu")
+from ood_flow import names
+
+PRESETS = names.PRESETS
 KINDS = ("grayscale", "colour", "uci", "embedding")
 
 _EARLY_STOP = {"patience": 3, "min_delta": 0.005}
