@@ -104,9 +104,10 @@ def train(
                                             "the last bits."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint beside --out exactly where it "
                                 "stopped (from scratch if it stopped before the first one). Options equal to the "
-                                "saved ones are fine; --epochs, --max-steps, --lr, --weight-decay, --clip and "
-                                "(between epochs) --batch-size may change; the architecture, --seed, --optimizer, "
-                                "--val-fraction, --calibration-fraction, --perturb and --noise may not."),
+                                "saved ones are fine; --epochs, --max-steps (not below the point reached), --lr, "
+                                "--weight-decay, --clip and (between epochs) --batch-size may change; the "
+                                "architecture, --seed, --optimizer, --val-fraction, --calibration-fraction, --perturb "
+                                "and --noise may not."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model file."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun: batch norm over the global batch "
                                  "(default: each process's share, as DDP does). See docs/distributed.md."),

@@ -229,6 +229,7 @@ class Trainer:
         with contextlib.ExitStack() as stack, self.stop.catching():
             self._claim(stack)
             self.events.on_start(total, min(self.position["step"], total))
+            before = copy.deepcopy(self.position)
             try:
                 self._epochs(total)
                 if self.stopping:
@@ -238,11 +239,7 @@ class Trainer:
                 self.stop.request("SIGINT")
             except TrainingDiverged as exc:
                 self._give_up(exc)
-            if self.stop.signal:
-                with contextlib.suppress(KeyboardInterrupt), self.stop.critical():
-                    self.save()
-            elif self.cfg.patience and self.best is not None:  # the flow returned is the one in the model file
-                self.flow.load_state_dict(self.best.state)
+            self._wrap_up(before)
         keep = self.best if self.cfg.patience else None
         return TrainResult(self.flow, self.position["step"], self.history, time.time() - start,
                            interrupted=self.stop.signal is not None, checkpoint=checkpoint_path(self.out),
@@ -250,6 +247,19 @@ class Trainer:
                            n_val=int(self.val_idx.numel()), n_calibration=int(self.cal_idx.numel()),
                            stopped_early=self.stopped_early(),
                            best_epoch=keep.epoch if keep else None, best_val_bpd=keep.val_bpd if keep else None)
+
+    def _wrap_up(self, before: dict) -> None:
+        """Save a stopped run; record a resumed one that had nothing left to do as done (its new target);
+        with early stopping, return the flow the model file holds."""
+        if self.stop.signal:
+            with contextlib.suppress(KeyboardInterrupt), self.stop.critical():
+                self.save()
+            return
+        if self.resumed and self.position == before:
+            with self.stop.critical():
+                self.save()
+        if self.cfg.patience and self.best is not None:
+            self.flow.load_state_dict(self.best.state)
 
     def _claim(self, stack: contextlib.ExitStack) -> None:
         """Rank 0 takes the lock of ``out`` and checks it may write it; a failure stops every process."""
@@ -264,8 +274,8 @@ class Trainer:
                                f"in {self.out}; try a smaller --lr") from None
 
     def _epochs(self, total: int) -> None:
-        while (self.position["epoch"] < self.cfg.epochs and self.position["step"] < total and not self._stopped()
-               and not self.stopped_early()):
+        while (self.position["epoch"] < self.cfg.epochs and (self.position["step"] < total or self._summary_due())
+               and not self._stopped() and not self.stopped_early()):
             batches = self._batches(self.position["epoch"])
             if self.position["batch"] == 0:
                 self.position["sums"] = zero_sums()
@@ -273,6 +283,12 @@ class Trainer:
                 self._advance(self._step(batches[self.position["batch"]]))
             if not self._stopped():
                 self._end_epoch(finished=self.position["batch"] >= len(batches))
+
+    def _summary_due(self) -> bool:
+        """Steps were taken in the current epoch since its last summary: a run stopped after its last step, before
+        validating it, resumes to write that summary (as the run that was never stopped did)."""
+        last = self.history[-1]["step"] if self.history else None
+        return self.position["batch"] > 0 and last != self.position["step"]
 
     def _stopped(self) -> bool:
         """A stop to honour now: the signal in one process; in several, the stop they all agreed on."""
