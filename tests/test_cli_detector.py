@@ -173,14 +173,14 @@ def test_a_features_file_of_the_backbone_trains_the_same_detector(files, tmp_pat
 
 def test_a_flow_on_features_takes_appendix_k1_architecture_by_default():
     from ood_flow.data import Dataset
-    from ood_flow.train.run import _new, _preset
+    from ood_flow.train.choose import new_flow, preset_for
 
     ds = Dataset(x=torch.zeros(4, 8), ids=np.arange(4).astype(str), labels=None, kind="vector", name="f", source="f",
                  meta={"backbone": NET})
-    defaults = _preset("paper", ds, None).model  # the paper preset of a features file: Appendix K.1
-    cfg = _new(ds, None, {}, defaults, 0, "cpu").config
+    defaults = preset_for("paper", ds, None).model  # the paper preset of a features file: Appendix K.1
+    cfg = new_flow(ds, None, {}, defaults, 0, "cpu").config
     assert (cfg.couplings, cfg.hidden, cfg.layers, cfg.std_floor) == (8, 512, 3, 1.0)
-    assert _new(ds, None, {"hidden": 16}, defaults, 0, "cpu").config.hidden == 16
+    assert new_flow(ds, None, {"hidden": 16}, defaults, 0, "cpu").config.hidden == 16
 
 
 def test_a_folder_of_photos_of_different_sizes_is_embedded_and_scored(files, tmp_path):

@@ -171,12 +171,37 @@ def _events(report: common.Reporter) -> TrainEvents:
         report.progress(done, n, "embedding")
 
     def on_estimate(e: dict) -> None:
-        report.message(f"estimated {common.duration(e['seconds_left'])} for the {e['steps_left']:,} steps left of "
-                       f"{e['total_steps']:,} at {e['seconds_per_step']:.3g} s/step (measured on "
-                       f"steps {e['from_step']}-{e['from_step'] + e['measured_steps'] - 1}; validation not included"
-                       f"{'; an upper bound with early stopping' if e.get('early_stopping') else ''})")
+        report.message(probed_estimate(e) if e.get("probed") else measured_estimate(e))
 
     return TrainEvents(on_start, on_step, on_epoch, report.message, on_embed, on_estimate)
+
+
+def measured_estimate(e: dict) -> str:
+    """The estimate refined on the run's first steps, in one line."""
+    return (f"estimated {common.duration(e['seconds_left'])} for the {e['steps_left']:,} steps left of "
+            f"{e['total_steps']:,} at {e['seconds_per_step']:.3g} s/step (measured on "
+            f"steps {e['from_step']}-{e['from_step'] + e['measured_steps'] - 1}; validation not included"
+            f"{'; an upper bound with early stopping' if e.get('early_stopping') else ''})")
+
+
+def probed_estimate(e: dict) -> str:
+    """The estimate before the first step, in one line; beyond a day on this device, with the faster ways."""
+    where = {"cpu": "this CPU", "cuda": "this GPU"}.get(e["device"], e["device"])
+    bound = "; an upper bound with early stopping" if e["early_stopping"] else ""
+    probed = (f"{e['steps_left']:,} steps at {e['seconds_per_step']:.3g} s/step, probed on one batch of "
+              f"{e['batch_size']}: {e['flops_per_sample'] / 1e9:.3g} GFLOP per sample forward and backward")
+    if not e["over_a_day"]:
+        return f"estimated {common.duration(e['seconds_left'])} ({probed}; validation not included{bound})"
+    faster = []
+    alt = e.get("alternative")
+    if alt:
+        early = "; an upper bound: it stops early" if alt["early_stopping"] else ""
+        faster.append(f"--preset {e['alternative_preset']} ({alt['parameters']:,} parameters) about "
+                      f"{common.duration(alt['seconds'])} (at most {alt['total_steps']:,} steps{early})")
+    if e["device"] == "cpu":
+        faster.append("--device cuda on a GPU")
+    return (f"on {where} about {common.duration(e['seconds_left'])} ({probed}{bound})"
+            + (f"; faster: {'; or '.join(faster)}" if faster else ""))
 
 
 def _finish(r: TrainResult, quiet: bool, json_out: bool, ctx: typer.Context) -> None:

@@ -88,6 +88,8 @@ class Trainer:
         self._before: list[Tensor] | None = None  # buffers before the step in progress
         self.guard.mark_good(self.position, 0)
         self.timer = StepTimer()
+        self.step_seconds: float | None = None  # probed before the first step (train_flow), then measured
+        self.step_measured = False
 
     def _noise_std(self) -> Tensor | None:
         """``--noise``: the per-column standard deviation of the noise added to training vectors (None: none);
@@ -306,6 +308,7 @@ class Trainer:
             self._checkpoint()
         estimate = self.timer.tick(self.position["step"], self._total)
         if estimate:
+            self.step_seconds, self.step_measured = estimate["seconds_per_step"], True
             self.events.on_estimate({**estimate, "early_stopping": bool(self.cfg.patience)})
         self.events.on_step(self.position["step"], report)
 
