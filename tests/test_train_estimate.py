@@ -1,4 +1,4 @@
-"""The time estimate before the first step (a one-batch probe on a copy of the flow).
+"""The time estimate before the first step (a one-batch probe on a copy of the flow) and what Ctrl-C says at once.
 
 The probe must leave training bit for bit as it was: the same run with the probe replaced by nothing ends
 with the same weights, batch-norm statistics (RealNVP) and ActNorm initialisation (Glow).
@@ -6,14 +6,21 @@ with the same weights, batch-norm statistics (RealNVP) and ActNorm initialisatio
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
+
 import pytest
 import torch
 from cli_helpers import image_npz, run
+from reliability_helpers import cli, env, make_images
 
 import ood_flow
 from ood_flow.train import TrainConfig, TrainEvents
 from ood_flow.train import estimate as estimate_module
 from ood_flow.train.estimate import probe_step
+from ood_flow.train.stop import StopRequest
 
 SMALL = ["--channels", "4", "--blocks", "1", "--lr", "1e-3", "--batch-size", "8"]
 
@@ -81,3 +88,35 @@ def test_a_closed_form_fit_gets_no_estimate(tmp_path):
                header="a,b,c,d", comments="")
     err = run("train", "--data", tmp_path / "t.csv", "--model", "gaussian", "--out", tmp_path / "g.pt").stderr
     assert "estimated" not in err and "s/step" not in err
+
+
+def test_the_first_signal_is_answered_at_once_inside_the_handler():
+    said = []
+    stop = StopRequest(on_request=said.append)
+    with stop.catching():
+        os.kill(os.getpid(), signal.SIGINT)  # the handler runs at the next bytecode, before anything else
+        assert said == ["SIGINT"] and stop.signal == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):  # a second signal outside a critical section stops at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+    assert said == ["SIGINT"]
+
+
+def test_ctrl_c_says_at_once_that_training_stops_after_the_current_step_and_how_long_it_takes(tmp_path):
+    data = make_images(tmp_path / "x.npz", n=400)
+    proc = subprocess.Popen(cli("train", "--data", data, "--out", tmp_path / "m.pt", *SMALL, "--epochs", "50"),
+                            env=env(), stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the probe's estimate comes before the first step
+        if line.startswith("estimated"):
+            break
+    deadline = time.monotonic() + 120
+    while not (tmp_path / ".m.pt.lock").exists() and time.monotonic() < deadline:  # training has begun
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=300) == 130, rest
+    said = [x for x in rest.splitlines() if x.startswith("Ctrl-C:")]
+    assert len(said) == 1 and "stopping after the current step (within about " in said[0], rest
+    assert "from the probed step time" in said[0] or "from the measured step time" in said[0]
+    assert "Ctrl-C again stops at once" in said[0]
+    assert rest.index(said[0]) < rest.index("error: interrupted (SIGINT)")

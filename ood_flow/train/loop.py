@@ -41,7 +41,7 @@ from ood_flow.train.objective import split_holdout
 from ood_flow.train.guard import Guard, TrainingDiverged
 from ood_flow.train.result import TrainEvents, TrainResult
 from ood_flow.train.saving import claim_output, save_run
-from ood_flow.train.stop import StopRequest
+from ood_flow.train.stop import StopRequest, stop_message
 
 SNAPSHOT_EVERY = 100
 
@@ -56,7 +56,8 @@ class Trainer:
         events: progress callbacks.
         info: plain values recorded in the model file and checkpoint (data source, command).
         overwrite: a fresh run may replace an existing model file and checkpoint at ``out``.
-        stop: where SIGINT/SIGTERM land during :meth:`run` (a new one by default).
+        stop: where SIGINT/SIGTERM land during :meth:`run` (a new one by default); its ``on_request`` is set to
+            report the stop through ``events.on_message`` at once.
         dist: the processes sharing the run (:data:`~ood_flow.distributed.SINGLE` by default).
         settings: how the calibration split is scored, as its record states (default: like ``oodflow score``'s
             defaults; a detector's names the precision its features were embedded in).
@@ -90,6 +91,11 @@ class Trainer:
         self.timer = StepTimer()
         self.step_seconds: float | None = None  # probed before the first step (train_flow), then measured
         self.step_measured = False
+        self.stop.on_request = self._announce_stop
+
+    def _announce_stop(self, name: str) -> None:
+        """Say at once what the first SIGINT/SIGTERM does and how long the step it waits for takes."""
+        self.events.on_message(stop_message(name, self.step_seconds, self.step_measured))
 
     def _noise_std(self) -> Tensor | None:
         """``--noise``: the per-column standard deviation of the noise added to training vectors (None: none);
