@@ -152,12 +152,12 @@ def _events(report: common.Reporter) -> TrainEvents:
 
     def on_start(steps: int, done: int) -> None:
         total[0] = steps
-        report.progress(done, steps, "")
+        report.progress(done, steps, "", what="train")
 
     def on_step(step: int, m: dict) -> None:
         negative = f"  ll {m['ll']:.0f} / negative {m['neg_ll']:.0f}" if "neg_ll" in m else ""
         text = f"{m['bpd']:.3f} bits/dim{negative}"
-        report.progress(step, total[0], text)
+        report.progress(step, total[0], text, what="train")
         log_line(f"step {step}/{total[0]}: {text}")
 
     def on_epoch(s: dict) -> None:
@@ -168,12 +168,18 @@ def _events(report: common.Reporter) -> TrainEvents:
         report.message(f"epoch {s['epoch']}: train {train_text} bits/dim{val}{neg} (step {s['step']})")
 
     def on_embed(done: int, n: int) -> None:
-        report.progress(done, n, "embedding")
+        report.progress(done, n, "images", what="embed")
+        log_line(f"embedded {done}/{n} images")
+
+    def on_fit(f: dict) -> None:
+        val = f", val {f['val_bpd']:.3f} ({f['n_val']:,} held out)" if f["val_bpd"] is not None else ""
+        report.message(f"{f['model']} fitted in closed form on {f['n_train']:,} vectors in "
+                       f"{common.duration(f['seconds'])}: train {f['train_bpd']:.3f} bits/dim{val}")
 
     def on_estimate(e: dict) -> None:
         report.message(probed_estimate(e) if e.get("probed") else measured_estimate(e))
 
-    return TrainEvents(on_start, on_step, on_epoch, report.message, on_embed, on_estimate)
+    return TrainEvents(on_start, on_step, on_epoch, report.message, on_embed, on_estimate, on_fit)
 
 
 def measured_estimate(e: dict) -> str:
@@ -219,9 +225,10 @@ def _finish(r: TrainResult, quiet: bool, json_out: bool, ctx: typer.Context) -> 
         common.fail(f"interrupted ({r.signal}) at step {r.steps}; checkpoint saved to {r.checkpoint}; continue "
                     f"with: {common.same_command(ctx, '--resume')}", 143 if r.signal == "SIGTERM" else 130)
     fmt = lambda v: f"{v:.3f}" if v is not None else "n/a"  # noqa: E731
+    steps = "fitted in closed form" if r.flow.closed_form else f"{r.steps} steps"
     common.message(f"done: {r.flow.name} on {r.name} ({r.n_train} train / {r.n_val} val / {r.n_calibration} "
                    "calibration), "
-                   f"{fmt(summary['train_bpd'])} bits/dim train, {fmt(summary['val_bpd'])} val, {r.steps} steps "
+                   f"{fmt(summary['train_bpd'])} bits/dim train, {fmt(summary['val_bpd'])} val, {steps} "
                    f"in {common.duration(r.seconds)}; model: {r.model}"
                    + (f" (epoch {r.best_epoch}'s weights, {r.best_val_bpd:.3f} val)" if r.best_epoch else ""), quiet)
 

@@ -51,6 +51,8 @@ class StepTimer:
         self.done = True
         per_step = (now - self.start) / max(measured, 1)
         left = max(total - step, 0)
+        if not left:  # the run is over: nothing left to estimate
+            return None
         return {"seconds_per_step": per_step, "measured_steps": measured, "from_step": self.first + 1,
                 "total_steps": total, "steps_left": left, "seconds_left": per_step * left}
 

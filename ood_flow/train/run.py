@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -196,8 +197,12 @@ def _training_data(source, options: SourceOptions | None, features: FeatureSpec 
     from ood_flow.embed.detector import training_features  # imports timm, slow: only when asked
 
     src = open_with_options(source, "train", options)
-    total = len(src)
-    return training_features(src, features, device=device, progress=_counter(total, events.on_embed))
+    start = time.perf_counter()
+    ds, record = training_features(src, features, device=device, progress=_counter(len(src), events.on_embed))
+    if src.kind == "image":
+        events.on_message(f"embedded {len(ds):,} images of {src.name} in {time.perf_counter() - start:.1f}s with "
+                          f"{record.describe()}")
+    return ds, record
 
 
 def _counter(total: int, report):
