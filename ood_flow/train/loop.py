@@ -91,6 +91,7 @@ class Trainer:
         self.timer = StepTimer()
         self.step_seconds: float | None = None  # probed before the first step (train_flow), then measured
         self.step_measured = False
+        self.diverged = False  # every roll-back spent: the last good state is saved and the run ends
         self.stop.on_request = self._announce_stop
 
     def _announce_stop(self, name: str) -> None:
@@ -276,6 +277,7 @@ class Trainer:
     def _give_up(self, exc: TrainingDiverged) -> None:
         good = self.guard.restore_good()
         self.position, self.history = copy.deepcopy(good.position), self.history[: good.history_length]
+        self.diverged = True
         with self.stop.critical():
             self.save()
         raise TrainingDiverged(f"training diverged: {exc}; kept the last finite model (step {good.position['step']}) "
