@@ -128,7 +128,7 @@ def test_epochs_below_those_completed_are_refused_naming_the_epoch(data, tmp_pat
     one_line_error(_train(data, tmp_path / "m.pt", "--epochs", "1", "--resume", code=2), "--epochs 1",
                    "2 epochs completed")
     assert fingerprints(tmp_path) == before
-    with pytest.raises(UsageError, match=r"1 epochs completed and step 9 inside epoch 2"):
+    with pytest.raises(UsageError, match=r"1 epoch completed and step 9 inside epoch 2"):
         plan_resume(TrainConfig(epochs=3).resolved("realnvp"), TrainConfig(epochs=1), {"epoch": 1, "batch": 3,
                                                                                        "step": 9})
 

@@ -90,9 +90,11 @@ def _sync(device: torch.device) -> None:
 
 def probe(trainer: Trainer) -> dict | None:
     """The time left for ``trainer``'s run, from :func:`probe_step` on its first batch; None for a model
-    fitted in closed form, which takes no steps, and in a process group, whose layers may synchronise
-    across processes (the measured estimate follows after the first steps there)."""
-    if trainer.flow.closed_form or trainer.dist.active:
+    fitted in closed form, which takes no steps, for a run with none left, and in a process group, whose layers
+    may synchronise across processes (the measured estimate follows after the first steps there)."""
+    total = trainer.total_steps()
+    left = max(total - trainer.position["step"], 0)
+    if trainer.flow.closed_form or trainer.dist.active or not left:
         return None
     cfg, batch = trainer.cfg, trainer.train_idx[: trainer.cfg.batch_size]
 
@@ -103,8 +105,6 @@ def probe(trainer: Trainer) -> dict | None:
             return step_loss(batch[:n], trainer.position["epoch"], trainer.position["step"])[0]
 
     probed = probe_step(trainer.flow, loss, int(batch.numel()))
-    total = trainer.total_steps()
-    left = max(total - trainer.position["step"], 0)
     return {**probed, "probed": True, "batch_size": int(batch.numel()), "total_steps": total, "steps_left": left,
             "seconds_left": probed["seconds_per_step"] * left, "early_stopping": bool(cfg.patience),
             "device": trainer.device.type, "parameters": sum(p.numel() for p in trainer.flow.parameters())}

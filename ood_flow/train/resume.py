@@ -72,7 +72,8 @@ def _check_not_passed(name: str, new, position: dict) -> None:
         raise UsageError(f"--resume: --max-steps {new} is below the step the checkpoint has reached ({step}); "
                          f"training cannot go back: give --max-steps {step} or more, or drop it")
     if name == "epochs" and (new < epoch or (new == epoch and inside)):
-        where = f"{epoch} epochs completed" + (f" and step {step} inside epoch {epoch + 1}" if inside else "")
+        where = f"{epoch} epoch{'' if epoch == 1 else 's'} completed" + (f" and step {step} inside epoch {epoch + 1}"
+                                                                          if inside else "")
         raise UsageError(f"--resume: --epochs {new} is below the point the checkpoint has reached ({where}); "
                          f"training cannot go back: give --epochs {epoch + 1 if inside else epoch} or more, or "
                          "drop it")
