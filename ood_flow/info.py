@@ -58,27 +58,34 @@ def describe_file(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def describe_model(path: Path) -> dict[str, Any]:
-    """A model or checkpoint file: architecture, size, training and format (see the module docstring)."""
+    """A model or checkpoint file: architecture, size, what it takes (a detector: its backbone, weights,
+    transform and standardization), its training and state (finished, stopped early or interrupted), its
+    calibration and format. A model fitted in closed form shows no preset or optimiser settings: it used none.
+    """
     record = read_model_file(path)
     extra = record.get("extra") or {}
     flow = load_model(path)
     weights = [t for t in record["state_dict"].values() if t.is_floating_point()]
     history = [h for h in extra.get("history", []) if h.get("val_bpd") is not None]
     train_config = extra.get("train_config") or {}
+    preset = extra.get("preset") or train_config.get("preset") or record["config"].get("preset")
+    steps = extra.get("steps", (extra.get("position") or {}).get("step"))
     return {
         "kind": "checkpoint" if extra.get("checkpoint") else "model",
         "file": str(path),
         "sha256": sha256_file(path),
         "model": record["model"],
         "config": record["config"],
-        "preset": extra.get("preset") or train_config.get("preset") or record["config"].get("preset"),
+        **({} if flow.closed_form else {"preset": preset}),
         "parameters": sum(p.numel() for p in flow.parameters()),
         "input_shape": list(record["input_shape"]),
+        **_detector(extra, record),
         "training_data": extra.get("data"),
         "negative_data": extra.get("negative_data"),
-        "steps": extra.get("steps", (extra.get("position") or {}).get("step")),
+        "steps": steps,
+        **run_state(extra, steps, flow.closed_form),
         "best_val_bits_per_dim": min((h["val_bpd"] for h in history), default=None),
-        "train_config": train_config or None,
+        "train_config": _settings_used(train_config, flow.closed_form) or None,
         "precision": _precision(weights, train_config),
         "model_digest": model_digest(flow),
         **_calibration(extra, path),
@@ -86,6 +93,55 @@ def describe_model(path: Path) -> dict[str, Any]:
         "format_version": int(record.get("format_version", 0)),
         "oodflow_version": record.get("oodflow_version"),
     }
+
+
+def _detector(extra: dict, record: dict) -> dict[str, Any]:
+    """A feature detector's backbone, weights, transform and standardization under ``input`` and ``detector``;
+    nothing for a model of pixels or tables."""
+    if not extra.get("detector"):
+        return {}
+    from ood_flow.embed.detector import detector_info  # imports timm, slow: only for detectors
+
+    config, backbone = record["config"], extra["detector"]
+    floor = float(config.get("std_floor") or 0.0) if config.get("standardize", True) else 0.0
+    size = (backbone.get("transform") or {}).get("size")
+    return {"input": f"images of any size, resized to {size}x{size} px and embedded by {backbone.get('backbone')} "
+                     f"into {backbone.get('feature_dim')} features, which the {record['model']} model scores",
+            "detector": detector_info(backbone, floor)}
+
+
+def _settings_used(train_config: dict, closed_form: bool) -> dict:
+    """The training configuration; for a closed-form fit only what it used (the held-out splits and their seed)."""
+    if not closed_form:
+        return train_config
+    return {k: train_config[k] for k in ("seed", "val_fraction", "cal_fraction") if k in train_config}
+
+
+def run_state(extra: dict, steps: int | None, closed_form: bool) -> dict[str, Any]:
+    """``status`` (fitted, finished, stopped_early, interrupted, diverged or unknown) and ``state`` in words, from
+    what the file records: its steps, the steps the run was to take, early stopping, what stopped it."""
+    history, best = extra.get("history") or [], extra.get("best_epoch") or (extra.get("best") or {}).get("epoch")
+    if closed_form:
+        return {"status": "fitted", "state": "fitted in closed form (no gradient steps)"}
+    if extra.get("stopped_early") or (extra.get("position") or {}).get("stopped_early"):
+        last = history[-1]["epoch"] if history else "?"
+        return {"status": "stopped_early", "state": f"stopped early at epoch {last} (validation bits/dim stopped "
+                                                    f"improving), keeping epoch {best}'s weights"}
+    total, cfg = extra.get("total_steps"), extra.get("train_config") or {}
+    if total is None:  # files of an older oodflow: finished when the last epoch or --max-steps was reached
+        ended = bool(history) and history[-1].get("complete") and history[-1].get("epoch") == cfg.get("epochs")
+        total = steps if ended or (cfg.get("max_steps") and steps >= cfg["max_steps"]) else None
+    if total is None or steps is None:
+        return {"status": "unknown", "state": f"step {steps}; the file does not record how many steps were planned"}
+    if steps >= total:
+        return {"status": "finished", "state": f"finished after {steps:,} steps"}
+    by = extra.get("stopped_by")
+    if by == "diverged":
+        return {"status": "diverged", "state": f"diverged at step {steps:,} of {total:,} (non-finite losses); the last "
+                                               "finite model is kept"}
+    how = f"by {by}" if by else "(killed, or still training)"
+    return {"status": "interrupted", "state": f"interrupted at step {steps:,} of {total:,} {how}; continue with the "
+                                              "same train command plus --resume"}
 
 
 def _calibration(extra: dict, path: Path) -> dict[str, Any]:

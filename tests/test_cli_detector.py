@@ -173,14 +173,14 @@ def test_a_features_file_of_the_backbone_trains_the_same_detector(files, tmp_pat
 
 def test_a_flow_on_features_takes_appendix_k1_architecture_by_default():
     from ood_flow.data import Dataset
-    from ood_flow.train.run import _new, _preset
+    from ood_flow.train.choose import new_flow, preset_for
 
     ds = Dataset(x=torch.zeros(4, 8), ids=np.arange(4).astype(str), labels=None, kind="vector", name="f", source="f",
                  meta={"backbone": NET})
-    defaults = _preset("paper", ds, None).model  # the paper preset of a features file: Appendix K.1
-    cfg = _new(ds, None, {}, defaults, 0, "cpu").config
+    defaults = preset_for("paper", ds, None).model  # the paper preset of a features file: Appendix K.1
+    cfg = new_flow(ds, None, {}, defaults, 0, "cpu").config
     assert (cfg.couplings, cfg.hidden, cfg.layers, cfg.std_floor) == (8, 512, 3, 1.0)
-    assert _new(ds, None, {"hidden": 16}, defaults, 0, "cpu").config.hidden == 16
+    assert new_flow(ds, None, {"hidden": 16}, defaults, 0, "cpu").config.hidden == 16
 
 
 def test_a_folder_of_photos_of_different_sizes_is_embedded_and_scored(files, tmp_path):
@@ -199,3 +199,23 @@ def test_a_folder_of_photos_of_different_sizes_is_embedded_and_scored(files, tmp
         "--quiet")
     a, b = store.read_group(tmp_path / "s.h5", "photos")[0], store.read_group(tmp_path / "s.h5", "feat")[0]
     np.testing.assert_allclose(a["log_likelihood"], b["log_likelihood"], rtol=1e-5)
+
+
+def test_a_closed_form_detector_shows_its_embedding_and_one_line_for_the_fit(files, tmp_path):
+    from ood_flow.train import FeatureSpec, TrainEvents, train_flow
+
+    seen = {"embed": [], "fit": [], "start": [], "epoch": []}
+    events = TrainEvents(on_start=lambda *a: seen["start"].append(a), on_epoch=seen["epoch"].append,
+                         on_embed=lambda done, n: seen["embed"].append((done, n)), on_fit=seen["fit"].append)
+    train_flow(str(files / "in.npz"), out=tmp_path / "api.pt", model="gaussian", events=events,
+               features=FeatureSpec(NET, str(files / "w.pth"), 32))
+    assert seen["embed"] and seen["embed"][-1] == (80, 80) and not seen["start"] and not seen["epoch"]
+    assert seen["fit"][0]["n_train"] == 72 and seen["fit"][0]["model"] == "gaussian"
+    err = run("train", "--data", files / "in.npz", "--features", NET, "--weights", files / "w.pth", "--image-size",
+              "32", "--model", "gaussian", "--out", tmp_path / "g.pt").stderr
+    assert "embedded 80 images of in in " in err and f"s with {NET} at 32 px" in err
+    assert "embed" in err and "80/80 images" in err  # the embedding's bar
+    fit = [line for line in err.splitlines() if line.startswith("gaussian fitted")]
+    assert len(fit) == 1 and fit[0].startswith("gaussian fitted in closed form on 72 vectors in ")
+    assert "train " in fit[0] and "bits/dim, val " in fit[0] and "(4 held out)" in fit[0]
+    assert "epoch 1" not in err and "0/1" not in err and "estimated" not in err and "0 steps" not in err

@@ -93,3 +93,114 @@ def _foreign(tmp_path):
                                             ("missing.pt", "no such file"), (".", "is a directory")])
 def test_other_files_are_one_line_errors(tmp_path, name, fragment):
     one_line_error(run("info", _foreign(tmp_path) / name, code=1), fragment)
+
+
+def _readable(text: str) -> None:
+    """Every line fits 80 columns, except a key whose value is one word (a hash, a path)."""
+    for line in text.splitlines():
+        assert len(line) <= 80 or " " not in line.split(": ", 1)[-1], f"{len(line)} columns: {line!r}"
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    """A Gaussian detector on a tiny random timm backbone's features (nothing from the network)."""
+    import timm
+
+    d = tmp_path_factory.mktemp("detector")
+    torch.manual_seed(0)
+    torch.save(timm.create_model("test_resnet", pretrained=False, num_classes=0).state_dict(), d / "w.pth")
+    image_npz(d / "in.npz", n=60, size=20)
+    run("train", "--data", d / "in.npz", "--features", "test_resnet", "--weights", d / "w.pth", "--image-size", "32",
+        "--model", "gaussian", "--out", d / "det.pt", "--quiet")
+    return d
+
+
+def test_a_detector_shows_its_backbone_weights_transform_and_standardization(detector):
+    info = run_json("info", detector / "det.pt")
+    record = torch.load(detector / "det.pt", weights_only=True)["extra"]["detector"]
+    det = info["detector"]
+    assert det["backbone"] == "test_resnet" and det["weights_sha256"] == record["backbone_sha256"]
+    assert det["weights"] == f"the file {(detector / 'w.pth').resolve()}, recorded at training (found)"
+    assert det["transform"] == {"size": "32x32 px, resized whole (not cropped)", "interpolation": "bilinear",
+                                "mean": record["transform"]["mean"], "std": record["transform"]["std"]}
+    assert det["features"].startswith(f"{record['feature_dim']} per image, standardized by the training split's")
+    assert "floored at 1 x the median column std" in det["features"]
+    assert info["input"].startswith("images of any size, resized to 32x32 px and embedded by test_resnet")
+    assert info["calibration"]["n"] == 3 and "calibration split" in info["calibration"]["source"]
+    text = run("info", detector / "det.pt").stdout
+    assert "detector:\n  backbone: test_resnet\n" in text and "  transform:\n    size: 32x32 px" in text
+    _readable(text)
+
+
+def test_a_closed_form_fit_shows_no_preset_or_optimiser_it_never_used(detector):
+    info = run_json("info", detector / "det.pt")
+    assert "preset" not in info and set(info["train_config"]) == {"seed", "val_fraction", "cal_fraction"}
+    assert (info["status"], info["state"]) == ("fitted", "fitted in closed form (no gradient steps)")
+    text = run("info", detector / "det.pt").stdout
+    assert "adamw" not in text and "lr:" not in text and "preset" not in text
+
+
+def test_missing_backbone_weights_say_how_to_get_them(detector, tmp_path, monkeypatch):
+    from ood_flow.embed.detector import detector_info
+
+    record = torch.load(detector / "det.pt", weights_only=True)["extra"]["detector"]
+    moved = {**record, "weights_file": str(tmp_path / "gone.pth")}
+    assert detector_info(moved, 1.0)["weights"].endswith("(missing: pass the same weights with --weights FILE)")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    hub = detector_info({**record, "backbone": "resnet18", "weights_file": None}, 1.0)["weights"]
+    assert hub.startswith("timm's pretrained weights, not on this machine: pass a local state dict (--weights FILE)")
+    assert str(tmp_path / "hub") in hub
+
+
+def test_the_state_of_a_finished_run(trained):
+    info = run_json("info", trained / "m.pt")
+    assert (info["status"], info["state"]) == ("finished", "finished after 3 steps")
+
+
+def test_the_state_of_an_interrupted_run_names_the_step_of_how_many_and_the_signal(tmp_path):
+    import os
+    import signal
+
+    from ood_flow import train_flow
+    from ood_flow.train import TrainConfig, TrainEvents
+
+    def on_step(step, metrics):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    image_npz(tmp_path / "x.npz", n=40, size=8)
+    train_flow(str(tmp_path / "x.npz"), TrainConfig(lr=1e-3, batch_size=8, epochs=2), out=tmp_path / "m.pt",
+               model_options={"channels": 4, "blocks": 1}, events=TrainEvents(on_step=on_step))
+    for name in ("m.pt", "m.ckpt.pt"):
+        info = run_json("info", tmp_path / name)
+        assert info["status"] == "interrupted" and info["state"].startswith("interrupted at step 2 of 8 by SIGINT")
+
+
+def test_the_state_of_a_run_stopped_early_names_the_epoch_kept(tmp_path):
+    image_npz(tmp_path / "x.npz", n=40, size=8)
+    run("train", "--data", tmp_path / "x.npz", "--out", tmp_path / "m.pt", *TRAIN_SMALL[:-3], "--epochs", "5",
+        "--patience", "1", "--min-delta", "100", "--quiet")  # never 100 bits/dim better: stops after epoch 2
+    info = run_json("info", tmp_path / "m.pt")
+    assert info["status"] == "stopped_early"
+    assert info["state"] == ("stopped early at epoch 2 (validation bits/dim stopped improving), keeping epoch 1's "
+                             "weights")
+
+
+@pytest.mark.parametrize("extra, status, state", [
+    ({"steps": 50, "total_steps": 100, "stopped_by": None}, "interrupted", "interrupted at step 50 of 100 (killed"),
+    ({"steps": 50, "total_steps": 100, "stopped_by": "diverged"}, "diverged", "diverged at step 50 of 100"),
+    ({"steps": 7, "train_config": {"epochs": 3, "max_steps": 7}}, "finished", "finished after 7 steps"),
+    ({"steps": 7}, "unknown", "step 7; the file does not record"),
+])
+def test_run_state_from_what_the_file_records(extra, status, state):
+    from ood_flow.info import run_state
+
+    got = run_state(extra, extra["steps"], closed_form=False)
+    assert got["status"] == status and got["state"].startswith(state)
+
+
+def test_plain_text_prints_nested_settings_as_indented_lines(trained):
+    text = run("info", trained / "m.pt").stdout
+    assert "train config:\n  epochs: 1\n" in text and "\n  optimizer: adam\n" in text
+    _readable(text)

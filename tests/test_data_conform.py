@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from ood_flow.data import Dataset, conform
-from ood_flow.data.conform import resize_images, to_grayscale
+from ood_flow.data.conform import TrainedOn, data_name, resize_images, to_grayscale
 from ood_flow.errors import InputError
 
 
@@ -82,3 +82,61 @@ def test_downsizing_averages_with_antialiasing():
 def test_channel_counts_without_a_conversion():
     with pytest.raises(InputError, match="images have 3 channels but the model expects 4"):
         conform(images(3, 8, 8), (4, 8, 8))
+
+
+FM = TrainedOn("m.pt", "fashionmnist-train")
+
+
+def test_a_named_model_says_first_what_it_was_trained_on_then_how_to_force_it():
+    with pytest.raises(InputError, match=r"^m\.pt was trained on 1x28x28 images of fashionmnist-train; these are "
+                                         r"3x32x32 images of src: if that is really meant, pass --resize and "
+                                         r"--grayscale to convert them$"):
+        conform(images(3, 32, 32), (1, 28, 28), model=FM)
+    with pytest.raises(InputError, match=r"^m\.pt was trained on 1x28x28 images of fashionmnist-train; these are "
+                                         r"3x32x32 images of src: if that is really meant, pass --grayscale"):
+        conform(images(3, 32, 32), (1, 28, 28), resize=True, model=FM)
+    with pytest.raises(InputError, match=r"^m\.pt was trained on 4x8x8 images; these are 3x8x8 images of src, and "
+                                         r"no conversion from their channels exists$"):
+        conform(images(3, 8, 8), (4, 8, 8), model=TrainedOn("m.pt"))
+
+
+def test_a_named_model_of_vectors_says_what_it_was_trained_on():
+    t = TrainedOn("t.pt", "feats.h5")
+    with pytest.raises(InputError, match=r"^t\.pt was trained on 43-dimensional vectors of feats\.h5; these are "
+                                         r"64-dimensional vectors of feats$"):
+        conform(vectors(64), (43,), model=t)
+    with pytest.raises(InputError, match=r"^t\.pt was trained on 43-dimensional vectors of feats\.h5; these are "
+                                         r"1x28x28 images of src \(embed the images first with 'oodflow embed'"):
+        conform(images(1, 28, 28), (43,), model=t)
+
+
+def test_a_named_model_says_what_it_was_trained_on_for_each_image_file(tmp_path):
+    from ood_flow.data import open_source
+    from ood_flow.data.conform import conform_source
+
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "b.png")
+    src, transform = conform_source(open_source(str(tmp_path)), (1, 28, 28), model=FM)
+    with pytest.raises(InputError, match=r"b\.png: m\.pt was trained on 1x28x28 images of fashionmnist-train; "
+                                         r"this image is 3x10x10: if that is really meant, pass --resize and "
+                                         r"--grayscale to convert it"):
+        list(src.batches(8, transform, workers=0))
+
+
+@pytest.mark.parametrize("source, name", [
+    ("fashionmnist:train from /d/FashionMNIST/raw/train-images-idx3-ubyte.gz [limit 5]", "fashionmnist-train"),
+    ("demo-mnist:test from /p/mnist_test_first1000.npz (sample: first 1000 of mnist test)", "demo-mnist-test"),
+    ("/data/x/imgs.npz:x", "imgs.npz"), ("/data/f.h5:features", "f.h5"), ("/data/photos [class cat]", "photos")])
+def test_data_name_is_short(source, name):
+    assert data_name(source) == name
+
+
+def test_score_names_the_models_training_data_before_the_flags_that_would_force_it(tmp_path):
+    from cli_helpers import TRAIN_SMALL, image_npz, one_line_error, run
+
+    run("train", "--data", image_npz(tmp_path / "gray.npz", n=40), "--out", tmp_path / "m.pt", *TRAIN_SMALL,
+        "--max-steps", "1")
+    np.savez(tmp_path / "colour.npz", x=np.zeros((4, 3, 10, 10), np.uint8))
+    err = one_line_error(run("score", tmp_path / "colour.npz", "--model", tmp_path / "m.pt", code=1),
+                         "m.pt was trained on 1x8x8 images of gray.npz; these are 3x10x10 images of colour",
+                         "if that is really meant, pass --resize and --grayscale")
+    assert err.index("trained on") < err.index("--resize")

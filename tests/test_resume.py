@@ -3,13 +3,17 @@ said, what may not is refused naming it; no checkpoint yet means from scratch, s
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 import torch
 from cli_helpers import image_npz, one_line_error, run, run_json
+from reliability_helpers import fingerprints
 
 import ood_flow
 from ood_flow.errors import UsageError
-from ood_flow.train import TrainConfig
+from ood_flow.train import TrainConfig, TrainEvents
 from ood_flow.train.resume import check_architecture, plan_resume
 
 ARCH = ("--channels", "4", "--blocks", "1")
@@ -96,3 +100,47 @@ def test_a_changed_learning_rate_also_reaches_the_roll_back_state(tmp_path):
     trainer.restore(extra)
     assert trainer.optimizer.param_groups[0]["lr"] == 2e-4
     assert trainer.guard.good.optimizer["param_groups"][0]["lr"] == 2e-4
+
+
+def _interrupted_at(data, out, step: int, epochs: int = 3):
+    """The state a Ctrl-C leaves after ``step`` (a real SIGINT, sent from inside the step's callback)."""
+    def on_step(done, metrics):
+        if done == step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    result = ood_flow.train_flow(str(data), TrainConfig(lr=1e-3, batch_size=8, seed=3, epochs=epochs), out=out,
+                                 model_options={"channels": 4, "blocks": 1},
+                                 events=TrainEvents(on_step=on_step))
+    assert result.interrupted and result.steps == step
+
+
+def test_a_max_steps_below_the_step_reached_is_refused_and_changes_nothing(data, tmp_path):
+    _interrupted_at(data, tmp_path / "m.pt", 9)
+    before = fingerprints(tmp_path)
+    err = one_line_error(_train(data, tmp_path / "m.pt", "--epochs", "3", "--max-steps", "8", "--resume", code=2),
+                         "--max-steps 8", "has reached (9)", "--max-steps 9 or more")
+    assert "done" not in err and fingerprints(tmp_path) == before
+
+
+def test_epochs_below_those_completed_are_refused_naming_the_epoch(data, tmp_path):
+    _train(data, tmp_path / "m.pt", "--epochs", "2")
+    before = fingerprints(tmp_path)
+    one_line_error(_train(data, tmp_path / "m.pt", "--epochs", "1", "--resume", code=2), "--epochs 1",
+                   "2 epochs completed")
+    assert fingerprints(tmp_path) == before
+    with pytest.raises(UsageError, match=r"1 epoch completed and step 9 inside epoch 2"):
+        plan_resume(TrainConfig(epochs=3).resolved("realnvp"), TrainConfig(epochs=1), {"epoch": 1, "batch": 3,
+                                                                                       "step": 9})
+
+
+def test_resuming_to_the_step_reached_finishes_as_the_run_that_was_never_stopped(data, tmp_path):
+    _interrupted_at(data, tmp_path / "m.pt", 9)
+    done = run_json("train", "--data", data, "--out", tmp_path / "m.pt", *TRAIN, "--epochs", "3", "--max-steps", "9",
+                    "--resume")
+    full = run_json("train", "--data", data, "--out", tmp_path / "full.pt", *TRAIN, "--epochs", "3", "--max-steps",
+                    "9")
+    assert done["steps"] == full["steps"] == 9 and done["train_bpd"] == full["train_bpd"] is not None
+    assert done["val_bpd"] == full["val_bpd"]
+    a, b = ood_flow.load_model(tmp_path / "m.pt").state_dict(), ood_flow.load_model(tmp_path / "full.pt").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert ood_flow.load_checkpoint(tmp_path / "m.pt")[1]["train_config"]["max_steps"] == 9

@@ -86,7 +86,8 @@ def test_columns_choose_the_features(one_class, tmp_path):
     run("score", d / "test.csv", "--columns", "a,b", "--model", tmp_path / "ab.pt", "--out", tmp_path / "s.h5",
         "--quiet")
     one_line_error(run("score", d / "test.csv", "--model", tmp_path / "ab.pt", "--out", tmp_path / "s.h5",
-                       "--name", "all", "--quiet", code=1), "5 dimensions", "expects 2")
+                       "--name", "all", "--quiet", code=1), "ab.pt was trained on 2-dimensional vectors",
+                   "these are 5-dimensional vectors")
     one_line_error(run("train", "--data", d / "train.csv", "--columns", "a,zz", "--out", tmp_path / "x.pt",
                        "--quiet", code=1), "no column 'zz'")
     one_line_error(run("train", "--data", d / "train.csv", "--label-column", "target", "--class", "7",

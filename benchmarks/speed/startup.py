@@ -91,8 +91,9 @@ t4 = time.perf_counter()
 with torch.inference_mode():
     model(torch.zeros(1, 3, 224, 224))
 t5 = time.perf_counter()
-print(json.dumps({{"import torch, torchvision": t1 - t0, "import timm": t2 - t1, "oodflow modules and model file":
-                  t3 - t2, "build the backbone and check its weights' sha256": t4 - t3, "one forward at 224 px": t5 - t4}}))
+print(json.dumps({{"import torch, torchvision": t1 - t0, "import timm": t2 - t1,
+                  "oodflow modules and model file": t3 - t2,
+                  "build the backbone and check its weights' sha256": t4 - t3, "one forward at 224 px": t5 - t4}}))
 """
     out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=600, cwd=work)
     return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {"error": out.stderr[-300:]}

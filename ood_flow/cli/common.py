@@ -203,12 +203,17 @@ class Reporter:
     def __init__(self, what: str, quiet: bool = False, info: str = ""):
         self.what, self.quiet, self.info = what, quiet or not lead(), info
         self.bar: Progress | None = None
+        self.stage: str | None = None
 
-    def progress(self, done: int, total: int, info: str | None = None) -> None:
+    def progress(self, done: int, total: int, info: str | None = None, what: str | None = None) -> None:
+        """Advance the bar; ``what`` names a stage of the work (e.g. ``embed``, then ``train``): each gets its own
+        bar, the earlier ones stay shown."""
+        what = what or self.what
         if self.bar is None:
             self.bar = progress_bar(self.quiet)
             self.bar.start()
-            self.task = self.bar.add_task(self.what, total=total, info=self.info)
+        if what != self.stage:
+            self.stage, self.task = what, self.bar.add_task(what, total=total, info=self.info)
         self.bar.update(self.task, completed=done, total=total, info=self.info if info is None else info)
 
     def message(self, text: str) -> None:

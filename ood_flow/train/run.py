@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +18,20 @@ import torch
 from ood_flow import distributed
 from ood_flow.data import Dataset, SourceOptions, open_with_options, read_source
 from ood_flow.device import resolve_device, resolve_precision
-from ood_flow.errors import AlreadyExists, InputError, OutputError, UsageError
+from ood_flow.errors import AlreadyExists, OutputError, UsageError
 from ood_flow.fileio import check_output, file_lock
-from ood_flow.flows import Flow, create_flow
-from ood_flow.flows.configs import FEATURE_STD_FLOOR, VECTOR_MODELS
+from ood_flow.flows import Flow
+from ood_flow.flows.configs import VECTOR_MODELS
 from ood_flow.flows.io import MODEL_FILE
 from ood_flow.flows.models import config_dict
 from ood_flow.score.calibration import Settings
+from ood_flow.train.choose import (alternative, default_model_path, default_negative_threshold, new_flow,
+                                    plan, preset_for, resolved_config)
 from ood_flow.train.checkpoint import checkpoint_path, load_training_state
 from ood_flow.train.config import DEFAULTS, FeatureSpec, TrainConfig, check_input_options
+from ood_flow.train.estimate import forecast
 from ood_flow.train.loop import Trainer
 from ood_flow.train.objective import split_holdout
-from ood_flow.train.presets import Preset, data_kind, get_preset
 from ood_flow.train.result import TrainEvents, TrainResult
 from ood_flow.train.resume import check_architecture, plan_resume
 
@@ -112,11 +115,10 @@ def _train(source, config: TrainConfig, out, model, model_options, negative, res
     if resume:
         flow, cfg, extra = _resume(out, ds, dev, config, given, model, negative, events)
     else:
-        chosen = _preset(preset, ds, model)
-        flow = _new(ds, model, given, chosen.model, DEFAULTS['seed'] if config.seed is None else config.seed, dev)
+        chosen = preset_for(preset, ds, model)
+        flow = new_flow(ds, model, given, chosen.model, DEFAULTS['seed'] if config.seed is None else config.seed, dev)
         extra = None
-        cfg = config.resolved("features" if flow.name == "tabular" and ds.meta.get("backbone") else flow.name,
-                              chosen.train)
+        cfg = resolved_config(config, flow, ds, chosen)
         if chosen.model or chosen.train:  # a closed-form family (gaussian) has no preset settings to show
             events.on_message(chosen.describe())
     cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision or "fp32", dev))
@@ -137,7 +139,19 @@ def _train(source, config: TrainConfig, out, model, model_options, negative, res
         trainer.restore(extra)
     else:
         trainer.fit_preprocessing()
+    _estimate(trainer, events, alternative("cpu", ds, model, given, config, trainer)
+              if preset == "paper" and not extra else None)
     return dataclasses.replace(trainer.run(), data=ds.source, name=ds.name)
+
+
+
+def _estimate(trainer: Trainer, events: TrainEvents, alternative) -> None:
+    """Report the time the run will take, probed before its first step (nothing for a closed-form fit)."""
+    estimate = forecast(trainer, alternative)
+    if estimate is not None:
+        trainer.step_seconds = estimate["seconds_per_step"]
+        events.on_estimate({**estimate, "alternative_preset": "cpu" if "alternative" in estimate else None})
+
 
 
 def _calibration_settings(ds: Dataset, detector) -> Settings:
@@ -183,8 +197,12 @@ def _training_data(source, options: SourceOptions | None, features: FeatureSpec 
     from ood_flow.embed.detector import training_features  # imports timm, slow: only when asked
 
     src = open_with_options(source, "train", options)
-    total = len(src)
-    return training_features(src, features, device=device, progress=_counter(total, events.on_embed))
+    start = time.perf_counter()
+    ds, record = training_features(src, features, device=device, progress=_counter(len(src), events.on_embed))
+    if src.kind == "image":
+        events.on_message(f"embedded {len(ds):,} images of {src.name} in {time.perf_counter() - start:.1f}s with "
+                          f"{record.describe()}")
+    return ds, record
 
 
 def _counter(total: int, report):
@@ -197,59 +215,10 @@ def _counter(total: int, report):
     return advance
 
 
-def plan(flow: Flow, cfg: TrainConfig, steps_per_epoch: int) -> str:
-    """One line: the parameter count and the training to come (printed at the start of training)."""
-    count = f"{flow.name}: {sum(p.numel() for p in flow.parameters()):,} parameters"
-    if flow.closed_form:  # no optimiser, epochs or batches: one fit on the training split
-        return f"{count}, fitted in closed form on the training split (mean, shrunk covariance); no gradient steps"
-    stop = f", early stopping: patience {cfg.patience}, min delta {cfg.min_delta:g}" if cfg.patience else ""
-    cap = f", at most {cfg.max_steps:,} steps" if cfg.max_steps else ""
-    noise = f", noise {cfg.noise:g} x each column's std" if cfg.noise else ""
-    return (f"{count}; {cfg.epochs} epochs of "
-            f"{steps_per_epoch:,} steps (batch {cfg.batch_size}), {cfg.optimizer} lr {cfg.lr:g}, weight decay "
-            f"{cfg.weight_decay:g}{noise}{stop}{cap}")
 
 
-def _preset(name: str, ds: Dataset, model: str | None) -> Preset:
-    """Preset ``name`` for the model family and kind of data; a family without presets (gaussian) gets none."""
-    fam = family(ds, model)
-    kind = "embedding" if ds.meta.get("backbone") else data_kind(ds.kind, ds.sample_shape, ds.source)
-    try:
-        return get_preset(name, fam, kind)
-    except ValueError as exc:
-        if fam in ("realnvp", "glow", "tabular") and (fam in VECTOR_MODELS) == (ds.kind == "vector"):
-            raise UsageError(f"--preset: {exc}") from None
-        return Preset(name, fam, kind)  # gaussian, or a family the data does not fit (refused in _new)
 
 
-def family(ds: Dataset, model: str | None) -> str:
-    """``model``, or the default family for the data: realnvp for images, tabular for vectors."""
-    return model or ("realnvp" if ds.kind == "image" else "tabular")
-
-
-def default_model_path(ds: Dataset, model: str | None) -> Path:
-    """``DATA-MODEL.pt`` in the current folder, e.g. ``fashionmnist-train-realnvp.pt``."""
-    return Path(f"{ds.name}-{family(ds, model)}.pt")
-
-
-def default_negative_threshold(flow: Flow) -> float:
-    """C of the paper's objective (7): -30000 nats for 28x28 images, -100000 for larger ones; about -38
-    nats per dimension for vectors."""
-    if flow.kind == "image":
-        return -30000.0 if flow.dim <= 28 * 28 else -100000.0
-    return -38.0 * flow.dim
-
-
-def _new(ds: Dataset, model: str | None, given: dict, defaults: dict, seed: int, device: str) -> Flow:
-    name = family(ds, model)
-    if (name in VECTOR_MODELS) != (ds.kind == "vector"):
-        what = "vectors" if ds.kind == "vector" else "images"
-        need = "tabular or gaussian" if ds.kind == "vector" else "realnvp or glow"
-        raise InputError(f"{ds.name}: {what} need --model {need}, not {name}")
-    if ds.meta.get("backbone"):  # features written by embed: floor near-constant columns (see Standardize)
-        given = {"std_floor": FEATURE_STD_FLOOR, **given}  # the st-networks come from the preset
-    torch.manual_seed(seed)
-    return create_flow(name, ds.sample_shape, defaults=defaults, **given).to(device)
 
 
 def _resume(out: Path, ds: Dataset, device: str, config: TrainConfig, given: dict, model: str | None,

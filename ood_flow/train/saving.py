@@ -38,14 +38,22 @@ def save_run(trainer: Trainer) -> None:
     """Write ``trainer``'s checkpoint, then its model file, which carries the calibration of exactly its
     weights or none and the reason (:func:`~ood_flow.train.calibration.for_model_file`)."""
     t = trainer
-    info = {**t.info, "history": t.history, "guard": t.guard.state(t.position), "calibration": t.calibration,
-            "best": t.best.to_dict() if t.best else None}
+    info = {**t.info, **run_state(t), "history": t.history, "guard": t.guard.state(t.position),
+            "calibration": t.calibration, "best": t.best.to_dict() if t.best else None}
     save_checkpoint(checkpoint_path(t.out), t.flow, t.optimizer, copy.deepcopy(t.position), t.cfg, info)
     keep = t.best if t.cfg.patience else None  # early stopping: the model file holds the best epoch
     calibration, note = for_model_file(keep.calibration if keep else t.calibration, t.flow,
                                        keep.state if keep else None, step=t.position["step"],
                                        interrupted=t.stop.signal is not None, has_split=t.cal_idx.numel() > 0)
-    extra = plain_values({**t.info, "history": t.history, "train_config": dataclasses.asdict(t.cfg),
+    extra = plain_values({**t.info, **run_state(t), "history": t.history, "train_config": dataclasses.asdict(t.cfg),
                           "steps": t.position["step"], "calibration": calibration, "calibration_note": note,
                           "best_epoch": keep.epoch if keep else None, "stopped_early": t.stopped_early()})
     save_model(t.flow, t.out, extra=extra, overwrite=True, state=keep.state if keep else None)
+
+
+def run_state(trainer: Trainer) -> dict:
+    """What tells a finished run from a stopped one in the files: the steps the run was to take (0 for a
+    closed-form fit) and what stopped it early (a signal's name, ``diverged``, or None)."""
+    t = trainer
+    stopped = t.stop.signal or ("diverged" if t.diverged else None)
+    return {"total_steps": 0 if t.flow.closed_form else t.total_steps(), "stopped_by": stopped}

@@ -4,7 +4,8 @@ The first signal only asks for a stop: the loop finishes the step it is in, save
 that completed step and returns, so a resumed run continues exactly where this one stopped. A
 second signal stops at once (KeyboardInterrupt), except inside a critical section (the weight
 update with its position, a save), where it is held until the section ends, so the state in
-memory and on disk is always that of a completed step.
+memory and on disk is always that of a completed step. The first signal is answered at once (through
+``on_request``, e.g. with :func:`stop_message`), since the step it waits for may take a while.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -22,10 +23,12 @@ class StopRequest:
 
     Attributes:
         signal: name of the first signal received (``"SIGINT"``, ``"SIGTERM"``), or None.
+        on_request: called with that name as soon as the first signal arrives (inside the signal handler).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_request: Callable[[str], None] | None = None) -> None:
         self.signal: str | None = None
+        self.on_request = on_request
         self._depth = 0
         self._held = False
 
@@ -49,6 +52,9 @@ class StopRequest:
     def _handle(self, signum: int, frame) -> None:
         if self.signal is None:
             self.signal = signal.Signals(signum).name
+            if self.on_request is not None:
+                with contextlib.suppress(Exception):  # a message that cannot be shown (closed stderr) must not
+                    self.on_request(self.signal)     # raise in the middle of a step
         elif self._depth:
             self._held = True
         else:
@@ -65,3 +71,23 @@ class StopRequest:
         if self._depth == 0 and self._held:
             self._held = False
             raise KeyboardInterrupt
+
+
+def stop_message(name: str, step_seconds: float | None, measured: bool = False) -> str:
+    """What the first signal ``name`` does, in one line: stop after the current step (taking up to about
+    ``step_seconds``, when known), save it; a second signal stops at once."""
+    key = "Ctrl-C" if name == "SIGINT" else name
+    wait = ""
+    if step_seconds is not None:
+        wait = f" (within about {_about(step_seconds)}, from the {'measured' if measured else 'probed'} step time)"
+    return (f"{key}: stopping after the current step{wait}, then saving it to resume from; {key} again stops at "
+            "once, keeping the last completed step")
+
+
+def _about(seconds: float) -> str:
+    """``0.2 s``, ``35 s``, ``4 min``, ``1.5 h``."""
+    if seconds < 1:
+        return f"{seconds:.1g} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ood_flow.data import Dataset, SourceOptions, read_source
+from ood_flow.data import Dataset, SourceOptions, TrainedOn, read_source
 from ood_flow.dequantize import dequantized_draws
 from ood_flow.device import resolve_device
 from ood_flow.errors import InputError, UsageError
@@ -55,8 +55,8 @@ def plot_latents(sources: Sequence[str | Dataset], model: str | os.PathLike, out
                  overwrite: bool = False) -> Plotted:
     """Inputs and their latents z (paper Fig. 2, 10; Appendix E), ``count`` images per source."""
     _check(out, overwrite, count=count, average=average, seed=seed)
-    flow = _image_model(model, device, "visualize latents")
-    loaded = _load(sources, flow, count, options)
+    flow, trained = _image_model(model, device, "visualize latents")
+    loaded = _load(sources, flow, count, options, trained)
     step = _counter(progress, len(loaded) + 1)
     shown, lats = [], []
     for ds in loaded:
@@ -74,8 +74,8 @@ def plot_coupling(sources: Sequence[str | Dataset], model: str | os.PathLike, ou
                   overwrite: bool = False) -> Plotted:
     """Each coupling's input, -t, s and output for input ``index`` of every source (paper Fig. 1b-c, 3, 11, 12)."""
     _check(out, overwrite, index=index, seed=seed)
-    flow = _image_model(model, device, "visualize coupling")
-    loaded = _load(sources, flow, index + 1, options)
+    flow, trained = _image_model(model, device, "visualize coupling")
+    loaded = _load(sources, flow, index + 1, options, trained)
     for source, ds in zip(sources, loaded):
         if index >= len(ds):
             raise InputError(f"{_spec(source)}: --index {index} is out of range: the source holds {len(ds)} samples")
@@ -100,7 +100,7 @@ def plot_samples(model: str | os.PathLike, out: str | os.PathLike, *, count: int
     _check(out, overwrite, count=count, seed=seed)
     for t in temperatures:
         check_number("--temperature", t, low=0)
-    flow = _not_detector(model, device, "visualize samples")
+    flow, _ = _not_detector(model, device, "visualize samples")
     step = _counter(progress, len(temperatures) + 1)
     drawn = []
     for t in temperatures:
@@ -118,9 +118,9 @@ def plot_resample(sources: Sequence[str | Dataset], model: str | os.PathLike, ou
                   overwrite: bool = False) -> Plotted:
     """Originals and reconstructions after re-sampling the latents of a centred box (paper Fig. 16, App. J.1)."""
     _check(out, overwrite, box=box, count=count, seed=seed)
-    flow = _image_model(model, device, "visualize resample")
+    flow, trained = _image_model(model, device, "visualize resample")
     box_mask(flow.input_shape, box)  # a box too large fails here, before any work
-    loaded = _load(sources, flow, count, options)
+    loaded = _load(sources, flow, count, options, trained)
     step = _counter(progress, len(loaded) + 1)
     names, results = [], []
     for ds in loaded:
@@ -149,29 +149,30 @@ def _check(out, overwrite: bool, *, seed: int, **counts: int) -> None:
     check_figure_output(out, overwrite)
 
 
-def _image_model(path, device: str, what: str) -> Flow:
-    flow = _not_detector(path, device, what)
+def _image_model(path, device: str, what: str) -> tuple[Flow, TrainedOn]:
+    flow, trained = _not_detector(path, device, what)
     require_image_flow(flow, what)
-    return flow
+    return flow, trained
 
 
-def _not_detector(path, device: str, what: str) -> Flow:
-    """The model at ``path``; a feature detector is a usage error (exit 2): its flow models a backbone's
-    features, so there are no images to draw."""
+def _not_detector(path, device: str, what: str) -> tuple[Flow, TrainedOn]:
+    """The model at ``path`` and what it was trained on; a feature detector is a usage error (exit 2): its flow
+    models a backbone's features, so there are no images to draw."""
     flow, extra = load_checkpoint(path, device=resolve_device(device))
     record = extra.get("detector")
     if record:
         raise UsageError(f"{what} draws images, but {path} is a feature detector: its {flow.name} models "
                          f"{flow.input_shape[0]}-dimensional {record.get('backbone')} features, not pixels; "
                          "plot its scores with 'oodflow visualize histogram'")
-    return flow
+    return flow, TrainedOn.from_record(Path(path).name, extra.get("data"))
 
 
-def _load(sources: Sequence[str | Dataset], flow: Flow, limit: int, options: SourceOptions | None) -> list[Dataset]:
+def _load(sources: Sequence[str | Dataset], flow: Flow, limit: int, options: SourceOptions | None,
+          trained: TrainedOn) -> list[Dataset]:
     """Every source (its first ``limit`` samples, default split test), fitted to the model, before any work."""
     o = options or SourceOptions()
     first = SourceOptions(data_dir=o.data_dir, limit=limit, resize=o.resize, grayscale=o.grayscale, rgb=o.rgb)
-    return [read_source(s, "test", first, shape=flow.input_shape) for s in sources]
+    return [read_source(s, "test", first, shape=flow.input_shape, model=trained) for s in sources]
 
 
 def _counter(progress: Progress | None, total: int) -> Callable[[], None]:
