@@ -17,9 +17,8 @@ import h5py
 from ood_flow import hdf5, store
 from ood_flow.errors import InputError
 from ood_flow.fileio import sha256_file
-from ood_flow.flows.io import FORMAT as MODEL_FORMAT
-from ood_flow.flows.io import H5_SUFFIXES, PT_SUFFIXES, load_model, model_digest, read_model_file
-from ood_flow.score.calibration import add_command
+from ood_flow.model_format import FORMAT as MODEL_FORMAT
+from ood_flow.model_format import H5_SUFFIXES, PT_SUFFIXES
 
 FOREIGN = "not a file oodflow wrote (a model .pt/.h5, a score file or a features file)"
 GATE_ATTRS = ("threshold", "threshold_score", "threshold_tpr", "threshold_tpr_achieved", "threshold_reference",
@@ -62,6 +61,8 @@ def describe_model(path: Path) -> dict[str, Any]:
     transform and standardization), its training and state (finished, stopped early or interrupted), its
     calibration and format. A model fitted in closed form shows no preset or optimiser settings: it used none.
     """
+    from ood_flow.flows.io import load_model, model_digest, read_model_file  # torch: only for a model
+
     record = read_model_file(path)
     extra = record.get("extra") or {}
     flow = load_model(path)
@@ -146,6 +147,8 @@ def run_state(extra: dict, steps: int | None, closed_form: bool) -> dict[str, An
 
 def _calibration(extra: dict, path: Path) -> dict[str, Any]:
     """The calibration a model file carries (source, size, settings), or why it carries none."""
+    from ood_flow.score.calibration import add_command
+
     record = extra.get("calibration")
     if extra.get("checkpoint"):
         return {}

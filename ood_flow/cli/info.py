@@ -11,7 +11,6 @@ from rich.table import Table
 from rich.text import Text
 
 from ood_flow.cli import common, options
-from ood_flow.info import describe_file
 
 WIDTH = 80  # plain text stays readable in a terminal of 80 columns
 
@@ -28,6 +27,8 @@ def info(
     groups (samples, scores, gate, provenance); a features file's backbone and shape. Any other file is an error
     (exit 1).
     """
+    from ood_flow.info import describe_file  # h5py: imported when a file is read
+
     described = describe_file(path)
     if json_out:
         common.print_json(described)

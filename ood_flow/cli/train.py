@@ -6,13 +6,15 @@ The work is :func:`ood_flow.train_flow`; this module parses the options and prin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from ood_flow.cli import common, options
-from ood_flow.flows import IMAGE_MASKS, IMAGE_NETS, MODELS
-from ood_flow.train import OPTIMIZERS, PRESETS, FeatureSpec, TrainConfig, TrainEvents, TrainResult, train_flow
+from ood_flow.names import IMAGE_MASKS, IMAGE_NETS, MODELS, OPTIMIZERS, PRESETS
+
+if TYPE_CHECKING:
+    from ood_flow.train import TrainEvents, TrainResult
 
 
 DATA, MODEL, TRAINING, DETECTOR, OUTPUT = options.DATA, "Model", "Training", "Detector", "Output"
@@ -147,6 +149,8 @@ def train(
     Data parallel: torchrun --nproc_per_node N -m ood_flow train ... (--batch-size is then the global
     batch; only rank 0 writes and logs; docs/distributed.md).
     """
+    from ood_flow.train import FeatureSpec, TrainConfig, train_flow
+
     config = TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, optimizer=optimizer, clip=clip, seed=seed,
                          val_fraction=val_fraction, cal_fraction=cal_fraction, patience=patience, min_delta=min_delta,
@@ -167,6 +171,8 @@ def train(
 
 def _events(report: common.Reporter) -> TrainEvents:
     """Training progress on stderr: a bar with the loss, one line per epoch (plain lines when not a terminal)."""
+    from ood_flow.train import TrainEvents
+
     log_line, total = common.plain_logger(report.quiet), [0]
 
     def on_start(steps: int, done: int) -> None:

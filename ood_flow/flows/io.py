@@ -23,11 +23,7 @@ from ood_flow.errors import ModelFileError, OodflowError
 from ood_flow.fileio import Kind, atomic_write, file_lock
 from ood_flow.flows.migrate import from_format_1
 from ood_flow.flows.models import Flow, config_dict, create_flow
-
-FORMAT = "oodflow-model"
-FORMAT_VERSION = 2  # 2: the authors' RealNVP st-network and layout, weight-normalised log-scale (see migrate)
-PT_SUFFIXES = (".pt", ".pth")
-H5_SUFFIXES = (".h5", ".hdf5")
+from ood_flow.model_format import FORMAT, FORMAT_VERSION, H5_SUFFIXES, PT_SUFFIXES
 
 
 def _suffix(path: Path) -> str:
