@@ -13,9 +13,14 @@ Example:
     torch.Size([2])
 """
 
+import logging
 from importlib import import_module
 
 from ood_flow.version import __version__
+
+# The API reports through loggers under "ood_flow" (ood_flow.log); it shows nothing until the application
+# configures logging, e.g. logging.basicConfig(level=logging.INFO).
+logging.getLogger("ood_flow").addHandler(logging.NullHandler())
 
 # Everything is imported on first use: ``import ood_flow`` stays light (not even torch), so the command line
 # starts fast and ``oodflow --help`` imports none of it.

@@ -31,6 +31,8 @@ def progress(stage: str, what: str, every: float = 0.1) -> Callable[[int, int], 
 
     def report(done: int, total: int) -> None:
         share = done / total if total else 1.0
+        if share >= 1.0 and last[0] >= 1.0:
+            return  # the end is said once
         if share >= 1.0 or share - last[0] >= every:
             last[0] = share
             logger.info("%s: %d/%d", what, done, total)

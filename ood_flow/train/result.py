@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ood_flow import log
 from ood_flow.flows.models import Flow
+
+
+_log = logging.getLogger("ood_flow.train")
+
+
+def _log_epoch(s: dict) -> None:
+    val = f", val {s['val_bpd']:.3f}" if s.get("val_bpd") is not None else ""
+    train = f"{s['train_bpd']:.3f}" if s.get("train_bpd") is not None else "n/a"
+    _log.info("epoch %d: train %s bits/dim%s (step %d)", s["epoch"], train, val, s["step"])
+
+
+def _log_estimate(e: dict) -> None:
+    if "seconds_left" in e:
+        _log.info("about %.0f s left for %d steps", e["seconds_left"], e.get("steps_left", 0))
 
 
 @dataclass
 class TrainEvents:
-    """Callbacks through which the loop reports (the core never prints)."""
+    """Callbacks through which the loop reports (the core never prints). Left out, the start, each epoch, the
+    estimate, the fit and every message go to the ``ood_flow.train`` logger (see :mod:`ood_flow.log`); steps and
+    embedding progress are not logged."""
 
-    on_start: Callable[[int, int], None] = lambda total, done: None
+    on_start: Callable[[int, int], None] = lambda total, done: _log.info("training: step %d of %d", done, total)
     on_step: Callable[[int, dict], None] = lambda step, metrics: None
-    on_epoch: Callable[[dict], None] = lambda summary: None
-    on_message: Callable[[str], None] = lambda text: None
+    on_epoch: Callable[[dict], None] = _log_epoch
+    on_message: Callable[[str], None] = field(default_factory=lambda: log.messages("train"))
     on_embed: Callable[[int, int], None] = lambda done, total: None  # images embedded (train --features)
-    on_estimate: Callable[[dict], None] = lambda estimate: None  # time left: probed, then measured
-    on_fit: Callable[[dict], None] = lambda fit: None  # a closed-form fit (gaussian): its one report
+    on_estimate: Callable[[dict], None] = _log_estimate  # time left: probed, then measured
+    on_fit: Callable[[dict], None] = lambda fit: _log.info("fitted in closed form: %s", fit)  # gaussian's one report
 
 
 @dataclass
