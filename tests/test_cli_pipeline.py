@@ -92,7 +92,7 @@ def test_score_creates_groups_with_provenance_and_refuses_duplicates(trained):
         np.testing.assert_allclose(g["bits_per_dim"][()], -ll / (64 * np.log(2)))
     before = scores.read_bytes()
     result = run("score", src, "--model", d / "m.pt", "--out", scores, "--quiet", code=1)
-    one_line_error(result, "already exists", "--overwrite")
+    one_line_error(result, "exists; pass --overwrite")
     assert scores.read_bytes() == before
 
 

@@ -242,7 +242,7 @@ CASES = [
     ("score-into-features-file", "score {d}/img.npz --model {d}/m.pt --out {d}/feat.h5", 1, "feat.h5"),
     ("score-into-plain-h5-overwrite", "score {d}/img.npz --model {d}/m.pt --out {d}/plain.h5 --overwrite", 1,
      "plain.h5"),
-    ("score-existing-group", "score {d}/img.npz --model {d}/m.pt --out {d}/s.h5 --name in", 1, "already exists"),
+    ("score-existing-group", "score {d}/img.npz --model {d}/m.pt --out {d}/s.h5 --name in", 1, "exists; pass --overwrite"),
     ("score-new-group", "score {d}/img.npz --model {d}/m.pt --out {d}/s.h5 --name new --json", 0, '"group": "new"',
      {"s.h5"}),
     ("score-into-folder", "score {d}/img.npz --model {d}/m.pt --out {d}/emptydir", 1, "emptydir"),
