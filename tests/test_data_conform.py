@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from ood_flow.data import Dataset, conform
-from ood_flow.data.conform import TrainedOn, data_name, resize_images, to_grayscale
+from ood_flow.data.conform import TrainedOn, data_name
+from ood_flow.data.pixels import resize_images, to_grayscale
 from ood_flow.errors import InputError
 
 

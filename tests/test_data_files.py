@@ -261,7 +261,7 @@ def test_h5_that_is_not_hdf5(tmp_path):
 
 
 def test_a_folder_of_mixed_sizes_loads_at_one_size_when_asked(tmp_path):
-    from ood_flow.data.conform import resize_images
+    from ood_flow.data.pixels import resize_images
     from ood_flow.data.images import decode_image
 
     rng = np.random.default_rng(0)

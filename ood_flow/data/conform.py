@@ -10,18 +10,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from ood_flow.data.dataset import Dataset
+from ood_flow.data.pixels import in_chunks, resize_images, to_grayscale
 from ood_flow.data.stream import Source, replace
 from ood_flow.errors import InputError
-
-# ITU-R BT.601 luma weights (what PIL's convert("L") uses).
-LUMA = (0.299, 0.587, 0.114)
-_CHUNK = 1024
 
 
 @dataclass(frozen=True)
@@ -188,9 +183,9 @@ def _conform_images(ds: Dataset, target: tuple[int, int, int], flags: dict[str, 
         return ds
     x = ds.x
     if "grayscale" in needed:
-        x = _chunked(to_grayscale, x)
+        x = in_chunks(to_grayscale, x)
     if "resize" in needed:
-        x = _chunked(lambda c: resize_images(c, target[1:]), x)
+        x = in_chunks(lambda c: resize_images(c, target[1:]), x)
     if "rgb" in needed:
         x = x.expand(-1, 3, -1, -1).contiguous()
     note = f" [converted {_fmt(ds.sample_shape)} to {_fmt(target)}: {', '.join(needed)}]"
@@ -232,19 +227,3 @@ def _needed_for(shape: tuple[int, ...], target: tuple[int, int, int], what: str,
         raise _refuse(f"{what} have {c} channels but the model expects {tc}; no conversion exists", model, target,
                       these, ", and no conversion from their channels exists")
     return needed
-
-
-def _chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    return torch.cat([fn(x[i:i + _CHUNK]) for i in range(0, len(x), _CHUNK)])
-
-
-def to_grayscale(x: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(N, 3, H, W)`` -> uint8 ``(N, 1, H, W)`` by ITU-R 601 luma, rounded."""
-    weights = torch.tensor(LUMA, dtype=torch.float32).view(1, 3, 1, 1)
-    return (x.float() * weights).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
-
-
-def resize_images(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 ``(N, C, H, W)`` -> uint8 ``(N, C, *size)``, bilinear with antialiasing, rounded."""
-    y = F.interpolate(x.float(), size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
-    return y.round_().clamp_(0, 255).to(torch.uint8)

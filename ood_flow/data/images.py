@@ -102,7 +102,7 @@ def folder_source(folder: Path, *, limit: int | None, skip_invalid: bool,
                   size: tuple[int, int] | None = None) -> Source:
     """All images under ``folder`` (recursive, sorted by path), decoded as they are read; with ``size``
     (height, width), :meth:`Source.load` resizes each image of another size to it (bilinear with
-    antialiasing, as :func:`~ood_flow.data.conform.resize_images`), so a folder of mixed sizes loads."""
+    antialiasing, as :func:`~ood_flow.data.pixels.resize_images`), so a folder of mixed sizes loads."""
     paths = list_images(folder)
     if not paths:
         raise InputError(

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ood_flow.data.pixels import resize_images
 from ood_flow.errors import InputError
 
 # A decoder maps one file to ``(uint8 (C, H, W) array, "")`` or ``(None, reason)``.
@@ -52,8 +53,6 @@ class Same:
     def __call__(self, x: Tensor) -> Tensor:
         if self.size is None or tuple(x.shape[-2:]) == self.size:
             return x
-        from ood_flow.data.conform import resize_images
-
         return resize_images(x, self.size)
 
 
