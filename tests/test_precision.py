@@ -7,6 +7,8 @@ bits/dim within 0.02 at the same step count (slow).
 
 from __future__ import annotations
 
+import copy
+
 import h5py
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from ood_flow.device import bf16_pays, bf16_supported, resolve_precision
 from ood_flow.errors import UsageError
 from ood_flow.evaluate.metrics import ood_metrics
 from ood_flow.flows import create_flow
-from ood_flow.flows.precision import NARROW, current, st_precision
+from ood_flow.flows.precision import NARROW, STConv2d, current, is_narrow, st_precision
 from ood_flow.flows.weightnorm import WNConv2d
 from ood_flow.train import TrainConfig
 
@@ -82,6 +84,38 @@ def test_only_the_st_networks_run_in_bf16_and_the_flow_stays_invertible(name, op
     for bf16 in (log_prob, fused_log_prob):  # mean |delta bits/dim| within the bound of the trained-model test
         assert 0 < (bf16 - fp32_log_prob).abs().mean() / (x[0].numel() * np.log(2)) <= 0.01
     assert current() == "fp32"
+
+
+def _conv_layers(flow) -> dict:
+    return {name: m for name, m in flow.named_modules() if isinstance(m, (torch.nn.Conv2d, WNConv2d))}
+
+
+@pytest.mark.parametrize("name, options", [("realnvp", {"channels": 16, "blocks": 1, "scales": 1, "couplings": 2}),
+                                           ("realnvp", {"channels": 16, "blocks": 1, "net": "resnet-v1"}),
+                                           ("glow", {"channels": 16, "couplings": 2, "net": "glow"}),
+                                           ("glow", {"channels": 16, "couplings": 2, "blocks": 1})])
+def test_narrow_convolutions_are_decided_when_built_and_bf16_leaves_a_network_as_it_was(name, options):
+    torch.manual_seed(0)
+    ran = create_flow(name, (1, 8, 8), **options)
+    with torch.no_grad():
+        for p in ran.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    fresh, x = copy.deepcopy(ran), torch.rand(4, 1, 8, 8)
+    for conv in _conv_layers(ran).values():  # the rule, taken once for every convolution of an st-network
+        cin, cout = (conv.weight_v.shape[1], conv.weight_v.shape[0]) if isinstance(conv, WNConv2d) else \
+            (conv.in_channels, conv.out_channels)
+        assert isinstance(conv, (STConv2d, WNConv2d)) and conv.narrow == is_narrow(cin, cout)
+    types = {n: type(m) for n, m in ran.named_modules()}
+    with st_precision("bf16"):  # in eval mode, so that no statistic learns from the bf16 pass
+        ran.eval().log_prob(x).sum().backward()  # gradients on: the plain modules
+        with torch.no_grad():
+            ran.log_prob(x)  # scoring: the fused path
+    ran.zero_grad(set_to_none=True)
+    assert {n: type(m) for n, m in ran.named_modules()} == types  # no class changed
+    for train in (False, True):
+        ran.train(train), fresh.train(train)
+        with torch.no_grad():
+            assert torch.equal(ran.log_prob(x), fresh.log_prob(x)), f"train={train}"
 
 
 def _scores(model, precision: str, out) -> dict[str, np.ndarray]:

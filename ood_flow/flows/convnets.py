@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ood_flow.flows import fused
+from ood_flow.flows.precision import STConv2d
 
 
 class ConvNet(nn.Module):
@@ -34,8 +35,8 @@ class ConvNet(nn.Module):
         return y.contiguous()
 
 
-def _conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, k, padding=k // 2)
+def _conv(cin: int, cout: int, k: int = 3) -> STConv2d:
+    return STConv2d(cin, cout, k, padding=k // 2)
 
 
 def _zero(layer: nn.Module) -> nn.Module:

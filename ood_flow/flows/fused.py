@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ood_flow.flows.precision import NARROW
 from ood_flow.flows.weightnorm import WNConv2d, normalised
 
 _state: dict = {"enabled": True, "kernel": None, "failure": None}
@@ -172,10 +171,9 @@ def _conv(conv: nn.Module, bn: nn.BatchNorm2d | None, x: Tensor, relu: bool) -> 
 
 
 def _dtype(conv: nn.Module, x: Tensor) -> torch.dtype:
-    """The autocast dtype (the st-network's precision) for wide convolutions, else float32, as the plain
-    modules run them (:mod:`ood_flow.flows.precision`)."""
-    weight = conv.weight_v if isinstance(conv, WNConv2d) else conv.weight
-    if torch.is_autocast_enabled(x.device.type) and min(weight.shape[0], weight.shape[1]) >= NARROW:
+    """The autocast dtype (the st-network's precision) for wide convolutions, float32 for narrow ones, as the
+    plain modules run them (``conv.narrow``, :func:`ood_flow.flows.precision.is_narrow`)."""
+    if torch.is_autocast_enabled(x.device.type) and not conv.narrow:
         return torch.get_autocast_dtype(x.device.type)
     return torch.float32
 

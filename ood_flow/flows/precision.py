@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -59,25 +59,37 @@ def run_st(net: nn.Module, x: Tensor) -> Tensor:
     dtype = _st_dtype.get()
     if dtype is None:
         return net(x)
-    if not net.__dict__.get("_narrow_marked"):
-        _mark_narrow(net)
     with torch.autocast(x.device.type, dtype=dtype):
         return net(x).float()
 
 
-class NarrowConv2d(nn.Conv2d):
-    """A plain convolution that runs in float32 even under autocast (see the module docstring)."""
+def is_narrow(cin: int, cout: int) -> bool:
+    """Whether a convolution of ``cin`` to ``cout`` channels stays in float32 under autocast (see the module
+    docstring): the rule, in one place.
+
+    Example:
+        >>> is_narrow(2, 64), is_narrow(64, 64)
+        (True, False)
+    """
+    return min(cin, cout) < NARROW
+
+
+def narrow_forward(forward: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """``forward(x)`` of a narrow convolution: in float32 with autocast off where autocast is on."""
+    if not torch.is_autocast_enabled(x.device.type):
+        return forward(x)
+    with torch.autocast(x.device.type, enabled=False):
+        return forward(x.float())
+
+
+class STConv2d(nn.Conv2d):
+    """A plain convolution of an st-network, narrow or not as :func:`is_narrow` decides when it is built
+    (``narrow``); a narrow one runs in float32 even under autocast. Its weights and state dict are
+    ``nn.Conv2d``'s."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, **options):
+        super().__init__(cin, cout, kernel, **options)
+        self.narrow = is_narrow(cin, cout)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not torch.is_autocast_enabled(x.device.type):
-            return super().forward(x)
-        with torch.autocast(x.device.type, enabled=False):
-            return super().forward(x.float())
-
-
-def _mark_narrow(net: nn.Module) -> None:
-    """Make ``net``'s narrow plain convolutions :class:`NarrowConv2d` (same weights, same state dict)."""
-    for m in net.modules():
-        if type(m) is nn.Conv2d and min(m.in_channels, m.out_channels) < NARROW:
-            m.__class__ = NarrowConv2d
-    net.__dict__["_narrow_marked"] = True
+        return narrow_forward(super().forward, x) if self.narrow else super().forward(x)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ood_flow.flows.precision import NARROW
+from ood_flow.flows.precision import is_narrow, narrow_forward
 
 
 def normalised(g: Tensor, v: Tensor) -> Tensor:
@@ -31,6 +31,7 @@ class WNConv2d(nn.Module):
 
     Initialised like ``nn.Conv2d`` with ``g = ||v||``, so at the start it is that convolution;
     ``zero=True`` makes its output 0 (``g = 0``, bias 0): a new coupling then starts as the identity.
+    ``narrow``: it runs in float32 under autocast (:func:`~ood_flow.flows.precision.is_narrow`, decided here).
     """
 
     def __init__(self, cin: int, cout: int, kernel: int = 3, *, bias: bool = True, zero: bool = False):
@@ -46,15 +47,16 @@ class WNConv2d(nn.Module):
             self.bias = nn.Parameter(torch.zeros(cout) if zero else torch.empty(cout).uniform_(-bound, bound))
         else:
             self.register_parameter("bias", None)
+        self.narrow = is_narrow(cin, cout)
 
     def weight(self) -> Tensor:
         """The effective kernel ``g * v / ||v||``."""
         return normalised(self.weight_g, self.weight_v)
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.is_autocast_enabled(x.device.type) and min(self.weight_v.shape[:2]) < NARROW:
-            with torch.autocast(x.device.type, enabled=False):  # narrow convolutions stay fp32 (flows.precision)
-                return F.conv2d(x.float(), self.weight(), self.bias, padding=self.padding)
+        return narrow_forward(self._conv, x) if self.narrow else self._conv(x)
+
+    def _conv(self, x: Tensor) -> Tensor:
         return F.conv2d(x, self.weight(), self.bias, padding=self.padding)
 
 
