@@ -29,18 +29,18 @@ from ood_flow.errors import InputError
 from ood_flow.flows.models import Flow
 from ood_flow.flows.precision import st_precision
 from ood_flow.score.calibration import Settings
+from ood_flow.train import closed_form
 from ood_flow.train.best import BestEpoch, next_best
 from ood_flow.train.calibration import score_split
-from ood_flow.train.closed_form import fit_closed_form
 from ood_flow.train.checkpoint import checkpoint_path
 from ood_flow.train.epoch import add_step, epoch_batches, epoch_summary, validate, zero_sums
 from ood_flow.train.config import OPTIMIZERS, TrainConfig, check_input_options, param_groups
 from ood_flow.train.estimate import StepTimer
-from ood_flow.train.losses import BatchLoss
+from ood_flow.train.losses import BatchLoss, noise_std
 from ood_flow.train.objective import split_holdout
 from ood_flow.train.guard import Guard, TrainingDiverged
 from ood_flow.train.result import TrainEvents, TrainResult
-from ood_flow.train.saving import claim_output, save_run
+from ood_flow.train.saving import RunState, claim_output, save_run
 from ood_flow.train.stop import StopRequest, stop_message
 
 SNAPSHOT_EVERY = 100
@@ -79,8 +79,10 @@ class Trainer:
         self.optimizer = OPTIMIZERS[cfg.optimizer](param_groups(flow, cfg.weight_decay), lr=cfg.lr)
         self.guard = Guard(flow, self.optimizer, cfg.max_bad_steps, cfg.max_rollbacks, agree=dist.flags)
         log_prob = distributed.log_prob_fn(flow, dist)
+        check_input_options(cfg, vectors=x.dtype != torch.uint8,  # --noise, --perturb where they apply
+                            closed_form_model=flow.name if flow.closed_form else None)
         self.batch_loss = BatchLoss(x, negative, cfg, torch.compile(log_prob) if cfg.compile else log_prob, dist,
-                                    self.device, noise_std=self._noise_std())
+                                    self.device, noise_std=noise_std(x[self.train_idx], cfg.noise))
         self.stopping = False  # a stop every process agreed on
         self.position = {"epoch": 0, "batch": 0, "step": 0, "sums": zero_sums()}
         self.history: list[dict] = []
@@ -97,15 +99,6 @@ class Trainer:
     def _announce_stop(self, name: str) -> None:
         """Say at once what the first SIGINT/SIGTERM does and how long the step it waits for takes."""
         self.events.on_message(stop_message(name, self.step_seconds, self.step_measured))
-
-    def _noise_std(self) -> Tensor | None:
-        """``--noise``: the per-column standard deviation of the noise added to training vectors (None: none);
-        input options that do not apply are refused first (:func:`check_input_options`)."""
-        check_input_options(self.cfg, vectors=self.x.dtype != torch.uint8,
-                            closed_form_model=self.flow.name if self.flow.closed_form else None)
-        if not self.cfg.noise:
-            return None
-        return self.cfg.noise * self.x[self.train_idx].double().std(0, correction=0).float()
 
     # -- state ---------------------------------------------------------------------------------
     def fit_preprocessing(self) -> None:
@@ -142,7 +135,15 @@ class Trainer:
     def save(self) -> None:
         """Write the checkpoint, then the model file (:func:`~ood_flow.train.saving.save_run`); rank 0 only."""
         if self.dist.writer:
-            save_run(self)
+            save_run(self.out, self._state())
+
+    def _state(self) -> RunState:
+        stopped = self.stop.signal or ("diverged" if self.diverged else None)
+        return RunState(self.flow, self.optimizer, copy.deepcopy(self.position), self.cfg, self.info, self.history,
+                        self.guard.state(self.position), self.calibration, self.best,
+                        0 if self.flow.closed_form else self.total_steps(), stopped,
+                        interrupted=self.stop.signal is not None, has_split=self.cal_idx.numel() > 0,
+                        stopped_early=self.stopped_early())
 
     def stopped_early(self) -> bool:
         """Early stopping ended the run: ``patience`` epochs in a row did not beat the best validation
@@ -232,7 +233,7 @@ class Trainer:
             OutputError: ``out`` exists (a fresh run without ``overwrite``) or is being trained elsewhere.
         """
         if self.flow.closed_form:
-            return fit_closed_form(self)
+            return self._fit_closed_form()
         start, total = time.time(), self.total_steps()
         self._total = total
         with contextlib.ExitStack() as stack, self.stop.catching():
@@ -249,13 +250,32 @@ class Trainer:
             except TrainingDiverged as exc:
                 self._give_up(exc)
             self._wrap_up(before)
+        return self._result(time.time() - start)
+
+    def _fit_closed_form(self) -> TrainResult:
+        """One fit on the training part (:mod:`~ood_flow.train.closed_form`), validated, recorded and saved as
+        a single epoch; it reports once, through ``events.on_fit``."""
+        start = time.time()
+        with contextlib.ExitStack() as stack:
+            self._claim(stack)
+            train_bpd = closed_form.fit(self.flow, self.x[self.train_idx].float().to(self.device))
+            self.history.append(closed_form.summary(train_bpd, self.validate()))
+            self.position = {"epoch": 1, "batch": 0, "step": 0, "sums": zero_sums()}
+            self.save()
+        self.events.on_fit({"model": self.flow.name, "n_train": int(self.train_idx.numel()),
+                            "n_val": int(self.val_idx.numel()), "train_bpd": train_bpd,
+                            "val_bpd": self.history[-1]["val_bpd"], "seconds": time.time() - start})
+        return self._result(time.time() - start)
+
+    def _result(self, seconds: float) -> TrainResult:
         keep = self.best if self.cfg.patience else None
-        return TrainResult(self.flow, self.position["step"], self.history, time.time() - start,
+        return TrainResult(self.flow, self.position["step"], self.history, seconds,
                            interrupted=self.stop.signal is not None, checkpoint=checkpoint_path(self.out),
                            signal=self.stop.signal, model=self.out, n_train=int(self.train_idx.numel()),
                            n_val=int(self.val_idx.numel()), n_calibration=int(self.cal_idx.numel()),
                            stopped_early=self.stopped_early(),
                            best_epoch=keep.epoch if keep else None, best_val_bpd=keep.val_bpd if keep else None)
+
 
     def _wrap_up(self, before: dict) -> None:
         """Save a stopped run; record a resumed one that had nothing left to do as done (its new target);

@@ -77,3 +77,11 @@ class BatchLoss:
         neg_in = self._input(neg, distributed.shard(torch.arange(size), self.dist), noise_seed(self.cfg.seed, step, 2))
         ll = discrete_log_likelihood(self.log_prob(torch.cat([xin, neg_in])), x)
         return ll[: len(x)], ll[len(x):]
+
+
+def noise_std(x_train: Tensor, noise: float | None) -> Tensor | None:
+    """``--noise``: the per-column standard deviation of the Gaussian noise added to training vectors, ``noise``
+    times each column's over the training part ``x_train`` (None: no noise)."""
+    if not noise:
+        return None
+    return noise * x_train.double().std(0, correction=0).float()

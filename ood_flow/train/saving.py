@@ -8,19 +8,19 @@ while the checkpoint holds the latest state, from which ``--resume`` continues.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ood_flow.errors import AlreadyExists
 from ood_flow.fileio import file_lock
 from ood_flow.flows.io import save_model
+from ood_flow.flows.models import Flow
+from ood_flow.train.best import BestEpoch
 from ood_flow.train.calibration import for_model_file
 from ood_flow.train.checkpoint import checkpoint_path, plain_values, save_checkpoint
-
-if TYPE_CHECKING:
-    from ood_flow.train.loop import Trainer
+from ood_flow.train.config import TrainConfig
 
 
 def claim_output(out: Path, stack: contextlib.ExitStack, may_replace: bool) -> None:
@@ -34,26 +34,49 @@ def claim_output(out: Path, stack: contextlib.ExitStack, may_replace: bool) -> N
             raise AlreadyExists(str(path), resume=True)
 
 
-def save_run(trainer: Trainer) -> None:
-    """Write ``trainer``'s checkpoint, then its model file, which carries the calibration of exactly its
-    weights or none and the reason (:func:`~ood_flow.train.calibration.for_model_file`)."""
-    t = trainer
-    info = {**t.info, **run_state(t), "history": t.history, "guard": t.guard.state(t.position),
-            "calibration": t.calibration, "best": t.best.to_dict() if t.best else None}
-    save_checkpoint(checkpoint_path(t.out), t.flow, t.optimizer, copy.deepcopy(t.position), t.cfg, info)
-    keep = t.best if t.cfg.patience else None  # early stopping: the model file holds the best epoch
-    calibration, note = for_model_file(keep.calibration if keep else t.calibration, t.flow,
-                                       keep.state if keep else None, step=t.position["step"],
-                                       interrupted=t.stop.signal is not None, has_split=t.cal_idx.numel() > 0)
-    extra = plain_values({**t.info, **run_state(t), "history": t.history, "train_config": dataclasses.asdict(t.cfg),
-                          "steps": t.position["step"], "calibration": calibration, "calibration_note": note,
-                          "best_epoch": keep.epoch if keep else None, "stopped_early": t.stopped_early()})
-    save_model(t.flow, t.out, extra=extra, overwrite=True, state=keep.state if keep else None)
+@dataclass(frozen=True)
+class RunState:
+    """What a training run writes, as the :class:`~ood_flow.train.loop.Trainer` hands it over.
+
+    Attributes:
+        flow, optimizer, position, cfg: the model, the optimiser, where the run stands and how it trains.
+        info: plain values recorded in both files (data source, command, backbone).
+        history, guard, calibration, best: the epoch summaries, the roll-back state, the calibration of the
+            weights as last validated, and the best epoch under early stopping.
+        total_steps: the steps the run was to take (0 for a closed-form fit).
+        stopped_by: what stopped it early (a signal's name, ``diverged``), or None.
+        interrupted: a signal stopped it; has_split: it holds out a calibration split;
+        stopped_early: early stopping ended it.
+    """
+
+    flow: Flow
+    optimizer: Any
+    position: dict
+    cfg: TrainConfig
+    info: dict
+    history: list
+    guard: dict
+    calibration: dict | None
+    best: BestEpoch | None
+    total_steps: int
+    stopped_by: str | None
+    interrupted: bool = False
+    has_split: bool = True
+    stopped_early: bool = False
 
 
-def run_state(trainer: Trainer) -> dict:
-    """What tells a finished run from a stopped one in the files: the steps the run was to take (0 for a
-    closed-form fit) and what stopped it early (a signal's name, ``diverged``, or None)."""
-    t = trainer
-    stopped = t.stop.signal or ("diverged" if t.diverged else None)
-    return {"total_steps": 0 if t.flow.closed_form else t.total_steps(), "stopped_by": stopped}
+def save_run(out: Path, s: RunState) -> None:
+    """Write the checkpoint of ``s`` beside ``out``, then the model file ``out``, which carries the calibration of
+    exactly its weights or none and the reason (:func:`~ood_flow.train.calibration.for_model_file`)."""
+    ran = {"total_steps": s.total_steps, "stopped_by": s.stopped_by}
+    info = {**s.info, **ran, "history": s.history, "guard": s.guard, "calibration": s.calibration,
+            "best": s.best.to_dict() if s.best else None}
+    save_checkpoint(checkpoint_path(out), s.flow, s.optimizer, s.position, s.cfg, info)
+    keep = s.best if s.cfg.patience else None  # early stopping: the model file holds the best epoch
+    calibration, note = for_model_file(keep.calibration if keep else s.calibration, s.flow,
+                                       keep.state if keep else None, step=s.position["step"],
+                                       interrupted=s.interrupted, has_split=s.has_split)
+    extra = plain_values({**s.info, **ran, "history": s.history, "train_config": dataclasses.asdict(s.cfg),
+                          "steps": s.position["step"], "calibration": calibration, "calibration_note": note,
+                          "best_epoch": keep.epoch if keep else None, "stopped_early": s.stopped_early})
+    save_model(s.flow, out, extra=extra, overwrite=True, state=keep.state if keep else None)
