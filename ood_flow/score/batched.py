@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ood_flow import distributed
 from ood_flow.data.stream import Batch
 from ood_flow.score.likelihood import sample_keys
 from ood_flow.score.methods import Method, ScoreContext, check, compute
@@ -31,6 +32,13 @@ class Scored:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def ids_labels(self) -> dict[str, np.ndarray]:
+        """The ``id`` (and, where known, ``label``) datasets of a score group."""
+        out = {"id": np.asarray(self.ids, dtype=str)}
+        if self.labels is not None:
+            out["label"] = np.asarray(self.labels, dtype=np.int64)
+        return out
 
 
 def check_methods(methods: list[Method], context: ScoreContext, input_shape: tuple[int, ...], images: bool) -> None:
@@ -69,3 +77,14 @@ def score_batches(methods: list[Method], batches: Iterable[Batch], context: Scor
     arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
     return Scored(arrays, np.concatenate(ids) if ids else np.zeros(0, dtype=str),
                   None if not labels or labels[0] is None else np.concatenate(labels), context.notes, context.attrs)
+
+
+def merged(scored: Scored, batch_size: int, dist: distributed.Dist) -> Scored:
+    """The rows of every process, in the source's order (as one process would have them)."""
+    if dist.world == 1:
+        return scored
+    rows = distributed.gather_rows(dist, batch_size, {**scored.arrays, "\0id": np.asarray(scored.ids),
+                                                      "\0label": scored.labels})
+    ids, labels = rows.pop("\0id"), rows.pop("\0label")
+    notes = list(dict.fromkeys(n for ns in dist.gather(scored.notes) for n in ns))
+    return Scored(rows, ids, labels, notes, scored.attrs)

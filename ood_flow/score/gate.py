@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from ood_flow import store
-from ood_flow.errors import ScoreFileError
+from ood_flow.errors import ScoreFileError, UsageError
 from ood_flow.fileio import sha256_file
 from ood_flow.score import evidence
-from ood_flow.score.calibration import Calibration, Settings, make
+from ood_flow.score.calibration import Calibration, Settings, check_method, check_settings, from_model, make, method_of
 from ood_flow.score.threshold import rank_at_tpr, threshold_at_tpr
 from ood_flow.validation import check_number, parse_reference  # noqa: F401 (part of this module's API)
 
@@ -180,3 +180,43 @@ def _check_same_model(attrs: dict, score: str, models: list[Path], digests: list
     if theirs[0] != now[0] or (score.startswith("waic") and theirs != now):
         raise ScoreFileError(f"{path}: group '{group}' was scored with other model(s) than --model; a "
                              "threshold only applies to scores of the same model")
+
+
+def gate_score(choices: list[str], gate: GateSpec | None) -> str | None:
+    """The score the gate applies to: the one asked for, which a chosen method must compute (``choices``: the
+    scores of the chosen methods, in order)."""
+    if gate is None:
+        return None
+    if gate.score is not None and gate.score not in choices:
+        raise UsageError(f"--gate-score {gate.score!r} is not computed by the chosen --method; choose from: "
+                         f"{', '.join(choices)}")
+    return gate.score or choices[0]
+
+
+def gate_for_run(gate: GateSpec | None, score: str | None, paths: list[Path], extra: dict, digests: list[str],
+                 settings: Settings) -> Gate | None:
+    """The gate: calibrated on ``--reference`` scores or on the calibration the model file carries, refused when
+    this run's settings would not give scores exchangeable with the calibration's."""
+    if gate is None:
+        return None
+    check_method(method_of(score))  # before any file is read
+    if gate.reference is not None:
+        cal = reference_calibration(gate, score, paths, digests)
+        where, origin = gate.reference, "reference"
+    else:
+        cal = from_model(extra, str(paths[0]), digests[0])
+        where, origin = str(paths[0]), "model"
+    check_settings(cal, score, settings, where)
+    return calibrated_gate(cal, gate.tpr, where, origin)
+
+
+def apply_gate(fitted: Gate, gate: GateSpec, score: str, arrays: dict, attrs: dict,
+               n_skipped: int) -> evidence.Decision | None:
+    """Flags and conformal p-values per sample (into ``arrays``), the batch decision, and their record (into
+    ``attrs``)."""
+    below = fitted.flags(arrays[score])
+    arrays["p_value"] = fitted.p_values(arrays[score])
+    arrays["is_ood"] = evidence.benjamini_hochberg(arrays["p_value"], gate.fdr) if gate.fdr else below
+    decision = fitted.decide(below, n_skipped, gate) if gate.max_ood_fraction is not None else None
+    attrs.update(fitted.attrs(arrays["is_ood"], decision, gate.fdr))
+    return decision

@@ -25,11 +25,11 @@ from ood_flow.fileio import check_output, sha256_file
 from ood_flow.flows import Flow, load_checkpoint, load_model
 from ood_flow.flows.io import model_digest
 from ood_flow.flows.precision import st_precision
-from ood_flow.score import calibration
 from ood_flow.score.calibration import Settings
-from ood_flow.score.evidence import Decision, benjamini_hochberg
-from ood_flow.score.gate import Gate, GateSpec, calibrated_gate, reference_calibration
-from ood_flow.score.batched import Scored, check_methods, score_batches
+from ood_flow.score.evidence import Decision
+from ood_flow.score.gate import Gate, GateSpec, apply_gate, gate_for_run
+from ood_flow.score.gate import gate_score as gate_for_methods
+from ood_flow.score.batched import Scored, check_methods, merged, score_batches
 from ood_flow.score.methods import Method, ScoreContext, get_method, total_passes
 from ood_flow.validation import check_number, check_seed
 from ood_flow.version import __version__
@@ -126,7 +126,7 @@ def score_source(source: str | Sequence[str] | Dataset, models: str | os.PathLik
     if out is not None:
         check_output(out, kind=store.SCORE_FILE, replaceable=True)  # the group is checked once it is known
     chosen = [get_method(m) for m in dict.fromkeys(methods)]
-    gate_score = _gate_score(chosen, gate)
+    gate_score = gate_for_methods([m.score for m in chosen], gate)
     paths = [Path(models)] if isinstance(models, (str, os.PathLike)) else [Path(m) for m in models]
     dev = resolve_device(device)
     precision = resolve_precision(precision, dev)
@@ -147,7 +147,7 @@ def _score(source, paths: list[Path], chosen: list[Method], gate_score: str | No
     digests = [model_digest(f) for f in flows]
     src = open_with_options(source, "test", options, name=name)
     settings = _settings(dequant_samples, precision, options, extra, src)
-    fitted = _fit_gate(gate, gate_score, paths, extra, digests, settings)
+    fitted = gate_for_run(gate, gate_score, paths, extra, digests, settings)
     group = name or src.name
     if out is not None:
         dist.agree(lambda: store.check_score_output(out, group, overwrite=overwrite), writer_only=True)
@@ -165,27 +165,16 @@ def _score(source, paths: list[Path], chosen: list[Method], gate_score: str | No
              "model_digest": digests if len(digests) > 1 else digests[0], "settings": settings.to_dict()}
     if read_as:  # a feature detector: its inputs are features, never dequantized
         attrs.update(detector_input=read_as, dequantization="none")
-    decision = _apply_gate(fitted, gate, gate_score, arrays, attrs, len(src.skipped)) if fitted is not None else None
+    decision = apply_gate(fitted, gate, gate_score, arrays, attrs, len(src.skipped)) if fitted is not None else None
     if decision is not None and decision.too_small():
         say(decision.too_small())
     if out is not None and dist.writer:
-        store.write_group(out, group, {**arrays, **_ids_labels(scored)}, attrs, overwrite=overwrite)
+        store.write_group(out, group, {**arrays, **scored.ids_labels()}, attrs, overwrite=overwrite)
     result = ScoreResult(group, arrays, np.asarray(scored.ids, dtype=str), scored.labels, attrs, src.source,
                          Path(out) if out is not None else None, list(src.skipped), fitted, decision)
     if decision is not None and not decision.passed:
         raise GateFailed(f"{group}: {decision.sentence()}", result=result)
     return result
-
-
-def _apply_gate(fitted: Gate, gate: GateSpec, score: str, arrays: dict, attrs: dict, n_skipped: int) -> Decision | None:
-    """Flags and conformal p-values per sample (into ``arrays``), the batch decision, and their record (into
-    ``attrs``)."""
-    below = fitted.flags(arrays[score])
-    arrays["p_value"] = fitted.p_values(arrays[score])
-    arrays["is_ood"] = benjamini_hochberg(arrays["p_value"], gate.fdr) if gate.fdr else below
-    decision = fitted.decide(below, n_skipped, gate) if gate.max_ood_fraction is not None else None
-    attrs.update(fitted.attrs(arrays["is_ood"], decision, gate.fdr))
-    return decision
 
 
 def _settings(dequant_samples: int, precision: str, options, extra: dict, src: Source) -> Settings:
@@ -204,17 +193,6 @@ def _check_settings(dequant_samples: int, batch_size: int, seed: int) -> None:
     check_number("--dequant-samples", dequant_samples, low=1, integer=True)
     check_number("--batch-size", batch_size, low=1, integer=True)
     check_seed("--seed", seed)
-
-
-def _gate_score(methods: list[Method], gate: GateSpec | None) -> str | None:
-    """The score the gate applies to: the one asked for, which a chosen method must compute."""
-    if gate is None:
-        return None
-    choices = [m.score for m in methods]
-    if gate.score is not None and gate.score not in choices:
-        raise UsageError(f"--gate-score {gate.score!r} is not computed by the chosen --method; choose from: "
-                         f"{', '.join(choices)}")
-    return gate.score or choices[0]
 
 
 def _load_background(path, methods: list[Method], flow: Flow, device: str, say) -> Flow | None:
@@ -238,23 +216,6 @@ def _check_members(paths: list[Path], flows: list[Flow], methods: list[Method], 
                              f"{flows[0].input_shape}; ensemble members must take the same inputs")
     if len(flows) > 1 and "waic" not in [m.name for m in methods]:
         say(f"warning: {len(flows)} models given; only --method waic uses more than the first")
-
-
-def _fit_gate(gate: GateSpec | None, score: str | None, paths: list[Path], extra: dict, digests: list[str],
-              settings: Settings) -> Gate | None:
-    """The gate: calibrated on ``--reference`` scores or on the calibration the model file carries, refused when
-    this run's settings would not give scores exchangeable with the calibration's."""
-    if gate is None:
-        return None
-    calibration.check_method(calibration.method_of(score))  # before any file is read
-    if gate.reference is not None:
-        cal = reference_calibration(gate, score, paths, digests)
-        where, origin = gate.reference, "reference"
-    else:
-        cal = calibration.from_model(extra, str(paths[0]), digests[0])
-        where, origin = str(paths[0]), "model"
-    calibration.check_settings(cal, score, settings, where)
-    return calibrated_gate(cal, gate.tpr, where, origin)
 
 
 def _batches(src: Source, flow: Flow, extra: dict, options, batch_size: int, weights, precision: str, device: str,
@@ -287,7 +248,7 @@ def _compute(methods: list[Method], ctx: ScoreContext, src: Source, batches, ima
         if progress is not None:
             progress(min(done[0], total), total)
 
-    scored = _merged(score_batches(methods, distributed.own_batches(batches, dist), ctx, progress=advance),
+    scored = merged(score_batches(methods, distributed.own_batches(batches, dist), ctx, progress=advance),
                      ctx.batch_size, dist)
     if progress is not None:  # the true total once the files are read (unreadable ones are skipped)
         progress(len(scored) * passes, len(scored) * passes)
@@ -295,24 +256,6 @@ def _compute(methods: list[Method], ctx: ScoreContext, src: Source, batches, ima
     for note in ctx.notes:
         say(f"warning: {note}")
     return scored
-
-
-def _merged(scored: Scored, batch_size: int, dist: distributed.Dist) -> Scored:
-    """The rows of every process, in the source's order (as one process would have them)."""
-    if dist.world == 1:
-        return scored
-    rows = distributed.gather_rows(dist, batch_size, {**scored.arrays, "\0id": np.asarray(scored.ids),
-                                                      "\0label": scored.labels})
-    ids, labels = rows.pop("\0id"), rows.pop("\0label")
-    notes = list(dict.fromkeys(n for ns in dist.gather(scored.notes) for n in ns))
-    return Scored(rows, ids, labels, notes, scored.attrs)
-
-
-def _ids_labels(ds: Scored) -> dict[str, np.ndarray]:
-    out = {"id": np.asarray(ds.ids, dtype=str)}
-    if ds.labels is not None:
-        out["label"] = np.asarray(ds.labels, dtype=np.int64)
-    return out
 
 
 def _provenance(src: Source, ds: Scored, models: list[Path], methods: list[Method], seed: int,
