@@ -53,6 +53,18 @@ class UsageError(OodflowError, ValueError):
     exit_code = 2
 
 
+class NoBfloat16(UsageError):
+    """``--precision bf16`` on a device that cannot run bfloat16 (exit 2): the one error of ``train``, ``score``,
+    ``calibrate`` and ``embed`` for it (:func:`ood_flow.runtime.resolve`)."""
+
+    @classmethod
+    def on(cls, device_type: str) -> NoBfloat16:
+        """The error for a device of type ``device_type`` (``cpu``, ``cuda``)."""
+        where = "this GPU" if device_type == "cuda" else "this CPU (oneDNN has no bfloat16 kernels for it)"
+        return cls(f"--precision bf16: {where} cannot run bfloat16; use --precision fp32, or auto (bf16 only where "
+                   "it pays)")
+
+
 class OutputError(OodflowError):
     """An output file that may not or cannot be written: it exists, is of another kind, or its folder is not
     writable."""

@@ -10,6 +10,7 @@ from ood_flow.data import open_source
 from ood_flow.embed import create_backbone, embed_images, transform_for
 from ood_flow.embed.detector import Backbone, describe_backbone, detector_backbone, image_features, load_backbone
 from ood_flow.errors import InputError
+from ood_flow.runtime import Runtime
 
 NAME = "test_resnet"
 
@@ -70,7 +71,7 @@ def test_image_features_equal_embedding_the_images(weights, tmp_path):
     model = load_backbone(spec)
     x = np.random.default_rng(0).integers(0, 256, (9, 20, 20), dtype=np.uint8)
     np.savez(tmp_path / "x.npz", x=x)
-    batches = list(image_features(model, spec, open_source(str(tmp_path / "x.npz")), 4, workers=0))
+    batches = list(image_features(model, spec, open_source(str(tmp_path / "x.npz")), 4, Runtime(), workers=0))
     assert [len(b) for b in batches] == [4, 4, 1]
     got = torch.cat([b.x for b in batches]).numpy()
     np.testing.assert_allclose(got, embed_images(model, torch.from_numpy(x)[:, None], image_size=32),

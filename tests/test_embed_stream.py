@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from ood_flow.data import load_source, open_source
-from ood_flow.embed import (ImageTransform, bf16_supported, check_precision, create_backbone, embed_images,
-                            embed_stream, transform_for)
-from ood_flow.errors import InputError
+from ood_flow.device import bf16_supported
+from ood_flow.embed import ImageTransform, create_backbone, embed_images, embed_stream, transform_for
+from ood_flow.errors import InputError, NoBfloat16, UsageError
 
 BACKBONE = "test_efficientnet"
 
@@ -65,8 +65,8 @@ def test_vectors_are_refused(tmp_path, model):
 def test_bf16_is_close_to_fp32_or_refused_where_not_native(model):
     x = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (6, 3, 32, 32), dtype=np.uint8))
     if not bf16_supported("cpu"):
-        with pytest.raises(InputError, match="no native bfloat16"):
-            check_precision("bf16", "cpu")
+        with pytest.raises(NoBfloat16, match="cannot run bfloat16"):
+            embed_images(model, x, precision="bf16")
         return
     a = embed_images(model, x, precision="fp32")
     b = embed_images(model, x, precision="bf16")
@@ -76,8 +76,8 @@ def test_bf16_is_close_to_fp32_or_refused_where_not_native(model):
 
 
 def test_unknown_precision_and_transform_round_trip(model):
-    with pytest.raises(InputError, match="unknown precision 'fp16'"):
-        check_precision("fp16", "cpu")
+    with pytest.raises(UsageError, match="unknown precision 'fp16'"):
+        embed_images(model, torch.zeros(1, 3, 8, 8, dtype=torch.uint8), precision="fp16")
     t = transform_for(model, 48)
     assert ImageTransform.from_dict(t.to_dict()) == t and t.size == 48
 

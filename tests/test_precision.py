@@ -17,12 +17,13 @@ import torch
 from cli_helpers import run
 from ood_flow import score_source, train_flow
 from ood_flow.data import SourceOptions
-from ood_flow.device import bf16_pays, bf16_supported, resolve_precision
+from ood_flow.device import bf16_pays, bf16_supported
 from ood_flow.errors import UsageError
 from ood_flow.evaluate.metrics import ood_metrics
 from ood_flow.flows import create_flow
-from ood_flow.flows.precision import NARROW, STConv2d, current, is_narrow, st_precision
+from ood_flow.flows.precision import NARROW, STConv2d, current, is_narrow
 from ood_flow.flows.weightnorm import WNConv2d
+from ood_flow.runtime import Runtime, resolve_precision
 from ood_flow.train import TrainConfig
 
 needs_bf16 = pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU runs no bfloat16 at all")
@@ -55,7 +56,7 @@ def _channels(m: torch.nn.Module) -> tuple[int, int]:
                                            ("glow", {"channels": 16, "couplings": 2, "net": "glow"})])
 def test_only_the_st_networks_run_in_bf16_and_the_flow_stays_invertible(name, options):
     torch.manual_seed(0)
-    flow = create_flow(name, (1, 8, 8), **options).eval()
+    flow = Runtime().prepare(create_flow(name, (1, 8, 8), **options)).eval()
     with torch.no_grad():
         for p in flow.parameters():
             p.add_(torch.randn_like(p) * 0.02)
@@ -67,7 +68,7 @@ def test_only_the_st_networks_run_in_bf16_and_the_flow_stays_invertible(name, op
             m.register_forward_hook(lambda mod, i, out, where=where: dtypes[where].add(
                 (out[0] if isinstance(out, tuple) else out).dtype))
     x = torch.rand(4, 1, 8, 8)
-    with st_precision("bf16"):  # gradients on: the plain modules, whose hooks fire
+    with Runtime(st="bf16").st_networks():  # gradients on: the plain modules, whose hooks fire
         assert current() == "bf16"
         z, logdet = flow(x)
         back, inv_logdet = flow.inverse(z)
@@ -96,7 +97,7 @@ def _conv_layers(flow) -> dict:
                                            ("glow", {"channels": 16, "couplings": 2, "blocks": 1})])
 def test_narrow_convolutions_are_decided_when_built_and_bf16_leaves_a_network_as_it_was(name, options):
     torch.manual_seed(0)
-    ran = create_flow(name, (1, 8, 8), **options)
+    ran = Runtime().prepare(create_flow(name, (1, 8, 8), **options))
     with torch.no_grad():
         for p in ran.parameters():
             p.add_(torch.randn_like(p) * 0.02)
@@ -106,7 +107,7 @@ def test_narrow_convolutions_are_decided_when_built_and_bf16_leaves_a_network_as
             (conv.in_channels, conv.out_channels)
         assert isinstance(conv, (STConv2d, WNConv2d)) and conv.narrow == is_narrow(cin, cout)
     types = {n: type(m) for n, m in ran.named_modules()}
-    with st_precision("bf16"):  # in eval mode, so that no statistic learns from the bf16 pass
+    with Runtime(st="bf16").st_networks():  # in eval mode, so that no statistic learns from the bf16 pass
         ran.eval().log_prob(x).sum().backward()  # gradients on: the plain modules
         with torch.no_grad():
             ran.log_prob(x)  # scoring: the fused path
@@ -159,8 +160,9 @@ def test_bf16_training_reaches_the_fp32_validation_bits_per_dim(tmp_path):
 
 def test_cuda_logic_without_a_gpu(monkeypatch):
     """What --device cuda decides, checked on the CPU: device choice, precision choice, TF32 off in fp32."""
-    from ood_flow.device import resolve_device, to_device
+    from ood_flow.device import to_device
     from ood_flow.errors import OodflowError
+    from ood_flow.runtime import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == "cpu"
@@ -173,6 +175,8 @@ def test_cuda_logic_without_a_gpu(monkeypatch):
     x = torch.zeros(3)
     assert to_device(x, "cpu") is x
     before = torch.backends.cudnn.allow_tf32
-    with st_precision("fp32"):
+    with Runtime(device="cuda").st_networks():
         assert torch.backends.cudnn.allow_tf32 is False  # cuDNN's TF32 convolutions are not fp32
     assert torch.backends.cudnn.allow_tf32 == before
+    with Runtime(device="cpu").st_networks():  # nothing of CUDA's is touched for a run on the CPU
+        assert torch.backends.cudnn.allow_tf32 == before

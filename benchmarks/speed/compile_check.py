@@ -39,15 +39,15 @@ from speed_models import bits_per_dim_8bit, bits_per_dim_loss, normflows_model, 
 
 from ood_flow.dequantize import dequantize  # noqa: E402
 from ood_flow.flows import fused  # noqa: E402
-from ood_flow.flows.precision import st_precision  # noqa: E402
+from ood_flow.runtime import Runtime  # noqa: E402
 
 
 def _scorer(model, precision: str, use_fused: bool, compiled: bool):
     fn = torch.compile(model.log_prob) if compiled else model.log_prob
 
     def score(x):
-        with torch.inference_mode(), st_precision(precision), (contextlib.nullcontext() if use_fused
-                                                                  else fused.disabled()):
+        with torch.inference_mode(), Runtime(st=precision).st_networks(), (contextlib.nullcontext() if use_fused
+                                                                           else fused.disabled()):
             return fn(x).float()
     return score
 
@@ -58,7 +58,7 @@ def _trainer(model, precision: str, compiled: bool, x):
 
     def step():
         model.train()
-        with st_precision(precision):
+        with Runtime(st=precision).st_networks():
             loss = bits_per_dim_loss(fn, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -49,8 +49,10 @@ sys.path[:0] = [str(HERE.parent), str(HERE.parents[1])]
 from ood_flow.allocator import keep_freed_memory  # noqa: E402
 from ood_flow.data import open_source  # noqa: E402
 from ood_flow.data.stream import default_workers  # noqa: E402
-from ood_flow.embed import bf16_supported, create_backbone, transform_for  # noqa: E402
+from ood_flow.device import bf16_supported  # noqa: E402
+from ood_flow.embed import create_backbone, transform_for  # noqa: E402
 from ood_flow.embed.extract import embed_stream  # noqa: E402
+from ood_flow.runtime import Runtime  # noqa: E402
 from ood_flow.device import cpu_flags  # noqa: E402
 from portable import portable  # noqa: E402
 from speed_report import write_pair  # noqa: E402
@@ -77,7 +79,7 @@ def oodflow_embed(name: str, source: str, n: int, precision: str) -> float:
     model = create_backbone(name, pretrained=False)
     src = open_source(source, limit=n, split="test")
     start = time.perf_counter()
-    out = embed_stream(model, src, transform_for(model), batch_size=BATCH, precision=precision)
+    out = embed_stream(model, src, transform_for(model), Runtime(backbone=precision), batch_size=BATCH)
     seconds = time.perf_counter() - start
     assert out.features.shape[0] == n
     return seconds

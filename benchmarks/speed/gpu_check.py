@@ -33,7 +33,7 @@ from portable import portable  # noqa: E402
 from ood_flow import score_source, train_flow  # noqa: E402
 from ood_flow.data import SourceOptions  # noqa: E402
 from ood_flow.flows import create_flow  # noqa: E402
-from ood_flow.flows.precision import st_precision  # noqa: E402
+from ood_flow.runtime import Runtime  # noqa: E402
 from ood_flow.train import TrainConfig  # noqa: E402
 
 SMALL = {"channels": 16, "blocks": 1, "scales": 2}
@@ -74,13 +74,14 @@ def _median_rate(fn, images: int, repeats: int = 5) -> float:
 
 def throughput(name: str, precision: str) -> dict:
     torch.manual_seed(0)
-    flow = create_flow(name, (1, 28, 28)).cuda()
+    rt = Runtime(device="cuda", st=precision)
+    flow = rt.prepare(create_flow(name, (1, 28, 28)))
     opt = torch.optim.Adam(flow.parameters(), lr=1e-5)
     x, xs = torch.rand(64, 1, 28, 28, device="cuda"), torch.rand(256, 1, 28, 28, device="cuda")
 
     def step():
         flow.train()
-        with st_precision(precision):
+        with rt.st_networks():
             loss = -flow.log_prob(x).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -88,7 +89,7 @@ def throughput(name: str, precision: str) -> dict:
 
     def score():
         flow.eval()
-        with torch.inference_mode(), st_precision(precision):
+        with torch.inference_mode(), rt.st_networks():
             return flow.log_prob(xs)
 
     out = {"params": sum(p.numel() for p in flow.parameters()), "train_images_per_s": _median_rate(step, 64),

@@ -49,7 +49,7 @@ from speed_models import normflows_model, oodflow_model, params  # noqa: E402
 from speed_runs import PEER_SETTINGS, Runner, best_setting, bf16_error, rate  # noqa: E402
 
 from ood_flow.dequantize import dequantize  # noqa: E402
-from ood_flow.device import resolve_precision  # noqa: E402
+from ood_flow.runtime import resolve_precision  # noqa: E402
 from ood_flow.flows import create_flow  # noqa: E402
 
 SHAPE = (1, 28, 28)

@@ -2,7 +2,7 @@
 setting is chosen.
 
 A *setting* is ``(memory format, precision)``. oodflow always runs channels-last (its st-networks
-convert internally) and takes ``precision`` through :func:`ood_flow.flows.precision.st_precision`
+convert internally) and takes ``precision`` through :meth:`ood_flow.runtime.Runtime.st_networks`
 (bf16 st-networks, fp32 elsewhere). normflows runs as a user would run it at its best: the model
 and its inputs channels-last or NCHW, and bf16 as ``torch.autocast`` around the whole model, which
 is how normflows would be run in bf16; both score under ``torch.inference_mode`` in eval mode.
@@ -24,7 +24,8 @@ import torch
 from speed_measure import flops_per_image, timed
 from speed_models import bits_per_dim_8bit, bits_per_dim_loss
 
-from ood_flow.flows.precision import st_precision
+from ood_flow.flows import fused
+from ood_flow.runtime import Runtime
 
 BF16_BOUND = 0.01  # mean |delta bits/dim| a bf16 setting may move scores by (issue 14)
 PEER_SETTINGS = [("nchw", "fp32"), ("channels_last", "fp32"), ("nchw", "bf16"), ("channels_last", "bf16")]
@@ -50,7 +51,7 @@ class Runner:
 
     def _context(self):
         if self.ours:
-            return st_precision(self.precision)
+            return Runtime(st=self.precision).st_networks()
         if self.precision == "bf16":
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -84,8 +85,6 @@ class Runner:
     def flops(self, n: int = 4) -> dict[str, float]:
         """Conv/matmul FLOPs per image: forward (scoring) and forward + backward (training), fp32 plain modules
         (the counter does not see oneDNN's fused kernels, which compute the same convolutions)."""
-        from ood_flow.flows import fused
-
         x = self.train_x[:n]
         self.model.train()
         train = flops_per_image(lambda v: bits_per_dim_loss(self.model.log_prob, v).backward(), x)

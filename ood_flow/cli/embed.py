@@ -14,7 +14,6 @@ from typing import List, Optional
 import typer
 
 from ood_flow.cli import common, options
-from ood_flow.device import PRECISIONS
 
 
 def _list(value: bool) -> None:
@@ -56,9 +55,7 @@ def embed(
     overwrite: bool = typer.Option(False, "--overwrite", rich_help_panel=OUTPUT,
                                    help="Replace an existing features file."),
     device: str = options.device_option(),
-    precision: str = typer.Option("fp32", "--precision", callback=options.choice(*PRECISIONS),
-                                  metavar=options.one_of(PRECISIONS), rich_help_panel=options.RUNTIME,
-                                  help="bf16: autocast where the CPU (AVX512-BF16, AMX) or GPU supports it."),
+    precision: str = options.precision_option("fp32", options.BACKBONE_PRECISION),
     batch_size: Optional[int] = options.BatchSize,
     quiet: bool = options.Quiet,
     json_out: bool = options.Json,

@@ -68,11 +68,16 @@ def device_option() -> typer.models.OptionInfo:
                         help="auto: CUDA when available.")
 
 
-def precision_option(default: str | None) -> typer.models.OptionInfo:
+ST_PRECISION = ("Of the st-networks: fp32 (default); bf16: autocast (couplings, log-dets, logit and prior stay fp32); "
+                "auto: bf16 where native (AVX512-BF16/AMX CPUs, Ampere+ GPUs).")
+BACKBONE_PRECISION = ("Of the backbone: fp32 (default); bf16: autocast; auto: bf16 where native (AVX512-BF16/AMX "
+                      "CPUs, Ampere+ GPUs).")
+
+
+def precision_option(default: str | None, help: str = ST_PRECISION) -> typer.models.OptionInfo:
+    """``--precision``: the string goes to the core as given, which resolves it (:mod:`ood_flow.runtime`)."""
     return typer.Option(default, "--precision", callback=choice(*PRECISION_CHOICES), show_default=False,
-                        metavar=one_of(PRECISION_CHOICES), rich_help_panel=RUNTIME,
-                        help="Of the st-networks: fp32 (default); bf16: autocast (couplings, log-dets, logit and "
-                        "prior stay fp32); auto: bf16 where native (AVX512-BF16/AMX CPUs, Ampere+ GPUs).")
+                        metavar=one_of(PRECISION_CHOICES), rich_help_panel=RUNTIME, help=help)
 
 
 def split_columns(columns: Optional[str]) -> Optional[tuple[str, ...]]:

@@ -156,7 +156,7 @@ def train(
                          val_fraction=val_fraction, cal_fraction=cal_fraction, patience=patience, min_delta=min_delta,
                          negative_threshold=negative_threshold, perturb=perturb, noise=noise, precision=precision,
                          compile=compile_)
-    spec = (FeatureSpec(features, str(weights) if weights else None, image_size, precision or "fp32")
+    spec = (FeatureSpec(features, str(weights) if weights else None, image_size, precision)
             if features is not None else None)
     architecture = {"mask": mask, "bottleneck": bottleneck, "scales": scales, "blocks": blocks, "channels": channels,
                     "couplings": couplings, "hidden": hidden, "net": net, "whiten": whiten}

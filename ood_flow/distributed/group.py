@@ -30,7 +30,7 @@ class DistributedError(OodflowError):
     """Another process of the job stopped, failed or could not be reached (exit 1)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Dist:
     """Where this process stands in the job: ``world`` processes, this one ``rank``.
 
@@ -154,10 +154,10 @@ def session(device: str) -> Iterator[Dist]:
     Threads per process are set explicitly under torchrun (which sets ``OMP_NUM_THREADS=1``).
     """
     if not launched() and not dist.is_initialized():
-        threads = os.environ.get(THREADS_ENV)
+        threads = _threads(1) if os.environ.get(THREADS_ENV) is not None else None
         if threads is not None:
-            torch.set_num_threads(_threads(1))
-        yield SINGLE
+            torch.set_num_threads(threads)
+        yield SINGLE if threads is None else Dist(threads=threads)
         return
     started = not dist.is_initialized()
     if started:

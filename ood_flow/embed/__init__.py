@@ -13,10 +13,8 @@ Example:
 """
 
 from ood_flow.embed.backbones import BACKBONES, backbone_config, create_backbone
-from ood_flow.embed.extract import (PRECISIONS, Embedded, ImageTransform, bf16_supported, check_precision,
-                                    embed_batches, embed_images, embed_stream, transform_for)
+from ood_flow.embed.extract import Embedded, ImageTransform, embed_batches, embed_images, embed_stream, transform_for
 from ood_flow.embed.run import EmbedResult, embed_source, list_backbones
 
-__all__ = ["BACKBONES", "PRECISIONS", "EmbedResult", "Embedded", "ImageTransform", "backbone_config", "bf16_supported",
-           "check_precision", "create_backbone", "embed_batches", "embed_images", "embed_source", "embed_stream",
-           "list_backbones", "transform_for"]
+__all__ = ["BACKBONES", "EmbedResult", "Embedded", "ImageTransform", "backbone_config", "create_backbone",
+           "embed_batches", "embed_images", "embed_source", "embed_stream", "list_backbones", "transform_for"]

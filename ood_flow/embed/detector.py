@@ -9,6 +9,7 @@ and refuses weights whose hash differs, and features files made by another backb
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,13 @@ from torch import nn
 
 from ood_flow.data.dataset import Dataset
 from ood_flow.data.stream import Batch, Source
+from ood_flow.distributed import SINGLE
 from ood_flow.embed.backbones import BACKBONES, LITE0, create_backbone
 from ood_flow.embed.extract import ImageTransform, embed_stream, feature_batches, transform_for
 from ood_flow.embed.hub import cached_weights, offline_hint
 from ood_flow.embed.weights import lite0_available, weights_sha256
 from ood_flow.errors import InputError
+from ood_flow.runtime import Runtime
 from ood_flow.train.config import FeatureSpec
 
 
@@ -124,7 +127,7 @@ def weights_source(spec: Backbone) -> str:
     return f"timm's pretrained weights, not on this machine: {offline_hint(spec.name)}"
 
 
-def load_backbone(spec: Backbone, *, weights: str | None = None, device: str | torch.device = "cpu") -> nn.Module:
+def load_backbone(spec: Backbone, *, weights: str | None = None, device: str = "cpu") -> nn.Module:
     """The detector's backbone, found the way ``oodflow embed`` finds weights, checked against its hash.
 
     Args:
@@ -157,41 +160,42 @@ def check_channels(src: Source, backbone: str) -> None:
                          "(grayscale, repeated to RGB) or 3 (RGB)")
 
 
-def image_features(model: nn.Module, spec: Backbone, src: Source, batch_size: int, *, precision: str = "fp32",
-                   device: str | torch.device = "cpu", workers: int | None = None) -> Iterator[Batch]:
-    """The backbone's features of every image of ``src``, batch by batch (decoded and transformed as read)."""
+def image_features(model: nn.Module, spec: Backbone, src: Source, batch_size: int, rt: Runtime, *,
+                   workers: int | None = None) -> Iterator[Batch]:
+    """The backbone's features of every image of ``src``, batch by batch (decoded and transformed as read),
+    computed as ``rt`` says."""
     if src.kind != "image":
         raise InputError(f"{src.name}: the source holds vectors; this detector takes images or features files")
     check_channels(src, spec.name)
-    return feature_batches(model, src.batches(batch_size, spec.transform, workers=workers), precision=precision,
-                           device=device)
+    return feature_batches(model, src.batches(batch_size, spec.transform, workers=workers), rt)
 
 
-def training_features(src: Source, spec: FeatureSpec, *, device: str | torch.device = "cpu",
+def training_features(src: Source, spec: FeatureSpec, rt: Runtime, *,
                       progress: Callable[[int], None] | None = None) -> tuple[Dataset, Backbone]:
     """The training vectors of a detector and its backbone record: ``src``'s images embedded with
-    ``spec``, or a features file that ``oodflow embed`` wrote with the same backbone (checked, not redone).
+    ``spec``'s backbone in ``rt.backbone`` precision, or a features file that ``oodflow embed`` wrote with the
+    same backbone (checked, not redone).
 
     Raises:
         InputError: unknown backbone (near matches listed), weights missing (where to put them),
             images the backbone cannot take, features of another backbone or weights.
     """
     if src.kind == "vector":
-        return _features_file(src, spec, device)
+        return _features_file(src, spec, rt.device)
     check_channels(src, spec.backbone)
-    model = create_backbone(spec.backbone, weights=spec.weights, device=device)
+    model = create_backbone(spec.backbone, weights=spec.weights, device=rt.device)
     transform = transform_for(model, spec.image_size)
-    emb = embed_stream(model, src, transform, batch_size=spec.batch_size, precision=spec.precision, device=device,
-                       progress=progress)
+    alone = dataclasses.replace(rt, dist=SINGLE)  # under torchrun every process embeds every image, as it trains on all
+    emb = embed_stream(model, src, transform, alone, batch_size=spec.batch_size, progress=progress)
     record = describe_backbone(model, spec.backbone, transform, spec.weights, emb.features.shape[1])
     meta = {"backbone": spec.backbone, "backbone_sha256": record.sha256, "image_size": transform.size,
-            "precision": spec.precision}
+            "precision": emb.precision}
     ds = Dataset(x=torch.from_numpy(emb.features), ids=emb.ids, labels=emb.labels, kind="vector", name=emb.name,
                  source=emb.source, skipped=list(emb.skipped), label_names=emb.label_names, meta=meta)
     return ds, record
 
 
-def _features_file(src: Source, spec: FeatureSpec, device: str | torch.device) -> tuple[Dataset, Backbone]:
+def _features_file(src: Source, spec: FeatureSpec, device: str) -> tuple[Dataset, Backbone]:
     meta, transform = src.meta, _recorded_transform(src.meta)
     if meta.get("backbone") != spec.backbone or transform is None:
         made = f"features of {meta['backbone']}" if meta.get("backbone") else "vectors not written by 'oodflow embed'"
@@ -205,11 +209,11 @@ def _features_file(src: Source, spec: FeatureSpec, device: str | torch.device) -
     return src.load(), record
 
 
-def detector_batches(record: dict, src: Source, input_shape: tuple[int, ...], batch_size: int, *,
-                     weights: str | None = None, precision: str = "fp32",
-                     device: str | torch.device = "cpu") -> tuple[Iterator[Batch], str]:
-    """The feature batches a detector scores: ``src``'s images embedded on the fly, batch by batch, or
-    the rows of a features file of the same backbone and transform; and a line saying which.
+def detector_batches(record: dict, src: Source, input_shape: tuple[int, ...], batch_size: int, rt: Runtime, *,
+                     weights: str | None = None) -> tuple[Iterator[Batch], str]:
+    """The feature batches a detector scores: ``src``'s images embedded on the fly, batch by batch (the backbone
+    in ``rt.backbone`` precision), or the rows of a features file of the same backbone and transform; and a line
+    saying which.
 
     Raises:
         InputError: vectors that are not features of the detector's backbone, images it cannot take,
@@ -222,7 +226,7 @@ def detector_batches(record: dict, src: Source, input_shape: tuple[int, ...], ba
             raise InputError(f"{src.name}: {src.sample_shape[0]} features, the detector takes {input_shape[0]}")
         return src.batches(batch_size), f"features file made by {spec.describe()}"
     check_channels(src, spec.name)
-    model = load_backbone(spec, weights=weights, device=device)
-    return image_features(model, spec, src, batch_size, precision=precision, device=device), \
-        f"images embedded on the fly by {spec.describe()} ({precision})"
+    model = load_backbone(spec, weights=weights, device=rt.device)
+    return image_features(model, spec, src, batch_size, rt), \
+        f"images embedded on the fly by {spec.describe()} ({rt.backbone})"
 

@@ -2,8 +2,8 @@
 
 The image transform (:class:`ImageTransform`) runs per batch of a source as it is read (in the DataLoader's
 worker processes where the machine has cores to spare for them, see :mod:`ood_flow.data.stream`). The
-backbone runs under ``torch.inference_mode`` in channels-last memory format, in fp32 or under bf16
-autocast (``precision="bf16"``, where the CPU or GPU supports it), on CUDA when asked.
+backbone runs under ``torch.inference_mode`` as a :class:`~ood_flow.runtime.Runtime` says: on its device, in
+its memory format (channels-last), in fp32 or under bf16 autocast (``backbone="bf16"``).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ood_flow.data.stream import Batch, Source
-from ood_flow.device import PRECISIONS, bf16_supported
-from ood_flow.distributed import SINGLE, Dist, gather_rows, own_batches
+from ood_flow.distributed import gather_rows, own_batches
 from ood_flow.embed.backbones import backbone_config
 from ood_flow.errors import InputError
+from ood_flow.runtime import Runtime, resolve
 
 _ANTIALIAS = {"bilinear", "bicubic"}  # the modes F.interpolate can antialias
 
@@ -78,39 +78,26 @@ def transform_for(model: nn.Module, image_size: int | None = None) -> ImageTrans
                           std=tuple(cfg["std"]), interpolation=str(cfg["interpolation"]))
 
 
-def check_precision(precision: str, device: str | torch.device) -> None:
-    """Raise unless ``precision`` is known and, for bf16, supported natively by the device."""
-    if precision not in PRECISIONS:
-        raise InputError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    if precision == "bf16" and not bf16_supported(device):
-        where = "this GPU" if torch.device(device).type == "cuda" else "this CPU (no AVX512-BF16 or AMX)"
-        raise InputError(f"--precision bf16: {where} has no native bfloat16; use --precision fp32")
-
-
-def prepare(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    """Eval mode and channels-last weights on ``device`` (None: where the model is); returns the device."""
-    if device is not None:
-        model.to(device)
-    model.eval().to(memory_format=torch.channels_last)
+def prepare_backbone(model: nn.Module, rt: Runtime) -> torch.device:
+    """``model`` in eval mode, on ``rt``'s device with weights in its memory format; returns the device."""
+    model.to(rt.device).eval().to(memory_format=rt.layout)
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
 
 
-def feature_batches(model: nn.Module, batches: Iterable[Batch], *, precision: str = "fp32",
-                    device: str | torch.device | None = "cpu") -> Iterator[Batch]:
+def feature_batches(model: nn.Module, batches: Iterable[Batch], rt: Runtime) -> Iterator[Batch]:
     """The backbone's features of each batch (already transformed to its input): float32 ``(B, d)`` batches
-    with the same ids and labels, computed under ``inference_mode`` in channels-last (bf16 autocast for bf16)."""
-    dev = prepare(model, device)
-    check_precision(precision, dev)
+    with the same ids and labels, computed under ``inference_mode`` as ``rt`` says (device, memory format,
+    bf16 autocast)."""
+    dev = prepare_backbone(model, rt)
     for batch in batches:
-        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            x = batch.x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), rt.backbone_autocast():
+            x = batch.x.to(dev, non_blocking=True).contiguous(memory_format=rt.layout)
             y = model(x).float().cpu()
         yield Batch(x=y.clone(), ids=batch.ids, labels=batch.labels)  # a clone outside: an ordinary tensor
 
 
-def embed_batches(model: nn.Module, batches: Iterable[Batch], *, precision: str = "fp32",
-                  device: str | torch.device | None = "cpu",
+def embed_batches(model: nn.Module, batches: Iterable[Batch], rt: Runtime, *,
                   progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[Batch]]:
     """Features of every batch (already transformed to the backbone's input), in order.
 
@@ -118,7 +105,7 @@ def embed_batches(model: nn.Module, batches: Iterable[Batch], *, precision: str 
         float32 ``(N, d)`` and the batches with their ``x`` dropped (ids and labels kept).
     """
     out, kept = [], []
-    for batch in feature_batches(model, batches, precision=precision, device=device):
+    for batch in feature_batches(model, batches, rt):
         out.append(batch.x)
         kept.append(Batch(x=torch.empty(0), ids=batch.ids, labels=batch.labels))
         if progress is not None:
@@ -143,30 +130,29 @@ class Embedded:
     precision: str
 
 
-def embed_stream(model: nn.Module, src: Source, transform: ImageTransform, *, batch_size: int = 64,
-                 precision: str = "fp32", device: str | torch.device | None = "cpu", workers: int | None = None,
-                 progress: Callable[[int], None] | None = None, dist: Dist = SINGLE) -> Embedded:
-    """Embed every image of ``src``, read in batches with ``transform`` applied as they are read.
+def embed_stream(model: nn.Module, src: Source, transform: ImageTransform, rt: Runtime = Runtime(), *,
+                 batch_size: int = 64, workers: int | None = None,
+                 progress: Callable[[int], None] | None = None) -> Embedded:
+    """Embed every image of ``src``, read in batches with ``transform`` applied as they are read, as ``rt`` says
+    (default: on the CPU in fp32).
 
-    Under torchrun (``dist``) each process embeds whole batches of the single-process grid and every
+    Under torchrun (``rt.dist``) each process embeds whole batches of the single-process grid and every
     process gets all rows back in the source's order.
 
     Raises:
-        InputError: the source holds vectors, an image cannot be read (see :meth:`Source.batches`),
-            or ``precision`` is not supported here.
+        InputError: the source holds vectors, or an image cannot be read (see :meth:`Source.batches`).
     """
     if src.kind != "image":
         raise InputError(f"{src.name}: the source holds {src.sample_shape[0]}-dimensional vectors; embedding needs "
                          "images")
-    check_precision(precision, device if device is not None else "cpu")
-    batches = own_batches(src.batches(batch_size, transform, workers=workers), dist)
-    features, read = embed_batches(model, batches, precision=precision, device=device, progress=progress)
+    batches = own_batches(src.batches(batch_size, transform, workers=workers), rt.dist)
+    features, read = embed_batches(model, batches, rt, progress=progress)
     ids = np.concatenate([b.ids for b in read]) if read else np.zeros(0, dtype=str)
     labels = None if src.labels is None or not read else np.concatenate([b.labels for b in read])
-    rows = gather_rows(dist, batch_size, {"features": features, "ids": ids, "labels": labels})
+    rows = gather_rows(rt.dist, batch_size, {"features": features, "ids": ids, "labels": labels})
     features, ids, labels = rows["features"], rows["ids"], rows["labels"]
     return Embedded(features, ids, labels, src.name, src.source, list(src.skipped), src.label_names, transform,
-                    precision)
+                    rt.backbone)
 
 
 def embed_images(
@@ -175,7 +161,7 @@ def embed_images(
     *,
     image_size: int | None = None,
     batch_size: int = 128,
-    device: str | torch.device | None = "cpu",
+    device: str | None = "cpu",
     precision: str = "fp32",
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
@@ -186,8 +172,9 @@ def embed_images(
         images: uint8 ``(N, C, H, W)`` with ``C`` 1 or 3 (channels first).
         image_size: side in pixels; default the backbone's input size.
         batch_size: images per forward pass; results do not depend on it beyond float rounding.
-        device: where to compute; None keeps the model's device.
-        precision: ``fp32`` or ``bf16`` (autocast; needs native support).
+        device: where to compute (``cpu``, ``cuda``, ``auto``); None: where the model is.
+        precision: ``fp32``, ``bf16`` (autocast) or ``auto``, resolved as every command resolves it
+            (:func:`ood_flow.runtime.resolve`).
         progress: called after each batch with the number of images it held.
 
     Returns:
@@ -196,13 +183,15 @@ def embed_images(
 
     Raises:
         InputError: images of the wrong type, dtype, rank or channels.
+        UsageError: an unknown device or precision, or bf16 where the device cannot run it.
     """
+    rt = resolve(device if device is not None else _device_of(model), backbone=precision)
     images = _check_images(images)
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     transform = transform_for(model, image_size)
     batches = (Batch(transform(x), np.zeros(len(x), dtype=str), None) for x in images.split(batch_size))
-    return embed_batches(model, batches, precision=precision, device=device, progress=progress)[0]
+    return embed_batches(model, batches, rt, progress=progress)[0]
 
 
 def _check_images(images: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -226,6 +215,11 @@ def _resize(x: torch.Tensor, size: int, interpolation: str) -> torch.Tensor:
     else:
         y = F.interpolate(x, size=(size, size), mode=mode)
     return y.clamp_(0, 1)  # bicubic overshoots
+
+
+def _device_of(model: nn.Module) -> str:
+    param = next(model.parameters(), None)
+    return param.device.type if param is not None else "cpu"
 
 
 def _feature_size(model: nn.Module) -> int:

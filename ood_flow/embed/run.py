@@ -14,19 +14,19 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import timm
 
-from ood_flow import distributed, log, store
+from ood_flow import log, runtime, store
 from ood_flow.data import Dataset, SourceOptions, open_with_options
-from ood_flow.device import resolve_device
 from ood_flow.embed import hub
 from ood_flow.embed import weights as wt
 from ood_flow.embed.backbones import BACKBONES, LITE0, create_backbone
-from ood_flow.embed.extract import Embedded, check_precision, embed_stream, transform_for
+from ood_flow.embed.extract import Embedded, embed_stream, transform_for
 from ood_flow.errors import InputError, UsageError
 from ood_flow.fileio import check_output, sha256_file
+from ood_flow.runtime import Runtime
 from ood_flow.validation import check_number
 from ood_flow.version import __version__
 
@@ -72,7 +72,9 @@ def embed_source(source: str | Sequence[str] | Dataset, backbone: str, out: str 
         out: the features file (.h5); an existing features file is replaced only with ``overwrite``.
         weights: a local state dict; default timm's pretrained weights (hub cache, or the Lite0 package).
         image_size: resize images to N x N (default: the backbone's input size).
-        precision: ``fp32``, or ``bf16`` autocast where the hardware supports it.
+        device, precision: where the backbone runs, and its precision: ``fp32``, ``bf16`` (autocast) or ``auto``
+            (bf16 where it pays), resolved once (:mod:`ood_flow.runtime`; bf16 where the device cannot run it
+            is a usage error, ``NoBfloat16``).
         progress: called with (images done, total) (default: logged to ``ood_flow.embed``, see :mod:`ood_flow.log`).
         on_message: receives skipped inputs, one line each (default: logged likewise).
 
@@ -82,41 +84,51 @@ def embed_source(source: str | Sequence[str] | Dataset, backbone: str, out: str 
 
     Under torchrun each process embeds whole batches of the single-process grid; rank 0 writes the file.
     """
-    out = Path(out)
-    dev = resolve_device(device)
-    progress, on_message = progress or log.progress("embed", "images embedded"), on_message or log.messages("embed")
-    with distributed.session(dev) as dist:
-        return _embed(source, backbone, out, weights=weights, image_size=image_size, batch_size=batch_size,
-                      precision=precision, dev=dist.device if dist.backend == "nccl" else dev, overwrite=overwrite,
-                      options=options, progress=progress, on_message=on_message, dist=dist)
+    job = _Job(source, options, backbone, weights, image_size, batch_size, Path(out), overwrite,
+               progress or log.progress("embed", "images embedded"), on_message or log.messages("embed"))
+    with runtime.session(device, backbone=precision) as rt:
+        return _embed(job, rt)
 
 
-def _embed(source, backbone: str, out: Path, *, weights, image_size, batch_size: int, precision: str, dev: str,
-           overwrite: bool, options, progress, on_message, dist: distributed.Dist) -> EmbedResult:
-    dist.agree(lambda: _check_out(out, overwrite, image_size, batch_size), writer_only=True)
-    src = open_with_options(source, "train", options)
+@dataclass(frozen=True)
+class _Job:
+    """What :func:`embed_source` was asked to do: the images, the backbone, the features file and whom to tell;
+    everything but how it runs (the runtime)."""
+
+    source: Any
+    options: SourceOptions | None
+    backbone: str
+    weights: Any
+    image_size: int | None
+    batch_size: int
+    out: Path
+    overwrite: bool
+    progress: Callable[[int, int], None]
+    say: Callable[[str], None]
+
+
+def _embed(job: _Job, rt: Runtime) -> EmbedResult:
+    rt.dist.agree(lambda: _check_out(job.out, job.overwrite, job.image_size, job.batch_size), writer_only=True)
+    src = open_with_options(job.source, "train", job.options)
     if src.kind != "image":
         raise InputError(f"{src.name}: the source holds {src.sample_shape[0]}-dimensional vectors; embed needs images")
-    check_precision(precision, dev)
-    model = create_backbone(backbone, weights=str(weights) if weights else None, device=dev)
-    transform = transform_for(model, image_size)
+    model = create_backbone(job.backbone, weights=str(job.weights) if job.weights else None, device=rt.device)
+    transform = transform_for(model, job.image_size)
     start, total, done = time.time(), len(src), [0]
 
     def advance(k: int) -> None:
-        done[0] += k * dist.world  # this process's share stands for all of them
-        if progress is not None:
-            progress(min(done[0], total), total)
+        done[0] += k * rt.dist.world  # this process's share stands for all of them
+        job.progress(min(done[0], total), total)
 
-    ds = embed_stream(model, src, transform, batch_size=batch_size, precision=precision, device=dev, progress=advance,
-                      dist=dist)
+    ds = embed_stream(model, src, transform, rt, batch_size=job.batch_size, progress=advance)
     seconds = time.time() - start
     for path, reason in ds.skipped:
-        (on_message or (lambda text: None))(f"skipped {path}: {reason}")
-    attrs = _provenance(ds, backbone, Path(weights) if weights else None, seconds)
+        job.say(f"skipped {path}: {reason}")
+    attrs = _provenance(ds, job.backbone, Path(job.weights) if job.weights else None, seconds)
     attrs["backbone_sha256"] = wt.weights_sha256(model)
-    if dist.writer:
-        store.write_features(out, ds.features, ids=ds.ids, labels=ds.labels, attrs=attrs, overwrite=overwrite)
-    return EmbedResult(out, int(ds.features.shape[0]), int(ds.features.shape[1]), attrs, ds.source, ds.name,
+    if rt.dist.writer:
+        store.write_features(job.out, ds.features, ids=ds.ids, labels=ds.labels, attrs=attrs, overwrite=job.overwrite)
+    return EmbedResult(job.out, int(ds.features.shape[0]), int(ds.features.shape[1]), attrs, ds.source, ds.name,
                        ds.labels is not None, list(ds.skipped), seconds)
 
 

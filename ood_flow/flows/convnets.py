@@ -5,10 +5,10 @@ skip path); files written then still load with it. :class:`GlowST` and :class:`H
 Glow's. :class:`Bottleneck` is the paper's low-dimensional bottleneck (Section 7).
 
 Convolutional networks run in channels-last (NHWC) memory format, which oneDNN's CPU
-convolutions run faster than NCHW, and score through :mod:`ood_flow.flows.fused` (batch norm
-folded into convolutions, ReLUs fused) when no gradients are needed (``benchmarks/speed/speed.py``).
-Only the memory layout and the number of passes change; weights, state-dict keys and the
-function stay the same, and inputs and outputs are ordinary contiguous tensors.
+convolutions run faster than NCHW (or in the layout their runtime names, :meth:`ConvNet.use_layout`), and
+score through :mod:`ood_flow.flows.fused` (batch norm folded into convolutions, ReLUs fused) when no
+gradients are needed (``benchmarks/speed/speed.py``). Only the memory layout and the number of passes change; weights,
+state-dict keys and the function stay the same, and inputs and outputs are ordinary contiguous tensors.
 """
 
 from __future__ import annotations
@@ -21,16 +21,23 @@ from ood_flow.flows.precision import STConv2d
 
 
 class ConvNet(nn.Module):
-    """Base of the convolutional st-networks: ``self.net`` runs in channels-last memory format."""
+    """Base of the convolutional st-networks: ``self.net`` runs in memory format ``layout`` (channels-last
+    unless :meth:`use_layout` says otherwise)."""
+
+    layout: torch.memory_format = torch.channels_last
+
+    def use_layout(self, layout: torch.memory_format) -> "ConvNet":
+        """Store 4-d weights in ``layout``, and run inputs in it; a network calls it once its layers are built."""
+        self.layout = layout
+        return self.to(memory_format=layout)
 
     def channels_last(self) -> "ConvNet":
-        """Store 4-d weights channels-last; call once the layers are built."""
-        return self.to(memory_format=torch.channels_last)
+        return self.use_layout(torch.channels_last)
 
     def forward(self, x: Tensor) -> Tensor:
         # The input has 1-8 channels and the output 2-16, so both conversions are cheap next to
         # the hidden layers; a contiguous output keeps the coupling arithmetic on plain tensors.
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=self.layout)
         y = fused.run(self.net, x) if fused.usable(self, x) else self.net(x)
         return y.contiguous()
 

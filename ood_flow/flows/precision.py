@@ -1,21 +1,25 @@
-"""The precision of the st-networks: bf16 under autocast where asked, everything else in fp32.
+"""The precision of the st-networks: bf16 under autocast where the runtime says so, everything else in fp32.
 
 A coupling's st-network is most of a flow's arithmetic (its convolutions), and the one part whose
 rounding only perturbs ``s`` and ``t``: the coupling itself stays exactly invertible whatever they
-are. So under :func:`st_precision` ``("bf16")`` only the st-networks run under autocast and hand back
-float32; the coupling arithmetic, log-determinants, logit, invertible 1x1 convolutions and prior
-stay in float32, and log-densities keep float32 accumulation.
+are. So under :func:`st_autocast` ``(torch.bfloat16)`` (entered by :meth:`ood_flow.runtime.Runtime.st_networks`,
+the only place that chooses the precision) only the st-networks run under autocast and hand back float32;
+the coupling arithmetic, log-determinants, logit, invertible 1x1 convolutions and prior stay in float32,
+and log-densities keep float32 accumulation.
 
-Convolutions with fewer than :data:`NARROW` input or output channels (an st-network's first and
-last, which see the few image channels and predict ``s`` and ``t``) stay in float32 under bf16:
-they are a sliver of the FLOPs, and oneDNN has no fast bf16 kernel for them, so their backward pass
-ran many times slower in bf16 than in fp32 (docs/speed.md, "What the goals were").
+Narrow convolutions, with fewer than :data:`NARROW` input or output channels (an st-network's first and
+last, which see the few image channels and predict ``s`` and ``t``), stay in float32 under bf16: they are
+a sliver of the FLOPs, and oneDNN has no fast bf16 kernel for them, so their backward pass ran many times
+slower in bf16 than in fp32 (docs/speed.md, "What the goals were"). Which convolutions are narrow is
+decided once, when a network is built (:func:`is_narrow`): :class:`STConv2d` and the weight-normalised
+:class:`~ood_flow.flows.weightnorm.WNConv2d` record it as ``narrow``, and they and the fused path
+(:mod:`ood_flow.flows.fused`) read it there; nothing about a network changes when it first runs in bf16.
 
 Example:
     >>> import torch
     >>> from ood_flow.flows import create_flow
     >>> flow = create_flow("realnvp", (1, 4, 4), channels=4, blocks=1, scales=1, couplings=2).eval()
-    >>> with torch.no_grad(), st_precision("bf16"):
+    >>> with torch.no_grad(), st_autocast(torch.bfloat16):
     ...     flow.log_prob(torch.rand(2, 1, 4, 4)).dtype
     torch.float32
 """
@@ -30,27 +34,23 @@ import torch
 from torch import Tensor, nn
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+"""The autocast dtype of each precision (None: no autocast)."""
 NARROW = 16
 _st_dtype: contextvars.ContextVar[torch.dtype | None] = contextvars.ContextVar("st_dtype", default=None)
 
 
 @contextlib.contextmanager
-def st_precision(precision: str) -> Iterator[None]:
-    """Run the st-networks called inside this block in ``precision`` (``fp32`` or ``bf16``)."""
-    if precision not in DTYPES:
-        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(DTYPES)}")
-    token, tf32 = _st_dtype.set(DTYPES[precision]), torch.backends.cudnn.allow_tf32
-    if precision == "fp32":  # CUDA convolutions default to TF32 (10-bit mantissa): fp32 means fp32
-        torch.backends.cudnn.allow_tf32 = False
+def st_autocast(dtype: torch.dtype | None) -> Iterator[None]:
+    """Run the st-networks called inside this block under autocast to ``dtype`` (None: in float32)."""
+    token = _st_dtype.set(dtype)
     try:
         yield
     finally:
         _st_dtype.reset(token)
-        torch.backends.cudnn.allow_tf32 = tf32
 
 
 def current() -> str:
-    """The st-network precision in force here (``fp32`` outside :func:`st_precision`)."""
+    """The st-network precision in force here (``fp32`` outside :func:`st_autocast`)."""
     return "bf16" if _st_dtype.get() is torch.bfloat16 else "fp32"
 
 

@@ -87,7 +87,7 @@ class ResNetST(ConvNet):
         self.channels_last()
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=self.layout)
         y = fused.run_resnet(self, x) if fused.usable(self, x) else self._plain(x)
         return y.contiguous()
 

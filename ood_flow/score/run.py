@@ -12,23 +12,21 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from ood_flow import distributed, log, store
+from ood_flow import distributed, log, runtime, store
 from ood_flow.data import Dataset, Source, SourceOptions, TrainedOn, fit_to_model, open_with_options
-from ood_flow.device import resolve_device, resolve_precision
 from ood_flow.errors import GateFailed, InputError, UsageError
 from ood_flow.fileio import check_output, sha256_file
 from ood_flow.flows import Flow, load_checkpoint, load_model
 from ood_flow.flows.io import model_digest
-from ood_flow.flows.precision import st_precision
+from ood_flow.runtime import Runtime
 from ood_flow.score.calibration import Settings
 from ood_flow.score.evidence import Decision
-from ood_flow.score.gate import Gate, GateSpec, apply_gate, gate_for_run
-from ood_flow.score.gate import gate_score as gate_for_methods
+from ood_flow.score.gate import Gate, GateSpec, apply_gate, gate_for_run, gate_score
 from ood_flow.score.batched import Scored, check_methods, merged, score_batches
 from ood_flow.score.methods import Method, ScoreContext, get_method, total_passes
 from ood_flow.validation import check_number, check_seed
@@ -96,8 +94,9 @@ def score_source(source: str | Sequence[str] | Dataset, models: str | os.PathLik
             calibration was scored under (dequantization draws, precision, conversions, method).
         background: the background flow of ``likelihood-ratio``.
         dequant_samples, seed: the dequantization noise (a function of seed and sample id).
-        precision: of the st-networks (and of a feature detector's backbone), ``fp32``, ``bf16`` or ``auto``
-            (:mod:`ood_flow.flows.precision`); the one used is recorded in the group's provenance.
+        device, precision: where to run, and the precision of the st-networks (of a feature detector: of its
+            backbone; its flow runs in fp32), ``fp32``, ``bf16`` or ``auto``, resolved once
+            (:mod:`ood_flow.runtime`); the one used is recorded in the group's provenance.
         options: how to read the source and fit it to the model.
         progress: called with (samples done, total) over all forward passes (default: logged to
             ``ood_flow.score``, see :mod:`ood_flow.log`).
@@ -109,7 +108,8 @@ def score_source(source: str | Sequence[str] | Dataset, models: str | os.PathLik
     grid, rank 0 writes the group with the rows in the original order, and every process returns it.
 
     Raises:
-        InputError, ModelFileError, ScoreFileError, UsageError: before any work where possible.
+        InputError, ModelFileError, ScoreFileError, UsageError: before any work where possible (``NoBfloat16``,
+            a usage error: bf16 asked for where the device cannot run it).
         GateFailed: after saving, when the batch test finds significant evidence (at ``gate.alpha``) that more
             than ``gate.max_ood_fraction`` of the source is OOD; ``.result`` holds the result.
 
@@ -118,75 +118,116 @@ def score_source(source: str | Sequence[str] | Dataset, models: str | os.PathLik
         r = score_source("demo-mnist", "m.pt", out="scores.h5", options=SourceOptions(limit=10))
         r.arrays["log_likelihood"].shape   # (10,)
     """
-    say = on_message or log.messages("score")
-    progress = progress or log.progress("score", "samples scored")
     _check_settings(dequant_samples, batch_size, seed)
     if isinstance(source, (list, tuple)) and len(source) > 1 and name is None:
         raise UsageError(f"{len(source)} SOURCEs are scored as one group: name it with --name")
     if out is not None:
         check_output(out, kind=store.SCORE_FILE, replaceable=True)  # the group is checked once it is known
-    chosen = [get_method(m) for m in dict.fromkeys(methods)]
-    gate_score = gate_for_methods([m.score for m in chosen], gate)
-    paths = [Path(models)] if isinstance(models, (str, os.PathLike)) else [Path(m) for m in models]
-    dev = resolve_device(device)
-    precision = resolve_precision(precision, dev)
-    with distributed.session(dev) as dist:
-        return _score(source, paths, chosen, gate_score, name=name, out=out, overwrite=overwrite, gate=gate,
-                      background=background, compressor=compressor, dequant_samples=dequant_samples,
-                      batch_size=batch_size, seed=seed, dev=dist.device if dist.backend == "nccl" else dev,
-                      dist=dist, options=options, progress=progress, say=say, weights=weights, precision=precision)
+    chosen = tuple(get_method(m) for m in dict.fromkeys(methods))
+    paths = (Path(models),) if isinstance(models, (str, os.PathLike)) else tuple(Path(m) for m in models)
+    job = _Job(source, paths, chosen, gate_score([m.score for m in chosen], gate), name, out, overwrite, gate,
+               background, compressor, dequant_samples, batch_size, seed, options or SourceOptions(), weights,
+               progress or log.progress("score", "samples scored"), on_message or log.messages("score"))
+    with runtime.session(device, st=precision, backbone=precision) as rt:
+        return _score(job, rt)
 
 
-def _score(source, paths: list[Path], chosen: list[Method], gate_score: str | None, *, name, out, overwrite, gate,
-           background, compressor, dequant_samples, batch_size, seed, dev, dist, options, progress, say, weights,
-           precision) -> ScoreResult:
-    first, extra = load_checkpoint(paths[0], device=dev)
-    flows = [first] + [load_model(m, device=dev) for m in paths[1:]]
-    bg = _load_background(background, chosen, flows[0], dev, say)
-    _check_members(paths, flows, chosen, say)
+@dataclass(frozen=True)
+class _Job:
+    """What :func:`score_source` was asked to do, checked: everything but how it runs (the runtime)."""
+
+    source: Any
+    paths: tuple[Path, ...]
+    methods: tuple[Method, ...]
+    gate_score: str | None
+    name: str | None
+    out: Any
+    overwrite: bool
+    gate: GateSpec | None
+    background: Any
+    compressor: str
+    dequant_samples: int
+    batch_size: int
+    seed: int
+    options: SourceOptions
+    weights: Any
+    progress: Callable[[int, int], None]
+    say: Callable[[str], None]
+
+
+def _score(job: _Job, rt: Runtime) -> ScoreResult:
+    flows, background, extra = _load_models(job, rt)
+    rt = rt.for_detector() if extra.get("detector") else rt
     digests = [model_digest(f) for f in flows]
-    src = open_with_options(source, "test", options, name=name)
-    settings = _settings(dequant_samples, precision, options, extra, src)
-    fitted = gate_for_run(gate, gate_score, paths, extra, digests, settings)
-    group = name or src.name
-    if out is not None:
-        dist.agree(lambda: store.check_score_output(out, group, overwrite=overwrite), writer_only=True)
-    ctx = ScoreContext(flows, torch.zeros(0), torch.zeros(0, dtype=torch.int64), batch_size, dequant_samples, seed,
-                       options={"compressor": compressor}, background=bg)
-    src, batches, images, read_as = _batches(src, flows[0], extra, options, batch_size, weights, precision, dev,
-                                             paths[0])
-    with st_precision(settings.precision):
-        scored = _compute(chosen, ctx, src, batches, images, progress, say, dist)
+    src = open_with_options(job.source, "test", job.options, name=job.name)
+    settings = _settings(job, rt, extra, src)
+    fitted = gate_for_run(job.gate, job.gate_score, list(job.paths), extra, digests, settings)
+    group = job.name or src.name
+    if job.out is not None:
+        rt.dist.agree(lambda: store.check_score_output(job.out, group, overwrite=job.overwrite), writer_only=True)
+    ctx = ScoreContext(flows, torch.zeros(0), torch.zeros(0, dtype=torch.int64), job.batch_size, job.dequant_samples,
+                       job.seed, options={"compressor": job.compressor}, background=background)
+    src, batches, images, read_as = _batches(src, flows[0], extra, job, rt)
+    with rt.st_networks():
+        scored = _compute(list(job.methods), ctx, src, batches, images, job.progress, job.say, rt.dist)
     for path, reason in src.skipped:
-        say(f"skipped {path}: {reason}")
-    arrays = scored.arrays
-    attrs = {**_provenance(src, scored, paths, chosen, seed, dequant_samples, background), **ctx.attrs,
-             "precision": precision,  # of the st-networks (and a detector's backbone); log-densities in fp32
+        job.say(f"skipped {path}: {reason}")
+    attrs = {**_provenance(src, scored, job), **ctx.attrs,
+             "precision": rt.backbone if extra.get("detector") else rt.st,  # log-densities in fp32
              "model_digest": digests if len(digests) > 1 else digests[0], "settings": settings.to_dict()}
     if read_as:  # a feature detector: its inputs are features, never dequantized
         attrs.update(detector_input=read_as, dequantization="none")
-    decision = apply_gate(fitted, gate, gate_score, arrays, attrs, len(src.skipped)) if fitted is not None else None
+    decision = apply_gate(fitted, job.gate, job.gate_score, scored.arrays, attrs, len(src.skipped)) \
+        if fitted is not None else None
     if decision is not None and decision.too_small():
-        say(decision.too_small())
-    if out is not None and dist.writer:
-        store.write_group(out, group, {**arrays, **scored.ids_labels()}, attrs, overwrite=overwrite)
-    result = ScoreResult(group, arrays, np.asarray(scored.ids, dtype=str), scored.labels, attrs, src.source,
-                         Path(out) if out is not None else None, list(src.skipped), fitted, decision)
+        job.say(decision.too_small())
+    if job.out is not None and rt.dist.writer:
+        store.write_group(job.out, group, {**scored.arrays, **scored.ids_labels()}, attrs, overwrite=job.overwrite)
+    result = ScoreResult(group, scored.arrays, np.asarray(scored.ids, dtype=str), scored.labels, attrs, src.source,
+                         Path(job.out) if job.out is not None else None, list(src.skipped), fitted, decision)
     if decision is not None and not decision.passed:
         raise GateFailed(f"{group}: {decision.sentence()}", result=result)
     return result
 
 
-def _settings(dequant_samples: int, precision: str, options, extra: dict, src: Source) -> Settings:
+def _load_models(job: _Job, rt: Runtime) -> tuple[list[Flow], Flow | None, dict]:
+    """The flows of ``--model`` and the background flow, prepared for ``rt``, and the first model's ``extra``
+    record; every model takes the same inputs, and extra models are only used by waic (said so)."""
+    first, extra = load_checkpoint(job.paths[0], device=rt.device)
+    flows = [rt.prepare(f) for f in [first] + [load_model(m, device=rt.device) for m in job.paths[1:]]]
+    background = _load_background(job, flows[0], rt)
+    for path, flow in zip(job.paths[1:], flows[1:]):
+        if flow.input_shape != flows[0].input_shape:
+            raise InputError(f"{path}: expects inputs of shape {flow.input_shape}, but {job.paths[0]} "
+                             f"{flows[0].input_shape}; ensemble members must take the same inputs")
+    if len(flows) > 1 and "waic" not in [m.name for m in job.methods]:
+        job.say(f"warning: {len(flows)} models given; only --method waic uses more than the first")
+    return flows, background, extra
+
+
+def _load_background(job: _Job, flow: Flow, rt: Runtime) -> Flow | None:
+    if job.background is None:
+        return None
+    if "likelihood-ratio" not in [m.name for m in job.methods]:
+        job.say("warning: --background-model is used only by --method likelihood-ratio; ignored")
+        return None
+    background = rt.prepare(load_model(job.background, device=rt.device))
+    if background.input_shape != flow.input_shape:
+        raise InputError(f"{job.background}: background model expects inputs of shape {background.input_shape}, "
+                         f"the model {flow.input_shape}")
+    return background
+
+
+def _settings(job: _Job, rt: Runtime, extra: dict, src: Source) -> Settings:
     """How this run computes its scores, as the calibration records them (see
-    :class:`~ood_flow.score.calibration.Settings`): a detector's ``precision`` is its backbone's (the flow on
-    features runs in fp32); a features file's is the one it was embedded in."""
-    options = options or SourceOptions()
+    :class:`~ood_flow.score.calibration.Settings`): a detector's flow runs in fp32 on features made by its backbone
+    in ``rt.backbone``, or in the precision a features file records."""
     if extra.get("detector"):
-        backbone = (src.meta.get("precision") or "fp32") if src.kind == "vector" else precision
-        return Settings(dequant_samples=1, precision="fp32", backbone_precision=backbone)
-    return Settings(dequant_samples=dequant_samples if src.kind == "image" else 1,
-                    precision=precision, resize=options.resize, grayscale=options.grayscale, rgb=options.rgb)
+        backbone = (src.meta.get("precision") or "fp32") if src.kind == "vector" else rt.backbone
+        return Settings(dequant_samples=1, precision=rt.st, backbone_precision=backbone)
+    o = job.options
+    return Settings(dequant_samples=job.dequant_samples if src.kind == "image" else 1, precision=rt.st,
+                    resize=o.resize, grayscale=o.grayscale, rgb=o.rgb)
 
 
 def _check_settings(dequant_samples: int, batch_size: int, seed: int) -> None:
@@ -195,43 +236,18 @@ def _check_settings(dequant_samples: int, batch_size: int, seed: int) -> None:
     check_seed("--seed", seed)
 
 
-def _load_background(path, methods: list[Method], flow: Flow, device: str, say) -> Flow | None:
-    if path is None:
-        return None
-    if "likelihood-ratio" not in [m.name for m in methods]:
-        say("warning: --background-model is used only by --method likelihood-ratio; ignored")
-        return None
-    background = load_model(path, device=device)
-    if background.input_shape != flow.input_shape:
-        raise InputError(f"{path}: background model expects inputs of shape {background.input_shape}, "
-                         f"the model {flow.input_shape}")
-    return background
-
-
-def _check_members(paths: list[Path], flows: list[Flow], methods: list[Method], say) -> None:
-    """Every model takes the same inputs; extra models are only used by waic (say so)."""
-    for path, flow in zip(paths[1:], flows[1:]):
-        if flow.input_shape != flows[0].input_shape:
-            raise InputError(f"{path}: expects inputs of shape {flow.input_shape}, but {paths[0]} "
-                             f"{flows[0].input_shape}; ensemble members must take the same inputs")
-    if len(flows) > 1 and "waic" not in [m.name for m in methods]:
-        say(f"warning: {len(flows)} models given; only --method waic uses more than the first")
-
-
-def _batches(src: Source, flow: Flow, extra: dict, options, batch_size: int, weights, precision: str, device: str,
-             path: Path):
+def _batches(src: Source, flow: Flow, extra: dict, job: _Job, rt: Runtime):
     """The batches to score, whether they are images (dequantized), and for a feature detector how its
     inputs are read (images embedded on the fly, or a features file of its backbone checked)."""
     record = extra.get("detector")
     if not record:
-        fitted, transform = fit_to_model(src, flow.input_shape, options, TrainedOn.from_record(path.name,
-                                                                                                extra.get("data")))
-        return fitted, fitted.batches(batch_size, transform), src.kind == "image", None
+        trained = TrainedOn.from_record(job.paths[0].name, extra.get("data"))
+        fitted, transform = fit_to_model(src, flow.input_shape, job.options, trained)
+        return fitted, fitted.batches(job.batch_size, transform), src.kind == "image", None
     from ood_flow.embed.detector import detector_batches  # imports timm, slow: only for detectors
 
-    batches, read_as = detector_batches(record, src, flow.input_shape, batch_size,
-                                        weights=str(weights) if weights else None, precision=precision,
-                                        device=device)
+    batches, read_as = detector_batches(record, src, flow.input_shape, job.batch_size, rt,
+                                        weights=str(job.weights) if job.weights else None)
     return src, batches, False, read_as
 
 
@@ -258,16 +274,15 @@ def _compute(methods: list[Method], ctx: ScoreContext, src: Source, batches, ima
     return scored
 
 
-def _provenance(src: Source, ds: Scored, models: list[Path], methods: list[Method], seed: int,
-                dequant_samples: int, background) -> dict:
-    several = len(models) > 1
+def _provenance(src: Source, ds: Scored, job: _Job) -> dict:
+    models, background, several = job.paths, job.background, len(job.paths) > 1
     attrs = {
         "source": src.source,
         "model": [str(m.resolve()) for m in models] if several else str(models[0].resolve()),
         "model_sha256": [sha256_file(m) for m in models] if several else sha256_file(models[0]),
-        "method": [m.name for m in methods],
-        "seed": seed,
-        "dequantization": (f"uniform, {dequant_samples} draw(s), noise = f(seed, sample id)" if src.kind == "image"
+        "method": [m.name for m in job.methods],
+        "seed": job.seed,
+        "dequantization": (f"uniform, {job.dequant_samples} draw(s), noise = f(seed, sample id)" if src.kind == "image"
                            else "none"),
         "batchnorm": "eval (stored statistics)",
         "oodflow_version": __version__,

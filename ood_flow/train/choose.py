@@ -31,9 +31,9 @@ def alternative(name: str, ds: Dataset, model: str | None, given: dict, config: 
         if not (chosen.model or chosen.train):
             return None
         flow = new_flow(ds, model, given, chosen.model, trainer.cfg.seed, trainer.device)
-        cfg = dataclasses.replace(resolved_config(config, flow, ds, chosen), precision=trainer.cfg.precision,
+        cfg = dataclasses.replace(resolved_config(config, flow, ds, chosen),
                                   negative_threshold=trainer.cfg.negative_threshold)
-        other = Trainer(flow, ds.x, cfg, trainer.out, negative=trainer.negative)
+        other = Trainer(flow, ds.x, cfg, trainer.out, negative=trainer.negative, runtime=trainer.runtime)
         other.fit_preprocessing()
         return other
 

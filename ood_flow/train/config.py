@@ -60,8 +60,8 @@ class TrainConfig:
             the last good state and halving the lr.
         max_rollbacks: roll-backs allowed before training gives up (exit 1), keeping the last good model.
         precision: of the st-networks (:mod:`ood_flow.flows.precision`): ``fp32`` (None: the default, so
-            that one seed gives one model on every machine), ``bf16``, or ``auto`` (bf16 where it pays);
-            :func:`~ood_flow.train_flow` stores the one it used.
+            that one seed gives one model on every machine), ``bf16``, or ``auto`` (bf16 where it pays), resolved
+            once (:mod:`ood_flow.runtime`); the :class:`~ood_flow.train.loop.Trainer` stores the one it runs in.
         patience: early stopping: stop when validation bits/dim has not beaten its best by at least
             ``min_delta`` for this many epochs, and keep the best epoch's weights in the model file (0: off;
             default off, 10 for feature flows, 3 in the cpu preset).
@@ -151,14 +151,15 @@ class FeatureSpec:
         backbone: any timm model name ``oodflow embed`` accepts (or one of its extras).
         weights: a local state dict; default timm's pretrained weights (hub cache, or the Lite0 package).
         image_size: resize images to N x N (default: the backbone's input size).
-        precision: ``fp32``, or ``bf16`` autocast where the hardware supports it.
+        precision: of the backbone, ``fp32`` (None: the default), ``bf16`` (autocast) or ``auto``, resolved with
+            the run's other settings (:mod:`ood_flow.runtime`).
         batch_size: images per forward pass of the backbone.
     """
 
     backbone: str
     weights: str | None = None
     image_size: int | None = None
-    precision: str = "fp32"
+    precision: str | None = None
     batch_size: int = 64
 
 

@@ -23,7 +23,6 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ood_flow.distributed import SINGLE
-from ood_flow.flows.precision import st_precision
 from ood_flow.train.losses import BatchLoss
 
 if TYPE_CHECKING:
@@ -101,7 +100,7 @@ def probe(trainer: Trainer) -> dict | None:
     def loss(twin: nn.Module, n: int) -> Tensor:
         step_loss = BatchLoss(trainer.x, trainer.negative, cfg, twin.log_prob, SINGLE, trainer.device,
                               noise_std=trainer.batch_loss.noise_std)
-        with st_precision(cfg.precision or "fp32"):
+        with trainer.runtime.st_networks():
             return step_loss(batch[:n], trainer.position["epoch"], trainer.position["step"])[0]
 
     probed = probe_step(trainer.flow, loss, int(batch.numel()))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import time
 from pathlib import Path
 
@@ -24,10 +25,9 @@ import torch
 from torch import Tensor
 
 from ood_flow import distributed
-from ood_flow.distributed import SINGLE, Dist
 from ood_flow.errors import InputError
 from ood_flow.flows.models import Flow
-from ood_flow.flows.precision import st_precision
+from ood_flow.runtime import Runtime, resolve
 from ood_flow.score.calibration import Settings
 from ood_flow.train import closed_form
 from ood_flow.train.best import BestEpoch, next_best
@@ -58,16 +58,20 @@ class Trainer:
         overwrite: a fresh run may replace an existing model file and checkpoint at ``out``.
         stop: where SIGINT/SIGTERM land during :meth:`run` (a new one by default); its ``on_request`` is set to
             report the stop through ``events.on_message`` at once.
-        dist: the processes sharing the run (:data:`~ood_flow.distributed.SINGLE` by default).
+        runtime: how the run executes: the st-networks' precision, compilation, the processes sharing the run
+            (default: ``cfg.precision`` and ``cfg.compile`` resolved on the flow's device, one process). The
+            flow is prepared for it, and the configuration the files record takes its precision and compilation.
         settings: how the calibration split is scored, as its record states (default: like ``oodflow score``'s
             defaults; a detector's names the precision its features were embedded in).
     """
 
     def __init__(self, flow: Flow, x: Tensor, cfg: TrainConfig, out: Path, *, negative: Tensor | None = None,
                  events: TrainEvents | None = None, info: dict | None = None, overwrite: bool = False,
-                 stop: StopRequest | None = None, dist: Dist = SINGLE, settings: Settings | None = None):
-        cfg = cfg.resolved(flow.name)  # fields left None take their defaults
-        self.flow, self.x, self.cfg, self.out, self.dist = flow, x, cfg, Path(out), dist
+                 stop: StopRequest | None = None, runtime: Runtime | None = None, settings: Settings | None = None):
+        self.runtime = runtime or resolve(next(flow.parameters()).device.type, st=cfg.precision, compile=cfg.compile)
+        cfg = dataclasses.replace(cfg.resolved(flow.name), precision=self.runtime.st, compile=self.runtime.compile)
+        self.flow, self.x, self.cfg, self.out, self.dist = self.runtime.prepare(flow), x, cfg, Path(out), \
+            self.runtime.dist
         self.negative, self.events, self.info = negative, events or TrainEvents(), info or {}
         self.overwrite, self.stop, self.resumed = overwrite, stop or StopRequest(), False
         self.device = next(flow.parameters()).device
@@ -77,12 +81,12 @@ class Trainer:
         if self.train_idx.numel() == 0:
             raise InputError("no training samples")
         self.optimizer = OPTIMIZERS[cfg.optimizer](param_groups(flow, cfg.weight_decay), lr=cfg.lr)
-        self.guard = Guard(flow, self.optimizer, cfg.max_bad_steps, cfg.max_rollbacks, agree=dist.flags)
-        log_prob = distributed.log_prob_fn(flow, dist)
+        self.guard = Guard(flow, self.optimizer, cfg.max_bad_steps, cfg.max_rollbacks, agree=self.dist.flags)
+        log_prob = distributed.log_prob_fn(flow, self.dist)
         check_input_options(cfg, vectors=x.dtype != torch.uint8,  # --noise, --perturb where they apply
                             closed_form_model=flow.name if flow.closed_form else None)
-        self.batch_loss = BatchLoss(x, negative, cfg, torch.compile(log_prob) if cfg.compile else log_prob, dist,
-                                    self.device, noise_std=noise_std(x[self.train_idx], cfg.noise))
+        self.batch_loss = BatchLoss(x, negative, cfg, torch.compile(log_prob) if cfg.compile else log_prob,
+                                    self.dist, self.device, noise_std=noise_std(x[self.train_idx], cfg.noise))
         self.stopping = False  # a stop every process agreed on
         self.position = {"epoch": 0, "batch": 0, "step": 0, "sums": zero_sums()}
         self.history: list[dict] = []
@@ -169,7 +173,7 @@ class Trainer:
         advances with the weights, in one critical section, so a stop never sees half a step."""
         self._before = [b.detach().clone() for b in self.flow.buffers()]
         self.flow.train()
-        with st_precision(self.cfg.precision or "fp32"):
+        with self.runtime.st_networks():
             loss, metrics = self._loss(idx, self.position["step"])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -275,7 +279,6 @@ class Trainer:
                            n_val=int(self.val_idx.numel()), n_calibration=int(self.cal_idx.numel()),
                            stopped_early=self.stopped_early(),
                            best_epoch=keep.epoch if keep else None, best_val_bpd=keep.val_bpd if keep else None)
-
 
     def _wrap_up(self, before: dict) -> None:
         """Save a stopped run; record a resumed one that had nothing left to do as done (its new target);

@@ -10,20 +10,21 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ood_flow import distributed
+from ood_flow import distributed, runtime
 from ood_flow.data import Dataset, SourceOptions, open_with_options, read_source
-from ood_flow.device import resolve_device, resolve_precision
 from ood_flow.errors import AlreadyExists, OutputError, UsageError
 from ood_flow.fileio import check_output, file_lock
 from ood_flow.flows import Flow
 from ood_flow.flows.configs import VECTOR_MODELS
 from ood_flow.flows.io import MODEL_FILE
 from ood_flow.flows.models import config_dict
+from ood_flow.runtime import Runtime
 from ood_flow.score.calibration import Settings
 from ood_flow.train.choose import (alternative, default_model_path, default_negative_threshold, new_flow,
                                     plan, preset_for, resolved_config)
@@ -92,57 +93,72 @@ def train_flow(source: str | Dataset, config: TrainConfig | None = None, *, out:
                         closed_form_model="gaussian" if model == "gaussian" else None)  # before any embedding
     if out is not None and not distributed.launched():  # under torchrun, rank 0 checks it below
         check_model_output(Path(out), resume=resume, overwrite=overwrite)
-    dev = resolve_device(device)
-    resolve_precision(config.precision or "fp32", dev)  # a bad --precision fails before any work
-    if features is not None:  # the backbone embeds in the precision asked for (auto: bf16 where it pays)
-        features = dataclasses.replace(features, precision=resolve_precision(features.precision, dev))
-    with distributed.session(dev) as dist:
-        return _train(source, config, out, model, model_options, negative, resume, overwrite,
-                      dist.device if dist.backend == "nccl" else dev, dist, options, events, sync_bn, features, preset)
+    job = _Job(source, config, out, model, model_options, negative, resume, overwrite, options, events, sync_bn,
+               features, preset)
+    with runtime.session(device, st=config.precision, backbone=features.precision if features else None,
+                         compile=config.compile) as rt:  # a bad --precision fails before any work
+        return _train(job, rt)
 
 
-def _train(source, config: TrainConfig, out, model, model_options, negative, resume: bool, overwrite: bool, dev: str,
-           dist: distributed.Dist, options: SourceOptions | None, events: TrainEvents, sync_bn: bool,
-           features: FeatureSpec | None, preset: str) -> TrainResult:
-    ds, detector = _training_data(source, options, features, model, negative, dev, events)
-    check_input_options(config, vectors=ds.kind == "vector")  # before the preset is chosen and announced
+@dataclass(frozen=True)
+class _Job:
+    """What :func:`train_flow` was asked to do: everything but how it runs (the runtime)."""
+
+    source: Any
+    config: TrainConfig
+    out: Any
+    model: str | None
+    model_options: dict[str, Any] | None
+    negative: str | None
+    resume: bool
+    overwrite: bool
+    options: SourceOptions | None
+    events: TrainEvents
+    sync_bn: bool
+    features: FeatureSpec | None
+    preset: str
+
+
+def _train(job: _Job, rt: Runtime) -> TrainResult:
+    events = job.events
+    ds, detector = _training_data(job, rt)
+    check_input_options(job.config, vectors=ds.kind == "vector")  # before the preset is chosen and announced
     for path, reason in ds.skipped:
         events.on_message(f"skipped {path}: {reason}")
-    out = Path(out) if out is not None else default_model_path(ds, model)
-    dist.agree(lambda: check_model_output(out, resume=resume, overwrite=overwrite), writer_only=True)
-    given = {k: v for k, v in (model_options or {}).items() if v is not None}
-    resume = resume and _checkpoint_to_resume(out, overwrite, events)
-    if resume:
-        flow, cfg, extra = _resume(out, ds, dev, config, given, model, negative, events)
+    out = Path(job.out) if job.out is not None else default_model_path(ds, job.model)
+    rt.dist.agree(lambda: check_model_output(out, resume=job.resume, overwrite=job.overwrite), writer_only=True)
+    given = {k: v for k, v in (job.model_options or {}).items() if v is not None}
+    if job.resume and _checkpoint_to_resume(out, job.overwrite, events):
+        flow, cfg, extra = _resume(out, ds, rt.device, job.config, given, job.model, job.negative, events)
+        rt = rt.continuing(precision=None if job.config.precision else cfg.precision,
+                           compile=None if job.config.compile is not None else cfg.compile)
     else:
-        chosen = preset_for(preset, ds, model)
-        flow = new_flow(ds, model, given, chosen.model, DEFAULTS['seed'] if config.seed is None else config.seed, dev)
-        extra = None
-        cfg = resolved_config(config, flow, ds, chosen)
+        chosen = preset_for(job.preset, ds, job.model)
+        seed = DEFAULTS['seed'] if job.config.seed is None else job.config.seed
+        flow, extra = new_flow(ds, job.model, given, chosen.model, seed, rt.device), None
+        cfg = resolved_config(job.config, flow, ds, chosen)
         if chosen.model or chosen.train:  # a closed-form family (gaussian) has no preset settings to show
             events.on_message(chosen.describe())
-    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision or "fp32", dev))
-    neg = _negative(negative, flow, options or SourceOptions(), events)
+    neg = _negative(job.negative, flow, job.options or SourceOptions(), events)
     if neg is not None and cfg.negative_threshold is None:
         cfg = dataclasses.replace(cfg, negative_threshold=default_negative_threshold(flow))
-    info = {"data": ds.source, "negative_data": negative, "oodflow_command": "train",
-            "preset": extra.get("preset") if extra else preset}
+    info = {"data": ds.source, "negative_data": job.negative, "oodflow_command": "train",
+            "preset": extra.get("preset") if extra else job.preset}
     if detector is not None:
         info["detector"] = detector.to_dict()
-    if dist.active:
-        info.update(processes=dist.world, sync_bn=sync_bn)
-        flow = _parallel(flow, dist, sync_bn, ds, cfg, events)
-    trainer = Trainer(flow, ds.x, cfg, out, negative=neg, events=events, info=info, overwrite=overwrite, dist=dist,
-                      settings=_calibration_settings(ds, detector))
-    events.on_message(plan(flow, cfg, trainer.steps_per_epoch()))
+    if rt.dist.active:
+        info.update(processes=rt.dist.world, sync_bn=job.sync_bn)
+        flow = _parallel(flow, rt.dist, job.sync_bn, ds, cfg, events)
+    trainer = Trainer(flow, ds.x, cfg, out, negative=neg, events=events, info=info, overwrite=job.overwrite,
+                      runtime=rt, settings=_calibration_settings(ds, detector))
+    events.on_message(plan(flow, trainer.cfg, trainer.steps_per_epoch()))
     if extra:
         trainer.restore(extra)
     else:
         trainer.fit_preprocessing()
-    _estimate(trainer, events, alternative("cpu", ds, model, given, config, trainer)
-              if preset == "paper" and not extra else None)
+    _estimate(trainer, events, alternative("cpu", ds, job.model, given, job.config, trainer)
+              if job.preset == "paper" and not extra else None)
     return dataclasses.replace(trainer.run(), data=ds.source, name=ds.name)
-
 
 
 def _estimate(trainer: Trainer, events: TrainEvents, alternative) -> None:
@@ -186,19 +202,20 @@ def _checkpoint_to_resume(out: Path, overwrite: bool, events: TrainEvents) -> bo
     return False
 
 
-def _training_data(source, options: SourceOptions | None, features: FeatureSpec | None, model: str | None,
-                   negative: str | None, device: str, events: TrainEvents):
-    """The training samples, and the backbone record when training a detector on features."""
-    if features is None:
-        return read_source(source, "train", options), None
+def _training_data(job: _Job, rt: Runtime):
+    """The training samples, and the backbone record when training a detector on features (embedded as ``rt``
+    says: the backbone in ``rt.backbone`` precision)."""
+    model, negative, events = job.model, job.negative, job.events
+    if job.features is None:
+        return read_source(job.source, "train", job.options), None
     if model not in (None, *VECTOR_MODELS) or negative:
         given = f"--model {model}" if model not in (None, *VECTOR_MODELS) else "--negative-data"
         raise UsageError(f"--features trains a tabular flow or a gaussian on the backbone's features; drop {given}")
     from ood_flow.embed.detector import training_features  # imports timm, slow: only when asked
 
-    src = open_with_options(source, "train", options)
+    src = open_with_options(job.source, "train", job.options)
     start = time.perf_counter()
-    ds, record = training_features(src, features, device=device, progress=_counter(len(src), events.on_embed))
+    ds, record = training_features(src, job.features, rt, progress=_counter(len(src), events.on_embed))
     if src.kind == "image":
         events.on_message(f"embedded {len(ds):,} images of {src.name} in {time.perf_counter() - start:.1f}s with "
                           f"{record.describe()}")

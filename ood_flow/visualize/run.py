@@ -1,8 +1,9 @@
 """The figures of ``oodflow visualize`` from files: load the model and sources, compute, write a PNG.
 
 Each ``plot_*`` function checks the output (a new ``.png``, or an existing PNG with ``overwrite``) and
-its numbers, loads what it needs, checks every source against the model before any work, draws the
-figure, writes it atomically and returns a :class:`Plotted` that says what it shows.
+its numbers, resolves ``device`` (:func:`ood_flow.runtime.resolve`), loads what it needs, checks every
+source against the model before any work, draws the figure, writes it atomically and returns a
+:class:`Plotted` that says what it shows.
 ``progress(done, total)`` counts the sources computed and the final write.
 """
 
@@ -15,10 +16,10 @@ from typing import Callable, Sequence
 
 from ood_flow.data import Dataset, SourceOptions, TrainedOn, read_source
 from ood_flow.dequantize import dequantized_draws
-from ood_flow.device import resolve_device
 from ood_flow.errors import InputError, UsageError
 from ood_flow.flows import Flow, load_checkpoint
 from ood_flow.flows.coupling import AffineCoupling
+from ood_flow.runtime import Runtime, resolve
 from ood_flow.score.likelihood import sample_keys
 from ood_flow.visualize.coupling import coupling_views
 from ood_flow.visualize.coupling_figure import coupling_figure, pick_layers
@@ -55,7 +56,7 @@ def plot_latents(sources: Sequence[str | Dataset], model: str | os.PathLike, out
                  overwrite: bool = False) -> Plotted:
     """Inputs and their latents z (paper Fig. 2, 10; Appendix E), ``count`` images per source."""
     _check(out, overwrite, count=count, average=average, seed=seed)
-    flow, trained = _image_model(model, device, "visualize latents")
+    flow, trained = _image_model(model, resolve(device), "visualize latents")
     loaded = _load(sources, flow, count, options, trained)
     step = _counter(progress, len(loaded) + 1)
     shown, lats = [], []
@@ -74,7 +75,7 @@ def plot_coupling(sources: Sequence[str | Dataset], model: str | os.PathLike, ou
                   overwrite: bool = False) -> Plotted:
     """Each coupling's input, -t, s and output for input ``index`` of every source (paper Fig. 1b-c, 3, 11, 12)."""
     _check(out, overwrite, index=index, seed=seed)
-    flow, trained = _image_model(model, device, "visualize coupling")
+    flow, trained = _image_model(model, resolve(device), "visualize coupling")
     loaded = _load(sources, flow, index + 1, options, trained)
     for source, ds in zip(sources, loaded):
         if index >= len(ds):
@@ -100,7 +101,7 @@ def plot_samples(model: str | os.PathLike, out: str | os.PathLike, *, count: int
     _check(out, overwrite, count=count, seed=seed)
     for t in temperatures:
         check_number("--temperature", t, low=0)
-    flow, _ = _not_detector(model, device, "visualize samples")
+    flow, _ = _not_detector(model, resolve(device), "visualize samples")
     step = _counter(progress, len(temperatures) + 1)
     drawn = []
     for t in temperatures:
@@ -118,7 +119,7 @@ def plot_resample(sources: Sequence[str | Dataset], model: str | os.PathLike, ou
                   overwrite: bool = False) -> Plotted:
     """Originals and reconstructions after re-sampling the latents of a centred box (paper Fig. 16, App. J.1)."""
     _check(out, overwrite, box=box, count=count, seed=seed)
-    flow, trained = _image_model(model, device, "visualize resample")
+    flow, trained = _image_model(model, resolve(device), "visualize resample")
     box_mask(flow.input_shape, box)  # a box too large fails here, before any work
     loaded = _load(sources, flow, count, options, trained)
     step = _counter(progress, len(loaded) + 1)
@@ -149,16 +150,17 @@ def _check(out, overwrite: bool, *, seed: int, **counts: int) -> None:
     check_figure_output(out, overwrite)
 
 
-def _image_model(path, device: str, what: str) -> tuple[Flow, TrainedOn]:
-    flow, trained = _not_detector(path, device, what)
+def _image_model(path, rt: Runtime, what: str) -> tuple[Flow, TrainedOn]:
+    flow, trained = _not_detector(path, rt, what)
     require_image_flow(flow, what)
     return flow, trained
 
 
-def _not_detector(path, device: str, what: str) -> tuple[Flow, TrainedOn]:
-    """The model at ``path`` and what it was trained on; a feature detector is a usage error (exit 2): its flow
-    models a backbone's features, so there are no images to draw."""
-    flow, extra = load_checkpoint(path, device=resolve_device(device))
+def _not_detector(path, rt: Runtime, what: str) -> tuple[Flow, TrainedOn]:
+    """The model at ``path``, prepared for ``rt``, and what it was trained on; a feature detector is a usage error
+    (exit 2): its flow models a backbone's features, so there are no images to draw."""
+    flow, extra = load_checkpoint(path, device=rt.device)
+    rt.prepare(flow)
     record = extra.get("detector")
     if record:
         raise UsageError(f"{what} draws images, but {path} is a feature detector: its {flow.name} models "

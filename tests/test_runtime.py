@@ -1,0 +1,173 @@
+"""The runtime: how a run executes is resolved once, at the API entry, into one frozen value.
+
+Every API entry resolves once (counted); an unknown value is one usage error; bf16 on a device without it is
+one error class, one message and exit 2 wherever it is asked for (simulated: the check reports no support).
+(That narrow convolutions are decided when a network is built: tests/test_precision.py.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import h5py
+import pytest
+import timm
+import torch
+
+from cli_helpers import image_npz, one_line_error, run
+from ood_flow import calibrate_model, embed_source, plot_latents, runtime, score_source, train_flow
+from ood_flow.data import SourceOptions
+from ood_flow.device import bf16_supported
+from ood_flow.errors import NoBfloat16, UsageError
+from ood_flow.flows import create_flow
+from ood_flow.runtime import Runtime, resolve
+from ood_flow.train import TrainConfig
+
+SMALL = {"channels": 8, "blocks": 1, "scales": 2}
+LIMIT = SourceOptions(limit=40)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runtime") / "m.pt"
+    train_flow("demo-fashionmnist", TrainConfig(max_steps=2, batch_size=16, cal_fraction=0.2), out=out,
+               model_options=SMALL, options=SourceOptions(limit=100))
+    return out
+
+
+@pytest.fixture(scope="module")
+def backbone_weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("backbone") / "w.pth"
+    torch.manual_seed(0)
+    torch.save(timm.create_model("test_resnet", pretrained=False, num_classes=0).state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def resolutions(monkeypatch):
+    """Every resolution of a runtime, wherever it comes from (each resolves its device first)."""
+    calls = []
+    real = runtime.resolve_device
+
+    def counting(device):
+        calls.append(device)
+        return real(device)
+
+    monkeypatch.setattr(runtime, "resolve_device", counting)
+    return calls
+
+
+def test_a_runtime_is_frozen_and_holds_every_decision():
+    rt = resolve("cpu", st="fp32", backbone="fp32", compile=True)
+    assert (rt.device, rt.st, rt.backbone, rt.memory_format, rt.compile, rt.dist.world) == \
+        ("cpu", "fp32", "fp32", "channels_last", True, 1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rt.st = "bf16"
+    assert rt.for_detector().st == "fp32" and Runtime(st="bf16", backbone="bf16").for_detector().backbone == "bf16"
+
+
+@pytest.mark.parametrize("values, fragment", [({"device": "tpu"}, "unknown device 'tpu'"),
+                                              ({"st": "fp16"}, "unknown precision 'fp16'"),
+                                              ({"backbone": "int8"}, "unknown precision 'int8'"),
+                                              ({"memory_format": "nhwc"}, "unknown memory format 'nhwc'")])
+def test_a_bad_value_is_one_usage_error(values, fragment):
+    with pytest.raises(UsageError, match=fragment):
+        resolve(**values)
+
+
+def test_every_api_entry_resolves_its_runtime_once(model, tmp_path, backbone_weights, resolutions):
+    score_source("demo-mnist", model, options=LIMIT)
+    calibrate_model(model, "demo-fashionmnist:test", options=LIMIT, overwrite=True)
+    embed_source(str(image_npz(tmp_path / "x.npz", n=6, size=16)), "test_resnet", tmp_path / "f.h5",
+                 weights=backbone_weights, image_size=16)
+    plot_latents(["demo-mnist"], model, tmp_path / "l.png", count=2)
+    train_flow("demo-fashionmnist", TrainConfig(max_steps=1, batch_size=8), out=tmp_path / "t.pt",
+               model_options=SMALL, options=SourceOptions(limit=30))
+    assert len(resolutions) == 5, resolutions
+
+
+@pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU runs no bfloat16")
+def test_a_resumed_run_continues_in_its_checkpoint_precision_checked_here(tmp_path, monkeypatch):
+    out, data = tmp_path / "r.pt", SourceOptions(limit=30)
+    train_flow("demo-fashionmnist", TrainConfig(max_steps=1, batch_size=8, precision="bf16"), out=out,
+               model_options=SMALL, options=data)
+    resumed = train_flow("demo-fashionmnist", TrainConfig(max_steps=2), out=out, resume=True, options=data)
+    assert torch.load(out, weights_only=True)["extra"]["train_config"]["precision"] == "bf16" and resumed.steps == 2
+    monkeypatch.setattr(runtime, "bf16_supported", lambda device: False)
+    with pytest.raises(NoBfloat16):  # the checkpoint's bf16, on a machine without it
+        train_flow("demo-fashionmnist", TrainConfig(max_steps=3), out=out, resume=True, options=data)
+
+
+@pytest.fixture
+def no_bf16(monkeypatch):
+    """This machine, as one whose device cannot run bfloat16."""
+    monkeypatch.setattr(runtime, "bf16_supported", lambda device: False)
+
+
+def test_bf16_without_support_is_one_error_class_and_message_wherever_asked(model, tmp_path, backbone_weights,
+                                                                            no_bf16):
+    calls = {
+        "score": lambda: score_source("demo-mnist", model, precision="bf16", options=LIMIT),
+        "calibrate": lambda: calibrate_model(model, "demo-fashionmnist:test", precision="bf16", overwrite=True),
+        "embed": lambda: embed_source("demo-mnist", "test_resnet", tmp_path / "f.h5", weights=backbone_weights,
+                                      precision="bf16"),
+        "train": lambda: train_flow("demo-fashionmnist", TrainConfig(precision="bf16"), out=tmp_path / "m.pt"),
+        "train --features": lambda: train_flow("demo-mnist", features=train_features(backbone_weights, "bf16"),
+                                               out=tmp_path / "d.pt"),
+    }
+    messages = set()
+    for name, call in calls.items():
+        with pytest.raises(NoBfloat16) as caught:
+            call()
+        assert caught.value.exit_code == 2, name
+        messages.add(str(caught.value))
+    assert len(messages) == 1 and "cannot run bfloat16" in messages.pop()
+    assert not list(tmp_path.iterdir())  # refused before any work
+
+
+def train_features(weights, precision):
+    from ood_flow.train import FeatureSpec
+
+    return FeatureSpec("test_resnet", str(weights), 16, precision)
+
+
+def test_the_commands_refuse_bf16_without_support_with_exit_2_and_one_line(model, tmp_path, backbone_weights,
+                                                                           no_bf16):
+    images = image_npz(tmp_path / "x.npz", n=6, size=16)
+    score = run("score", "demo-mnist", "--model", model, "--precision", "bf16", "--limit", "5", code=2)
+    embed = run("embed", images, "--backbone", "test_resnet", "--weights", backbone_weights, "--precision", "bf16",
+                "--out", tmp_path / "f.h5", code=2)
+    train = run("train", "--data", images, "--precision", "bf16", "--out", tmp_path / "m.pt", code=2)
+    errors = {one_line_error(r, "cannot run bfloat16") for r in (score, embed, train)}
+    assert len(errors) == 1
+
+
+def test_embed_takes_precision_auto_like_the_other_commands(tmp_path, backbone_weights):
+    images = image_npz(tmp_path / "x.npz", n=6, size=16)
+    run("embed", images, "--backbone", "test_resnet", "--weights", backbone_weights, "--image-size", "16",
+        "--precision", "auto", "--out", tmp_path / "f.h5", "--quiet")
+    with h5py.File(tmp_path / "f.h5", "r") as f:
+        assert f.attrs["precision"] == resolve(backbone="auto").backbone
+
+
+def _randomized(seed: int = 0):
+    torch.manual_seed(seed)
+    flow = Runtime().prepare(create_flow("realnvp", (1, 8, 8), channels=8, blocks=2, scales=2))
+    with torch.no_grad():
+        for m in flow.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 1.5)
+        for p in flow.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    return flow.eval()
+
+
+def test_a_contiguous_runtime_scores_as_the_channels_last_one():
+    flow, x = _randomized(), torch.rand(8, 1, 8, 8)
+    with torch.no_grad():
+        channels_last = flow.log_prob(x)
+        Runtime(memory_format="contiguous").prepare(flow)
+        contiguous = flow.log_prob(x)
+    assert all(m.layout == torch.contiguous_format for m in flow.modules() if hasattr(m, "layout"))
+    torch.testing.assert_close(contiguous, channels_last, rtol=1e-5, atol=1e-3)
