@@ -40,6 +40,7 @@ from ood_flow.device import DEVICES, PRECISION_CHOICES, bf16_pays, bf16_supporte
 from ood_flow.distributed import SINGLE, Dist
 from ood_flow.errors import NoBfloat16, OodflowError, UsageError
 from ood_flow.flows.convnets import ConvNet
+from ood_flow.flows.fused import FusedPath
 from ood_flow.flows.precision import DTYPES, st_autocast
 
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
@@ -57,6 +58,8 @@ class Runtime:
         backbone: precision of a backbone (``embed``, a feature detector), ``fp32`` or ``bf16``.
         memory_format: of convolutional weights and inputs, a key of :data:`MEMORY_FORMATS`.
         compile: training runs its log-density through ``torch.compile``.
+        fused: scoring runs the st-networks through the fused inference path where it applies
+            (:mod:`ood_flow.flows.fused`); off, the plain modules (the reference path).
         threads: intra-op threads set for this run (None: torch's default, left alone).
         dist: the processes sharing the run (:data:`~ood_flow.distributed.SINGLE` outside torchrun).
     """
@@ -66,6 +69,7 @@ class Runtime:
     backbone: str = "fp32"
     memory_format: str = "channels_last"
     compile: bool = False
+    fused: bool = True
     threads: int | None = None
     dist: Dist = SINGLE
 
@@ -99,11 +103,15 @@ class Runtime:
 
     def prepare(self, flow: torch.nn.Module) -> torch.nn.Module:
         """``flow`` made ready to run here, in place: on :attr:`device`, its convolutional st-networks in
-        :attr:`memory_format`. Returns ``flow``."""
+        :attr:`memory_format` and sharing one new fused inference path (:class:`~ood_flow.flows.fused.FusedPath`,
+        disabled unless :attr:`fused`; it replaces any the flow had). Returns ``flow``."""
         flow.to(self.device)
+        path = FusedPath(enabled=self.fused, layout=self.layout)
         for net in flow.modules():
-            if isinstance(net, ConvNet) and net.layout != self.layout:
-                net.use_layout(self.layout)
+            if isinstance(net, ConvNet):
+                if net.layout != self.layout:
+                    net.use_layout(self.layout)
+                net.fused = path
         return flow
 
     def continuing(self, *, precision: str | None, compile: bool | None) -> Runtime:
@@ -115,7 +123,7 @@ class Runtime:
 
 
 def resolve(device: str = "cpu", *, st: str | None = None, backbone: str | None = None, compile: bool | None = None,
-            memory_format: str = "channels_last", dist: Dist = SINGLE) -> Runtime:
+            memory_format: str = "channels_last", fused: bool = True, dist: Dist = SINGLE) -> Runtime:
     """The :class:`Runtime` for the values a user gave (None: the default, ``fp32`` and no compilation).
 
     Raises:
@@ -128,7 +136,7 @@ def resolve(device: str = "cpu", *, st: str | None = None, backbone: str | None 
     dev = resolve_device(device)
     return Runtime(device=dev, st=resolve_precision(st or "fp32", dev),
                    backbone=resolve_precision(backbone or "fp32", dev), memory_format=memory_format,
-                   compile=bool(compile), dist=dist)
+                   compile=bool(compile), fused=fused, dist=dist)
 
 
 @contextlib.contextmanager

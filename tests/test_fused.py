@@ -8,6 +8,7 @@ identity.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -16,6 +17,7 @@ from torch import nn
 
 from ood_flow.flows import create_flow, fused
 from ood_flow.flows.layers import ActNorm
+from ood_flow.runtime import Runtime
 
 SMALL = {"channels": 16, "blocks": 2}
 CASES = [
@@ -45,11 +47,11 @@ def randomize(flow: nn.Module, seed: int = 0) -> nn.Module:
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
         if isinstance(m, ActNorm):
             m.initialized.fill_(True)
-    return flow.eval()
+    return Runtime().prepare(flow).eval()
 
 
 def test_the_fused_kernel_exists_in_this_torch_build():
-    assert fused._kernel() is not None, "without it the fused path is the plain path, compared with itself"
+    assert fused.find_kernel() is not None, "without it the fused path is the plain path, compared with itself"
 
 
 @pytest.mark.parametrize("name, shape, opts", CASES, ids=[f"{n}-{'x'.join(map(str, s))}-{o}" for n, s, o in CASES])
@@ -59,7 +61,8 @@ def test_fused_path_matches_the_plain_modules(name, shape, opts):
     x = torch.rand(4, *shape)
     with torch.inference_mode():
         fast = flow.log_prob(x)
-        with fused.disabled():
+        path = fused.path_of(flow)
+        with path.disabled() if path is not None else contextlib.nullcontext():
             plain = flow.log_prob(x)
         ref = copy.deepcopy(flow).double().log_prob(x.double())
     with torch.no_grad():
@@ -74,13 +77,13 @@ def test_fused_path_matches_the_plain_modules(name, shape, opts):
 def test_stats_show_the_fused_kernel_ran_for_scoring_and_why_training_did_not_use_it():
     flow = randomize(create_flow("realnvp", (1, 8, 8), channels=8, blocks=2, scales=2))
     x = torch.rand(4, 1, 8, 8)
-    fused.reset_stats()
+    path = fused.path_of(flow)
     with torch.no_grad():
         flow.log_prob(x)
-    stats = fused.stats()
+    stats = path.stats()
     assert stats["fused_calls"] == 10 and stats.get("plain_calls", 0) == 0  # one per coupling
     assert stats["fused_kernel_convs"] == 10 * 2  # each block's first conv + batch norm + ReLU, 2 blocks
-    fused.reset_stats()
+    path.reset_stats()
     flow.train()
     flow.log_prob(x)  # gradients on: the plain modules, counted with the reason
-    assert fused.stats()["plain:grad"] == 10 and "fused_calls" not in fused.stats()
+    assert path.stats()["plain:grad"] == 10 and "fused_calls" not in path.stats()

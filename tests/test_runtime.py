@@ -1,15 +1,19 @@
-"""The runtime: how a run executes is resolved once, at the API entry, into one frozen value.
+"""The runtime: how a run executes is resolved once, at the API entry, into one frozen value; fused weights
+belong to the prepared flow and follow its weights.
 
 Every API entry resolves once (counted); an unknown value is one usage error; bf16 on a device without it is
-one error class, one message and exit 2 wherever it is asked for (simulated: the check reports no support).
+one error class, one message and exit 2 wherever it is asked for (simulated: the check reports no support);
+fused kernels are rebuilt when a weight changes in place; each prepared flow owns its path and counters.
 (That narrow convolutions are decided when a network is built: tests/test_precision.py.)
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import h5py
+import numpy as np
 import pytest
 import timm
 import torch
@@ -19,8 +23,10 @@ from ood_flow import calibrate_model, embed_source, plot_latents, runtime, score
 from ood_flow.data import SourceOptions
 from ood_flow.device import bf16_supported
 from ood_flow.errors import NoBfloat16, UsageError
-from ood_flow.flows import create_flow
+from ood_flow.flows import create_flow, fused
+from ood_flow.flows.weightnorm import WNConv2d
 from ood_flow.runtime import Runtime, resolve
+from ood_flow.score.likelihood import score_likelihood
 from ood_flow.train import TrainConfig
 
 SMALL = {"channels": 8, "blocks": 1, "scales": 2}
@@ -161,6 +167,40 @@ def _randomized(seed: int = 0):
         for p in flow.parameters():
             p.add_(torch.randn_like(p) * 0.01)
     return flow.eval()
+
+
+def test_fused_weights_follow_the_weights_they_were_made_of():
+    flow, x = _randomized(), (torch.rand(16, 1, 8, 8) * 255).to(torch.uint8)
+    path = fused.path_of(flow)
+
+    def scores(plain: bool = False):
+        with path.disabled() if plain else torch.no_grad():
+            return score_likelihood(flow, x)["log_likelihood"]
+
+    before = scores()
+    assert path.stats()["fused_kernel_convs"] > 0
+    changes = [lambda: next(m for m in flow.modules() if isinstance(m, WNConv2d)).weight_g.mul_(1.5),
+               lambda: next(m for m in flow.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_var.add_(0.5),
+               lambda: flow.load_state_dict(_randomized(seed=1).state_dict())]
+    for change in changes:
+        with torch.no_grad():
+            change()
+        after, plain = scores(), scores(plain=True)
+        assert not np.array_equal(after, before)  # not the kernels of the old weights
+        np.testing.assert_allclose(after, plain, rtol=1e-6)
+        before = after
+
+
+def test_each_prepared_flow_owns_its_fused_path_and_counters():
+    a, b, x = _randomized(), _randomized(), torch.rand(2, 1, 8, 8)
+    assert fused.path_of(a) is not fused.path_of(b) and fused.path_of(create_flow("realnvp", (1, 8, 8))) is None
+    with torch.no_grad():
+        a.log_prob(x)
+    assert fused.path_of(a).stats()["fused_calls"] > 0 and "fused_calls" not in fused.path_of(b).stats()
+    twin = copy.deepcopy(a)
+    assert fused.path_of(twin) is not fused.path_of(a) and "fused_calls" not in fused.path_of(twin).stats()
+    with torch.no_grad():
+        np.testing.assert_array_equal(twin.log_prob(x), a.log_prob(x))
 
 
 def test_a_contiguous_runtime_scores_as_the_channels_last_one():

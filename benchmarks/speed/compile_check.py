@@ -44,10 +44,11 @@ from ood_flow.runtime import Runtime  # noqa: E402
 
 def _scorer(model, precision: str, use_fused: bool, compiled: bool):
     fn = torch.compile(model.log_prob) if compiled else model.log_prob
+    path = fused.path_of(model)
 
     def score(x):
         with torch.inference_mode(), Runtime(st=precision).st_networks(), (contextlib.nullcontext() if use_fused
-                                                                           else fused.disabled()):
+                                                                           else path.disabled()):
             return fn(x).float()
     return score
 

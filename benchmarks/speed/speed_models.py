@@ -34,8 +34,9 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ood_flow.flows import create_flow
 from ood_flow.dequantize import LOG_256, bits_per_dim
+from ood_flow.flows import create_flow
+from ood_flow.runtime import Runtime
 
 ALPHA = 0.05
 
@@ -57,14 +58,17 @@ def params(model: nn.Module) -> int:
 
 
 def oodflow_model(arch: str, shape: tuple[int, ...], size: dict) -> nn.Module:
-    """Our model for ``arch`` at ``size`` (keys: scales, steps, hidden, blocks)."""
+    """Our model for ``arch`` at ``size`` (keys: scales, steps, hidden, blocks), prepared for the CPU as the
+    commands prepare it (:meth:`ood_flow.runtime.Runtime.prepare`: channels-last, the fused scoring path)."""
     if arch == "glow":
-        return create_flow("glow", shape, net="glow", batchnorm=False, channels=size["hidden"],
+        flow = create_flow("glow", shape, net="glow", batchnorm=False, channels=size["hidden"],
                            couplings=size["steps"], scales=size["scales"], alpha=ALPHA)
-    if arch == "realnvp":
-        return create_flow("realnvp", shape, channels=size["hidden"], blocks=size["blocks"],
+    elif arch == "realnvp":
+        flow = create_flow("realnvp", shape, channels=size["hidden"], blocks=size["blocks"],
                            scales=size["scales"], alpha=ALPHA)
-    raise ValueError(f"unknown architecture {arch!r}")
+    else:
+        raise ValueError(f"unknown architecture {arch!r}")
+    return Runtime().prepare(flow)
 
 
 def normflows_model(arch: str, shape: tuple[int, ...], size: dict, halfres: bool = False) -> nn.Module:

@@ -5,9 +5,10 @@ skip path); files written then still load with it. :class:`GlowST` and :class:`H
 Glow's. :class:`Bottleneck` is the paper's low-dimensional bottleneck (Section 7).
 
 Convolutional networks run in channels-last (NHWC) memory format, which oneDNN's CPU
-convolutions run faster than NCHW (or in the layout their runtime names, :meth:`ConvNet.use_layout`), and
-score through :mod:`ood_flow.flows.fused` (batch norm folded into convolutions, ReLUs fused) when no
-gradients are needed (``benchmarks/speed/speed.py``). Only the memory layout and the number of passes change; weights,
+convolutions run faster than NCHW (or in the layout their runtime names, :meth:`ConvNet.use_layout`), and,
+once their flow is prepared for a runtime (:meth:`ood_flow.runtime.Runtime.prepare`), score through its
+:class:`~ood_flow.flows.fused.FusedPath` (batch norm folded into convolutions, ReLUs fused) when no gradients
+are needed (``benchmarks/speed/speed.py``). Only the memory layout and the number of passes change; weights,
 state-dict keys and the function stay the same, and inputs and outputs are ordinary contiguous tensors.
 """
 
@@ -16,15 +17,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ood_flow.flows import fused
+from ood_flow.flows.fused import FusedPath
 from ood_flow.flows.precision import STConv2d
 
 
 class ConvNet(nn.Module):
     """Base of the convolutional st-networks: ``self.net`` runs in memory format ``layout`` (channels-last
-    unless :meth:`use_layout` says otherwise)."""
+    unless :meth:`use_layout` says otherwise), through ``fused`` (the fused path of its prepared flow) where
+    that applies."""
 
     layout: torch.memory_format = torch.channels_last
+    fused: FusedPath | None = None  # set by ood_flow.runtime.Runtime.prepare
 
     def use_layout(self, layout: torch.memory_format) -> "ConvNet":
         """Store 4-d weights in ``layout``, and run inputs in it; a network calls it once its layers are built."""
@@ -38,7 +41,7 @@ class ConvNet(nn.Module):
         # The input has 1-8 channels and the output 2-16, so both conversions are cheap next to
         # the hidden layers; a contiguous output keeps the coupling arithmetic on plain tensors.
         x = x.contiguous(memory_format=self.layout)
-        y = fused.run(self.net, x) if fused.usable(self, x) else self.net(x)
+        y = self.fused.run(self.net, x) if self.fused is not None and self.fused.usable(self, x) else self.net(x)
         return y.contiguous()
 
 
@@ -55,7 +58,7 @@ def _zero(layer: nn.Module) -> nn.Module:
 class ResBlock(nn.Module):
     """Pre-activation residual block: norm, ReLU, conv, norm, ReLU, conv, plus the input."""
 
-    residual = True  # ``x + body(x)``: how :func:`fused.run` recognises it
+    residual = True  # ``x + body(x)``: how :meth:`FusedPath.run` recognises it
 
     def __init__(self, channels: int, batchnorm: bool):
         super().__init__()

@@ -3,16 +3,34 @@
 When nothing needs gradients and every layer is in eval mode (scoring), a convolution followed by
 batch norm is one convolution with folded weights, and a following ReLU runs inside oneDNN's
 convolution (a post-op) instead of as a separate pass; the ReLU after a batch norm runs in place.
-Folded (and weight-normalised) kernels are cached per convolution and rebuilt whenever a weight or
-statistic changes. :func:`run_resnet` does this for the authors' ResNet
-(:class:`ood_flow.flows.resnet.ResNetST`), :func:`run` for the sequential networks.
+:meth:`FusedPath.run_resnet` does this for the authors' ResNet (:class:`ood_flow.flows.resnet.ResNetST`),
+:meth:`FusedPath.run` for the sequential networks.
+
+A flow takes this path only once it is prepared for a runtime (:meth:`ood_flow.runtime.Runtime.prepare`),
+which gives the flow one :class:`FusedPath`, shared by its st-networks, that owns everything the
+path keeps: the kernel, the folded (and weight-normalised) kernels of each convolution, the counters. The
+folded kernels are prepared when first needed and rebuilt whenever a weight or statistic they come from
+changes (in place, as an optimiser step or ``load_state_dict`` does, or replaced; a change made through
+``.data`` is invisible here, as it is to autograd). A flow that was never prepared runs its plain modules.
 
 The result is the same function: conv+ReLU fusion is bit-identical, batch-norm folding moves
 results by float rounding only (relative 1e-6 in log-likelihoods). It is used for float32 on CPU
-with oneDNN. Nothing falls back silently: :func:`stats` counts the convolutions that ran through
-the fused kernel and the calls that took the plain modules, and says why (gradients on, another
-dtype or device, a layer in training mode, the kernel missing or failed); a kernel failure also
-warns. :func:`disabled` turns the path off, e.g. to compare against the plain modules.
+with oneDNN (bf16 under autocast). Nothing falls back silently: :meth:`FusedPath.stats` counts the
+convolutions that ran through the fused kernel and the calls that took the plain modules, and says why
+(gradients on, another dtype or device, a layer in training mode, the path disabled, the kernel missing
+or failed); a kernel failure also warns. :meth:`FusedPath.disabled` turns the path off, e.g. to compare
+against the plain modules.
+
+Example:
+    >>> import torch
+    >>> from ood_flow.flows import create_flow
+    >>> from ood_flow.runtime import Runtime
+    >>> flow = Runtime().prepare(create_flow("realnvp", (1, 8, 8), channels=8, blocks=1, scales=1, couplings=2))
+    >>> path = path_of(flow.eval())
+    >>> with torch.no_grad():
+    ...     _ = flow.log_prob(torch.rand(2, 1, 8, 8))
+    >>> path.stats()["fused_calls"]
+    2
 """
 
 from __future__ import annotations
@@ -28,115 +46,190 @@ from torch import Tensor, nn
 
 from ood_flow.flows.weightnorm import WNConv2d, normalised
 
-_state: dict = {"enabled": True, "kernel": None, "failure": None}
-_counts: collections.Counter = collections.Counter()
+
+def path_of(flow: nn.Module) -> FusedPath | None:
+    """The :class:`FusedPath` attached to ``flow``, or None (never prepared, or no convolutional st-network)."""
+    return next((m.fused for m in flow.modules() if getattr(m, "fused", None) is not None), None)
 
 
-@contextlib.contextmanager
-def disabled() -> Iterator[None]:
-    """Run the plain modules inside this block (the reference path)."""
-    previous = _state["enabled"]
-    _state["enabled"] = False
-    try:
-        yield
-    finally:
-        _state["enabled"] = previous
+def find_kernel():
+    """oneDNN's convolution with a fused element-wise post-op, where this torch build has it (else None)."""
+    op = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+    return op if op is not None and torch.backends.mkldnn.is_available() else None
 
 
-def stats() -> dict:
-    """What the fused path did since :func:`reset_stats`.
+class FusedPath:
+    """The fused inference path of one prepared flow (see the module docstring).
 
-    Keys: ``fused_calls`` (st-network calls that took the fused path), ``fused_kernel_convs``
-    (convolutions run by oneDNN's fused conv+ReLU kernel), ``plain_calls`` and, per reason,
-    ``plain:<reason>``; ``kernel_failure``: the error that disabled the kernel, if any.
+    Attributes:
+        enabled: False runs the plain modules (counted as ``plain:disabled``).
+        kernel: oneDNN's fused convolution (:func:`find_kernel`); None when missing or after it failed.
+        failure: the error that made this path stop using the kernel, if any.
+        layout: the memory format of the folded kernels (the st-networks').
     """
-    return {**_counts, "kernel_failure": _state["failure"]}
+
+    def __init__(self, *, enabled: bool = True, layout: torch.memory_format = torch.channels_last):
+        self.enabled, self.layout, self.kernel, self.failure = enabled, layout, find_kernel(), None
+        self.counts: collections.Counter = collections.Counter()
+        self._folded: dict[int, tuple] = {}  # id(conv) -> (key, sources, weight, bias)
+
+    def __deepcopy__(self, memo) -> FusedPath:
+        """A copied flow gets a path of its own, with nothing prepared or counted yet."""
+        return FusedPath(enabled=self.enabled, layout=self.layout)
+
+    @contextlib.contextmanager
+    def disabled(self) -> Iterator[None]:
+        """Run the plain modules inside this block (the reference path)."""
+        previous, self.enabled = self.enabled, False
+        try:
+            yield
+        finally:
+            self.enabled = previous
+
+    def stats(self) -> dict:
+        """What the path did since :meth:`reset_stats`.
+
+        Keys: ``fused_calls`` (st-network calls that took the fused path), ``fused_kernel_convs``
+        (convolutions run by oneDNN's fused conv+ReLU kernel), ``plain_calls`` and, per reason,
+        ``plain:<reason>``; ``kernel_failure``: the error that disabled the kernel, if any.
+        """
+        return {**self.counts, "kernel_failure": self.failure}
+
+    def reset_stats(self) -> None:
+        self.counts.clear()
+
+    def usable(self, net: nn.Module, x: Tensor) -> bool:
+        """Whether ``net(x)`` may take the fused path: inference only, float32 CPU (bf16 under autocast), every
+        layer in eval mode.
+
+        Every call is counted in :meth:`stats`, with the reason when the answer is no; under ``torch.compile``
+        the answer is no, uncounted (the compiler fuses the plain modules itself, and counting in Python would
+        break its graph and make it recompile).
+        """
+        if torch.compiler.is_compiling():
+            return False
+        reason = self._why_not(net, x)
+        self.counts["fused_calls" if reason is None else "plain_calls"] += 1
+        if reason is not None:
+            self.counts[f"plain:{reason}"] += 1
+        return reason is None
+
+    def _why_not(self, net: nn.Module, x: Tensor) -> str | None:
+        if not self.enabled:
+            return "disabled"
+        if torch.is_grad_enabled():
+            return "grad"
+        if x.dtype != torch.float32 or x.device.type != "cpu":
+            return "dtype-or-device"
+        if self.kernel is None:
+            return "no-kernel"
+        if any(m.training for m in net.modules()):
+            return "training-mode"
+        return None
+
+    def run(self, layers: nn.Sequential, x: Tensor) -> Tensor:
+        """``layers(x)`` with conv+BN folded and ReLUs fused or in place; ``x`` itself is never modified."""
+        mods = [m for m in layers if not isinstance(m, nn.Identity)]
+        owned, i = False, 0  # owned: x is a tensor made here, so it may be overwritten in place
+        while i < len(mods):
+            m = mods[i]
+            if isinstance(m, nn.Conv2d):
+                bn = mods[i + 1] if i + 1 < len(mods) and isinstance(mods[i + 1], nn.BatchNorm2d) else None
+                j = i + 1 + (bn is not None)
+                relu = j < len(mods) and isinstance(mods[j], nn.ReLU)
+                x, i = self._conv(m, bn, x, relu), j + relu
+            elif isinstance(m, nn.BatchNorm2d):
+                x, i = _bn(m, x), i + 1
+            elif isinstance(m, nn.ReLU):
+                x, i = (torch.relu_(x) if owned else torch.relu(x)), i + 1
+            elif hasattr(m, "body") and getattr(m, "residual", False):
+                x, i = x + self.run(m.body, x), i + 1
+            else:
+                x, i, owned = m(x), i + 1, False
+                continue
+            owned = True
+        return x
+
+    def run_resnet(self, net: nn.Module, x: Tensor) -> Tensor:
+        """:class:`~ood_flow.flows.resnet.ResNetST` on ``x``: each block's first conv, its batch norm and
+        ReLU as one fused convolution; weight-normalised kernels computed once and kept."""
+        h = _bn(net.in_norm, x)
+        h = 2 * h if net.double_input else h
+        h = self._conv(net.in_conv, None, torch.relu_(torch.cat([h, -h], dim=1)), relu=False)
+        total = self._conv(net.skips[0], None, h, relu=False) if net.skips is not None else None
+        for i, block in enumerate(net.blocks):
+            h = net.bottleneck(h) if net.bottleneck is not None and i == net.where else h
+            u = torch.relu_(_bn(block.in_norm, h, copy=True))
+            u = self._conv(block.in_conv, _batchnorm(block.out_norm), u, relu=True)
+            h = h + self._conv(block.out_conv, None, u, relu=False)
+            if total is not None:
+                total.add_(self._conv(net.skips[i + 1], None, h, relu=False))
+        h = net.bottleneck(h) if net.bottleneck is not None and len(net.blocks) == net.where else h
+        h = torch.relu_(_bn(net.out_norm, h if total is None else total, copy=True))
+        return self._conv(net.out_conv, None, h, relu=False)
+
+    def _conv(self, conv: nn.Module, bn: nn.BatchNorm2d | None, x: Tensor, relu: bool) -> Tensor:
+        x = x.to(_dtype(conv, x))
+        weight, bias = self._weights(conv, bn, x.dtype)
+        wn = isinstance(conv, WNConv2d)
+        padding = [conv.padding] * 2 if wn else list(conv.padding)
+        plain_conv = wn or (conv.padding_mode == "zeros" and isinstance(conv.padding, tuple))
+        stride, dilation, groups = ([1, 1], [1, 1], 1) if wn else (list(conv.stride), list(conv.dilation), conv.groups)
+        if relu and plain_conv and self.kernel is not None:
+            try:
+                y = self.kernel(x, weight, bias, padding, stride, dilation, groups, "relu", [], "")
+                self.counts["fused_kernel_convs"] += 1
+                return y
+            except RuntimeError as exc:  # a build whose kernel rejects this case: plain ops from now on, said aloud
+                self.kernel, self.failure = None, str(exc).splitlines()[0][:200]
+                warnings.warn(f"oodflow: oneDNN's fused convolution failed ({self.failure}); "
+                              "scoring continues with plain convolutions", RuntimeWarning, stacklevel=2)
+        y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        return torch.relu_(y) if relu else y
+
+    def _weights(self, conv: nn.Module, bn: nn.BatchNorm2d | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+        """``conv`` then ``bn`` (eval) as one convolution in ``dtype``: prepared once, kept until a tensor it is
+        made of changes (another tensor, other memory, or a new version: an in-place change)."""
+        if bn is None and not isinstance(conv, WNConv2d) and dtype == conv.weight.dtype:
+            return conv.weight, conv.bias
+        sources = _sources(conv, bn)  # kept with the kernel: no other tensor can take their ids meanwhile
+        key = tuple((id(t), t.data_ptr(), t._version) if t is not None else None for t in sources) + \
+            ((bn.eps,) if bn is not None else ()) + (dtype,)
+        kept = self._folded.get(id(conv))
+        if kept is None or kept[0] != key:
+            kept = self._folded[id(conv)] = (key, sources, *_fold(conv, bn, dtype, self.layout))
+        return kept[2], kept[3]
 
 
-def reset_stats() -> None:
-    _counts.clear()
+def _sources(conv: nn.Module, bn: nn.BatchNorm2d | None) -> tuple[Tensor | None, ...]:
+    """The tensors a folded kernel is made of."""
+    weights = (conv.weight_g, conv.weight_v) if isinstance(conv, WNConv2d) else (conv.weight,)
+    norm = (bn.weight, bn.bias, bn.running_mean, bn.running_var) if bn is not None else ()
+    return (*weights, conv.bias, *norm)
 
 
-def usable(net: nn.Module, x: Tensor) -> bool:
-    """Whether ``net(x)`` may take the fused path: inference only, float32 CPU (bf16 under autocast), every
-    layer in eval mode.
-
-    Every call is counted in :func:`stats`, with the reason when the answer is no; under ``torch.compile``
-    the answer is no, uncounted (the compiler fuses the plain modules itself, and counting in Python would
-    break its graph and make it recompile).
-    """
-    if torch.compiler.is_compiling():
-        return False
-    reason = _why_not(net, x)
-    _counts["fused_calls" if reason is None else "plain_calls"] += 1
-    if reason is not None:
-        _counts[f"plain:{reason}"] += 1
-    return reason is None
-
-
-def _why_not(net: nn.Module, x: Tensor) -> str | None:
-    if not _state["enabled"]:
-        return "disabled"
-    if torch.is_grad_enabled():
-        return "grad"
-    if x.dtype != torch.float32 or x.device.type != "cpu":
-        return "dtype-or-device"
-    if _kernel() is None:
-        return "no-kernel"
-    if any(m.training for m in net.modules()):
-        return "training-mode"
-    return None
+def _fold(conv: nn.Module, bn: nn.BatchNorm2d | None, dtype: torch.dtype,
+          layout: torch.memory_format) -> tuple[Tensor, Tensor | None]:
+    """The kernel and bias of ``conv`` then ``bn`` (eval): weights scaled per output channel."""
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):
+        weight = normalised(conv.weight_g, conv.weight_v) if isinstance(conv, WNConv2d) else conv.weight
+        bias = conv.bias
+        if bn is not None:
+            scale = torch.rsqrt(bn.running_var + bn.eps)
+            scale = scale * bn.weight if bn.weight is not None else scale
+            weight = weight * scale.view(-1, 1, 1, 1)
+            bias = -bn.running_mean if bias is None else bias - bn.running_mean
+            bias = bias * scale + (bn.bias if bn.bias is not None else 0.0)
+        weight = weight.to(dtype).contiguous(memory_format=layout)
+        return weight, (bias.to(dtype) if bias is not None else None)
 
 
-def _kernel():
-    """oneDNN's convolution with a fused element-wise post-op, where this torch build has it."""
-    if _state["kernel"] is None:
-        op = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
-        _state["kernel"] = op if op is not None and torch.backends.mkldnn.is_available() else False
-    return _state["kernel"] or None
-
-
-def run(layers: nn.Sequential, x: Tensor) -> Tensor:
-    """``layers(x)`` with conv+BN folded and ReLUs fused or in place; ``x`` itself is never modified."""
-    mods = [m for m in layers if not isinstance(m, nn.Identity)]
-    owned, i = False, 0  # owned: x is a tensor made here, so it may be overwritten in place
-    while i < len(mods):
-        m = mods[i]
-        if isinstance(m, nn.Conv2d):
-            bn = mods[i + 1] if i + 1 < len(mods) and isinstance(mods[i + 1], nn.BatchNorm2d) else None
-            j = i + 1 + (bn is not None)
-            relu = j < len(mods) and isinstance(mods[j], nn.ReLU)
-            x, i = _conv(m, bn, x, relu), j + relu
-        elif isinstance(m, nn.BatchNorm2d):
-            x, i = _bn(m, x), i + 1
-        elif isinstance(m, nn.ReLU):
-            x, i = (torch.relu_(x) if owned else torch.relu(x)), i + 1
-        elif hasattr(m, "body") and getattr(m, "residual", False):
-            x, i = x + run(m.body, x), i + 1
-        else:
-            x, i, owned = m(x), i + 1, False
-            continue
-        owned = True
-    return x
-
-
-def run_resnet(net: nn.Module, x: Tensor) -> Tensor:
-    """:class:`~ood_flow.flows.resnet.ResNetST` on ``x``: each block's first conv, its batch norm and
-    ReLU as one fused convolution; weight-normalised kernels computed once and cached."""
-    h = _bn(net.in_norm, x)
-    h = 2 * h if net.double_input else h
-    h = _conv(net.in_conv, None, torch.relu_(torch.cat([h, -h], dim=1)), relu=False)
-    total = _conv(net.skips[0], None, h, relu=False) if net.skips is not None else None
-    for i, block in enumerate(net.blocks):
-        h = net.bottleneck(h) if net.bottleneck is not None and i == net.where else h
-        u = torch.relu_(_bn(block.in_norm, h, copy=True))
-        u = _conv(block.in_conv, _batchnorm(block.out_norm), u, relu=True)
-        h = h + _conv(block.out_conv, None, u, relu=False)
-        if total is not None:
-            total.add_(_conv(net.skips[i + 1], None, h, relu=False))
-    h = net.bottleneck(h) if net.bottleneck is not None and len(net.blocks) == net.where else h
-    h = torch.relu_(_bn(net.out_norm, h if total is None else total, copy=True))
-    return _conv(net.out_conv, None, h, relu=False)
+def _dtype(conv: nn.Module, x: Tensor) -> torch.dtype:
+    """The autocast dtype (the st-network's precision) for wide convolutions, float32 for narrow ones, as the
+    plain modules run them (``conv.narrow``, :func:`ood_flow.flows.precision.is_narrow`)."""
+    if torch.is_autocast_enabled(x.device.type) and not conv.narrow:
+        return torch.get_autocast_dtype(x.device.type)
+    return torch.float32
 
 
 def _batchnorm(m: nn.Module) -> nn.BatchNorm2d | None:
@@ -148,58 +241,3 @@ def _bn(m: nn.Module, x: Tensor, copy: bool = False) -> Tensor:
     if isinstance(m, nn.BatchNorm2d):
         return F.batch_norm(x, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
     return x.clone() if copy else x
-
-
-def _conv(conv: nn.Module, bn: nn.BatchNorm2d | None, x: Tensor, relu: bool) -> Tensor:
-    x = x.to(_dtype(conv, x))
-    weight, bias = _folded(conv, bn, x.dtype)
-    padding = [conv.padding] * 2 if isinstance(conv, WNConv2d) else list(conv.padding)
-    plain_conv = isinstance(conv, WNConv2d) or (conv.padding_mode == "zeros" and isinstance(conv.padding, tuple))
-    stride, dilation, groups = ([1, 1], [1, 1], 1) if isinstance(conv, WNConv2d) else \
-        (list(conv.stride), list(conv.dilation), conv.groups)
-    if relu and plain_conv and _kernel() is not None:
-        try:
-            y = _kernel()(x, weight, bias, padding, stride, dilation, groups, "relu", [], "")
-            _counts["fused_kernel_convs"] += 1
-            return y
-        except RuntimeError as exc:  # a build whose kernel rejects this case: plain ops from now on, said aloud
-            _state["kernel"], _state["failure"] = False, str(exc).splitlines()[0][:200]
-            warnings.warn(f"oodflow: oneDNN's fused convolution failed ({_state['failure']}); "
-                          "scoring continues with plain convolutions", RuntimeWarning, stacklevel=2)
-    y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-    return torch.relu_(y) if relu else y
-
-
-def _dtype(conv: nn.Module, x: Tensor) -> torch.dtype:
-    """The autocast dtype (the st-network's precision) for wide convolutions, float32 for narrow ones, as the
-    plain modules run them (``conv.narrow``, :func:`ood_flow.flows.precision.is_narrow`)."""
-    if torch.is_autocast_enabled(x.device.type) and not conv.narrow:
-        return torch.get_autocast_dtype(x.device.type)
-    return torch.float32
-
-
-def _folded(conv: nn.Module, bn: nn.BatchNorm2d | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
-    """``conv`` then ``bn`` (eval) as one convolution in ``dtype``: weights scaled per output channel, cached."""
-    if bn is None and not isinstance(conv, WNConv2d) and dtype == conv.weight.dtype:
-        return conv.weight, conv.bias
-    sources = (conv.weight_g, conv.weight_v) if isinstance(conv, WNConv2d) else (conv.weight,)
-    bn_tensors = (bn.weight, bn.bias, bn.running_mean, bn.running_var) if bn is not None else ()
-    tensors = (*sources, conv.bias, *bn_tensors)
-    key = tuple((t.data_ptr(), t._version) if t is not None else None for t in tensors) + \
-        ((bn.eps,) if bn is not None else ()) + (dtype,)
-    cached = conv.__dict__.get("_fused_cache")
-    if cached is None or cached[0] != key:
-        with torch.no_grad(), torch.autocast("cpu", enabled=False):
-            weight = normalised(*sources) if isinstance(conv, WNConv2d) else conv.weight
-            bias = conv.bias
-            if bn is not None:
-                scale = torch.rsqrt(bn.running_var + bn.eps)
-                scale = scale * bn.weight if bn.weight is not None else scale
-                weight = weight * scale.view(-1, 1, 1, 1)
-                bias = -bn.running_mean if bias is None else bias - bn.running_mean
-                bias = bias * scale + (bn.bias if bn.bias is not None else 0.0)
-            weight = weight.to(dtype).contiguous(memory_format=torch.channels_last)
-            bias = bias.to(dtype) if bias is not None else None
-        cached = conv.__dict__["_fused_cache"] = (key, weight, bias)
-    return cached[1], cached[2]
-

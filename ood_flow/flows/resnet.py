@@ -32,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ood_flow.flows import fused
 from ood_flow.flows.convnets import Bottleneck, ConvNet
 from ood_flow.flows.weightnorm import WNConv2d
 
@@ -88,7 +87,7 @@ class ResNetST(ConvNet):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.contiguous(memory_format=self.layout)
-        y = fused.run_resnet(self, x) if fused.usable(self, x) else self._plain(x)
+        y = self.fused.run_resnet(self, x) if self.fused is not None and self.fused.usable(self, x) else self._plain(x)
         return y.contiguous()
 
     def _plain(self, x: Tensor) -> Tensor:
