@@ -83,7 +83,21 @@ def test_stats_show_the_fused_kernel_ran_for_scoring_and_why_training_did_not_us
     stats = path.stats()
     assert stats["fused_calls"] == 10 and stats.get("plain_calls", 0) == 0  # one per coupling
     assert stats["fused_kernel_convs"] == 10 * 2  # each block's first conv + batch norm + ReLU, 2 blocks
+    assert stats["fused_sum_convs"] == 10 * (2 + 2)  # each block's last conv and the skip path after it
     path.reset_stats()
     flow.train()
     flow.log_prob(x)  # gradients on: the plain modules, counted with the reason
     assert path.stats()["plain:grad"] == 10 and "fused_calls" not in path.stats()
+
+
+@pytest.mark.parametrize("options", [{"channels": 16, "blocks": 2}, {"channels": 16, "blocks": 2, "net": "resnet-noskip"}])
+def test_kernels_with_relu_and_sum_inside_give_the_bits_of_separate_passes(options):
+    flow = randomize(create_flow("realnvp", (1, 28, 28), **options)).eval()
+    path, x = fused.path_of(flow), torch.rand(8, 1, 28, 28)
+    assert path.kernel is not None, "without oneDNN's kernel both runs would take the same separate passes"
+    with torch.inference_mode():
+        inside = flow.log_prob(x)
+        assert path.stats()["fused_sum_convs"] > 0
+        path.kernel = None  # the same folded weights, each convolution, ReLU and sum a pass of its own
+        separate = flow.log_prob(x)
+    assert torch.equal(inside, separate)

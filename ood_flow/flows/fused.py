@@ -1,8 +1,9 @@
 """Fused inference for the convolutional st-networks: the same function in fewer passes over memory.
 
 When nothing needs gradients and every layer is in eval mode (scoring), a convolution followed by
-batch norm is one convolution with folded weights, and a following ReLU runs inside oneDNN's
-convolution (a post-op) instead of as a separate pass; the ReLU after a batch norm runs in place.
+batch norm is one convolution with folded weights, a following ReLU runs inside oneDNN's
+convolution (a post-op) instead of as a separate pass, and so does the sum a residual block or a skip
+path adds the convolution's output to (a binary post-op); the ReLU after a batch norm runs in place.
 :meth:`FusedPath.run_resnet` does this for the authors' ResNet (:class:`ood_flow.flows.resnet.ResNetST`),
 :meth:`FusedPath.run` for the sequential networks.
 
@@ -13,8 +14,8 @@ folded kernels are prepared when first needed and rebuilt whenever a weight or s
 changes (in place, as an optimiser step or ``load_state_dict`` does, or replaced; a change made through
 ``.data`` is invisible here, as it is to autograd). A flow that was never prepared runs its plain modules.
 
-The result is the same function: conv+ReLU fusion is bit-identical, batch-norm folding moves
-results by float rounding only (relative 1e-6 in log-likelihoods). It is used for float32 on CPU
+The result is the same function: conv+ReLU and conv+sum fusion are bit-identical in float32, batch-norm
+folding moves results by float rounding only (relative 1e-6 in log-likelihoods). It is used for float32 on CPU
 with oneDNN (bf16 under autocast). Nothing falls back silently: :meth:`FusedPath.stats` counts the
 convolutions that ran through the fused kernel and the calls that took the plain modules, and says why
 (gradients on, another dtype or device, a layer in training mode, the path disabled, the kernel missing
@@ -90,7 +91,8 @@ class FusedPath:
         """What the path did since :meth:`reset_stats`.
 
         Keys: ``fused_calls`` (st-network calls that took the fused path), ``fused_kernel_convs``
-        (convolutions run by oneDNN's fused conv+ReLU kernel), ``plain_calls`` and, per reason,
+        (convolutions run by oneDNN's fused conv+ReLU kernel), ``fused_sum_convs`` (convolutions whose output
+        oneDNN added to a residual or skip sum inside the kernel), ``plain_calls`` and, per reason,
         ``plain:<reason>``; ``kernel_failure``: the error that disabled the kernel, if any.
         """
         return {**self.counts, "kernel_failure": self.failure}
@@ -161,9 +163,9 @@ class FusedPath:
             h = net.bottleneck(h) if net.bottleneck is not None and i == net.where else h
             u = torch.relu_(_bn(block.in_norm, h, copy=True))
             u = self._conv(block.in_conv, _batchnorm(block.out_norm), u, relu=True)
-            h = h + self._conv(block.out_conv, None, u, relu=False)
+            h = self._conv_add(block.out_conv, u, h, into=False)
             if total is not None:
-                total.add_(self._conv(net.skips[i + 1], None, h, relu=False))
+                total = self._conv_add(net.skips[i + 1], h, total, into=True)
         h = net.bottleneck(h) if net.bottleneck is not None and len(net.blocks) == net.where else h
         h = torch.relu_(_bn(net.out_norm, h if total is None else total, copy=True))
         return self._conv(net.out_conv, None, h, relu=False)
@@ -186,6 +188,29 @@ class FusedPath:
                               "scoring continues with plain convolutions", RuntimeWarning, stacklevel=2)
         y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
         return torch.relu_(y) if relu else y
+
+    def _conv_add(self, conv: nn.Module, x: Tensor, other: Tensor, into: bool) -> Tensor:
+        """``other + conv(x)``, the sum inside oneDNN's convolution (a binary post-op: one pass over ``other``
+        fewer, bit-identical in float32) where ``other`` has the convolution's dtype and layout; ``into``: the
+        sum is written into ``other`` (a tensor made here), else ``other`` is left as it was."""
+        x = x.to(_dtype(conv, x))
+        weight, bias = self._weights(conv, None, x.dtype)
+        binary = getattr(getattr(torch.ops.mkldnn, "_convolution_pointwise_" if into else "_convolution_pointwise",
+                                 None), "binary", None) if self.kernel is not None else None
+        if (binary is not None and isinstance(conv, WNConv2d) and other.dtype == x.dtype
+                and x.is_contiguous(memory_format=self.layout) and other.is_contiguous(memory_format=self.layout)):
+            try:
+                pad = [conv.padding] * 2
+                y = binary(*((other, x) if into else (x, other)), weight, bias, pad, [1, 1], [1, 1], 1, "add",
+                           None, None, [], None)
+                self.counts["fused_sum_convs"] += 1
+                return other if into else y
+            except RuntimeError as exc:  # as in _conv: plain ops from now on, said aloud
+                self.kernel, self.failure = None, str(exc).splitlines()[0][:200]
+                warnings.warn(f"oodflow: oneDNN's fused convolution failed ({self.failure}); "
+                              "scoring continues with plain convolutions", RuntimeWarning, stacklevel=2)
+        y = self._conv(conv, None, x, relu=False)
+        return other.add_(y) if into else other + y
 
     def _weights(self, conv: nn.Module, bn: nn.BatchNorm2d | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
         """``conv`` then ``bn`` (eval) as one convolution in ``dtype``: prepared once, kept until a tensor it is

@@ -1,0 +1,105 @@
+"""Where each row of ``speed.py`` spends its time: per-operator self CPU time, oodflow beside normflows.
+
+For each model of a preset (``--quick`` or full) and each task (training step, scoring pass), both
+libraries run in the setting ``speed.py`` compares (oodflow at ``--precision``, normflows at the
+setting given by ``--peer-precision``, channels-last: by default bf16, the setting ``speed.py`` chose for
+every full-preset row of the published run), under ``torch.profiler`` for a few steps after a warm-up. The table lists the operators
+that take the most self time in either library, in milliseconds per image, and the total, so that the
+two columns add up to the time each library spends per image.
+
+Usage::
+
+    python benchmarks/speed/speed_profile.py --quick            # a minute
+    python benchmarks/speed/speed_profile.py --save             # full preset; benchmarks/results/profile.md
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as speed.py
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
+
+from portable import command_line  # noqa: E402
+from speed import PRESETS, build, load_images  # noqa: E402
+from speed_machine import machine  # noqa: E402
+from speed_runs import Runner  # noqa: E402
+
+from ood_flow.dequantize import dequantize  # noqa: E402
+
+PEER_PRECISION = "bf16"  # what speed.py chose for normflows in every full-preset row of the published run
+
+
+def profiled(runner: Runner, task: str, steps: int) -> tuple[dict[str, float], int]:
+    """Self CPU time per operator (ms) over ``steps`` runs of ``task``, and the images those runs saw."""
+    run = runner.train_step if task == "train" else runner.score
+    run()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            run()
+    images = steps * (runner.train_x.shape[0] if task == "train" else runner.score_x.shape[0])
+    return {e.key: e.self_cpu_time_total / 1e3 for e in prof.key_averages()}, images
+
+
+def table(ours: dict[str, float], ours_n: int, peer: dict[str, float], peer_n: int, top: int) -> list[str]:
+    per = lambda d, n, k: d.get(k, 0.0) / n  # noqa: E731
+    keys = sorted(set(ours) | set(peer), key=lambda k: -max(per(ours, ours_n, k), per(peer, peer_n, k)))[:top]
+    lines = ["| operator | oodflow ms/img | normflows ms/img |", "|---|---:|---:|"]
+    lines += [f"| `{k}` | {per(ours, ours_n, k):.3f} | {per(peer, peer_n, k):.3f} |" for k in keys]
+    rest = lambda d, n: sum(v for k, v in d.items() if k not in keys) / n  # noqa: E731
+    lines.append(f"| (all others) | {rest(ours, ours_n):.3f} | {rest(peer, peer_n):.3f} |")
+    lines.append(f"| **total** | **{sum(ours.values()) / ours_n:.3f}** | **{sum(peer.values()) / peer_n:.3f}** |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--precision", default="bf16", choices=("fp32", "bf16"), help="oodflow's st-network precision")
+    ap.add_argument("--peer-precision", default=PEER_PRECISION, choices=("fp32", "bf16"))
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--only", default=None, help="one model, glow or realnvp")
+    ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
+    ap.add_argument("--save", action="store_true", help="write benchmarks/results/profile[.quick].md")
+    args = ap.parse_args(argv)
+    p = PRESETS["quick" if args.quick else "full"]
+    images, data = load_images(max(p["batch"], p["score_images"], 64), args.data_dir)
+    gen = torch.Generator().manual_seed(0)
+    train_x, score_x = dequantize(images[: p["batch"]], gen), dequantize(images[: p["score_images"]], gen)
+    env = machine(data)
+    out = [f"# Where the time goes: oodflow {args.precision} beside normflows", "",
+           f"`{command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir)}`", "",
+           f"Machine: {env['cpu']}, {env['threads']} threads, load average {env['load_average_start'][0]:.2f} at "
+           f"the start; torch {torch.__version__}. Self CPU time per operator (`torch.profiler`), milliseconds "
+           f"per image, {args.steps} runs after one warm-up; training batch {p['batch']}, scoring batch "
+           f"{p['score_batch']}.", ""]
+    for arch in ("glow", "realnvp") if args.only is None else (args.only,):
+        for task in ("train", "score"):
+            ours = Runner("oodflow", build("oodflow", arch, p[arch]), ("channels_last", args.precision),
+                          train_x, score_x, p["score_batch"])
+            peer_setting = ("channels_last", args.peer_precision)
+            peer = Runner("normflows", build("normflows", arch, p[arch]), peer_setting, train_x, score_x,
+                          p["score_batch"])
+            o, on = profiled(ours, task, args.steps)
+            q, qn = profiled(peer, task, args.steps)
+            out += [f"## {arch}, {'training' if task == 'train' else 'scoring'} (normflows {' '.join(peer_setting)})",
+                    "", *table(o, on, q, qn, args.top), ""]
+    text = "\n".join(out)
+    print(text)
+    if args.save:
+        (HERE.parent / "results" / f"profile{'.quick' if args.quick else ''}.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
