@@ -41,6 +41,7 @@ from ood_flow.distributed import SINGLE, Dist
 from ood_flow.errors import NoBfloat16, OodflowError, UsageError
 from ood_flow.flows.convnets import ConvNet
 from ood_flow.flows.fused import FusedPath
+from ood_flow.flows.nets import MLP
 from ood_flow.flows.precision import DTYPES, set_narrow, st_autocast
 
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
@@ -105,9 +106,10 @@ class Runtime:
         return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.backbone == "bf16")
 
     def prepare(self, flow: torch.nn.Module) -> torch.nn.Module:
-        """``flow`` made ready to run here, in place: on :attr:`device`, its convolutional st-networks in
-        :attr:`memory_format` and sharing one new fused inference path (:class:`~ood_flow.flows.fused.FusedPath`,
-        disabled unless :attr:`fused`; it replaces any the flow had). Returns ``flow``."""
+        """``flow`` made ready to run here, in place: on :attr:`device`, its narrow convolutions as :attr:`narrow`
+        says, its convolutional st-networks in :attr:`memory_format`, and its convolutional and fully connected
+        st-networks sharing one new fused inference path (:class:`~ood_flow.flows.fused.FusedPath`, disabled
+        unless :attr:`fused`; it replaces any the flow had). Returns ``flow``."""
         flow.to(self.device)
         set_narrow(flow, fp32=self.narrow == "fp32")
         path = FusedPath(enabled=self.fused, layout=self.layout)
@@ -115,6 +117,8 @@ class Runtime:
             if isinstance(net, ConvNet):
                 if net.layout != self.layout:
                     net.use_layout(self.layout)
+                net.fused = path
+            elif isinstance(net, MLP):
                 net.fused = path
         return flow
 

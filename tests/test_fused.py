@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from ood_flow.device import bf16_supported
 from ood_flow.flows import create_flow, fused
 from ood_flow.flows.layers import ActNorm
 from ood_flow.runtime import Runtime
@@ -42,7 +43,7 @@ def randomize(flow: nn.Module, seed: int = 0) -> nn.Module:
     for p in flow.parameters():
         p.add_(torch.randn(p.shape, generator=g) * 0.01)
     for m in flow.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.3)
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
         if isinstance(m, ActNorm):
@@ -101,3 +102,20 @@ def test_kernels_with_relu_and_sum_inside_give_the_bits_of_separate_passes(optio
         path.kernel = None  # the same folded weights, each convolution, ReLU and sum a pass of its own
         separate = flow.log_prob(x)
     assert torch.equal(inside, separate)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_vector_flows_score_through_the_fused_path_with_the_plain_modules_bits(precision, batchnorm):
+    if precision == "bf16" and not bf16_supported("cpu"):
+        pytest.skip("this CPU runs no bfloat16 at all")
+    torch.manual_seed(0)
+    flow = create_flow("tabular", (24,), couplings=4, hidden=32, layers=2, batchnorm=batchnorm)
+    rt = Runtime(st=precision)
+    flow = randomize(flow)
+    path, x = fused.path_of(flow), torch.randn(64, 24)
+    with torch.inference_mode(), rt.st_networks():
+        fast = flow.log_prob(x)
+        with path.disabled():
+            plain = flow.log_prob(x)
+    assert path.stats()["fused_calls"] == 4 and torch.equal(fast, plain)  # bf16: weights cast once, same values

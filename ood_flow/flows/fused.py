@@ -1,11 +1,12 @@
-"""Fused inference for the convolutional st-networks: the same function in fewer passes over memory.
+"""Fused inference for the st-networks: the same function in fewer passes over memory.
 
 When nothing needs gradients and every layer is in eval mode (scoring), a convolution followed by
 batch norm is one convolution with folded weights, a following ReLU runs inside oneDNN's
 convolution (a post-op) instead of as a separate pass, and so does the sum a residual block or a skip
 path adds the convolution's output to (a binary post-op); the ReLU after a batch norm runs in place.
 :meth:`FusedPath.run_resnet` does this for the authors' ResNet (:class:`ood_flow.flows.resnet.ResNetST`),
-:meth:`FusedPath.run` for the sequential networks.
+:meth:`FusedPath.run` for the sequential networks, :meth:`FusedPath.run_mlp` for the fully connected ones
+of vector flows (bf16 weights cast once and kept, ReLUs in place: bit-identical to the plain modules).
 
 A flow takes this path only once it is prepared for a runtime (:meth:`ood_flow.runtime.Runtime.prepare`),
 which gives the flow one :class:`FusedPath`, shared by its st-networks, that owns everything the
@@ -152,6 +153,20 @@ class FusedPath:
             owned = True
         return x
 
+    def run_mlp(self, layers: nn.Sequential, x: Tensor) -> Tensor:
+        """``layers(x)`` of a fully connected st-network (:class:`~ood_flow.flows.nets.MLP`): under bf16
+        autocast each linear layer takes its weights cast once and kept (the plain module casts them anew on
+        every call), ReLUs run in place; the same operations on the same numbers as the plain modules."""
+        for m in layers:
+            if isinstance(m, nn.Linear):
+                dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else m.weight.dtype
+                x = F.linear(x, *self._weights(m, None, dtype))
+            elif isinstance(m, nn.ReLU):
+                x = torch.relu_(x)  # after a linear layer or a batch norm: a tensor made here
+            else:
+                x = m(x)
+        return x
+
     def run_resnet(self, net: nn.Module, x: Tensor) -> Tensor:
         """:class:`~ood_flow.flows.resnet.ResNetST` on ``x``: each block's first conv, its batch norm and
         ReLU as one fused convolution; weight-normalised kernels computed once and kept."""
@@ -242,10 +257,11 @@ def _fold(conv: nn.Module, bn: nn.BatchNorm2d | None, dtype: torch.dtype,
         if bn is not None:
             scale = torch.rsqrt(bn.running_var + bn.eps)
             scale = scale * bn.weight if bn.weight is not None else scale
-            weight = weight * scale.view(-1, 1, 1, 1)
+            weight = weight * scale.view(-1, *[1] * (weight.dim() - 1))
             bias = -bn.running_mean if bias is None else bias - bn.running_mean
             bias = bias * scale + (bn.bias if bn.bias is not None else 0.0)
-        weight = weight.to(dtype).contiguous(memory_format=layout)
+        weight = weight.to(dtype)
+        weight = weight.contiguous(memory_format=layout) if weight.dim() == 4 else weight
         return weight, (bias.to(dtype) if bias is not None else None)
 
 

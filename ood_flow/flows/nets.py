@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ood_flow import names
 from ood_flow.flows.convnets import GlowST, HighwayST, ResNetV1, _zero
+from ood_flow.flows.fused import FusedPath
 from ood_flow.flows.resnet import ResNetST
 
 
@@ -49,8 +50,11 @@ class MLP(nn.Module):
             width = hidden
         mods.append(_zero(nn.Linear(width, cout)))
         self.net = nn.Sequential(*mods)
+        self.fused: FusedPath | None = None  # set by ood_flow.runtime.Runtime.prepare
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fused is not None and self.fused.usable(self, x):
+            return self.fused.run_mlp(self.net, x)
         return self.net(x)
 
 
