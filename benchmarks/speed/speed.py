@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/speed/speed.py                  # full run (about 8 minutes on 2 idle cores)
+    python benchmarks/speed/speed.py                  # full run (about 7 minutes on 2 idle cores)
     python benchmarks/speed/speed.py --quick --json   # small models, few rounds; one JSON object on stdout
 
 Both libraries get the same data (FashionMNIST training images from ``../shared/data``, or random
@@ -14,8 +14,9 @@ separately for training and scoring. oodflow runs in fp32 and with bf16 st-netwo
 (``--precision``, default auto: bf16 where the CPU has native bf16); the headline ratios use its
 ``--precision``. normflows' own half-resolution RealNVP is a row of its own (compare it per FLOP).
 
-Timings alternate between the libraries within each round (the order flips every round); every
-figure is a median over rounds, with its spread (min and max). Utilization is the model's
+Timings alternate between the libraries within each round (the order flips every round), each
+right after an untimed call of the same model (``speed_runs.rate``); every figure is a median over
+rounds, with its spread (min and max). Utilization is the model's
 conv/matmul GFLOP/s over a peak that does not move with load: the best of many large matmuls and 3x3
 convolutions, per precision, timed before and after the benchmark. The load average is recorded
 (warning above 0.5), with the CPU model, its flags and the threads. Results go to
@@ -58,7 +59,7 @@ PRESETS = {
               "batch": 32, "score_batch": 64, "score_images": 128, "rounds": 3, "select": 2, "warmup": 1,
               "paper": {"rounds": 1, "batch": 4, "score_images": 8}, "peak": {"n": 1024, "repeats": 8}},
     "full": {"glow": {"scales": 2, "steps": 4, "hidden": 128}, "realnvp": {"scales": 2, "hidden": 64, "blocks": 2},
-             "batch": 64, "score_batch": 256, "score_images": 256, "rounds": 3, "select": 2, "warmup": 1,
+             "batch": 64, "score_batch": 256, "score_images": 256, "rounds": 5, "select": 2, "warmup": 1,
              "paper": {"rounds": 1, "batch": 16, "score_images": 32}, "peak": {"n": 2048, "repeats": 10}},
 }
 PEERS = {"glow": ("normflows",), "realnvp": ("normflows", "normflows-halfres")}

@@ -21,6 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as speed.py
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
@@ -39,26 +40,64 @@ from ood_flow.dequantize import dequantize  # noqa: E402
 PEER_PRECISION = "bf16"  # what speed.py chose for normflows in every full-preset row of the published run
 
 
-def profiled(runner: Runner, task: str, steps: int) -> tuple[dict[str, float], int]:
-    """Self CPU time per operator (ms) over ``steps`` runs of ``task``, and the images those runs saw."""
+def profiled(runner, task: str, steps: int) -> tuple[dict[str, float], int]:
+    """Self CPU time per operator (ms) over ``steps`` runs of ``task``, the wall-clock time of those runs under
+    the profiler (key ``WALL``), and the images those runs saw. Inductor's compiled graphs are one entry."""
     run = runner.train_step if task == "train" else runner.score
     run()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
         for _ in range(steps):
             run()
+        wall = time.perf_counter() - t0
     images = steps * (runner.train_x.shape[0] if task == "train" else runner.score_x.shape[0])
-    return {e.key: e.self_cpu_time_total / 1e3 for e in prof.key_averages()}, images
+    ops: dict[str, float] = {}
+    for e in prof.key_averages():
+        key = "inductor's compiled graph (its fused kernels)" if "CompiledFxGraph" in e.key else e.key
+        ops[key] = ops.get(key, 0.0) + e.self_cpu_time_total / 1e3
+    return {**ops, WALL: wall * 1e3}, images
 
 
-def table(ours: dict[str, float], ours_n: int, peer: dict[str, float], peer_n: int, top: int) -> list[str]:
-    per = lambda d, n, k: d.get(k, 0.0) / n  # noqa: E731
-    keys = sorted(set(ours) | set(peer), key=lambda k: -max(per(ours, ours_n, k), per(peer, peer_n, k)))[:top]
-    lines = ["| operator | oodflow ms/img | normflows ms/img |", "|---|---:|---:|"]
-    lines += [f"| `{k}` | {per(ours, ours_n, k):.3f} | {per(peer, peer_n, k):.3f} |" for k in keys]
-    rest = lambda d, n: sum(v for k, v in d.items() if k not in keys) / n  # noqa: E731
-    lines.append(f"| (all others) | {rest(ours, ours_n):.3f} | {rest(peer, peer_n):.3f} |")
-    lines.append(f"| **total** | **{sum(ours.values()) / ours_n:.3f}** | **{sum(peer.values()) / peer_n:.3f}** |")
+WALL = "wall"
+
+
+def table(ours: dict[str, float], ours_n: int, peer: dict[str, float], peer_n: int, top: int,
+          peer_name: str = "normflows", unit: str = "ms/img", scale: float = 1.0) -> list[str]:
+    """The ``top`` operators by self time in either library, the rest, the total, and the wall-clock time of
+    the same runs with the part of it outside every operator (Python, dispatch, the profiler's own)."""
+    per = lambda d, n, k: d.get(k, 0.0) / n * scale  # noqa: E731
+    ops = lambda d: {k: v for k, v in d.items() if k != WALL}  # noqa: E731
+    o, q = ops(ours), ops(peer)
+    keys = sorted(set(o) | set(q), key=lambda k: -max(per(o, ours_n, k), per(q, peer_n, k)))[:top]
+    lines = [f"| operator | oodflow {unit} | {peer_name} {unit} |", "|---|---:|---:|"]
+    lines += [f"| `{k}` | {per(o, ours_n, k):.3f} | {per(q, peer_n, k):.3f} |" for k in keys]
+    rest = lambda d, n: sum(v for k, v in d.items() if k not in keys) / n * scale  # noqa: E731
+    total = lambda d, n: sum(d.values()) / n * scale  # noqa: E731
+    lines.append(f"| (all others) | {rest(o, ours_n):.3f} | {rest(q, peer_n):.3f} |")
+    lines.append(f"| **total in operators** | **{total(o, ours_n):.3f}** | **{total(q, peer_n):.3f}** |")
+    lines.append(f"| wall clock, profiled | {per(ours, ours_n, WALL):.3f} | {per(peer, peer_n, WALL):.3f} |")
+    lines.append(f"| outside every operator | {per(ours, ours_n, WALL) - total(o, ours_n):.3f} | "
+                 f"{per(peer, peer_n, WALL) - total(q, peer_n):.3f} |")
     return lines
+
+
+def vector_rows(steps: int, top: int) -> list[str]:
+    """The scoring rows of ``vector_speed.py`` where zuko's compiled scoring is faster: oodflow in the precision
+    that scored fastest there (bf16 for the detector flow, fp32 for the tabular one), eager as its commands
+    score, zuko compiled in the same precision, in microseconds per sample."""
+    import vector_speed as vs
+
+    out = []
+    for name, precision in (("detector", "bf16"), ("tabular", "fp32")):
+        row = vs.ROWS[name]
+        x, score_x = vs.data(row["features"], row["batch"]), vs.data(row["features"], vs.SCORE_BATCH * 4, seed=1)
+        ours = vs.Runner("oodflow", vs.oodflow_model(row, x), precision, False, x, score_x)
+        peer = vs.Runner("zuko", vs.zuko_model(row), precision, True, x, score_x)
+        o, on = profiled(ours, "score", steps)
+        q, qn = profiled(peer, "score", steps)
+        out += [f"## {name} flow ({row['features']}-d), scoring, {precision}: oodflow eager, zuko compiled", "",
+                *table(o, on, q, qn, top, peer_name="zuko", unit="µs/sample", scale=1000.0), ""]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,9 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-precision", default=PEER_PRECISION, choices=("fp32", "bf16"))
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--top", type=int, default=12)
-    ap.add_argument("--only", default=None, help="one model, glow or realnvp")
+    ap.add_argument("--only", default=None, choices=("glow", "realnvp", "none"), help="one image model, or none")
     ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
     ap.add_argument("--save", action="store_true", help="write benchmarks/results/profile[.quick].md")
+    ap.add_argument("--vectors", action="store_true", help="also the scoring rows of vector_speed.py: oodflow "
+                    "(eager, as its commands score) beside zuko compiled (its fastest there)")
     args = ap.parse_args(argv)
     p = PRESETS["quick" if args.quick else "full"]
     images, data = load_images(max(p["batch"], p["score_images"], 64), args.data_dir)
@@ -83,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
            f"the start; torch {torch.__version__}. Self CPU time per operator (`torch.profiler`), milliseconds "
            f"per image, {args.steps} runs after one warm-up; training batch {p['batch']}, scoring batch "
            f"{p['score_batch']}.", ""]
-    for arch in ("glow", "realnvp") if args.only is None else (args.only,):
+    for arch in ("glow", "realnvp") if args.only is None else (args.only,) if args.only != "none" else ():
         for task in ("train", "score"):
             ours = Runner("oodflow", build("oodflow", arch, p[arch]), ("channels_last", args.precision),
                           train_x, score_x, p["score_batch"])
@@ -94,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             q, qn = profiled(peer, task, args.steps)
             out += [f"## {arch}, {'training' if task == 'train' else 'scoring'} (normflows {' '.join(peer_setting)})",
                     "", *table(o, on, q, qn, args.top), ""]
+    if args.vectors:
+        out += vector_rows(args.steps, args.top)
     text = "\n".join(out)
     print(text)
     if args.save:
