@@ -65,8 +65,10 @@ def narrow_bf16_pays(device, flags: frozenset[str] | None = None) -> bool:
     so there they stay fp32 (docs/speed.md, "Precision"). ``flags`` stands in for this machine's (tests).
 
     Example:
-        >>> narrow_bf16_pays("cpu", flags=frozenset({"avx512_bf16"})), narrow_bf16_pays("cpu", flags=frozenset({"amx_bf16"}))
-        (False, True)
+        >>> narrow_bf16_pays("cpu", flags=frozenset({"avx512_bf16"}))
+        False
+        >>> narrow_bf16_pays("cpu", flags=frozenset({"amx_bf16"}))
+        True
     """
     import torch
 

@@ -91,7 +91,8 @@ def test_stats_show_the_fused_kernel_ran_for_scoring_and_why_training_did_not_us
     assert path.stats()["plain:grad"] == 10 and "fused_calls" not in path.stats()
 
 
-@pytest.mark.parametrize("options", [{"channels": 16, "blocks": 2}, {"channels": 16, "blocks": 2, "net": "resnet-noskip"}])
+@pytest.mark.parametrize("options", [{"channels": 16, "blocks": 2},
+                                     {"channels": 16, "blocks": 2, "net": "resnet-noskip"}])
 def test_kernels_with_relu_and_sum_inside_give_the_bits_of_separate_passes(options):
     flow = randomize(create_flow("realnvp", (1, 28, 28), **options)).eval()
     path, x = fused.path_of(flow), torch.rand(8, 1, 28, 28)

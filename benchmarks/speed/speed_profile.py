@@ -1,11 +1,13 @@
 """Where each row of ``speed.py`` spends its time: per-operator self CPU time, oodflow beside normflows.
 
 For each model of a preset (``--quick`` or full) and each task (training step, scoring pass), both
-libraries run in the setting ``speed.py`` compares (oodflow at ``--precision``, normflows at the
-setting given by ``--peer-precision``, channels-last: by default bf16, the setting ``speed.py`` chose for
-every full-preset row of the published run), under ``torch.profiler`` for a few steps after a warm-up. The table lists the operators
-that take the most self time in either library, in milliseconds per image, and the total, so that the
-two columns add up to the time each library spends per image.
+libraries run in the setting ``speed.py`` compares (oodflow at ``--precision``, normflows at the setting
+given by ``--peer-precision``, channels-last: by default bf16, the setting ``speed.py`` chose for every
+full-preset row of the published run), under ``torch.profiler`` for a few steps after a warm-up. The
+table lists the operators that take the most self time in either library, in milliseconds per image, and
+the total, so that the two columns add up to the time each library spends per image; the wall clock of
+the same runs shows the time outside every operator. ``--vectors`` adds the scoring rows of
+``vector_speed.py``.
 
 Usage::
 

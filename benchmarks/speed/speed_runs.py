@@ -1,12 +1,13 @@
 """What ``speed.py`` times: one model in one setting (memory format, precision), and how a peer's best
 setting is chosen.
 
-A *setting* is ``(memory format, precision)``. oodflow always runs channels-last (its st-networks
-convert internally) and takes ``precision`` as its commands do, through the runtime resolved for it on
-this machine (:func:`ood_flow.runtime.resolve`: bf16 st-networks, fp32 elsewhere, narrow convolutions as
-the machine runs them fastest) and :meth:`~ood_flow.runtime.Runtime.st_networks`. normflows runs as a user would run it at its best: the model
-and its inputs channels-last or NCHW, and bf16 as ``torch.autocast`` around the whole model, which
-is how normflows would be run in bf16; both score under ``torch.inference_mode`` in eval mode.
+A *setting* is ``(memory format, precision)``. oodflow always runs channels-last (its st-networks convert
+internally) and takes ``precision`` as its commands do, through the runtime resolved for it on this
+machine (:func:`ood_flow.runtime.resolve`: bf16 st-networks, fp32 elsewhere, narrow convolutions as the
+machine runs them fastest) and :meth:`~ood_flow.runtime.Runtime.st_networks`. normflows runs as a user
+would run it at its best: the model and its inputs channels-last or NCHW, and bf16 as ``torch.autocast``
+around the whole model, which is how normflows would be run in bf16; both score under
+``torch.inference_mode`` in eval mode.
 
 A setting in bf16 counts only if it stays within the accuracy bounds of issue 14 against the same
 library in fp32: mean |delta bits/dim| <= 0.01 over the scoring images (:func:`bf16_error`, on a

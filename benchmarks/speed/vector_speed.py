@@ -16,15 +16,15 @@ ours is unbounded. Both train with AdamW (lr 1e-3, weight decay 1e-3, the paper'
 log-likelihood, on the same batches and threads; both score in eval mode under ``torch.inference_mode``.
 
 Each library runs at its best: fp32 or bf16 (oodflow: bf16 st-networks, ``--precision``; zuko:
-``torch.autocast`` around the whole model), each with and without ``torch.compile`` (oodflow's
-``train --compile`` compiles its training; scoring is never compiled by oodflow's commands, so its
-scoring rows are eager); a bf16 setting counts only if it moves the mean log-likelihood by at most
-0.01 bits per dimension against the same library in fp32 (on a copy whose weights are moved by
-N(0, 0.005^2), as ``speed_runs.bf16_error``). The fastest allowed setting of each library is compared,
-per task. Where zuko's fastest is compiled and faster than oodflow's, the report says after how many
-samples its compilation (its first call beyond a steady one, inductor's caches emptied first, scoring
-compiled before training as in a scoring job's process) has paid for itself. Timings alternate between the libraries within each round; figures are medians over rounds,
-with the spread (min-max).
+``torch.autocast`` around the whole model), each with and without ``torch.compile`` (oodflow's ``train
+--compile`` compiles its training; scoring is never compiled by oodflow's commands, so its scoring rows
+are eager); a bf16 setting counts only if it moves the mean log-likelihood by at most 0.01 bits per
+dimension against the same library in fp32 (on a copy whose weights are moved by N(0, 0.005^2), as
+``speed_runs.bf16_error``). The fastest allowed setting of each library is compared, per task. Where
+zuko's fastest is compiled and faster than oodflow's, the report says after how many samples its
+compilation (its first call beyond a steady one, inductor's caches emptied first, scoring compiled before
+training as in a scoring job's process) has paid for itself. Timings alternate between the libraries
+within each round; figures are medians over rounds, with the spread (min-max).
 
 Usage::
 
@@ -48,7 +48,6 @@ import copy  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -228,7 +227,8 @@ def markdown(res: dict) -> str:
         row = r["row"]
         lines += [f"## {name}: {row['features']}-d, {COUPLINGS} couplings, {row['layers']} x {row['hidden']}, "
                   f"batch {row['batch']} (params: oodflow {r['params']['oodflow']:,}, zuko {r['params']['zuko']:,})",
-                  "", "| library | setting | train samples/s | score samples/s | util. train | util. score | bf16 Δbits/dim |",
+                  "", "| library | setting | train samples/s | score samples/s | util. train | util. score "
+                  "| bf16 Δbits/dim |",
                   "|---|---|---:|---:|---:|---:|---:|"]
         for key in sorted({k.rsplit(" ", 1)[0] for k in r["images_per_s"]}):
             lib, setting = key.split(" ", 1)
