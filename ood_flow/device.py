@@ -61,7 +61,7 @@ def bf16_pays(device, flags: frozenset[str] | None = None, capability: tuple[int
 def narrow_bf16_pays(device, flags: frozenset[str] | None = None) -> bool:
     """Whether narrow convolutions (few input or output channels, :func:`ood_flow.flows.precision.is_narrow`)
     are faster in bf16 than in fp32 here, forward and backward: on a CPU with AMX (``amx_bf16``). On a CPU with
-    AVX512-BF16 but no AMX their bf16 backward ran 10-50x slower than fp32, and on GPUs it was never measured,
+    AVX512-BF16 but no AMX their bf16 backward ran many times slower than fp32, and on GPUs it was never measured,
     so there they stay fp32 (docs/speed.md, "Precision"). ``flags`` stands in for this machine's (tests).
 
     Example:
