@@ -156,6 +156,8 @@ def test_missing_backbone_weights_say_how_to_get_them(detector, tmp_path, monkey
 def test_the_state_of_a_finished_run(trained):
     info = run_json("info", trained / "m.pt")
     assert (info["status"], info["state"]) == ("finished", "finished after 3 steps")
+    lines = run("info", trained / "m.pt").stdout.splitlines()
+    assert "state: finished after 3 steps" in lines and not any(line.startswith("status:") for line in lines)
 
 
 def test_the_state_of_an_interrupted_run_names_the_step_of_how_many_and_the_signal(tmp_path):

@@ -41,6 +41,8 @@ def info(
 def _print_fields(described: dict) -> None:
     """One ``key: value`` per field, nested dicts as indented lines, long values wrapped at 80 columns."""
     console = common.stdout()
+    if "state" in described:  # the sentence says it for people; "status" is its one-word form for --json
+        described = {k: v for k, v in described.items() if k != "status"}
     for line in _lines(described):
         console.print(line, highlight=False, markup=False)
 
