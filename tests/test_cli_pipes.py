@@ -124,5 +124,22 @@ def test_evaluate_tables_fit_the_width_and_cut_nothing(setup, tmp_path, monkeypa
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert max(len(line.rstrip()) for line in lines) <= columns and "…" not in result.stdout
-    first_column = "".join(line.split("│")[1].strip() for line in lines if line.startswith("│"))
+    first_column = "".join(_first_cell(line) for line in lines if "│" in line)
     assert first_column == "a-long-ood-group-name"  # folded over lines, whole
+
+
+def _first_cell(row: str) -> str:
+    """The first cell of a table row, with or without the table's outer border."""
+    return row.split("│")[1 if row.startswith("│") else 0].strip()
+
+
+def test_at_80_columns_a_group_name_stays_whole_when_dropping_the_border_makes_room(setup, tmp_path, monkeypatch):
+    monkeypatch.chdir(setup)
+    for name, source in (("in", "imgs"), ("notmnist-test-all", "new.npz")):
+        run("score", source, "--model", "m.pt", "--out", tmp_path / "s.h5", "--name", name, "--quiet")
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "s.h5"), "--in", "in", "--ood", "notmnist-test-all",
+                                 "--ci", "0.9", "--bootstrap", "50"], env={"COLUMNS": "80"})
+    rows = [line for line in result.stdout.splitlines() if "│" in line]
+    assert result.exit_code == 0 and max(len(line.rstrip()) for line in result.stdout.splitlines()) <= 80
+    assert [_first_cell(row) for row in rows] == ["notmnist-test-all", ""]  # the name, then its intervals' line
+    assert not rows[0].startswith("│")  # no outer border: it made the room

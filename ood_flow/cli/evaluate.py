@@ -90,24 +90,30 @@ def _show(result: Evaluation, json_out: bool, quiet: bool) -> None:
         common.print_json(result.to_dict())
         return
     console = common.stdout()
-    for table in _tables(result.in_group, result.by_score, result.tpr):
+    for table in _tables(result.in_group, result.by_score, result.tpr, console.width):
         console.print(table, soft_wrap=False)  # titles and captions wrap to the width too
     if result.typicality is not None:
         console.print(_typicality_table(result.typicality, result.tpr), soft_wrap=False)
 
 
-def _tables(in_group: str, by_score: dict, tpr: float) -> list[Table]:
+def _tables(in_group: str, by_score: dict, tpr: float, width: int = 80) -> list[Table]:
     """One table per score, its threshold in the title (it depends on the in-distribution group only); cells
-    wrap, never cut, to fit the console's width."""
+    wrap, never cut, to fit the console's ``width``. Where a group's name would wrap with the outer border, the
+    border goes first (the four metric columns need 11 characters each with intervals)."""
     tables = []
     ci = next(iter(next(iter(by_score.values())).values())).get("ci")
     for score, results in by_score.items():
         threshold = next(iter(results.values()))["threshold"]
+        heads = ("AUROC", "AUPR-in", "AUPR-out", f"FPR@{tpr:.0%}TPR")
+        cells = sum(max(len(h), 11 if ci else 5) for h in heads)
+        cells += max(1, *(len(str(m["n_ood"])) for m in results.values()))
+        edged = max(map(len, results)) + cells + 6 * 3 + 1 <= width  # 6 columns: a border and padding of 2 each
         table = Table(title=f"{score}: in = {in_group} (positive class; higher = more in-distribution); threshold "
-                      f"{threshold:.1f} keeps {tpr:.0%} of it", title_justify="left")
+                      f"{threshold:.1f} keeps {tpr:.0%} of it", title_justify="left", show_edge=edged,
+                      pad_edge=edged)
         table.add_column("ood group", overflow="fold")
         table.add_column("n", justify="right", overflow="fold")
-        for col in ("AUROC", "AUPR-in", "AUPR-out", f"FPR@{tpr:.0%}TPR"):  # room for an interval: 0.051-0.063
+        for col in heads:  # room for an interval: 0.051-0.063
             table.add_column(col, justify="right", overflow="fold", min_width=11 if ci else None)
         for group, m in results.items():
             table.add_row(group, str(m["n_ood"]), *(_cell(m, k) for k in KEYS))
