@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
 import typer
+from rich.measure import Measurement
 from rich.table import Table
 
 from ood_flow.cli import common, options
@@ -90,27 +91,31 @@ def _show(result: Evaluation, json_out: bool, quiet: bool) -> None:
         common.print_json(result.to_dict())
         return
     console = common.stdout()
-    for table in _tables(result.in_group, result.by_score, result.tpr, console.width):
-        console.print(table, soft_wrap=False)  # titles and captions wrap to the width too
-    if result.typicality is not None:
-        console.print(_typicality_table(result.typicality, result.tpr), soft_wrap=False)
+    tables = _tables(result.in_group, result.by_score, result.tpr)
+    tables += [_typicality_table(result.typicality, result.tpr)] if result.typicality is not None else []
+    for table in tables:
+        console.print(_fit(table, console), soft_wrap=False)  # titles and captions wrap to the width too
 
 
-def _tables(in_group: str, by_score: dict, tpr: float, width: int = 80) -> list[Table]:
+def _fit(table: Table, console) -> Table:
+    """``table`` without its outer border where, with it, even its narrowest layout (every cell wrapped at its
+    longest word) is wider than the console: the border's 4 characters go before any word, such as a group's
+    name, has to fold. A table that fits keeps it."""
+    if Measurement.get(console, console.options.update_width(10**6), table).minimum > console.width:
+        table.show_edge = table.pad_edge = False
+    return table
+
+
+def _tables(in_group: str, by_score: dict, tpr: float) -> list[Table]:
     """One table per score, its threshold in the title (it depends on the in-distribution group only); cells
-    wrap, never cut, to fit the console's ``width``. Where a group's name would wrap with the outer border, the
-    border goes first (the four metric columns need 11 characters each with intervals)."""
+    wrap, never cut, to fit the console's width (:func:`_fit`)."""
     tables = []
     ci = next(iter(next(iter(by_score.values())).values())).get("ci")
     for score, results in by_score.items():
         threshold = next(iter(results.values()))["threshold"]
         heads = ("AUROC", "AUPR-in", "AUPR-out", f"FPR@{tpr:.0%}TPR")
-        cells = sum(max(len(h), 11 if ci else 5) for h in heads)
-        cells += max(1, *(len(str(m["n_ood"])) for m in results.values()))
-        edged = max(map(len, results)) + cells + 6 * 3 + 1 <= width  # 6 columns: a border and padding of 2 each
         table = Table(title=f"{score}: in = {in_group} (positive class; higher = more in-distribution); threshold "
-                      f"{threshold:.1f} keeps {tpr:.0%} of it", title_justify="left", show_edge=edged,
-                      pad_edge=edged)
+                      f"{threshold:.1f} keeps {tpr:.0%} of it", title_justify="left")
         table.add_column("ood group", overflow="fold")
         table.add_column("n", justify="right", overflow="fold")
         for col in heads:  # room for an interval: 0.051-0.063
