@@ -1,0 +1,20 @@
+"""The speed benchmarks start: each script's --help runs in a fresh interpreter (an import that shadows the
+standard library, or a helper module renamed, fails here rather than at the next measurement)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SPEED = Path(__file__).resolve().parents[1] / "benchmarks" / "speed"
+
+
+@pytest.mark.parametrize("script", ["speed.py", "speed_profile.py", "vector_speed.py", "startup.py"])
+def test_a_speed_benchmark_starts(script):
+    result = subprocess.run([sys.executable, str(SPEED / script), "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("usage:")
