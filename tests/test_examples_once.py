@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,8 @@ def test_once_skips_done_work_and_resumes_an_interrupted_training(tmp_path, stat
     calls = tmp_path / "calls"
     script = f'source "{ONCE}"; once m.pt train --data d --out m.pt'
     result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                            env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "CALLS": str(calls)})
+                            env={"PATH": f"{tmp_path / 'bin'}:{Path(sys.executable).parent}:/usr/bin:/bin",
+                                 "CALLS": str(calls)})
     assert result.returncode == 0, result.stderr
     ran = calls.read_text().splitlines() if calls.exists() else []
     assert ran == ([] if expected is None else [expected])
