@@ -59,7 +59,7 @@ PRESETS = {
               "batch": 32, "score_batch": 64, "score_images": 128, "rounds": 3, "select": 2, "warmup": 1,
               "paper": {"rounds": 1, "batch": 4, "score_images": 8}, "peak": {"n": 1024, "repeats": 8}},
     "full": {"glow": {"scales": 2, "steps": 4, "hidden": 128}, "realnvp": {"scales": 2, "hidden": 64, "blocks": 2},
-             "batch": 64, "score_batch": 256, "score_images": 256, "rounds": 5, "select": 2, "warmup": 1,
+             "batch": 64, "score_batch": 256, "score_images": 1024, "rounds": 5, "select": 2, "warmup": 1,
              "paper": {"rounds": 1, "batch": 16, "score_images": 32}, "peak": {"n": 2048, "repeats": 10}},
 }
 PEERS = {"glow": ("normflows",), "realnvp": ("normflows", "normflows-halfres")}
