@@ -85,7 +85,12 @@ class Runtime:
     def for_detector(self) -> Runtime:
         """The runtime of a feature detector: its flow on features in fp32, its backbone in the precision asked
         for (``score --precision`` of a detector is its backbone's)."""
-        return dataclasses.replace(self, st="fp32", narrow="fp32")
+        return self.with_st("fp32")
+
+    def with_st(self, st: str) -> Runtime:
+        """This runtime with its st-networks in ``st`` (already checked), and the narrow convolutions as this
+        device runs them for that precision."""
+        return dataclasses.replace(self, st=st, narrow=_narrow(st, self.device))
 
     @contextlib.contextmanager
     def st_networks(self) -> Iterator[None]:
@@ -127,8 +132,7 @@ class Runtime:
         left unset (None: keep this runtime's): a run continues as it was trained; a recorded ``bf16`` is
         checked here against this device like a given one."""
         st = self.st if precision is None else resolve_precision(precision, self.device)
-        return dataclasses.replace(self, st=st, compile=self.compile if compile is None else bool(compile),
-                                   narrow=_narrow(st, self.device))
+        return dataclasses.replace(self.with_st(st), compile=self.compile if compile is None else bool(compile))
 
 
 def resolve(device: str = "cpu", *, st: str | None = None, backbone: str | None = None, compile: bool | None = None,

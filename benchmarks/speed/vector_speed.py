@@ -44,7 +44,6 @@ os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="vector-speed-in
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import copy  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -60,6 +59,7 @@ from portable import command_line  # noqa: E402
 from speed_machine import FLAGS, cpu_flags, cpu_model, peak_rates  # noqa: E402
 from speed_measure import flops_per_image, timed  # noqa: E402
 from speed_report import write_pair  # noqa: E402
+from speed_runs import perturbed  # noqa: E402
 
 from ood_flow.flows import create_flow  # noqa: E402
 from ood_flow.runtime import resolve  # noqa: E402
@@ -133,24 +133,12 @@ class Runner:
             return torch.cat([self.score_density(b) for b in self.score_x.split(SCORE_BATCH)])
 
 
-def perturbed(model: torch.nn.Module, scale: float = 0.005) -> torch.nn.Module:
-    other = copy.deepcopy(model)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in other.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
-    return other
-
-
-def bf16_error(make, x: torch.Tensor, d: int) -> float:
-    """Mean |log p(bf16) - log p(fp32)| in bits per dimension, of one perturbed model."""
+def bf16_error(lib: str, make, x: torch.Tensor, d: int) -> float:
+    """Mean |log p(bf16) - log p(fp32)| in bits per dimension, of one perturbed model of ``lib``."""
     model = perturbed(make())
-    fp32 = Runner(LIB[0], model, "fp32", False, x, x).score()
-    bf16 = Runner(LIB[0], model, "bf16", False, x, x).score()
+    fp32 = Runner(lib, model, "fp32", False, x, x).score()
+    bf16 = Runner(lib, model, "bf16", False, x, x).score()
     return ((bf16 - fp32).abs().mean() / (d * math.log(2))).item()
-
-
-LIB = ["oodflow"]  # the library bf16_error builds runners for (set per call)
 
 
 def rate(runner: Runner, task: str, steps: int) -> float:
@@ -164,10 +152,7 @@ def compare(name: str, row: dict, p: dict) -> dict:
     d = row["features"]
     train_x, score_x = data(d, row["batch"]), data(d, p["score_samples"], seed=1)
     makers = {"oodflow": lambda: oodflow_model(row, train_x), "zuko": lambda: zuko_model(row)}
-    errors = {}
-    for lib, make in makers.items():
-        LIB[0] = lib
-        errors[lib] = bf16_error(make, score_x[:SCORE_BATCH], d)
+    errors = {lib: bf16_error(lib, make, score_x[:SCORE_BATCH], d) for lib, make in makers.items()}
     settings = [(prec, comp) for comp in p["compile"] for prec in ("fp32", "bf16")]
     runners = {(lib, s): Runner(lib, make(), *s, train_x, score_x) for lib, make in makers.items() for s in settings}
     first = {}

@@ -25,10 +25,8 @@ GROUPS, METRICS, TYPICALITY, OUTPUT = "Groups", "Metrics", "Typicality test", "O
 
 def evaluate(
     scores: Path = typer.Argument(..., help="Score file written by `oodflow score`."),
-    in_group: str = typer.Option(..., "--in", metavar="GROUP", rich_help_panel=GROUPS,
-                                 help="In-distribution group (the positive class)."),
-    ood: List[str] = typer.Option(..., "--ood", metavar="GROUP", rich_help_panel=GROUPS,
-                                  help="OOD group (repeatable)."),
+    in_group: str = options.in_group_option(GROUPS),
+    ood: List[str] = options.ood_groups_option(GROUPS),
     score_names: List[str] = typer.Option(["log_likelihood"], "--score", metavar="NAME", rich_help_panel=METRICS,
                                           help="Per-sample score to evaluate, higher = more in-distribution "
                                           f"(repeatable): {', '.join(SCORES)}."),

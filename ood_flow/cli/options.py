@@ -47,6 +47,17 @@ def in_panel(option: typer.models.OptionInfo, title: str) -> typer.models.Option
     return moved
 
 
+def in_group_option(panel: str) -> typer.models.OptionInfo:
+    """``--in GROUP`` of ``evaluate`` and ``report``: the in-distribution group of a score file."""
+    return typer.Option(..., "--in", metavar="GROUP", rich_help_panel=panel,
+                        help="In-distribution group (the positive class).")
+
+
+def ood_groups_option(panel: str) -> typer.models.OptionInfo:
+    """``--ood GROUP`` (repeatable) of ``evaluate`` and ``report``."""
+    return typer.Option(..., "--ood", metavar="GROUP", rich_help_panel=panel, help="OOD group (repeatable).")
+
+
 def one_of(values) -> str:
     """The metavar that lists every choice: ``{fp32,bf16,auto}``."""
     return "{" + ",".join(values) + "}"

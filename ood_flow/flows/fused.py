@@ -198,9 +198,7 @@ class FusedPath:
                 self.counts["fused_kernel_convs"] += 1
                 return y
             except RuntimeError as exc:  # a build whose kernel rejects this case: plain ops from now on, said aloud
-                self.kernel, self.failure = None, str(exc).splitlines()[0][:200]
-                warnings.warn(f"oodflow: oneDNN's fused convolution failed ({self.failure}); "
-                              "scoring continues with plain convolutions", RuntimeWarning, stacklevel=2)
+                self._kernel_failed(exc)
         y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
         return torch.relu_(y) if relu else y
 
@@ -221,11 +219,15 @@ class FusedPath:
                 self.counts["fused_sum_convs"] += 1
                 return other if into else y
             except RuntimeError as exc:  # as in _conv: plain ops from now on, said aloud
-                self.kernel, self.failure = None, str(exc).splitlines()[0][:200]
-                warnings.warn(f"oodflow: oneDNN's fused convolution failed ({self.failure}); "
-                              "scoring continues with plain convolutions", RuntimeWarning, stacklevel=2)
+                self._kernel_failed(exc)
         y = self._conv(conv, None, x, relu=False)
         return other.add_(y) if into else other + y
+
+    def _kernel_failed(self, exc: RuntimeError) -> None:
+        """Stop using oneDNN's fused kernels for the rest of this path's life, and say so once."""
+        self.kernel, self.failure = None, str(exc).splitlines()[0][:200]
+        warnings.warn(f"oodflow: oneDNN's fused convolution failed ({self.failure}); "
+                      "scoring continues with plain convolutions", RuntimeWarning, stacklevel=3)
 
     def _weights(self, conv: nn.Module, bn: nn.BatchNorm2d | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
         """``conv`` then ``bn`` (eval) as one convolution in ``dtype``: prepared once, kept until a tensor it is
