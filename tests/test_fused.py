@@ -120,3 +120,24 @@ def test_vector_flows_score_through_the_fused_path_with_the_plain_modules_bits(p
         with path.disabled():
             plain = flow.log_prob(x)
     assert path.stats()["fused_calls"] == 4 and torch.equal(fast, plain)  # bf16: weights cast once, same values
+
+
+@pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU runs no bfloat16 at all")
+def test_bf16_scoring_through_the_fused_path_is_as_close_to_fp32_as_the_plain_modules():
+    """A batch norm's shift folded into a convolution's bias, rounded to bf16, moved every output of a channel
+    the same way: errors that add up over a log-determinant instead of averaging out (0.015 bits/dim on a
+    trained model against 0.0014 for the plain modules). The bias stays float32 in the kernel."""
+    torch.manual_seed(0)
+    flow = randomize(create_flow("realnvp", (1, 16, 16), channels=16, blocks=2, scales=2))
+    for m in flow.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.add_(40.0)  # large shifts: large folded biases, as trained models have
+    path, x, rt = fused.path_of(flow), torch.rand(64, 1, 16, 16), Runtime(st="bf16")
+    with torch.inference_mode():
+        exact = flow.log_prob(x)
+        with rt.st_networks():
+            fast = flow.log_prob(x)
+            with path.disabled():
+                plain = flow.log_prob(x)
+    assert (fast - exact).abs().mean() <= 2 * (plain - exact).abs().mean()

@@ -160,7 +160,8 @@ class FusedPath:
         for m in layers:
             if isinstance(m, nn.Linear):
                 dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else m.weight.dtype
-                x = F.linear(x, *self._weights(m, None, dtype))
+                weight, bias = self._weights(m, None, dtype)
+                x = F.linear(x, weight, _like(bias, weight))
             elif isinstance(m, nn.ReLU):
                 x = torch.relu_(x)  # after a linear layer or a batch norm: a tensor made here
             else:
@@ -192,14 +193,17 @@ class FusedPath:
         padding = [conv.padding] * 2 if wn else list(conv.padding)
         plain_conv = wn or (conv.padding_mode == "zeros" and isinstance(conv.padding, tuple))
         stride, dilation, groups = ([1, 1], [1, 1], 1) if wn else (list(conv.stride), list(conv.dilation), conv.groups)
-        if relu and plain_conv and self.kernel is not None:
+        # bf16 goes through oneDNN's kernel with or without the ReLU: it takes the float32 bias (a batch norm's
+        # shift folded in), which rounded to bf16 would move every output of a channel the same way
+        if (relu or x.dtype == torch.bfloat16) and plain_conv and self.kernel is not None:
             try:
-                y = self.kernel(x, weight, bias, padding, stride, dilation, groups, "relu", [], "")
+                y = self.kernel(x, weight, bias, padding, stride, dilation, groups, "relu" if relu else "none", [], "")
                 self.counts["fused_kernel_convs"] += 1
                 return y
             except RuntimeError as exc:  # a build whose kernel rejects this case: plain ops from now on, said aloud
                 self._kernel_failed(exc)
-        y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        with torch.autocast(x.device.type, enabled=False):  # x is in the dtype _dtype chose, narrow ones fp32
+            y = F.conv2d(x, weight, _like(bias, x), stride, padding, dilation, groups)
         return torch.relu_(y) if relu else y
 
     def _conv_add(self, conv: nn.Module, x: Tensor, other: Tensor, into: bool) -> Tensor:
@@ -214,8 +218,8 @@ class FusedPath:
                 and x.is_contiguous(memory_format=self.layout) and other.is_contiguous(memory_format=self.layout)):
             try:
                 pad = [conv.padding] * 2
-                y = binary(*((other, x) if into else (x, other)), weight, bias, pad, [1, 1], [1, 1], 1, "add",
-                           None, None, [], None)
+                y = binary(*((other, x) if into else (x, other)), weight, _like(bias, x), pad, [1, 1], [1, 1], 1,
+                           "add", None, None, [], None)
                 self.counts["fused_sum_convs"] += 1
                 return other if into else y
             except RuntimeError as exc:  # as in _conv: plain ops from now on, said aloud
@@ -264,7 +268,13 @@ def _fold(conv: nn.Module, bn: nn.BatchNorm2d | None, dtype: torch.dtype,
             bias = bias * scale + (bn.bias if bn.bias is not None else 0.0)
         weight = weight.to(dtype)
         weight = weight.contiguous(memory_format=layout) if weight.dim() == 4 else weight
-        return weight, (bias.to(dtype) if bias is not None else None)
+        return weight, (bias.float() if bias is not None else None)  # kept float32: see FusedPath._conv
+
+
+def _like(bias: Tensor | None, x: Tensor) -> Tensor | None:
+    """``bias`` in ``x``'s dtype, for the operations that take only that (``F.conv2d``, ``F.linear``, the sum
+    kernel)."""
+    return bias if bias is None or bias.dtype == x.dtype else bias.to(x.dtype)
 
 
 def _dtype(conv: nn.Module, x: Tensor) -> torch.dtype:
