@@ -58,25 +58,6 @@ def bf16_pays(device, flags: frozenset[str] | None = None, capability: tuple[int
     return any(f in flags for f in BF16_CPU_FLAGS)
 
 
-def narrow_bf16_pays(device, flags: frozenset[str] | None = None) -> bool:
-    """Whether narrow convolutions (few input or output channels, :func:`ood_flow.flows.precision.is_narrow`)
-    are faster in bf16 than in fp32 here, forward and backward: on a CPU with AMX (``amx_bf16``). On a CPU with
-    AVX512-BF16 but no AMX their bf16 backward ran many times slower than fp32, and on GPUs it was never measured,
-    so there they stay fp32 (docs/speed.md, "Precision"). ``flags`` stands in for this machine's (tests).
-
-    Example:
-        >>> narrow_bf16_pays("cpu", flags=frozenset({"avx512_bf16"}))
-        False
-        >>> narrow_bf16_pays("cpu", flags=frozenset({"amx_bf16"}))
-        True
-    """
-    import torch
-
-    if torch.device(device).type != "cpu":
-        return False
-    return "amx_bf16" in (cpu_flags() if flags is None else flags)
-
-
 def to_device(x, device):
     """``x`` on ``device``; to CUDA from pinned memory without blocking (the copy overlaps the work
     queued before it), elsewhere a plain ``.to``.

@@ -36,13 +36,13 @@ from typing import Iterator
 import torch
 
 from ood_flow import distributed
-from ood_flow.device import DEVICES, PRECISION_CHOICES, bf16_pays, bf16_supported, narrow_bf16_pays
+from ood_flow.device import DEVICES, PRECISION_CHOICES, bf16_pays, bf16_supported
 from ood_flow.distributed import SINGLE, Dist
 from ood_flow.errors import NoBfloat16, OodflowError, UsageError
 from ood_flow.flows.convnets import ConvNet
 from ood_flow.flows.fused import FusedPath
 from ood_flow.flows.nets import MLP
-from ood_flow.flows.precision import DTYPES, set_narrow, st_autocast
+from ood_flow.flows.precision import DTYPES, st_autocast
 
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 """Memory layouts of convolutional weights and inputs: channels-last (NHWC, what oneDNN runs fastest on CPU)."""
@@ -61,8 +61,6 @@ class Runtime:
         compile: training runs its log-density through ``torch.compile``.
         fused: scoring runs the st-networks through the fused inference path where it applies
             (:mod:`ood_flow.flows.fused`); off, the plain modules (the reference path).
-        narrow: precision of the narrow convolutions of bf16 st-networks (:func:`~ood_flow.flows.precision.is_narrow`):
-            ``fp32``, or ``bf16`` where the machine runs them faster so (:func:`~ood_flow.device.narrow_bf16_pays`).
         threads: intra-op threads set for this run (None: torch's default, left alone).
         dist: the processes sharing the run (:data:`~ood_flow.distributed.SINGLE` outside torchrun).
     """
@@ -73,7 +71,6 @@ class Runtime:
     memory_format: str = "channels_last"
     compile: bool = False
     fused: bool = True
-    narrow: str = "fp32"
     threads: int | None = None
     dist: Dist = SINGLE
 
@@ -85,12 +82,7 @@ class Runtime:
     def for_detector(self) -> Runtime:
         """The runtime of a feature detector: its flow on features in fp32, its backbone in the precision asked
         for (``score --precision`` of a detector is its backbone's)."""
-        return self.with_st("fp32")
-
-    def with_st(self, st: str) -> Runtime:
-        """This runtime with its st-networks in ``st`` (already checked), and the narrow convolutions as this
-        device runs them for that precision."""
-        return dataclasses.replace(self, st=st, narrow=_narrow(st, self.device))
+        return dataclasses.replace(self, st="fp32")
 
     @contextlib.contextmanager
     def st_networks(self) -> Iterator[None]:
@@ -111,12 +103,11 @@ class Runtime:
         return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.backbone == "bf16")
 
     def prepare(self, flow: torch.nn.Module) -> torch.nn.Module:
-        """``flow`` made ready to run here, in place: on :attr:`device`, its narrow convolutions as :attr:`narrow`
-        says, its convolutional st-networks in :attr:`memory_format`, and its convolutional and fully connected
-        st-networks sharing one new fused inference path (:class:`~ood_flow.flows.fused.FusedPath`, disabled
-        unless :attr:`fused`; it replaces any the flow had). Returns ``flow``."""
+        """``flow`` made ready to run here, in place: on :attr:`device`, its convolutional st-networks in
+        :attr:`memory_format`, and its convolutional and fully connected st-networks sharing one new fused
+        inference path (:class:`~ood_flow.flows.fused.FusedPath`, disabled unless :attr:`fused`; it replaces any
+        the flow had). Returns ``flow``."""
         flow.to(self.device)
-        set_narrow(flow, fp32=self.narrow == "fp32")
         path = FusedPath(enabled=self.fused, layout=self.layout)
         for net in flow.modules():
             if isinstance(net, ConvNet):
@@ -132,7 +123,7 @@ class Runtime:
         left unset (None: keep this runtime's): a run continues as it was trained; a recorded ``bf16`` is
         checked here against this device like a given one."""
         st = self.st if precision is None else resolve_precision(precision, self.device)
-        return dataclasses.replace(self.with_st(st), compile=self.compile if compile is None else bool(compile))
+        return dataclasses.replace(self, st=st, compile=self.compile if compile is None else bool(compile))
 
 
 def resolve(device: str = "cpu", *, st: str | None = None, backbone: str | None = None, compile: bool | None = None,
@@ -147,15 +138,9 @@ def resolve(device: str = "cpu", *, st: str | None = None, backbone: str | None 
     if memory_format not in MEMORY_FORMATS:
         raise UsageError(f"unknown memory format {memory_format!r}; valid: {', '.join(MEMORY_FORMATS)}")
     dev = resolve_device(device)
-    st = resolve_precision(st or "fp32", dev)
-    return Runtime(device=dev, st=st, backbone=resolve_precision(backbone or "fp32", dev),
-                   memory_format=memory_format, compile=bool(compile), fused=fused, dist=dist,
-                   narrow=_narrow(st, dev))
-
-
-def _narrow(st: str, device: str) -> str:
-    """The precision of narrow convolutions for st-networks in ``st`` on ``device``."""
-    return "bf16" if st == "bf16" and narrow_bf16_pays(device) else "fp32"
+    return Runtime(device=dev, st=resolve_precision(st or "fp32", dev),
+                   backbone=resolve_precision(backbone or "fp32", dev), memory_format=memory_format,
+                   compile=bool(compile), fused=fused, dist=dist)
 
 
 @contextlib.contextmanager

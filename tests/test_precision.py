@@ -17,12 +17,11 @@ import torch
 from cli_helpers import run
 from ood_flow import score_source, train_flow
 from ood_flow.data import SourceOptions
-from ood_flow import runtime
-from ood_flow.device import bf16_pays, bf16_supported, narrow_bf16_pays
+from ood_flow.device import bf16_pays, bf16_supported
 from ood_flow.errors import UsageError
 from ood_flow.evaluate.metrics import ood_metrics
 from ood_flow.flows import create_flow
-from ood_flow.flows.precision import DTYPES, NARROW, STConv2d, current, is_narrow
+from ood_flow.flows.precision import NARROW, STConv2d, current, is_narrow
 from ood_flow.flows.weightnorm import WNConv2d
 from ood_flow.runtime import Runtime, resolve_precision
 from ood_flow.train import TrainConfig
@@ -53,13 +52,11 @@ def _channels(m: torch.nn.Module) -> tuple[int, int]:
 
 
 @needs_bf16
-@pytest.mark.parametrize("narrow", ["fp32", "bf16"])  # the two choices a machine makes (narrow_bf16_pays)
 @pytest.mark.parametrize("name, options", [("realnvp", {"channels": 16, "blocks": 1, "scales": 2}),
                                            ("glow", {"channels": 16, "couplings": 2, "net": "glow"})])
-def test_only_the_st_networks_run_in_bf16_and_the_flow_stays_invertible(name, options, narrow):
+def test_only_the_st_networks_run_in_bf16_and_the_flow_stays_invertible(name, options):
     torch.manual_seed(0)
-    rt = Runtime(st="bf16", narrow=narrow)
-    flow = rt.prepare(create_flow(name, (1, 8, 8), **options)).eval()
+    flow = Runtime().prepare(create_flow(name, (1, 8, 8), **options)).eval()
     with torch.no_grad():
         for p in flow.parameters():
             p.add_(torch.randn_like(p) * 0.02)
@@ -71,7 +68,7 @@ def test_only_the_st_networks_run_in_bf16_and_the_flow_stays_invertible(name, op
             m.register_forward_hook(lambda mod, i, out, where=where: dtypes[where].add(
                 (out[0] if isinstance(out, tuple) else out).dtype))
     x = torch.rand(4, 1, 8, 8)
-    with rt.st_networks():  # gradients on: the plain modules, whose hooks fire
+    with Runtime(st="bf16").st_networks():  # gradients on: the plain modules, whose hooks fire
         assert current() == "bf16"
         z, logdet = flow(x)
         back, inv_logdet = flow.inverse(z)
@@ -81,37 +78,13 @@ def test_only_the_st_networks_run_in_bf16_and_the_flow_stays_invertible(name, op
     with torch.no_grad():
         fp32_log_prob = flow.log_prob(x)
     assert dtypes["st"] == {torch.bfloat16}
-    assert dtypes["narrow"] == {DTYPES[narrow] or torch.float32} and dtypes["other"] <= {torch.float32}  # NARROW
+    assert dtypes["narrow"] == {torch.float32} and dtypes["other"] <= {torch.float32}  # see NARROW
     assert log_prob.dtype == torch.float32 and z.dtype == torch.float32
     torch.testing.assert_close(back, x, atol=1e-4, rtol=1e-4)  # s and t are the same bf16 values both ways
     torch.testing.assert_close(logdet + inv_logdet, torch.zeros_like(logdet), atol=1e-3, rtol=0)
     for bf16 in (log_prob, fused_log_prob):  # mean |delta bits/dim| within the bound of the trained-model test
         assert 0 < (bf16 - fp32_log_prob).abs().mean() / (x[0].numel() * np.log(2)) <= 0.01
     assert current() == "fp32"
-
-
-def test_narrow_convolutions_go_bf16_only_where_the_machine_runs_them_faster_so(monkeypatch):
-    assert not narrow_bf16_pays("cpu", flags=frozenset({"avx2", "avx512f", "avx512_bf16"}))  # Zen 4: fp32
-    assert narrow_bf16_pays("cpu", flags=frozenset({"avx512_bf16", "amx_tile", "amx_bf16"}))  # AMX: bf16
-    for amx, expected in ((False, "fp32"), (True, "bf16")):
-        monkeypatch.setattr(runtime, "narrow_bf16_pays", lambda device, amx=amx: amx)
-        assert runtime.resolve("cpu", st="fp32").narrow == "fp32"  # only bf16 st-networks have a choice
-        if bf16_supported("cpu"):
-            rt = runtime.resolve("cpu", st="bf16")
-            assert rt.narrow == expected and rt.for_detector().narrow == "fp32"
-            assert rt.continuing(precision="fp32", compile=None).narrow == "fp32"
-
-
-@pytest.mark.parametrize("name, options", [("realnvp", {"channels": 16, "blocks": 1, "scales": 1, "couplings": 2}),
-                                           ("glow", {"channels": 16, "couplings": 2, "net": "glow"})])
-def test_preparing_for_another_runtime_takes_the_narrow_choice_again(name, options):
-    flow = create_flow(name, (1, 8, 8), **options)
-    widths = {n: is_narrow(*_channels(m)) for n, m in _conv_layers(flow).items()}
-    assert any(widths.values()) and not all(widths.values())
-    for narrow in ("bf16", "fp32", "bf16"):
-        Runtime(st="bf16", narrow=narrow).prepare(flow)
-        assert {n: m.narrow for n, m in _conv_layers(flow).items()} == \
-            {n: w and narrow == "fp32" for n, w in widths.items()}
 
 
 def _conv_layers(flow) -> dict:

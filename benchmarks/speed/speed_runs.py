@@ -1,13 +1,11 @@
 """What ``speed.py`` times: one model in one setting (memory format, precision), and how a peer's best
 setting is chosen.
 
-A *setting* is ``(memory format, precision)``. oodflow always runs channels-last (its st-networks convert
-internally) and takes ``precision`` as its commands do, through the runtime resolved for it on this
-machine (:func:`ood_flow.runtime.resolve`: bf16 st-networks, fp32 elsewhere, narrow convolutions as the
-machine runs them fastest) and :meth:`~ood_flow.runtime.Runtime.st_networks`. normflows runs as a user
-would run it at its best: the model and its inputs channels-last or NCHW, and bf16 as ``torch.autocast``
-around the whole model, which is how normflows would be run in bf16; both score under
-``torch.inference_mode`` in eval mode.
+A *setting* is ``(memory format, precision)``. oodflow always runs channels-last (its st-networks
+convert internally) and takes ``precision`` through :meth:`ood_flow.runtime.Runtime.st_networks`
+(bf16 st-networks, fp32 elsewhere). normflows runs as a user would run it at its best: the model
+and its inputs channels-last or NCHW, and bf16 as ``torch.autocast`` around the whole model, which
+is how normflows would be run in bf16; both score under ``torch.inference_mode`` in eval mode.
 
 A setting in bf16 counts only if it stays within the accuracy bounds of issue 14 against the same
 library in fp32: mean |delta bits/dim| <= 0.01 over the scoring images (:func:`bf16_error`, on a
@@ -27,7 +25,7 @@ from speed_measure import flops_per_image, timed
 from speed_models import bits_per_dim_8bit, bits_per_dim_loss
 
 from ood_flow.flows import fused
-from ood_flow.runtime import resolve
+from ood_flow.runtime import Runtime
 
 BF16_BOUND = 0.01  # mean |delta bits/dim| a bf16 setting may move scores by (issue 14)
 PEER_SETTINGS = [("nchw", "fp32"), ("channels_last", "fp32"), ("nchw", "bf16"), ("channels_last", "bf16")]
@@ -43,12 +41,6 @@ class Runner:
         self.channels_last = setting[0] == "channels_last"
         self.precision = setting[1]
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last and not self.ours else model
-        # oodflow as its commands run it: the runtime resolved for this precision on this machine, the model
-        # prepared for it (a model shared by two runners keeps the last one's narrow-convolution choice, which
-        # only bf16 reads: build the fp32 runner first)
-        self.runtime = resolve("cpu", st=self.precision) if self.ours else None
-        if self.ours:
-            self.runtime.prepare(model)
         self.train_x, self.score_x, self.score_batch = train_x, score_x, score_batch
         self.opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         self.loss = float("nan")
@@ -59,7 +51,7 @@ class Runner:
 
     def _context(self):
         if self.ours:
-            return self.runtime.st_networks()
+            return Runtime(st=self.precision).st_networks()
         if self.precision == "bf16":
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()

@@ -8,16 +8,12 @@ the coupling arithmetic, log-determinants, logit, invertible 1x1 convolutions an
 and log-densities keep float32 accumulation.
 
 Narrow convolutions, with fewer than :data:`NARROW` input or output channels (an st-network's first and
-last, which see the few image channels and predict ``s`` and ``t``), stay in float32 under bf16 unless the
-machine runs them faster in bf16: they are a sliver of the FLOPs, and on a CPU without AMX oneDNN has no fast
-bf16 kernel for them, so their backward pass ran many times slower in bf16 than in fp32 (docs/speed.md,
-"Precision"); with AMX they run faster in bf16, forward and backward, and staying in fp32 cost Glow most of
-its time (:func:`ood_flow.device.narrow_bf16_pays`). Which convolutions are narrow is decided when a network
-is built (:func:`is_narrow`, the safe default) and once more when it is prepared for a runtime
-(:func:`set_narrow`, called by :meth:`ood_flow.runtime.Runtime.prepare` with the runtime's choice):
-:class:`STConv2d` and the weight-normalised :class:`~ood_flow.flows.weightnorm.WNConv2d` record it as
-``narrow``, and they and the fused path (:mod:`ood_flow.flows.fused`) read it there; nothing about a network
-changes when it first runs in bf16.
+last, which see the few image channels and predict ``s`` and ``t``), stay in float32 under bf16: they are
+a sliver of the FLOPs, and oneDNN has no fast bf16 kernel for them, so their backward pass ran many times
+slower in bf16 than in fp32 (docs/speed.md, "Precision"). Which convolutions are narrow is
+decided once, when a network is built (:func:`is_narrow`): :class:`STConv2d` and the weight-normalised
+:class:`~ood_flow.flows.weightnorm.WNConv2d` record it as ``narrow``, and they and the fused path
+(:mod:`ood_flow.flows.fused`) read it there; nothing about a network changes when it first runs in bf16.
 
 Example:
     >>> import torch
@@ -76,15 +72,6 @@ def is_narrow(cin: int, cout: int) -> bool:
         (True, False)
     """
     return min(cin, cout) < NARROW
-
-
-def set_narrow(net: nn.Module, fp32: bool) -> None:
-    """Record in every convolution of ``net`` that has a ``narrow`` flag whether it runs in float32 under
-    autocast: the narrow ones (:func:`is_narrow`) when ``fp32``, none otherwise."""
-    for m in net.modules():
-        if hasattr(m, "narrow"):
-            cout, cin = (m.weight_v if hasattr(m, "weight_v") else m.weight).shape[:2]
-            m.narrow = fp32 and is_narrow(cin, cout)
 
 
 def narrow_forward(forward: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
