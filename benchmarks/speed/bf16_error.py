@@ -18,6 +18,7 @@ import numpy as np
 
 from ood_flow import score_source
 from ood_flow.data import SourceOptions
+from ood_flow.errors import OodflowError, UsageError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     options = SourceOptions(limit=args.limit)
     for model in args.models:
-        bpd = {p: score_source(args.source, model, options=options, precision=p).arrays["bits_per_dim"]
-               for p in ("fp32", "bf16")}
+        try:
+            bpd = {p: score_source(args.source, model, options=options, precision=p).arrays["bits_per_dim"]
+                   for p in ("fp32", "bf16")}
+        except OodflowError as exc:  # a missing or wrong model, data, or no bf16 here: one line, as oodflow says it
+            print(f"error: {exc}", file=sys.stderr)
+            return 2 if isinstance(exc, UsageError) else 1
         diff = np.abs(bpd["bf16"] - bpd["fp32"])
         print(f"{model}: {args.source} ({len(diff)} samples): mean |bf16 - fp32| {diff.mean():.4f} bits/dim, "
               f"largest {diff.max():.4f}")
