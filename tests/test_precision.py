@@ -60,11 +60,12 @@ def test_only_the_st_networks_run_in_bf16_and_the_flow_stays_invertible(name, op
     with torch.no_grad():
         for p in flow.parameters():
             p.add_(torch.randn_like(p) * 0.02)
-    dtypes: dict[str, set] = {"st": set(), "narrow": set(), "other": set()}
+    dtypes: dict[str, set] = {"st": set(), "widening": set(), "narrow": set(), "other": set()}
     for module_name, m in flow.named_modules():
         if isinstance(m, (torch.nn.Conv2d, WNConv2d)) or type(m).__name__ == "InvConv1x1":
             where = "st" if ".net." in f".{module_name}." else "other"
-            where = "narrow" if where == "st" and min(_channels(m)) < NARROW else where
+            if where == "st" and min(_channels(m)) < NARROW:
+                where = "widening" if _channels(m)[1] >= NARROW else "narrow"
             m.register_forward_hook(lambda mod, i, out, where=where: dtypes[where].add(
                 (out[0] if isinstance(out, tuple) else out).dtype))
     x = torch.rand(4, 1, 8, 8)
@@ -77,8 +78,10 @@ def test_only_the_st_networks_run_in_bf16_and_the_flow_stays_invertible(name, op
             fused_log_prob = flow.log_prob(x)
     with torch.no_grad():
         fp32_log_prob = flow.log_prob(x)
-    assert dtypes["st"] == {torch.bfloat16}
-    assert dtypes["narrow"] == {torch.float32} and dtypes["other"] <= {torch.float32}  # see NARROW
+    # the wide convolutions run in bf16; a narrow one in fp32, handing its output on in bf16 where wide layers
+    # follow (an st-network's first) and in fp32 where it predicts s and t (the last); see NARROW
+    assert dtypes["st"] == {torch.bfloat16} and dtypes["widening"] == {torch.bfloat16}
+    assert dtypes["narrow"] == {torch.float32} and dtypes["other"] <= {torch.float32}
     assert log_prob.dtype == torch.float32 and z.dtype == torch.float32
     torch.testing.assert_close(back, x, atol=1e-4, rtol=1e-4)  # s and t are the same bf16 values both ways
     torch.testing.assert_close(logdet + inv_logdet, torch.zeros_like(logdet), atol=1e-3, rtol=0)
@@ -106,6 +109,7 @@ def test_narrow_convolutions_are_decided_when_built_and_bf16_leaves_a_network_as
         cin, cout = (conv.weight_v.shape[1], conv.weight_v.shape[0]) if isinstance(conv, WNConv2d) else \
             (conv.in_channels, conv.out_channels)
         assert isinstance(conv, (STConv2d, WNConv2d)) and conv.narrow == is_narrow(cin, cout)
+        assert conv.widens == (conv.narrow and cout >= NARROW)
     types = {n: type(m) for n, m in ran.named_modules()}
     with Runtime(st="bf16").st_networks():  # in eval mode, so that no statistic learns from the bf16 pass
         ran.eval().log_prob(x).sum().backward()  # gradients on: the plain modules

@@ -187,7 +187,13 @@ class FusedPath:
         return self._conv(net.out_conv, None, h, relu=False)
 
     def _conv(self, conv: nn.Module, bn: nn.BatchNorm2d | None, x: Tensor, relu: bool) -> Tensor:
-        x = x.to(_dtype(conv, x))
+        y = self._conv_in(conv, bn, x.to(_dtype(conv, x)), relu)
+        if conv.narrow and conv.widens and torch.is_autocast_enabled(x.device.type):  # as the plain modules do
+            return y.to(torch.get_autocast_dtype(x.device.type))
+        return y
+
+    def _conv_in(self, conv: nn.Module, bn: nn.BatchNorm2d | None, x: Tensor, relu: bool) -> Tensor:
+        """:meth:`_conv` with ``x`` in the dtype the convolution runs in."""
         weight, bias = self._weights(conv, bn, x.dtype)
         wn = isinstance(conv, WNConv2d)
         padding = [conv.padding] * 2 if wn else list(conv.padding)
@@ -279,7 +285,8 @@ def _like(bias: Tensor | None, x: Tensor) -> Tensor | None:
 
 def _dtype(conv: nn.Module, x: Tensor) -> torch.dtype:
     """The autocast dtype (the st-network's precision) for wide convolutions, float32 for narrow ones, as the
-    plain modules run them (``conv.narrow``, :func:`ood_flow.flows.precision.is_narrow`)."""
+    plain modules run them (``conv.narrow``, :func:`ood_flow.flows.precision.is_narrow`; a narrow one that
+    ``widens`` hands its output on in the autocast dtype, :meth:`FusedPath._conv`)."""
     if torch.is_autocast_enabled(x.device.type) and not conv.narrow:
         return torch.get_autocast_dtype(x.device.type)
     return torch.float32

@@ -10,10 +10,15 @@ and log-densities keep float32 accumulation.
 Narrow convolutions, with fewer than :data:`NARROW` input or output channels (an st-network's first and
 last, which see the few image channels and predict ``s`` and ``t``), stay in float32 under bf16: they are
 a sliver of the FLOPs, and oneDNN has no fast bf16 kernel for them, so their backward pass ran many times
-slower in bf16 than in fp32 (docs/speed.md, "Precision"). Which convolutions are narrow is
-decided once, when a network is built (:func:`is_narrow`): :class:`STConv2d` and the weight-normalised
-:class:`~ood_flow.flows.weightnorm.WNConv2d` record it as ``narrow``, and they and the fused path
-(:mod:`ood_flow.flows.fused`) read it there; nothing about a network changes when it first runs in bf16.
+slower in bf16 than in fp32 (docs/speed.md, "Precision"); in bf16 on a CPU with AMX, where they are fast,
+they moved a trained model's scores past the bf16 bound (the last one's rounded weights and outputs). A narrow
+convolution that widens (few input channels, many output: an st-network's first) hands its output on in the
+autocast dtype (:func:`is_widening`), so that the wide layers after it, their batch norms and residual sums
+run in bf16 without a cast per layer; that rounding is the one the next convolution made anyway. Which
+convolutions are narrow or widening is decided once, when a network is built: :class:`STConv2d` and the
+weight-normalised :class:`~ood_flow.flows.weightnorm.WNConv2d` record it as ``narrow`` and ``widens``, and
+they and the fused path (:mod:`ood_flow.flows.fused`) read it there; nothing about a network changes when
+it first runs in bf16.
 
 Example:
     >>> import torch
@@ -74,22 +79,36 @@ def is_narrow(cin: int, cout: int) -> bool:
     return min(cin, cout) < NARROW
 
 
-def narrow_forward(forward: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """``forward(x)`` of a narrow convolution: in float32 with autocast off where autocast is on."""
-    if not torch.is_autocast_enabled(x.device.type):
+def is_widening(cin: int, cout: int) -> bool:
+    """Whether a narrow convolution of ``cin`` to ``cout`` channels feeds wide layers, so that under autocast
+    its float32 output goes on in the autocast dtype (see the module docstring).
+
+    Example:
+        >>> is_widening(2, 64), is_widening(64, 4), is_widening(64, 64)
+        (True, False, False)
+    """
+    return cin < NARROW <= cout
+
+
+def narrow_forward(forward: Callable[[Tensor], Tensor], x: Tensor, widens: bool) -> Tensor:
+    """``forward(x)`` of a narrow convolution: in float32 with autocast off where autocast is on, the output
+    handed on in the autocast dtype if it ``widens`` (:func:`is_widening`)."""
+    device = x.device.type
+    if not torch.is_autocast_enabled(device):
         return forward(x)
-    with torch.autocast(x.device.type, enabled=False):
-        return forward(x.float())
+    with torch.autocast(device, enabled=False):
+        y = forward(x.float())
+    return y.to(torch.get_autocast_dtype(device)) if widens else y
 
 
 class STConv2d(nn.Conv2d):
     """A plain convolution of an st-network, narrow or not as :func:`is_narrow` decides when it is built
-    (``narrow``); a narrow one runs in float32 even under autocast. Its weights and state dict are
-    ``nn.Conv2d``'s."""
+    (``narrow``); a narrow one runs in float32 even under autocast (and hands its output on in the autocast
+    dtype if it ``widens``). Its weights and state dict are ``nn.Conv2d``'s."""
 
     def __init__(self, cin: int, cout: int, kernel: int, **options):
         super().__init__(cin, cout, kernel, **options)
-        self.narrow = is_narrow(cin, cout)
+        self.narrow, self.widens = is_narrow(cin, cout), is_widening(cin, cout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return narrow_forward(super().forward, x) if self.narrow else super().forward(x)
+        return narrow_forward(super().forward, x, self.widens) if self.narrow else super().forward(x)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ood_flow.flows.precision import is_narrow, narrow_forward
+from ood_flow.flows.precision import is_narrow, is_widening, narrow_forward
 
 
 def normalised(g: Tensor, v: Tensor) -> Tensor:
@@ -31,7 +31,8 @@ class WNConv2d(nn.Module):
 
     Initialised like ``nn.Conv2d`` with ``g = ||v||``, so at the start it is that convolution;
     ``zero=True`` makes its output 0 (``g = 0``, bias 0): a new coupling then starts as the identity.
-    ``narrow``: it runs in float32 under autocast (:func:`~ood_flow.flows.precision.is_narrow`, decided here).
+    ``narrow``: it runs in float32 under autocast (:func:`~ood_flow.flows.precision.is_narrow`, decided here),
+    handing its output on in the autocast dtype if it ``widens`` (:func:`~ood_flow.flows.precision.is_widening`).
     """
 
     def __init__(self, cin: int, cout: int, kernel: int = 3, *, bias: bool = True, zero: bool = False):
@@ -47,14 +48,14 @@ class WNConv2d(nn.Module):
             self.bias = nn.Parameter(torch.zeros(cout) if zero else torch.empty(cout).uniform_(-bound, bound))
         else:
             self.register_parameter("bias", None)
-        self.narrow = is_narrow(cin, cout)
+        self.narrow, self.widens = is_narrow(cin, cout), is_widening(cin, cout)
 
     def weight(self) -> Tensor:
         """The effective kernel ``g * v / ||v||``."""
         return normalised(self.weight_g, self.weight_v)
 
     def forward(self, x: Tensor) -> Tensor:
-        return narrow_forward(self._conv, x) if self.narrow else self._conv(x)
+        return narrow_forward(self._conv, x, self.widens) if self.narrow else self._conv(x)
 
     def _conv(self, x: Tensor) -> Tensor:
         return F.conv2d(x, self.weight(), self.bias, padding=self.padding)
