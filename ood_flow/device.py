@@ -58,6 +58,25 @@ def bf16_pays(device, flags: frozenset[str] | None = None, capability: tuple[int
     return any(f in flags for f in BF16_CPU_FLAGS)
 
 
+def narrow_split_pays(device, flags: frozenset[str] | None = None) -> bool:
+    """Whether an st-network's narrow convolutions run faster as bf16 kernels than as float32 ones under bf16
+    (:data:`ood_flow.flows.precision.NARROW_MODES`): on a CPU with AMX (``amx_bf16``), whose bf16 kernels
+    for them are several times faster than float32 ones; without AMX (e.g. AMD Zen 4) their bf16 backward
+    pass ran many times slower than float32, and on GPUs they stay as they were (docs/speed.md, "Precision").
+
+    Example:
+        >>> narrow_split_pays("cpu", flags=frozenset({"avx512_bf16"}))
+        False
+        >>> narrow_split_pays("cpu", flags=frozenset({"avx512_bf16", "amx_bf16"}))
+        True
+    """
+    import torch
+
+    if torch.device(device).type != "cpu":
+        return False
+    return "amx_bf16" in (cpu_flags() if flags is None else flags)
+
+
 def to_device(x, device):
     """``x`` on ``device``; to CUDA from pinned memory without blocking (the copy overlaps the work
     queued before it), elsewhere a plain ``.to``.

@@ -12,7 +12,8 @@ A precision is chosen per part:
 
 - ``st``: a flow's st-networks, under autocast where bf16 (:mod:`ood_flow.flows.precision`); the rest of a
   flow (couplings, log-determinants, logit, 1x1 convolutions, prior) always runs in fp32, and so do the
-  narrow convolutions of the st-networks (:func:`~ood_flow.flows.precision.is_narrow`).
+  narrow convolutions of the st-networks (:func:`~ood_flow.flows.precision.is_narrow`) compute in fp32, or, on a
+  CPU with AMX, as split bf16 kernels (:attr:`Runtime.narrow`).
 - ``backbone``: the CNN of ``embed`` and of a feature detector, under autocast whole. A detector's flow
   runs on the features in fp32 (:meth:`Runtime.for_detector`): ``--precision`` is its backbone's.
 
@@ -36,7 +37,7 @@ from typing import Iterator
 import torch
 
 from ood_flow import distributed
-from ood_flow.device import DEVICES, PRECISION_CHOICES, bf16_pays, bf16_supported
+from ood_flow.device import DEVICES, PRECISION_CHOICES, bf16_pays, bf16_supported, narrow_split_pays
 from ood_flow.distributed import SINGLE, Dist
 from ood_flow.errors import NoBfloat16, OodflowError, UsageError
 from ood_flow.flows.convnets import ConvNet
@@ -63,6 +64,9 @@ class Runtime:
             (:mod:`ood_flow.flows.fused`); off, the plain modules (the reference path).
         threads: intra-op threads set for this run (None: torch's default, left alone).
         dist: the processes sharing the run (:data:`~ood_flow.distributed.SINGLE` outside torchrun).
+        narrow: how the st-networks' narrow convolutions compute under bf16, ``fp32`` or ``split``
+            (:data:`~ood_flow.flows.precision.NARROW_MODES`); None (the default) decides from the machine:
+            ``split`` where it pays (:func:`~ood_flow.device.narrow_split_pays`: a CPU with AMX), else ``fp32``.
     """
 
     device: str = "cpu"
@@ -73,6 +77,11 @@ class Runtime:
     fused: bool = True
     threads: int | None = None
     dist: Dist = SINGLE
+    narrow: str | None = None
+
+    def __post_init__(self):
+        if self.narrow is None:
+            object.__setattr__(self, "narrow", "split" if narrow_split_pays(self.device) else "fp32")
 
     @property
     def layout(self) -> torch.memory_format:
@@ -92,7 +101,7 @@ class Runtime:
         if cuda and self.st == "fp32":
             torch.backends.cudnn.allow_tf32 = False
         try:
-            with st_autocast(DTYPES[self.st]):
+            with st_autocast(DTYPES[self.st], self.narrow):
                 yield
         finally:
             if cuda:

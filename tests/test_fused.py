@@ -13,6 +13,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ood_flow.device import bf16_supported
@@ -141,3 +142,64 @@ def test_bf16_scoring_through_the_fused_path_is_as_close_to_fp32_as_the_plain_mo
             with path.disabled():
                 plain = flow.log_prob(x)
     assert (fast - exact).abs().mean() <= 2 * (plain - exact).abs().mean()
+
+
+def _split_case(cin: int, cout: int, kernel: int, batchnorm: bool, seed: int = 0):
+    """A narrow st-network convolution (weight-normalised if kernel == 1, as the authors' last one), perhaps with
+    a batch norm of large statistics after it, and its float32 kernel and bias as the fused path folds them."""
+    from ood_flow.flows.precision import STConv2d
+    from ood_flow.flows.weightnorm import WNConv2d
+
+    g = torch.Generator().manual_seed(seed)
+    conv = WNConv2d(cin, cout, kernel) if kernel == 1 else STConv2d(cin, cout, kernel, padding=kernel // 2)
+    bn = nn.BatchNorm2d(cout).eval() if batchnorm else None
+    with torch.no_grad():
+        for p in conv.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+        if bn is not None:
+            bn.running_mean.copy_(torch.randn(cout, generator=g) * 5)
+            bn.running_var.copy_(torch.rand(cout, generator=g) + 0.5)
+    weight, bias = fused._fold(conv, bn, torch.float32, torch.contiguous_format)
+    return conv, bn, weight, bias
+
+
+@pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU runs no bfloat16 at all")
+@pytest.mark.parametrize("kernel", [1, 3])
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_split_narrowing_convolution_keeps_float32_accuracy_where_plain_bf16_does_not(kernel, batchnorm):
+    from ood_flow.flows.precision import st_autocast
+
+    conv, bn, weight, bias = _split_case(64, 4, kernel, batchnorm)
+    weight, bias = weight.detach(), bias.detach()
+    x = torch.randn(8, 64, 10, 10).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)  # a bf16 trunk
+    exact = F.conv2d(x.double(), weight.double(), bias.double(), padding=kernel // 2)
+    plain = F.conv2d(x, weight.to(torch.bfloat16), bias.to(torch.bfloat16), padding=kernel // 2)
+    path = fused.FusedPath()
+    with torch.no_grad(), st_autocast(torch.bfloat16, "split"), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = path._conv(conv, bn, x, relu=False)
+    assert path.stats()["split_narrow_convs"] == 1 and y.dtype == torch.float32
+    scale = exact.abs().max()
+    split_error, plain_error = (y.double() - exact).abs().max() / scale, (plain.double() - exact).abs().max() / scale
+    assert split_error < 2e-5 and split_error < plain_error / 50  # float32 is ~1e-7, bf16 ~4e-3
+
+
+@pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU runs no bfloat16 at all")
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_split_widening_convolution_hands_on_the_float32_result_rounded_to_bf16(relu, batchnorm):
+    from ood_flow.flows.precision import st_autocast
+
+    conv, bn, weight, bias = _split_case(2, 32, 3, batchnorm)
+    weight, bias = weight.detach(), bias.detach()
+    x = torch.randn(8, 2, 10, 10) * 3
+    exact = F.conv2d(x.double(), weight.double(), bias.double(), padding=1)
+    exact = exact.relu() if relu else exact
+    size = F.conv2d(x.double().abs(), weight.double().abs(), bias.double().abs(), padding=1)  # of the terms summed
+    path = fused.FusedPath()
+    with torch.no_grad(), st_autocast(torch.bfloat16, "split"), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = path._conv(conv, bn, x, relu=relu)
+    assert path.stats()["split_narrow_convs"] == 1 and y.dtype == torch.bfloat16
+    rounded = exact.to(torch.bfloat16)  # what the float32 path hands on, but for float32's own rounding
+    assert (y == rounded).double().mean() > 0.99
+    # within half a bf16 step of the result, plus float32-like error in the sum where its terms cancel
+    assert ((y.double() - exact).abs() <= exact.abs() * 2.0**-8 + size * 2.0**-15).all()

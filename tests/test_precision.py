@@ -20,8 +20,8 @@ from ood_flow.data import SourceOptions
 from ood_flow.device import bf16_pays, bf16_supported
 from ood_flow.errors import UsageError
 from ood_flow.evaluate.metrics import ood_metrics
-from ood_flow.flows import create_flow
-from ood_flow.flows.precision import NARROW, STConv2d, current, is_narrow
+from ood_flow.flows import create_flow, fused
+from ood_flow.flows.precision import NARROW, NARROW_MODES, STConv2d, current, is_narrow
 from ood_flow.flows.weightnorm import WNConv2d
 from ood_flow.runtime import Runtime, resolve_precision
 from ood_flow.train import TrainConfig
@@ -52,9 +52,10 @@ def _channels(m: torch.nn.Module) -> tuple[int, int]:
 
 
 @needs_bf16
+@pytest.mark.parametrize("narrow", NARROW_MODES)  # each runtime's branch, whatever this machine would choose
 @pytest.mark.parametrize("name, options", [("realnvp", {"channels": 16, "blocks": 1, "scales": 2}),
                                            ("glow", {"channels": 16, "couplings": 2, "net": "glow"})])
-def test_only_the_st_networks_run_in_bf16_and_the_flow_stays_invertible(name, options):
+def test_only_the_st_networks_run_in_bf16_and_the_flow_stays_invertible(name, options, narrow):
     torch.manual_seed(0)
     flow = Runtime().prepare(create_flow(name, (1, 8, 8), **options)).eval()
     with torch.no_grad():
@@ -69,19 +70,23 @@ def test_only_the_st_networks_run_in_bf16_and_the_flow_stays_invertible(name, op
             m.register_forward_hook(lambda mod, i, out, where=where: dtypes[where].add(
                 (out[0] if isinstance(out, tuple) else out).dtype))
     x = torch.rand(4, 1, 8, 8)
-    with Runtime(st="bf16").st_networks():  # gradients on: the plain modules, whose hooks fire
+    with Runtime(st="bf16", narrow=narrow).st_networks():  # gradients on: the plain modules, whose hooks fire
         assert current() == "bf16"
         z, logdet = flow(x)
         back, inv_logdet = flow.inverse(z)
         log_prob = flow.log_prob(x).detach()
-        with torch.no_grad():  # scoring: the fused path, in bf16 too
+        with torch.no_grad():  # scoring: the fused path, in bf16 too (split: narrow ones as split bf16 kernels)
+            fused.path_of(flow).reset_stats()
             fused_log_prob = flow.log_prob(x)
+            assert (fused.path_of(flow).stats().get("split_narrow_convs", 0) > 0) == (narrow == "split")
     with torch.no_grad():
         fp32_log_prob = flow.log_prob(x)
     # the wide convolutions run in bf16; a narrow one in fp32, handing its output on in bf16 where wide layers
-    # follow (an st-network's first) and in fp32 where it predicts s and t (the last); see NARROW
+    # follow (an st-network's first) and in fp32 where it predicts s and t (the last); see NARROW. In the
+    # split mode, where gradients flow, narrow ones run in bf16 as autocast runs them.
     assert dtypes["st"] == {torch.bfloat16} and dtypes["widening"] == {torch.bfloat16}
-    assert dtypes["narrow"] == {torch.float32} and dtypes["other"] <= {torch.float32}
+    assert dtypes["narrow"] == {torch.float32 if narrow == "fp32" else torch.bfloat16}
+    assert dtypes["other"] <= {torch.float32}
     assert log_prob.dtype == torch.float32 and z.dtype == torch.float32
     torch.testing.assert_close(back, x, atol=1e-4, rtol=1e-4)  # s and t are the same bf16 values both ways
     torch.testing.assert_close(logdet + inv_logdet, torch.zeros_like(logdet), atol=1e-3, rtol=0)

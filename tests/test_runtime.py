@@ -21,7 +21,7 @@ import torch
 from cli_helpers import image_npz, one_line_error, run
 from ood_flow import calibrate_model, embed_source, plot_latents, runtime, score_source, train_flow
 from ood_flow.data import SourceOptions
-from ood_flow.device import bf16_supported
+from ood_flow.device import bf16_supported, narrow_split_pays
 from ood_flow.errors import NoBfloat16, UsageError
 from ood_flow.flows import create_flow, fused
 from ood_flow.flows.weightnorm import WNConv2d
@@ -211,3 +211,12 @@ def test_a_contiguous_runtime_scores_as_the_channels_last_one():
         contiguous = flow.log_prob(x)
     assert all(m.layout == torch.contiguous_format for m in flow.modules() if hasattr(m, "layout"))
     torch.testing.assert_close(contiguous, channels_last, rtol=1e-5, atol=1e-3)
+
+
+def test_how_narrow_convolutions_compute_is_decided_once_from_the_machine():
+    expected = "split" if narrow_split_pays("cpu") else "fp32"
+    st = "bf16" if bf16_supported("cpu") else None
+    assert Runtime().narrow == expected and resolve("cpu", st=st).narrow == expected
+    assert Runtime(narrow="fp32").narrow == "fp32"  # written out: taken as it is (tests, benchmarks)
+    assert narrow_split_pays("cpu", flags=frozenset({"avx512_bf16", "amx_bf16"}))
+    assert not narrow_split_pays("cpu", flags=frozenset({"avx512_bf16"}))  # Zen 4: bf16 backward of them was slow

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ood_flow.flows.precision import NARROW, narrow_mode
 from ood_flow.flows.weightnorm import WNConv2d, normalised
 
 
@@ -187,9 +188,60 @@ class FusedPath:
         return self._conv(net.out_conv, None, h, relu=False)
 
     def _conv(self, conv: nn.Module, bn: nn.BatchNorm2d | None, x: Tensor, relu: bool) -> Tensor:
-        y = self._conv_in(conv, bn, x.to(_dtype(conv, x)), relu)
-        if conv.narrow and conv.widens and torch.is_autocast_enabled(x.device.type):  # as the plain modules do
-            return y.to(torch.get_autocast_dtype(x.device.type))
+        device = x.device.type
+        if not (conv.narrow and torch.is_autocast_enabled(device)):
+            return self._conv_in(conv, bn, x.to(_dtype(conv, x)), relu)
+        if narrow_mode() == "split":
+            y = self._split(conv, bn, x, relu)
+            if y is not None:
+                return y
+        y = self._conv_in(conv, bn, x.float(), relu)  # a narrow one in float32, as the plain modules run it
+        return y.to(torch.get_autocast_dtype(device)) if conv.widens else y
+
+    def _split(self, conv: nn.Module, bn: nn.BatchNorm2d | None, x: Tensor, relu: bool) -> Tensor | None:
+        """A narrow convolution under bf16 as oneDNN bf16 kernels with float32's accuracy (the ``split`` mode of
+        :mod:`ood_flow.flows.precision`), or None where this does not apply (both sides narrow, an input not in
+        bf16 where the output is narrow, no kernel, another kind of convolution).
+
+        Each float32 operand ``a`` is split into ``hi = bf16(a)`` and ``lo = bf16(a - hi)``. Widening (few input
+        channels): the input and the kernel are split and ``hi*hi + lo*hi + hi*lo`` is one convolution over
+        three times the input channels, accumulated in float32 and handed on in bf16, as :meth:`_conv`'s float32
+        path hands it on. Narrowing (the last, predicting s and t from a bf16 input, which is exact): the
+        kernel's two parts are stacked as twice the output channels, and the bf16 rounding of that output is
+        recovered by a second pass whose binary post-op subtracts it from the float32 accumulator; the four
+        bf16 results add up in float32 to the convolution to about 2^-16 relative."""
+        binary = getattr(torch.ops.mkldnn._convolution_pointwise, "binary", None) if self.kernel is not None else None
+        widening = conv.widens
+        narrowing = not conv.widens and x.dtype == torch.bfloat16 and not _narrow_in(conv)
+        if not (widening or narrowing) or binary is None or not isinstance(conv, (WNConv2d, nn.Conv2d)):
+            return None
+        if isinstance(conv, nn.Conv2d) and not (conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)):
+            return None
+        padding = [conv.padding] * 2 if isinstance(conv, WNConv2d) else list(conv.padding)
+        stride, dilation, groups = ([1, 1], [1, 1], 1) if isinstance(conv, WNConv2d) else \
+            (list(conv.stride), list(conv.dilation), conv.groups)
+        if groups != 1:
+            return None
+        weight, bias = self._weights(conv, bn, torch.bfloat16, "in" if widening else "out")
+        try:
+            if widening:
+                hi = x.to(torch.bfloat16)
+                lo = (x - hi).to(torch.bfloat16)  # float32 arithmetic: the remainder x - bf16(x), exact
+                x3 = torch.cat([hi, lo, hi], dim=1).contiguous(memory_format=self.layout)
+                y = self.kernel(x3, weight, bias, padding, stride, dilation, groups, "relu" if relu else "none", [], "")
+            else:
+                x = x.contiguous(memory_format=self.layout)
+                first = self.kernel(x, weight, None, padding, stride, dilation, groups, "none", [], "")
+                rest = binary(x, first, weight, None, padding, stride, dilation, groups, "sub", None, None, [], None)
+                both = first.float().add_(rest)
+                c = both.shape[1] // 2
+                y = both[:, :c] + both[:, c:]
+                y = y.add_(bias.view(1, -1, 1, 1)) if bias is not None else y
+                y = torch.relu_(y) if relu else y
+        except RuntimeError as exc:  # as in _conv_in: plain ops from now on, said aloud
+            self._kernel_failed(exc)
+            return None
+        self.counts["split_narrow_convs"] += 1
         return y
 
     def _conv_in(self, conv: nn.Module, bn: nn.BatchNorm2d | None, x: Tensor, relu: bool) -> Tensor:
@@ -239,17 +291,22 @@ class FusedPath:
         warnings.warn(f"oodflow: oneDNN's fused convolution failed ({self.failure}); "
                       "scoring continues with plain convolutions", RuntimeWarning, stacklevel=3)
 
-    def _weights(self, conv: nn.Module, bn: nn.BatchNorm2d | None, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+    def _weights(self, conv: nn.Module, bn: nn.BatchNorm2d | None, dtype: torch.dtype,
+                 split: str | None = None) -> tuple[Tensor, Tensor | None]:
         """``conv`` then ``bn`` (eval) as one convolution in ``dtype``: prepared once, kept until a tensor it is
-        made of changes (another tensor, other memory, or a new version: an in-place change)."""
-        if bn is None and not isinstance(conv, WNConv2d) and dtype == conv.weight.dtype:
+        made of changes (another tensor, other memory, or a new version: an in-place change). ``split``: the
+        kernel split into bf16 parts for :meth:`_split` (``in``: hi, hi, lo along the input channels; ``out``:
+        hi, lo along the output channels)."""
+        if bn is None and not isinstance(conv, WNConv2d) and dtype == conv.weight.dtype and split is None:
             return conv.weight, conv.bias
         sources = _sources(conv, bn)  # kept with the kernel: no other tensor can take their ids meanwhile
         key = tuple((id(t), t.data_ptr(), t._version) if t is not None else None for t in sources) + \
-            ((bn.eps,) if bn is not None else ()) + (dtype,)
+            ((bn.eps,) if bn is not None else ()) + (dtype, split)
         kept = self._folded.get(id(conv))
         if kept is None or kept[0] != key:
-            kept = self._folded[id(conv)] = (key, sources, *_fold(conv, bn, dtype, self.layout))
+            weight, bias = _fold(conv, bn, torch.float32 if split else dtype, self.layout)
+            weight = _split_kernel(weight, split, self.layout) if split else weight
+            kept = self._folded[id(conv)] = (key, sources, weight, bias)
         return kept[2], kept[3]
 
 
@@ -275,6 +332,20 @@ def _fold(conv: nn.Module, bn: nn.BatchNorm2d | None, dtype: torch.dtype,
         weight = weight.to(dtype)
         weight = weight.contiguous(memory_format=layout) if weight.dim() == 4 else weight
         return weight, (bias.float() if bias is not None else None)  # kept float32: see FusedPath._conv
+
+
+def _split_kernel(weight: Tensor, split: str, layout: torch.memory_format) -> Tensor:
+    """A float32 kernel as the bf16 parts :meth:`FusedPath._split` convolves with."""
+    hi = weight.to(torch.bfloat16)
+    lo = (weight - hi).to(torch.bfloat16)
+    parts = torch.cat([hi, hi, lo], dim=1) if split == "in" else torch.cat([hi, lo], dim=0)
+    return parts.contiguous(memory_format=layout)
+
+
+def _narrow_in(conv: nn.Module) -> bool:
+    """Whether ``conv`` has fewer input channels than :data:`~ood_flow.flows.precision.NARROW`."""
+    cin = conv.weight_v.shape[1] if isinstance(conv, WNConv2d) else conv.in_channels
+    return cin < NARROW
 
 
 def _like(bias: Tensor | None, x: Tensor) -> Tensor | None:

@@ -14,7 +14,14 @@ slower in bf16 than in fp32 (docs/speed.md, "Precision"); in bf16 on a CPU with 
 they moved a trained model's scores past the bf16 bound (the last one's rounded weights and outputs). A narrow
 convolution that widens (few input channels, many output: an st-network's first) hands its output on in the
 autocast dtype (:func:`is_widening`), so that the wide layers after it, their batch norms and residual sums
-run in bf16 without a cast per layer; that rounding is the one the next convolution made anyway. Which
+run in bf16 without a cast per layer; that rounding is the one the next convolution made anyway.
+
+How the narrow convolutions compute under bf16 is the runtime's choice (:data:`NARROW_MODES`, decided once in
+:class:`~ood_flow.runtime.Runtime` from what the machine has): ``fp32``, float32 kernels; or ``split``, on a
+CPU with AMX, where bf16 kernels are several times faster: where gradients flow (training, whose bound is on
+validation bits/dim) they run in bf16 as autocast would, and where scores are made the fused path
+(:mod:`ood_flow.flows.fused`) runs them as bf16 kernels on operands split into a bf16 part and a bf16
+remainder, with float32 accumulation, which keeps float32's accuracy to about 16 bits. Which
 convolutions are narrow or widening is decided once, when a network is built: :class:`STConv2d` and the
 weight-normalised :class:`~ood_flow.flows.weightnorm.WNConv2d` record it as ``narrow`` and ``widens``, and
 they and the fused path (:mod:`ood_flow.flows.fused`) read it there; nothing about a network changes when
@@ -41,17 +48,27 @@ from torch import Tensor, nn
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 """The autocast dtype of each precision (None: no autocast)."""
 NARROW = 16
+NARROW_MODES = ("fp32", "split")
+"""How narrow convolutions compute under bf16 (see the module docstring)."""
 _st_dtype: contextvars.ContextVar[torch.dtype | None] = contextvars.ContextVar("st_dtype", default=None)
+_narrow: contextvars.ContextVar[str] = contextvars.ContextVar("narrow", default="fp32")
 
 
 @contextlib.contextmanager
-def st_autocast(dtype: torch.dtype | None) -> Iterator[None]:
-    """Run the st-networks called inside this block under autocast to ``dtype`` (None: in float32)."""
-    token = _st_dtype.set(dtype)
+def st_autocast(dtype: torch.dtype | None, narrow: str = "fp32") -> Iterator[None]:
+    """Run the st-networks called inside this block under autocast to ``dtype`` (None: in float32), their
+    narrow convolutions as ``narrow`` says (one of :data:`NARROW_MODES`)."""
+    tokens = _st_dtype.set(dtype), _narrow.set(narrow)
     try:
         yield
     finally:
-        _st_dtype.reset(token)
+        _st_dtype.reset(tokens[0])
+        _narrow.reset(tokens[1])
+
+
+def narrow_mode() -> str:
+    """How narrow convolutions compute in this block (:data:`NARROW_MODES`; ``fp32`` outside :func:`st_autocast`)."""
+    return _narrow.get()
 
 
 def current() -> str:
@@ -92,9 +109,10 @@ def is_widening(cin: int, cout: int) -> bool:
 
 def narrow_forward(forward: Callable[[Tensor], Tensor], x: Tensor, widens: bool) -> Tensor:
     """``forward(x)`` of a narrow convolution: in float32 with autocast off where autocast is on, the output
-    handed on in the autocast dtype if it ``widens`` (:func:`is_widening`)."""
+    handed on in the autocast dtype if it ``widens`` (:func:`is_widening`); under autocast with gradients on
+    in the ``split`` mode (:func:`narrow_mode`), as autocast runs it."""
     device = x.device.type
-    if not torch.is_autocast_enabled(device):
+    if not torch.is_autocast_enabled(device) or (_narrow.get() == "split" and torch.is_grad_enabled()):
         return forward(x)
     with torch.autocast(device, enabled=False):
         y = forward(x.float())
