@@ -45,7 +45,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 import speed_report  # noqa: E402
 from portable import command_line, portable  # noqa: E402
-from speed_machine import machine, peak_rates  # noqa: E402
+from speed_machine import MALLOC_CHOICES, machine, peak_rates, set_allocator  # noqa: E402
 from speed_models import normflows_model, oodflow_model, params  # noqa: E402
 from speed_runs import PEER_SETTINGS, Runner, best_setting, bf16_error, rate  # noqa: E402
 
@@ -175,11 +175,11 @@ def _timed_data(images: torch.Tensor, batch: int) -> float:
     return timed(lambda: dequantize(images[torch.randperm(images.shape[0], generator=gen)[:batch]], gen))
 
 
-def run(p: dict, data_dir: Path, precision: str) -> dict:
+def run(p: dict, data_dir: Path, precision: str, malloc: str = "system") -> dict:
     images, data = load_images(max(p["batch"], p["score_images"], 64), data_dir)
     gen = torch.Generator().manual_seed(0)
     train_x, score_x = dequantize(images[: p["batch"]], gen), dequantize(images[: p["score_images"]], gen)
-    env = machine(data)
+    env = machine(data, malloc)
     before = peak_rates(**p["peak"])
     archs = {arch: compare(arch, p, train_x, score_x, precision) for arch in ("glow", "realnvp")}
     papers = {name: paper_model(name, p, images) for name in ("realnvp", "glow")}
@@ -198,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
     ap.add_argument("--out", type=Path, default=HERE.parent / "results", help="folder for speed.json and speed.md")
+    ap.add_argument("--malloc", default="kept", choices=MALLOC_CHOICES,
+                    help="kept: freed memory kept for reuse, as the oodflow command runs (both libraries, one "
+                         "process); system: glibc's defaults")
     args = ap.parse_args(argv)
+    malloc = set_allocator(args.malloc)
     if args.threads:
         torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: load average {load:.2f} > 0.5: other work shares the CPU; ratios are noisier",
               file=sys.stderr)
     preset = "quick" if args.quick else "full"
-    res = run(PRESETS[preset], args.data_dir, resolve_precision(args.precision, "cpu"))
+    res = run(PRESETS[preset], args.data_dir, resolve_precision(args.precision, "cpu"), malloc)
     res["preset"] = preset
     res["command"] = command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir)
     speed_report.write(res, args.out, "speed.quick" if args.quick else "speed")

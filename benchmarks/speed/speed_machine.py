@@ -29,11 +29,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine(data: str) -> dict:
-    """CPU model, the flags that matter for fp32/bf16 speed, threads, load, versions, data."""
+MALLOC_CHOICES = ("kept", "system")
+
+
+def set_allocator(choice: str) -> str:
+    """The process's allocator as ``--malloc`` says, for every library in it alike: ``kept`` keeps freed memory
+    for reuse as the ``oodflow`` command does (:func:`ood_flow.allocator.keep_freed_memory`: no fresh mmap and
+    page faults per large block), ``system`` leaves glibc's defaults. Returns what is in force."""
+    from ood_flow.allocator import keep_freed_memory
+
+    return "kept" if choice == "kept" and keep_freed_memory() else "system"
+
+
+def machine(data: str, malloc: str = "system") -> dict:
+    """CPU model, the flags that matter for fp32/bf16 speed, threads, load, versions, data, the allocator."""
     from importlib.metadata import version
 
-    return {"cpu": cpu_model(), "cpu_flags": [f for f in FLAGS if f in cpu_flags()],
+    return {"cpu": cpu_model(), "malloc": malloc, "cpu_flags": [f for f in FLAGS if f in cpu_flags()],
             "bf16_native": bf16_pays("cpu"), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "load_average_start": os.getloadavg(), "torch": torch.__version__, "normflows": version("normflows"),

@@ -34,7 +34,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 from portable import command_line  # noqa: E402
 from speed import PRESETS, build, load_images  # noqa: E402
-from speed_machine import machine  # noqa: E402
+from speed_machine import MALLOC_CHOICES, machine, set_allocator  # noqa: E402
 from speed_runs import Runner  # noqa: E402
 
 from ood_flow.dequantize import dequantize  # noqa: E402
@@ -114,15 +114,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save", action="store_true", help="write benchmarks/results/profile[.quick].md")
     ap.add_argument("--vectors", action="store_true", help="also the scoring rows of vector_speed.py: oodflow "
                     "(eager, as its commands score) beside zuko compiled (its fastest there)")
+    ap.add_argument("--malloc", default="kept", choices=MALLOC_CHOICES, help="as speed.py's --malloc")
     args = ap.parse_args(argv)
+    malloc = set_allocator(args.malloc)
     p = PRESETS["quick" if args.quick else "full"]
     images, data = load_images(max(p["batch"], p["score_images"], 64), args.data_dir)
     gen = torch.Generator().manual_seed(0)
     train_x, score_x = dequantize(images[: p["batch"]], gen), dequantize(images[: p["score_images"]], gen)
-    env = machine(data)
+    env = machine(data, malloc)
     out = [f"# Where the time goes: oodflow {args.precision} beside normflows", "",
            f"`{command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir)}`", "",
-           f"Machine: {env['cpu']}, {env['threads']} threads, load average {env['load_average_start'][0]:.2f} at "
+           f"Machine: {env['cpu']}, {env['threads']} threads, malloc {malloc}, load average "
+           f"{env['load_average_start'][0]:.2f} at "
            f"the start; torch {torch.__version__}. Self CPU time per operator (`torch.profiler`), milliseconds "
            f"per image, {args.steps} runs after one warm-up; training batch {p['batch']}, scoring batch "
            f"{p['score_batch']}.", ""]
