@@ -51,8 +51,18 @@ class WNConv2d(nn.Module):
         self.narrow, self.widens = is_narrow(cin, cout), is_widening(cin, cout)
 
     def weight(self) -> Tensor:
-        """The effective kernel ``g * v / ||v||``."""
-        return normalised(self.weight_g, self.weight_v)
+        """The effective kernel ``g * v / ||v||`` (:func:`normalised`). Under autocast (bf16 st-networks) with
+        gradients on, through torch's fused weight-norm kernel (``torch._weight_norm``, what
+        ``nn.utils.weight_norm`` runs: forward and backward in one pass each over ``v``, where autograd's graph of
+        the formula makes about ten; the same function to float rounding); in float32, through the formula, so
+        that float32 training and scoring stay what they were bit for bit."""
+        v, g = self.weight_v, self.weight_g
+        if not (torch.is_grad_enabled() and torch.is_autocast_enabled(v.device.type)):
+            return normalised(g, v)
+        if v.is_contiguous() or not v.is_contiguous(memory_format=torch.channels_last):
+            return torch._weight_norm(v, g, 0)
+        # channels-last: the kernel writes a contiguous result, so run it on the NHWC view and view that back
+        return torch._weight_norm(v.permute(0, 2, 3, 1), g.permute(0, 2, 3, 1), 0).permute(0, 3, 1, 2)
 
     def forward(self, x: Tensor) -> Tensor:
         return narrow_forward(self._conv, x, self.widens) if self.narrow else self._conv(x)
