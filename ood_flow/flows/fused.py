@@ -230,12 +230,12 @@ class FusedPath:
                 x3 = torch.cat([hi, lo, hi], dim=1).contiguous(memory_format=self.layout)
                 y = self.kernel(x3, weight, bias, padding, stride, dilation, groups, "relu" if relu else "none", [], "")
             else:
-                x = x.contiguous(memory_format=self.layout)
+                x = x.contiguous(memory_format=torch.channels_last)  # the sums below read channels-last memory
                 first = self.kernel(x, weight, None, padding, stride, dilation, groups, "none", [], "")
                 rest = binary(x, first, weight, None, padding, stride, dilation, groups, "sub", None, None, [], None)
-                both = first.float().add_(rest)
-                c = both.shape[1] // 2
-                y = both[:, :c] + both[:, c:]
+                n, c2, h, w = first.shape  # channels-last: (n, h, w, c2) in memory, hi's channels then lo's
+                both = first.permute(0, 2, 3, 1).reshape(-1, c2).float().add_(rest.permute(0, 2, 3, 1).reshape(-1, c2))
+                y = (both[:, : c2 // 2] + both[:, c2 // 2 :]).view(n, h, w, c2 // 2).permute(0, 3, 1, 2)
                 y = y.add_(bias.view(1, -1, 1, 1)) if bias is not None else y
                 y = torch.relu_(y) if relu else y
         except RuntimeError as exc:  # as in _conv_in: plain ops from now on, said aloud
