@@ -35,8 +35,8 @@ class Runner:
     """One model in one setting, with its optimiser: a training step and a scoring pass over fixed batches."""
 
     def __init__(self, lib: str, model: torch.nn.Module, setting: tuple[str, str], train_x: torch.Tensor,
-                 score_x: torch.Tensor, score_batch: int):
-        self.lib, self.setting = lib, setting
+                 score_x: torch.Tensor, score_batch: int, narrow: str | None = None):
+        self.lib, self.setting, self.narrow = lib, setting, narrow  # narrow: oodflow's Runtime.narrow (None: its own)
         self.ours = lib == "oodflow"
         self.channels_last = setting[0] == "channels_last"
         self.precision = setting[1]
@@ -51,7 +51,7 @@ class Runner:
 
     def _context(self):
         if self.ours:
-            return Runtime(st=self.precision).st_networks()
+            return Runtime(st=self.precision, narrow=self.narrow).st_networks()
         if self.precision == "bf16":
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()

@@ -48,8 +48,10 @@ from torch import Tensor, nn
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 """The autocast dtype of each precision (None: no autocast)."""
 NARROW = 16
-NARROW_MODES = ("fp32", "split")
-"""How narrow convolutions compute under bf16 (see the module docstring)."""
+NARROW_MODES = ("fp32", "split", "bf16")
+"""How narrow convolutions compute under bf16 (see the module docstring). ``bf16``, plainly in bf16 everywhere
+as a peer that runs its whole model under autocast does, is never the runtime's choice: it broke the bf16
+bound on trained models; it is there to measure what keeping the bound costs (``benchmarks/speed``)."""
 _st_dtype: contextvars.ContextVar[torch.dtype | None] = contextvars.ContextVar("st_dtype", default=None)
 _narrow: contextvars.ContextVar[str] = contextvars.ContextVar("narrow", default="fp32")
 
@@ -111,8 +113,8 @@ def narrow_forward(forward: Callable[[Tensor], Tensor], x: Tensor, widens: bool)
     """``forward(x)`` of a narrow convolution: in float32 with autocast off where autocast is on, the output
     handed on in the autocast dtype if it ``widens`` (:func:`is_widening`); under autocast with gradients on
     in the ``split`` mode (:func:`narrow_mode`), as autocast runs it."""
-    device = x.device.type
-    if not torch.is_autocast_enabled(device) or (_narrow.get() == "split" and torch.is_grad_enabled()):
+    device, mode = x.device.type, _narrow.get()
+    if not torch.is_autocast_enabled(device) or mode == "bf16" or (mode == "split" and torch.is_grad_enabled()):
         return forward(x)
     with torch.autocast(device, enabled=False):
         y = forward(x.float())
