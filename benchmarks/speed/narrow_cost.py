@@ -84,12 +84,12 @@ def narrow_mode(mode: str):
         runtime.session = original
 
 
-def errors(models: list[str], source: str, limit: int) -> dict:
+def errors(models: list[str], source: str, limit: int, data_dir: Path) -> dict:
     """Mean |bits/dim(bf16) - bits/dim(fp32)| of each model file in each narrow mode."""
     from ood_flow import score_source
     from ood_flow.data import SourceOptions
 
-    options, out = SourceOptions(limit=limit), {}
+    options, out = SourceOptions(limit=limit, data_dir=data_dir), {}
     for model in models:
         exact = score_source(source, model, options=options, precision="fp32").arrays["bits_per_dim"]
         out[model] = {}
@@ -139,10 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     images, data = load_images(max(p["batch"], p["score_images"]), args.data_dir)
     gen = torch.Generator().manual_seed(0)
     train_x, score_x = dequantize(images[: p["batch"]], gen), dequantize(images[: p["score_images"]], gen)
+    for model in args.models:  # before the timings: a wrong path is one line, not a traceback minutes later
+        if not Path(model).is_file():
+            print(f"error: no model file {model}", file=sys.stderr)
+            return 2
     res = {"command": command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir),
            "machine": machine(data, malloc), "rounds": args.rounds, "source": args.source, "limit": args.limit,
            "timings": {arch: timings(arch, p, train_x, score_x, args.rounds) for arch in ("glow", "realnvp")}}
-    res["errors"] = {portable(m): e for m, e in errors(args.models, args.source, args.limit).items()}
+    res["errors"] = {portable(m): e for m, e in errors(args.models, args.source, args.limit, args.data_dir).items()}
     text = markdown(res)
     print(text, end="")
     if args.save:
