@@ -203,3 +203,22 @@ def test_split_widening_convolution_hands_on_the_float32_result_rounded_to_bf16(
     assert (y == rounded).double().mean() > 0.99
     # within half a bf16 step of the result, plus float32-like error in the sum where its terms cancel
     assert ((y.double() - exact).abs() <= exact.abs() * 2.0**-8 + size * 2.0**-15).all()
+
+
+@pytest.mark.parametrize("name, opts", [("glow", {"net": "glow", "batchnorm": False, "channels": 32, "couplings": 2}),
+                                        ("realnvp", {"channels": 16, "blocks": 1, "scales": 1, "couplings": 2})])
+def test_a_weight_changed_in_place_after_scoring_is_seen_by_the_next_scoring(name, opts):
+    """The fused path keeps prepared kernels (folded, and reordered into oneDNN's layout); an optimiser step
+    changes parameters in place, and the next scoring must use the new values, as the plain modules do."""
+    torch.manual_seed(0)
+    flow = randomize(create_flow(name, (1, 8, 8), **opts))
+    path, x = fused.path_of(flow), torch.rand(8, 1, 8, 8)
+    with torch.no_grad():
+        before = flow.log_prob(x)
+        for p in flow.parameters():
+            p.mul_(1.1)  # in place, as an optimiser step
+        after = flow.log_prob(x)
+        with path.disabled():
+            plain = flow.log_prob(x)
+    assert path.stats()["fused_calls"] > 0 and not torch.allclose(before, after)
+    torch.testing.assert_close(after, plain, rtol=1e-5, atol=1e-4)

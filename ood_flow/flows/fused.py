@@ -75,6 +75,7 @@ class FusedPath:
         self.enabled, self.layout, self.kernel, self.failure = enabled, layout, find_kernel(), None
         self.counts: collections.Counter = collections.Counter()
         self._folded: dict[int, tuple] = {}  # id(conv) -> (key, sources, weight, bias)
+        self._packs: dict[int, tuple] = {}  # id(conv) -> (weight, its version, that weight in oneDNN's layout)
 
     def __deepcopy__(self, memo) -> FusedPath:
         """A copied flow gets a path of its own, with nothing prepared or counted yet."""
@@ -226,6 +227,7 @@ class FusedPath:
         if groups != 1:
             return None
         weight, bias = self._weights(conv, bn, torch.bfloat16, "in" if widening else "out")
+        weight = self._packed(conv, weight, padding, stride, dilation, groups, x.shape)
         try:
             if widening:
                 hi = x.to(torch.bfloat16)
@@ -258,7 +260,8 @@ class FusedPath:
         # shift folded in), which rounded to bf16 would move every output of a channel the same way
         if (relu or x.dtype == torch.bfloat16) and plain_conv and self.kernel is not None:
             try:
-                y = self.kernel(x, weight, bias, padding, stride, dilation, groups, "relu" if relu else "none", [], "")
+                packed = self._packed(conv, weight, padding, stride, dilation, groups, x.shape)
+                y = self.kernel(x, packed, bias, padding, stride, dilation, groups, "relu" if relu else "none", [], "")
                 self.counts["fused_kernel_convs"] += 1
                 return y
             except RuntimeError as exc:  # a build whose kernel rejects this case: plain ops from now on, said aloud
@@ -279,7 +282,8 @@ class FusedPath:
                 and x.is_contiguous(memory_format=self.layout) and other.is_contiguous(memory_format=self.layout)):
             try:
                 pad = [conv.padding] * 2
-                y = binary(*((other, x) if into else (x, other)), weight, _like(bias, x), pad, [1, 1], [1, 1], 1,
+                packed = self._packed(conv, weight, pad, [1, 1], [1, 1], 1, x.shape)
+                y = binary(*((other, x) if into else (x, other)), packed, _like(bias, x), pad, [1, 1], [1, 1], 1,
                            "add", None, None, [], None)
                 self.counts["fused_sum_convs"] += 1
                 return other if into else y
@@ -294,14 +298,30 @@ class FusedPath:
         warnings.warn(f"oodflow: oneDNN's fused convolution failed ({self.failure}); "
                       "scoring continues with plain convolutions", RuntimeWarning, stacklevel=3)
 
+    def _packed(self, conv: nn.Module, weight: Tensor, padding: list, stride: list, dilation: list, groups: int,
+                shape: torch.Size) -> Tensor:
+        """``weight`` (as :meth:`_weights` gave it) reordered once into oneDNN's own layout for its kernels, which
+        otherwise reorder it on every call; the same numbers, so the same results bit for bit. Kept beside the
+        weight it came from and rebuilt with it; where this build cannot reorder, ``weight`` itself."""
+        version = None if weight.is_inference() else weight._version  # folded under inference_mode: never changed
+        kept = self._packs.get(id(conv))
+        if kept is None or kept[0] is not weight or kept[1] != version:  # a parameter changed in place
+            try:
+                packed = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(), padding, stride,
+                                                                   dilation, groups, list(shape))
+            except (RuntimeError, AttributeError):
+                packed = weight
+            kept = self._packs[id(conv)] = (weight, version, packed)
+        return kept[2]
+
     def _weights(self, conv: nn.Module, bn: nn.BatchNorm2d | None, dtype: torch.dtype,
                  split: str | None = None) -> tuple[Tensor, Tensor | None]:
         """``conv`` then ``bn`` (eval) as one convolution in ``dtype``: prepared once, kept until a tensor it is
         made of changes (another tensor, other memory, or a new version: an in-place change). ``split``: the
         kernel split into bf16 parts for :meth:`_split` (``in``: hi, hi, lo along the input channels; ``out``:
         hi, lo along the output channels)."""
-        if bn is None and not isinstance(conv, WNConv2d) and dtype == conv.weight.dtype and split is None:
-            return conv.weight, conv.bias
+        if isinstance(conv, nn.Linear) and bn is None and split is None and dtype == conv.weight.dtype:
+            return conv.weight, conv.bias  # nothing to prepare: the layer's own tensors
         sources = _sources(conv, bn)  # kept with the kernel: no other tensor can take their ids meanwhile
         key = tuple((id(t), t.data_ptr(), t._version) if t is not None else None for t in sources) + \
             ((bn.eps,) if bn is not None else ()) + (dtype, split)
