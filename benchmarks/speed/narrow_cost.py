@@ -16,9 +16,7 @@ Usage::
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as speed.py
+# OpenMP wait policy: as the environment has it, as speed.py (see there)
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402

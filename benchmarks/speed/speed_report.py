@@ -119,7 +119,8 @@ def markdown(res: dict) -> str:
               f"(used: fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f}).",
               f"Peer: {res['peer_settings']}.",
               f"Machine: {m['cpu']}, flags {', '.join(m['cpu_flags'])}, {m['threads']} threads, "
-              f"OMP_WAIT_POLICY={m['omp_wait_policy']}, malloc {m.get('malloc', 'system')}, "
+              f"OMP_WAIT_POLICY={m['omp_wait_policy'] or 'unset (libgomp default)'}, "
+              f"malloc {m.get('malloc', 'system')}, "
               f"load average {m['load_average_start'][0]:.2f} at start, "
               f"{m['load_average_end'][0]:.2f} at end (its own threads included); torch {m['torch']}, "
               f"normflows {m['normflows']}; data: {m['data']}.", f"Command: `{res['command']}`"]

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as speed.py
+# OpenMP wait policy: as the environment has it, as speed.py (see there)
 # compilation timed as a fresh machine pays it: inductor's on-disk caches in a new, empty folder
 import tempfile  # noqa: E402
 
@@ -204,7 +204,8 @@ def markdown(res: dict) -> str:
     env = res["machine"]
     lines = ["# oodflow against zuko on vectors", "", f"`{res['command']}`", "",
              f"Machine: {env['cpu']}, flags {', '.join(env['cpu_flags'])}, {env['threads']} threads, "
-             f"OMP_WAIT_POLICY={env['omp_wait_policy']}, load average {env['load_average_start'][0]:.2f} at the "
+             f"OMP_WAIT_POLICY={env['omp_wait_policy'] or 'unset (libgomp default)'}, "
+             f"load average {env['load_average_start'][0]:.2f} at the "
              f"start; torch {env['torch']}, zuko {env['zuko']}. Samples per second, median (min-max) over "
              f"{res['preset']['rounds']} alternating rounds; peak {res['peak']['fp32']:.0f} GFLOP/s fp32, "
              f"{res['peak']['bf16']:.0f} bf16.", ""]
