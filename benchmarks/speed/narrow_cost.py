@@ -103,7 +103,8 @@ def markdown(res: dict) -> str:
     lines = ["# What the bf16 bound costs: oodflow's narrow convolutions in each mode", "",
              f"`{res['command']}`", "",
              f"Machine: {m['cpu']}, flags {', '.join(m['cpu_flags'])}, {m['threads']} threads, malloc {m['malloc']}, "
-             f"load average {m['load_average_start'][0]:.2f} at the start; torch {m['torch']}. Full preset of "
+             f"load average {m['load_average_start'][0]:.2f} at the start; torch {m['torch']}. "
+             f"{res['preset'].capitalize()} preset of "
              f"speed.py, {res['rounds']} alternating rounds, medians (ratio to normflows: median of the rounds' "
              "ratios); normflows in channels-last bf16.", "",
              "| model | task | oodflow bf16, narrow fp32 | narrow split | narrow bf16 (breaks the bound) | normflows |",
@@ -130,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--malloc", default="kept", choices=MALLOC_CHOICES, help="as speed.py's --malloc")
     ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
-    ap.add_argument("--save", action="store_true", help="write benchmarks/results/narrow_cost.{json,md}")
+    ap.add_argument("--quick", action="store_true", help="speed.py's quick preset (small models)")
+    ap.add_argument("--save", action="store_true", help="write benchmarks/results/narrow_cost[.quick].{json,md}")
     args = ap.parse_args(argv)
     malloc = set_allocator(args.malloc)
-    p = PRESETS["full"]
+    p = PRESETS["quick" if args.quick else "full"]
     images, data = load_images(max(p["batch"], p["score_images"]), args.data_dir)
     gen = torch.Generator().manual_seed(0)
     train_x, score_x = dequantize(images[: p["batch"]], gen), dequantize(images[: p["score_images"]], gen)
@@ -142,13 +144,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no model file {model}", file=sys.stderr)
             return 2
     res = {"command": command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir),
+           "preset": "quick" if args.quick else "full",
            "machine": machine(data, malloc), "rounds": args.rounds, "source": args.source, "limit": args.limit,
            "timings": {arch: timings(arch, p, train_x, score_x, args.rounds) for arch in ("glow", "realnvp")}}
     res["errors"] = {portable(m): e for m, e in errors(args.models, args.source, args.limit, args.data_dir).items()}
     text = markdown(res)
     print(text, end="")
     if args.save:
-        write_pair("narrow_cost", res, text)
+        write_pair("narrow_cost.quick" if args.quick else "narrow_cost", res, text)
     return 0
 
 
