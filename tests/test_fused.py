@@ -222,3 +222,20 @@ def test_a_weight_changed_in_place_after_scoring_is_seen_by_the_next_scoring(nam
             plain = flow.log_prob(x)
     assert path.stats()["fused_calls"] > 0 and not torch.allclose(before, after)
     torch.testing.assert_close(after, plain, rtol=1e-5, atol=1e-4)
+
+
+def test_every_kernel_is_reordered_once_into_onednn_layout_split_ones_included():
+    """A failed reorder falls back to the plain layout (same numbers, slower) and is counted; none fails here."""
+    from ood_flow.flows.precision import st_autocast
+
+    flow = randomize(create_flow("glow", (1, 8, 8), net="glow", channels=32, couplings=2))
+    path, x = fused.path_of(flow), torch.rand(4, 1, 8, 8)
+    modes = ["fp32"] + (["split"] if bf16_supported("cpu") else [])
+    with torch.no_grad():
+        flow.log_prob(x)
+        for mode in modes[1:]:
+            with st_autocast(torch.bfloat16, mode):
+                flow.log_prob(x)
+    stats = path.stats()
+    assert stats["fused_kernel_convs"] > 0 and stats.get("unpacked_kernels", 0) == 0
+    assert all(isinstance(kept[2], torch.Tensor) and kept[2].is_mkldnn for kept in path._packs.values())

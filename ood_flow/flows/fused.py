@@ -95,8 +95,10 @@ class FusedPath:
 
         Keys: ``fused_calls`` (st-network calls that took the fused path), ``fused_kernel_convs``
         (convolutions run by oneDNN's fused conv+ReLU kernel), ``fused_sum_convs`` (convolutions whose output
-        oneDNN added to a residual or skip sum inside the kernel), ``plain_calls`` and, per reason,
-        ``plain:<reason>``; ``kernel_failure``: the error that disabled the kernel, if any.
+        oneDNN added to a residual or skip sum inside the kernel), ``split_narrow_convs`` (narrow convolutions
+        run as split bf16 kernels, :meth:`_split`), ``unpacked_kernels`` (kernels this build could not reorder
+        once, :meth:`_packed`), ``plain_calls`` and, per reason, ``plain:<reason>``; ``kernel_failure``: the
+        error that disabled the kernel, if any.
         """
         return {**self.counts, "kernel_failure": self.failure}
 
@@ -302,15 +304,19 @@ class FusedPath:
                 shape: torch.Size) -> Tensor:
         """``weight`` (as :meth:`_weights` gave it) reordered once into oneDNN's own layout for its kernels, which
         otherwise reorder it on every call; the same numbers, so the same results bit for bit. Kept beside the
-        weight it came from and rebuilt with it; where this build cannot reorder, ``weight`` itself."""
+        weight it came from and rebuilt with it; where this build cannot reorder, ``weight`` itself (counted in
+        :meth:`stats` as ``unpacked_kernels``). ``shape``: the input's, its channels taken from the kernel (a
+        split kernel's input has three times the convolution's channels)."""
         version = None if weight.is_inference() else weight._version  # folded under inference_mode: never changed
         kept = self._packs.get(id(conv))
         if kept is None or kept[0] is not weight or kept[1] != version:  # a parameter changed in place
+            hint = [shape[0], weight.shape[1] * groups, *shape[2:]]
             try:
                 packed = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(), padding, stride,
-                                                                   dilation, groups, list(shape))
+                                                                   dilation, groups, hint)
             except (RuntimeError, AttributeError):
                 packed = weight
+                self.counts["unpacked_kernels"] += 1
             kept = self._packs[id(conv)] = (weight, version, packed)
         return kept[2]
 
