@@ -219,17 +219,13 @@ class FusedPath:
         binary = getattr(torch.ops.mkldnn._convolution_pointwise, "binary", None) if self.kernel is not None else None
         widening = conv.widens
         narrowing = not conv.widens and x.dtype == torch.bfloat16 and not _narrow_in(conv)
-        if not (widening or narrowing) or binary is None or not isinstance(conv, (WNConv2d, nn.Conv2d)):
+        if not (widening or narrowing) or binary is None or not _kernel_takes(conv):
             return None
-        if isinstance(conv, nn.Conv2d) and not (conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)):
-            return None
-        padding = [conv.padding] * 2 if isinstance(conv, WNConv2d) else list(conv.padding)
-        stride, dilation, groups = ([1, 1], [1, 1], 1) if isinstance(conv, WNConv2d) else \
-            (list(conv.stride), list(conv.dilation), conv.groups)
+        padding, stride, dilation, groups = geometry = _geometry(conv)
         if groups != 1:
             return None
         weight, bias = self._weights(conv, bn, torch.bfloat16, "in" if widening else "out")
-        weight = self._packed(conv, weight, padding, stride, dilation, groups, x.shape)
+        weight = self._packed(conv, weight, geometry, x.shape)
         try:
             if widening:
                 hi = x.to(torch.bfloat16)
@@ -254,15 +250,12 @@ class FusedPath:
     def _conv_in(self, conv: nn.Module, bn: nn.BatchNorm2d | None, x: Tensor, relu: bool) -> Tensor:
         """:meth:`_conv` with ``x`` in the dtype the convolution runs in."""
         weight, bias = self._weights(conv, bn, x.dtype)
-        wn = isinstance(conv, WNConv2d)
-        padding = [conv.padding] * 2 if wn else list(conv.padding)
-        plain_conv = wn or (conv.padding_mode == "zeros" and isinstance(conv.padding, tuple))
-        stride, dilation, groups = ([1, 1], [1, 1], 1) if wn else (list(conv.stride), list(conv.dilation), conv.groups)
+        padding, stride, dilation, groups = geometry = _geometry(conv)
         # bf16 goes through oneDNN's kernel with or without the ReLU: it takes the float32 bias (a batch norm's
         # shift folded in), which rounded to bf16 would move every output of a channel the same way
-        if (relu or x.dtype == torch.bfloat16) and plain_conv and self.kernel is not None:
+        if (relu or x.dtype == torch.bfloat16) and _kernel_takes(conv) and self.kernel is not None:
             try:
-                packed = self._packed(conv, weight, padding, stride, dilation, groups, x.shape)
+                packed = self._packed(conv, weight, geometry, x.shape)
                 y = self.kernel(x, packed, bias, padding, stride, dilation, groups, "relu" if relu else "none", [], "")
                 self.counts["fused_kernel_convs"] += 1
                 return y
@@ -283,9 +276,9 @@ class FusedPath:
         if (binary is not None and isinstance(conv, WNConv2d) and other.dtype == x.dtype
                 and x.is_contiguous(memory_format=self.layout) and other.is_contiguous(memory_format=self.layout)):
             try:
-                pad = [conv.padding] * 2
-                packed = self._packed(conv, weight, pad, [1, 1], [1, 1], 1, x.shape)
-                y = binary(*((other, x) if into else (x, other)), packed, _like(bias, x), pad, [1, 1], [1, 1], 1,
+                geometry = _geometry(conv)
+                packed = self._packed(conv, weight, geometry, x.shape)
+                y = binary(*((other, x) if into else (x, other)), packed, _like(bias, x), *geometry,
                            "add", None, None, [], None)
                 self.counts["fused_sum_convs"] += 1
                 return other if into else y
@@ -300,20 +293,19 @@ class FusedPath:
         warnings.warn(f"oodflow: oneDNN's fused convolution failed ({self.failure}); "
                       "scoring continues with plain convolutions", RuntimeWarning, stacklevel=3)
 
-    def _packed(self, conv: nn.Module, weight: Tensor, padding: list, stride: list, dilation: list, groups: int,
-                shape: torch.Size) -> Tensor:
+    def _packed(self, conv: nn.Module, weight: Tensor, geometry: tuple, shape: torch.Size) -> Tensor:
         """``weight`` (as :meth:`_weights` gave it) reordered once into oneDNN's own layout for its kernels, which
         otherwise reorder it on every call; the same numbers, so the same results bit for bit. Kept beside the
         weight it came from and rebuilt with it; where this build cannot reorder, ``weight`` itself (counted in
-        :meth:`stats` as ``unpacked_kernels``). ``shape``: the input's, its channels taken from the kernel (a
-        split kernel's input has three times the convolution's channels)."""
+        :meth:`stats` as ``unpacked_kernels``). ``geometry``: :func:`_geometry`'s; ``shape``: the input's, its
+        channels taken from the kernel (a split kernel's input has three times the convolution's channels)."""
         version = None if weight.is_inference() else weight._version  # folded under inference_mode: never changed
         kept = self._packs.get(id(conv))
         if kept is None or kept[0] is not weight or kept[1] != version:  # a parameter changed in place
+            groups = geometry[3]
             hint = [shape[0], weight.shape[1] * groups, *shape[2:]]
             try:
-                packed = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(), padding, stride,
-                                                                   dilation, groups, hint)
+                packed = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(), *geometry, hint)
             except (RuntimeError, AttributeError):
                 packed = weight
                 self.counts["unpacked_kernels"] += 1
@@ -369,6 +361,20 @@ def _split_kernel(weight: Tensor, split: str, layout: torch.memory_format) -> Te
     lo = (weight - hi).to(torch.bfloat16)
     parts = torch.cat([hi, hi, lo], dim=1) if split == "in" else torch.cat([hi, lo], dim=0)
     return parts.contiguous(memory_format=layout)
+
+
+def _geometry(conv: nn.Module) -> tuple[list[int], list[int], list[int], int]:
+    """Padding, stride, dilation and groups of a convolution (weight-normalised or ``nn.Conv2d``), as
+    ``F.conv2d`` and oneDNN's kernels take them."""
+    if isinstance(conv, WNConv2d):
+        return [conv.padding] * 2, [1, 1], [1, 1], 1
+    return list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups
+
+
+def _kernel_takes(conv: nn.Module) -> bool:
+    """Whether oneDNN's kernels can run ``conv``: zero padding given as numbers (not ``"same"``, not reflected)."""
+    return isinstance(conv, WNConv2d) or (isinstance(conv, nn.Conv2d) and conv.padding_mode == "zeros"
+                                           and isinstance(conv.padding, tuple))
 
 
 def _narrow_in(conv: nn.Module) -> bool:
