@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     train_x, score_x = dequantize(images[: p["batch"]], gen), dequantize(images[: p["score_images"]], gen)
     for model in args.models:  # before the timings: a wrong path is one line, not a traceback minutes later
         if not Path(model).is_file():
-            print(f"error: no model file {model}", file=sys.stderr)
-            return 2
+            print(f"error: {model}: no such model file", file=sys.stderr)  # as oodflow and bf16_error.py say it
+            return 1
     res = {"command": command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir),
            "preset": "quick" if args.quick else "full",
            "machine": machine(data, malloc), "rounds": args.rounds, "source": args.source, "limit": args.limit,
