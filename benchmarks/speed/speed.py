@@ -29,9 +29,8 @@ import os
 
 # OpenMP's wait policy stays as the environment has it, libgomp's default unless set (threads spin a while
 # before they sleep), which is how both libraries run out of the box. OMP_WAIT_POLICY=PASSIVE (sleep at once)
-# costs each small parallel operation a wake-up, about 60 microseconds on this project's 2-core machines, and
-# made both libraries 1.2-1.8x slower in the tables up to 2026-12-06 that used it; set it to compare. The
-# policy in force is recorded with the machine.
+# costs each small parallel operation a thread wake-up, which slowed both libraries in the tables up to
+# 2026-12-06 that used it (docs/speed.md); set it to compare. The policy in force is recorded with the machine.
 
 import argparse  # noqa: E402
 import json  # noqa: E402
