@@ -213,13 +213,15 @@ class FusedPath:
         channels): the input and the kernel are split and ``hi*hi + lo*hi + hi*lo`` is one convolution over
         three times the input channels, accumulated in float32 and handed on in bf16, as :meth:`_conv`'s float32
         path hands it on. Narrowing (the last, predicting s and t from a bf16 input, which is exact): the
-        kernel's two parts are stacked as twice the output channels, and the bf16 rounding of that output is
-        recovered by a second pass whose binary post-op subtracts it from the float32 accumulator; the four
-        bf16 results add up in float32 to the convolution to about 2^-16 relative."""
-        binary = getattr(torch.ops.mkldnn._convolution_pointwise, "binary", None) if self.kernel is not None else None
+        kernel's two parts are stacked as twice the output channels of one convolution, whose two halves add up
+        in float32: the kernel is float32's to about 2^-16, and the output is rounded to bf16 (half a step of it,
+        2^-9 relative), as every bf16 layer's output is. The kernel is what needs the split: a trained last layer
+        sums terms that nearly cancel, so a bf16-rounded kernel moves its result by many bf16 steps of it
+        (``tests/test_fused.py``). Recovering the output's rounding as well takes a second pass (docs/speed.md,
+        "Precision", says what it cost and what it bought)."""
         widening = conv.widens
         narrowing = not conv.widens and x.dtype == torch.bfloat16 and not _narrow_in(conv)
-        if not (widening or narrowing) or binary is None or not _kernel_takes(conv):
+        if not (widening or narrowing) or self.kernel is None or not _kernel_takes(conv):
             return None
         padding, stride, dilation, groups = geometry = _geometry(conv)
         if groups != 1:
@@ -233,11 +235,10 @@ class FusedPath:
                 x3 = torch.cat([hi, lo, hi], dim=1).contiguous(memory_format=self.layout)
                 y = self.kernel(x3, weight, bias, padding, stride, dilation, groups, "relu" if relu else "none", [], "")
             else:
-                x = x.contiguous(memory_format=torch.channels_last)  # the sums below read channels-last memory
-                first = self.kernel(x, weight, None, padding, stride, dilation, groups, "none", [], "")
-                rest = binary(x, first, weight, None, padding, stride, dilation, groups, "sub", None, None, [], None)
-                n, c2, h, w = first.shape  # channels-last: (n, h, w, c2) in memory, hi's channels then lo's
-                both = first.permute(0, 2, 3, 1).reshape(-1, c2).float().add_(rest.permute(0, 2, 3, 1).reshape(-1, c2))
+                x = x.contiguous(memory_format=torch.channels_last)  # the sum below reads channels-last memory
+                both = self.kernel(x, weight, None, padding, stride, dilation, groups, "none", [], "")
+                n, c2, h, w = both.shape  # channels-last: (n, h, w, c2) in memory, hi's channels then lo's
+                both = both.permute(0, 2, 3, 1).reshape(-1, c2).float()
                 y = (both[:, : c2 // 2] + both[:, c2 // 2 :]).view(n, h, w, c2 // 2).permute(0, 3, 1, 2)
                 y = y.add_(bias.view(1, -1, 1, 1)) if bias is not None else y
                 y = torch.relu_(y) if relu else y
