@@ -106,21 +106,37 @@ def test_kernels_with_relu_and_sum_inside_give_the_bits_of_separate_passes(optio
     assert torch.equal(inside, separate)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("batchnorm", [False, True])
-def test_vector_flows_score_through_the_fused_path_with_the_plain_modules_bits(precision, batchnorm):
-    if precision == "bf16" and not bf16_supported("cpu"):
-        pytest.skip("this CPU runs no bfloat16 at all")
+def test_vector_flows_score_through_the_fused_path_with_the_plain_modules_bits(batchnorm):
     torch.manual_seed(0)
-    flow = create_flow("tabular", (24,), couplings=4, hidden=32, layers=2, batchnorm=batchnorm)
-    rt = Runtime(st=precision)
-    flow = randomize(flow)
+    flow = randomize(create_flow("tabular", (24,), couplings=4, hidden=32, layers=2, batchnorm=batchnorm))
     path, x = fused.path_of(flow), torch.randn(64, 24)
-    with torch.inference_mode(), rt.st_networks():
+    with torch.inference_mode(), Runtime(st="fp32").st_networks():
         fast = flow.log_prob(x)
         with path.disabled():
             plain = flow.log_prob(x)
-    assert path.stats()["fused_calls"] == 4 and torch.equal(fast, plain)  # bf16: weights cast once, same values
+    assert path.stats()["fused_calls"] == 4 and torch.equal(fast, plain)
+
+
+@pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU runs no bfloat16 at all")
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_bf16_vector_flows_score_through_onednn_linear_kernels_as_close_to_fp32_as_the_plain_modules(batchnorm):
+    """Each linear layer through oneDNN's kernel (weights cast and reordered once, the ReLU inside, the bias in
+    float32 where the plain module rounds it to bf16), batches of any size with one reordered kernel."""
+    torch.manual_seed(0)
+    flow = randomize(create_flow("tabular", (24,), couplings=4, hidden=32, layers=2, batchnorm=batchnorm))
+    path, x = fused.path_of(flow), torch.randn(64, 24)
+    assert path.kernel is not None, "oneDNN's kernels are what this test is about"
+    with torch.inference_mode():
+        exact = flow.log_prob(x)
+        path.reset_stats()
+        with Runtime(st="bf16").st_networks():
+            fast = torch.cat([flow.log_prob(x[:50]), flow.log_prob(x[50:])])
+            with path.disabled():
+                plain = flow.log_prob(x)
+    assert path.stats()["fused_kernel_linears"] == 2 * 4 * 3 and path.stats()["fused_calls"] == 2 * 4
+    assert path.stats().get("unpacked_kernels", 0) == 0
+    assert (fast - exact).abs().mean() <= 1.25 * (plain - exact).abs().mean()
 
 
 @pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU runs no bfloat16 at all")

@@ -6,7 +6,8 @@ convolution (a post-op) instead of as a separate pass, and so does the sum a res
 path adds the convolution's output to (a binary post-op); the ReLU after a batch norm runs in place.
 :meth:`FusedPath.run_resnet` does this for the authors' ResNet (:class:`ood_flow.flows.resnet.ResNetST`),
 :meth:`FusedPath.run` for the sequential networks, :meth:`FusedPath.run_mlp` for the fully connected ones
-of vector flows (bf16 weights cast once and kept, ReLUs in place: bit-identical to the plain modules).
+of vector flows (float32: ReLUs in place, bit-identical to the plain modules; bf16: oneDNN's linear kernel
+with the ReLU inside, weights cast and reordered once, biases in float32).
 
 A flow takes this path only once it is prepared for a runtime (:meth:`ood_flow.runtime.Runtime.prepare`),
 which gives the flow one :class:`FusedPath`, shared by its st-networks, that owns everything the
@@ -96,7 +97,8 @@ class FusedPath:
         Keys: ``fused_calls`` (st-network calls that took the fused path), ``fused_kernel_convs``
         (convolutions run by oneDNN's fused conv+ReLU kernel), ``fused_sum_convs`` (convolutions whose output
         oneDNN added to a residual or skip sum inside the kernel), ``split_narrow_convs`` (narrow convolutions
-        run as split bf16 kernels, :meth:`_split`), ``unpacked_kernels`` (kernels this build could not reorder
+        run as split bf16 kernels, :meth:`_split`), ``fused_kernel_linears`` (bf16 linear layers run by oneDNN's
+        kernel, :meth:`run_mlp`), ``unpacked_kernels`` (kernels this build could not reorder
         once, :meth:`_packed`), ``plain_calls`` and, per reason, ``plain:<reason>``; ``kernel_failure``: the
         error that disabled the kernel, if any.
         """
@@ -158,19 +160,37 @@ class FusedPath:
         return x
 
     def run_mlp(self, layers: nn.Sequential, x: Tensor) -> Tensor:
-        """``layers(x)`` of a fully connected st-network (:class:`~ood_flow.flows.nets.MLP`): under bf16
-        autocast each linear layer takes its weights cast once and kept (the plain module casts them anew on
-        every call), ReLUs run in place; the same operations on the same numbers as the plain modules."""
-        for m in layers:
+        """``layers(x)`` of a fully connected st-network (:class:`~ood_flow.flows.nets.MLP`). float32: the plain
+        modules' operations on the same numbers, ReLUs in place (bit-identical). Under bf16 autocast each linear
+        layer runs through oneDNN's kernel with its weights cast once and reordered into oneDNN's layout, its
+        float32 bias and a following ReLU inside the kernel (the plain module rounds the bias to bf16, casts
+        the weights anew on every call and runs the ReLU as a pass of its own)."""
+        mods, i = list(layers), 0
+        while i < len(mods):
+            m = mods[i]
             if isinstance(m, nn.Linear):
-                dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else m.weight.dtype
-                weight, bias = self._weights(m, None, dtype)
-                x = F.linear(x, weight, _like(bias, weight))
+                relu = i + 1 < len(mods) and isinstance(mods[i + 1], nn.ReLU)
+                x, i = self._linear(m, x, relu), i + 1 + relu
             elif isinstance(m, nn.ReLU):
-                x = torch.relu_(x)  # after a linear layer or a batch norm: a tensor made here
+                x, i = torch.relu_(x), i + 1  # after a batch norm: a tensor made here
             else:
-                x = m(x)
+                x, i = m(x), i + 1
         return x
+
+    def _linear(self, m: nn.Linear, x: Tensor, relu: bool) -> Tensor:
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else m.weight.dtype
+        weight, bias = self._weights(m, None, dtype)
+        kernel = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if self.kernel is not None else None
+        if dtype == torch.bfloat16 and kernel is not None:
+            try:
+                packed = self._packed(m, weight, lambda w: torch.ops.mkldnn._reorder_linear_weight(w, x.shape[0]))
+                y = kernel(x.to(dtype), packed, bias, "relu" if relu else "none", [], "")
+                self.counts["fused_kernel_linears"] += 1
+                return y
+            except RuntimeError as exc:  # as in _conv_in: plain ops from now on, said aloud
+                self._kernel_failed(exc)
+        y = F.linear(x, weight, _like(bias, weight))
+        return torch.relu_(y) if relu else y
 
     def run_resnet(self, net: nn.Module, x: Tensor) -> Tensor:
         """:class:`~ood_flow.flows.resnet.ResNetST` on ``x``: each block's first conv, its batch norm and
@@ -227,7 +247,7 @@ class FusedPath:
         if groups != 1:
             return None
         weight, bias = self._weights(conv, bn, torch.bfloat16, "in" if widening else "out")
-        weight = self._packed(conv, weight, geometry, x.shape)
+        weight = self._packed(conv, weight, _conv_order(geometry, x.shape))
         try:
             if widening:
                 hi = x.to(torch.bfloat16)
@@ -256,7 +276,7 @@ class FusedPath:
         # shift folded in), which rounded to bf16 would move every output of a channel the same way
         if (relu or x.dtype == torch.bfloat16) and _kernel_takes(conv) and self.kernel is not None:
             try:
-                packed = self._packed(conv, weight, geometry, x.shape)
+                packed = self._packed(conv, weight, _conv_order(geometry, x.shape))
                 y = self.kernel(x, packed, bias, padding, stride, dilation, groups, "relu" if relu else "none", [], "")
                 self.counts["fused_kernel_convs"] += 1
                 return y
@@ -278,7 +298,7 @@ class FusedPath:
                 and x.is_contiguous(memory_format=self.layout) and other.is_contiguous(memory_format=self.layout)):
             try:
                 geometry = _geometry(conv)
-                packed = self._packed(conv, weight, geometry, x.shape)
+                packed = self._packed(conv, weight, _conv_order(geometry, x.shape))
                 y = binary(*((other, x) if into else (x, other)), packed, _like(bias, x), *geometry,
                            "add", None, None, [], None)
                 self.counts["fused_sum_convs"] += 1
@@ -294,23 +314,21 @@ class FusedPath:
         warnings.warn(f"oodflow: oneDNN's fused convolution failed ({self.failure}); "
                       "scoring continues with plain convolutions", RuntimeWarning, stacklevel=3)
 
-    def _packed(self, conv: nn.Module, weight: Tensor, geometry: tuple, shape: torch.Size) -> Tensor:
+    def _packed(self, module: nn.Module, weight: Tensor, reorder) -> Tensor:
         """``weight`` (as :meth:`_weights` gave it) reordered once into oneDNN's own layout for its kernels, which
         otherwise reorder it on every call; the same numbers, so the same results bit for bit. Kept beside the
         weight it came from and rebuilt with it; where this build cannot reorder, ``weight`` itself (counted in
-        :meth:`stats` as ``unpacked_kernels``). ``geometry``: :func:`_geometry`'s; ``shape``: the input's, its
-        channels taken from the kernel (a split kernel's input has three times the convolution's channels)."""
+        :meth:`stats` as ``unpacked_kernels``). ``reorder``: the weight to oneDNN's layout (:func:`_conv_order`
+        for convolutions)."""
         version = None if weight.is_inference() else weight._version  # folded under inference_mode: never changed
-        kept = self._packs.get(id(conv))
+        kept = self._packs.get(id(module))
         if kept is None or kept[0] is not weight or kept[1] != version:  # a parameter changed in place
-            groups = geometry[3]
-            hint = [shape[0], weight.shape[1] * groups, *shape[2:]]
             try:
-                packed = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(), *geometry, hint)
+                packed = reorder(weight)
             except (RuntimeError, AttributeError):
                 packed = weight
                 self.counts["unpacked_kernels"] += 1
-            kept = self._packs[id(conv)] = (weight, version, packed)
+            kept = self._packs[id(module)] = (weight, version, packed)
         return kept[2]
 
     def _weights(self, conv: nn.Module, bn: nn.BatchNorm2d | None, dtype: torch.dtype,
@@ -362,6 +380,16 @@ def _split_kernel(weight: Tensor, split: str, layout: torch.memory_format) -> Te
     lo = (weight - hi).to(torch.bfloat16)
     parts = torch.cat([hi, hi, lo], dim=1) if split == "in" else torch.cat([hi, lo], dim=0)
     return parts.contiguous(memory_format=layout)
+
+
+def _conv_order(geometry: tuple, shape: torch.Size):
+    """What :meth:`FusedPath._packed` reorders a convolution's kernel with. ``geometry``: :func:`_geometry`'s;
+    ``shape``: the input's, its channels taken from the kernel (a split kernel's input has three times the
+    convolution's channels)."""
+    def reorder(weight: Tensor) -> Tensor:
+        hint = [shape[0], weight.shape[1] * geometry[3], *shape[2:]]
+        return torch._C._nn.mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(), *geometry, hint)
+    return reorder
 
 
 def _geometry(conv: nn.Module) -> tuple[list[int], list[int], list[int], int]:
