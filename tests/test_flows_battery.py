@@ -9,11 +9,12 @@ import torch
 
 from helpers import jacobian_logdet, randomize
 from ood_flow.flows import create_flow
-from ood_flow.flows.base import Sequential, standard_normal_logprob
+from ood_flow.flows.base import Bijection, Sequential, standard_normal_logprob
 from ood_flow.flows.coupling import AffineCoupling
 from ood_flow.flows.layers import ActNorm, FactorOut, InvConv1x1, Squeeze, Unsqueeze
 from ood_flow.flows.masks import create_mask
 from ood_flow.flows.nets import create_net
+from ood_flow.flows.precision import st_autocast
 from ood_flow.flows.preprocess import Logit, Standardize
 
 
@@ -46,6 +47,23 @@ def _standardize():
     return layer
 
 
+class _UnderBf16Runtime(Bijection):
+    """A layer run as under a bf16 runtime (:func:`st_autocast`), whose kernels may differ (InvConv1x1's matrix
+    product); in float64 here, so only the arithmetic's structure is tested."""
+
+    def __init__(self, layer: Bijection):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        with st_autocast(torch.bfloat16):
+            return self.layer(x)
+
+    def inverse(self, y):
+        with st_autocast(torch.bfloat16):
+            return self.layer.inverse(y)
+
+
 LAYERS = {
     "logit": (lambda: Logit(0.05), (1, 8, 8)),
     "standardize": (_standardize, (6,)),
@@ -54,6 +72,7 @@ LAYERS = {
     "actnorm": (lambda: ActNorm(3), (3, 8, 8)),
     "actnorm-vector": (lambda: ActNorm(6, ndim=1), (6,)),
     "invconv": (lambda: InvConv1x1(4), (4, 4, 4)),
+    "invconv-bf16-runtime": (lambda: _UnderBf16Runtime(InvConv1x1(4)), (4, 4, 4)),
     "factor-out": (lambda: FactorOut(Sequential(Squeeze(), _coupling("channel", (8, 2, 2)), Unsqueeze())), (4, 4, 4)),
     "factor-out-inner-first": (lambda: FactorOut(Sequential(Squeeze(), _coupling("channel", (8, 2, 2), 1),
                                                             Unsqueeze()), inner_first=True), (4, 4, 4)),

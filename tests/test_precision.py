@@ -189,3 +189,27 @@ def test_cuda_logic_without_a_gpu(monkeypatch):
     assert torch.backends.cudnn.allow_tf32 == before
     with Runtime(device="cpu").st_networks():  # nothing of CUDA's is touched for a run on the CPU
         assert torch.backends.cudnn.allow_tf32 == before
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_invertible_1x1_convolution_as_a_matrix_product_under_bf16_is_the_convolution_in_float32(layout):
+    """Under a bf16 runtime InvConv1x1 mixes channels by a matrix product (torch's convolution is many times
+    slower for so few channels): float32 throughout, the convolution's values and gradients to float32's
+    rounding, in either memory format."""
+    from ood_flow.flows.layers import InvConv1x1, mix_channels
+    from ood_flow.flows.precision import st_autocast
+
+    torch.manual_seed(0)
+    layer = InvConv1x1(8)
+    x = torch.randn(4, 8, 6, 6).contiguous(memory_format=layout).requires_grad_()
+    w = layer.weight()
+    torch.testing.assert_close(mix_channels(x, w), torch.nn.functional.conv2d(x, w.view(8, 8, 1, 1)))
+    grads = []
+    for dtype in (None, torch.bfloat16):
+        with st_autocast(dtype):
+            y, logdet = layer(x)
+        assert y.dtype == torch.float32 and y.shape == x.shape
+        grads.append(torch.autograd.grad((y * torch.arange(y.numel()).view_as(y).sin()).sum() + logdet.sum(),
+                                         (x, layer.lu)))
+    for fp32, bf16 in zip(*grads):  # sums of many terms: float32 rounding relative to the largest
+        torch.testing.assert_close(bf16, fp32, rtol=1e-5, atol=1e-5 * fp32.abs().max().item())

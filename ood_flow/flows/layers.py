@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ood_flow.flows.base import Bijection
+from ood_flow.flows.precision import current
 
 
 def squeeze(x: Tensor) -> Tensor:
@@ -138,6 +139,15 @@ class ActNorm(Bijection):
         return x, (-self.log_scale.sum() * self._pixels(y)).expand(y.shape[0])
 
 
+def mix_channels(x: Tensor, w: Tensor) -> Tensor:
+    """``y[:, i] = sum_j w[i, j] * x[:, j]`` at every position of ``x`` (B, C, H, W): a 1x1 convolution as a
+    matrix product, in ``x``'s memory format."""
+    if x.is_contiguous():
+        b, c = x.shape[:2]
+        return torch.matmul(w, x.reshape(b, c, -1)).view(x.shape)
+    return torch.matmul(x.movedim(1, -1), w.T).movedim(-1, 1)
+
+
 class InvConv1x1(Bijection):
     """Invertible 1x1 convolution with an LU-parametrised weight ``W = P L (U + diag(sign * exp(log_s)))``.
 
@@ -171,7 +181,9 @@ class InvConv1x1(Bijection):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         w = self.weight()
-        y = F.conv2d(x, w.view(*w.shape, 1, 1))
+        # under a bf16 runtime as a matrix product: the same float32 arithmetic, but torch's convolution for so
+        # few channels is many times slower (docs/speed.md); float32 runs keep the convolution's bits
+        y = mix_channels(x, w) if current() == "bf16" else F.conv2d(x, w.view(*w.shape, 1, 1))
         return y, (self.log_s().sum() * x[0, 0].numel()).expand(x.shape[0])
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
