@@ -7,7 +7,7 @@ path adds the convolution's output to (a binary post-op); the ReLU after a batch
 :meth:`FusedPath.run_resnet` does this for the authors' ResNet (:class:`ood_flow.flows.resnet.ResNetST`),
 :meth:`FusedPath.run` for the sequential networks, :meth:`FusedPath.run_mlp` for the fully connected ones
 of vector flows (float32: ReLUs in place, bit-identical to the plain modules; bf16: oneDNN's linear kernel
-with the ReLU inside, weights cast and reordered once, biases in float32).
+with the ReLU inside, weights cast once, biases in float32).
 
 A flow takes this path only once it is prepared for a runtime (:meth:`ood_flow.runtime.Runtime.prepare`),
 which gives the flow one :class:`FusedPath`, shared by its st-networks, that owns everything the
@@ -162,9 +162,10 @@ class FusedPath:
     def run_mlp(self, layers: nn.Sequential, x: Tensor) -> Tensor:
         """``layers(x)`` of a fully connected st-network (:class:`~ood_flow.flows.nets.MLP`). float32: the plain
         modules' operations on the same numbers, ReLUs in place (bit-identical). Under bf16 autocast each linear
-        layer runs through oneDNN's kernel with its weights cast once and reordered into oneDNN's layout, its
-        float32 bias and a following ReLU inside the kernel (the plain module rounds the bias to bf16, casts
-        the weights anew on every call and runs the ReLU as a pass of its own)."""
+        layer runs through oneDNN's kernel with its weights cast once and kept, its float32 bias and a following
+        ReLU inside the kernel (the plain module rounds the bias to bf16, casts the weights anew on every call
+        and runs the ReLU as a pass of its own). The weights are not reordered into oneDNN's layout as the
+        convolutions' are: for these small layers, reordering cost more than it saved."""
         mods, i = list(layers), 0
         while i < len(mods):
             m = mods[i]
@@ -183,8 +184,7 @@ class FusedPath:
         kernel = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if self.kernel is not None else None
         if dtype == torch.bfloat16 and kernel is not None:
             try:
-                packed = self._packed(m, weight, lambda w: torch.ops.mkldnn._reorder_linear_weight(w, x.shape[0]))
-                y = kernel(x.to(dtype), packed, bias, "relu" if relu else "none", [], "")
+                y = kernel(x.to(dtype), weight, bias, "relu" if relu else "none", [], "")
                 self.counts["fused_kernel_linears"] += 1
                 return y
             except RuntimeError as exc:  # as in _conv_in: plain ops from now on, said aloud
@@ -247,7 +247,7 @@ class FusedPath:
         if groups != 1:
             return None
         weight, bias = self._weights(conv, bn, torch.bfloat16, "in" if widening else "out")
-        weight = self._packed(conv, weight, _conv_order(geometry, x.shape))
+        weight = self._packed(conv, weight, geometry, x.shape)
         try:
             if widening:
                 hi = x.to(torch.bfloat16)
@@ -276,7 +276,7 @@ class FusedPath:
         # shift folded in), which rounded to bf16 would move every output of a channel the same way
         if (relu or x.dtype == torch.bfloat16) and _kernel_takes(conv) and self.kernel is not None:
             try:
-                packed = self._packed(conv, weight, _conv_order(geometry, x.shape))
+                packed = self._packed(conv, weight, geometry, x.shape)
                 y = self.kernel(x, packed, bias, padding, stride, dilation, groups, "relu" if relu else "none", [], "")
                 self.counts["fused_kernel_convs"] += 1
                 return y
@@ -298,7 +298,7 @@ class FusedPath:
                 and x.is_contiguous(memory_format=self.layout) and other.is_contiguous(memory_format=self.layout)):
             try:
                 geometry = _geometry(conv)
-                packed = self._packed(conv, weight, _conv_order(geometry, x.shape))
+                packed = self._packed(conv, weight, geometry, x.shape)
                 y = binary(*((other, x) if into else (x, other)), packed, _like(bias, x), *geometry,
                            "add", None, None, [], None)
                 self.counts["fused_sum_convs"] += 1
@@ -311,24 +311,26 @@ class FusedPath:
     def _kernel_failed(self, exc: RuntimeError) -> None:
         """Stop using oneDNN's fused kernels for the rest of this path's life, and say so once."""
         self.kernel, self.failure = None, str(exc).splitlines()[0][:200]
-        warnings.warn(f"oodflow: oneDNN's fused convolution failed ({self.failure}); "
-                      "scoring continues with plain convolutions", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"oodflow: oneDNN's fused kernel failed ({self.failure}); "
+                      "scoring continues with plain layers", RuntimeWarning, stacklevel=3)
 
-    def _packed(self, module: nn.Module, weight: Tensor, reorder) -> Tensor:
+    def _packed(self, conv: nn.Module, weight: Tensor, geometry: tuple, shape: torch.Size) -> Tensor:
         """``weight`` (as :meth:`_weights` gave it) reordered once into oneDNN's own layout for its kernels, which
         otherwise reorder it on every call; the same numbers, so the same results bit for bit. Kept beside the
         weight it came from and rebuilt with it; where this build cannot reorder, ``weight`` itself (counted in
-        :meth:`stats` as ``unpacked_kernels``). ``reorder``: the weight to oneDNN's layout (:func:`_conv_order`
-        for convolutions)."""
+        :meth:`stats` as ``unpacked_kernels``). ``geometry``: :func:`_geometry`'s; ``shape``: the input's, its
+        channels taken from the kernel (a split kernel's input has three times the convolution's channels)."""
         version = None if weight.is_inference() else weight._version  # folded under inference_mode: never changed
-        kept = self._packs.get(id(module))
+        kept = self._packs.get(id(conv))
         if kept is None or kept[0] is not weight or kept[1] != version:  # a parameter changed in place
+            groups = geometry[3]
+            hint = [shape[0], weight.shape[1] * groups, *shape[2:]]
             try:
-                packed = reorder(weight)
+                packed = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(), *geometry, hint)
             except (RuntimeError, AttributeError):
                 packed = weight
                 self.counts["unpacked_kernels"] += 1
-            kept = self._packs[id(module)] = (weight, version, packed)
+            kept = self._packs[id(conv)] = (weight, version, packed)
         return kept[2]
 
     def _weights(self, conv: nn.Module, bn: nn.BatchNorm2d | None, dtype: torch.dtype,
@@ -380,16 +382,6 @@ def _split_kernel(weight: Tensor, split: str, layout: torch.memory_format) -> Te
     lo = (weight - hi).to(torch.bfloat16)
     parts = torch.cat([hi, hi, lo], dim=1) if split == "in" else torch.cat([hi, lo], dim=0)
     return parts.contiguous(memory_format=layout)
-
-
-def _conv_order(geometry: tuple, shape: torch.Size):
-    """What :meth:`FusedPath._packed` reorders a convolution's kernel with. ``geometry``: :func:`_geometry`'s;
-    ``shape``: the input's, its channels taken from the kernel (a split kernel's input has three times the
-    convolution's channels)."""
-    def reorder(weight: Tensor) -> Tensor:
-        hint = [shape[0], weight.shape[1] * geometry[3], *shape[2:]]
-        return torch._C._nn.mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(), *geometry, hint)
-    return reorder
 
 
 def _geometry(conv: nn.Module) -> tuple[list[int], list[int], list[int], int]:
