@@ -12,8 +12,8 @@ A precision is chosen per part:
 
 - ``st``: a flow's st-networks, under autocast where bf16 (:mod:`ood_flow.flows.precision`); the rest of a
   flow (couplings, log-determinants, logit, 1x1 convolutions, prior) always runs in fp32. The st-networks'
-  narrow convolutions (:func:`~ood_flow.flows.precision.is_narrow`) keep fp32's accuracy where scores are
-  made: fp32 kernels, or, on a CPU with AMX, split bf16 kernels (:attr:`Runtime.narrow`).
+  narrow convolutions (:func:`~ood_flow.flows.precision.is_narrow`) keep fp32's accuracy in their kernels where
+  scores are made: fp32 kernels, or, on a CPU with AMX, split bf16 kernels (:attr:`Runtime.narrow`).
 - ``backbone``: the CNN of ``embed`` and of a feature detector, under autocast whole. A detector's flow
   runs on the features in fp32 (:meth:`Runtime.for_detector`): ``--precision`` is its backbone's.
 

@@ -2,8 +2,9 @@
 
 An st-network's first and last convolutions have few channels; how they compute under bf16 is
 ``Runtime.narrow`` (``ood_flow.flows.precision.NARROW_MODES``): ``fp32`` kernels, ``split`` bf16 kernels
-with float32's accuracy (what the runtime picks on a CPU with AMX), or plainly ``bf16`` as normflows runs
-them under autocast, which no runtime picks because it broke the bound on trained models. This script
+on operands split into a bf16 part and remainder (what the runtime picks on a CPU with AMX), or plainly
+``bf16`` as normflows runs them under autocast, which no runtime picks because it broke the bound on
+trained models. This script
 times oodflow's bf16 rows of ``speed.py`` (full preset) in each mode beside normflows in channels-last
 bf16 (its best setting in every full-preset row of ``speed.py``), training and scoring, alternating within
 each round, and with ``--models`` scores trained model files in each mode against fp32 as

@@ -225,7 +225,7 @@ class FusedPath:
         return y.to(torch.get_autocast_dtype(device)) if conv.widens else y
 
     def _split(self, conv: nn.Module, bn: nn.BatchNorm2d | None, x: Tensor, relu: bool) -> Tensor | None:
-        """A narrow convolution under bf16 as oneDNN bf16 kernels with float32's accuracy (the ``split`` mode of
+        """A narrow convolution under bf16 as oneDNN bf16 kernels on split operands (the ``split`` mode of
         :mod:`ood_flow.flows.precision`), or None where this does not apply (both sides narrow, an input not in
         bf16 where the output is narrow, no kernel, another kind of convolution).
 
@@ -237,8 +237,8 @@ class FusedPath:
         in float32: the kernel is float32's to about 2^-16, and the output is rounded to bf16 (half a step of it,
         2^-9 relative), as every bf16 layer's output is. The kernel is what needs the split: a trained last layer
         sums terms that nearly cancel, so a bf16-rounded kernel moves its result by many bf16 steps of it
-        (``tests/test_fused.py``). Recovering the output's rounding as well takes a second pass (docs/speed.md,
-        "Precision", says what it cost and what it bought)."""
+        (``tests/test_fused.py``). Recovering the output's rounding as well took a second pass of the convolution
+        (docs/speed.md, "Precision": what that bought on trained models)."""
         widening = conv.widens
         narrowing = not conv.widens and x.dtype == torch.bfloat16 and not _narrow_in(conv)
         if not (widening or narrowing) or self.kernel is None or not _kernel_takes(conv):
