@@ -19,3 +19,14 @@ def test_a_speed_benchmark_starts(script):
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("usage:")
+
+
+@pytest.mark.parametrize("content", [None, b"not a model"])
+def test_narrow_cost_refuses_a_missing_or_corrupt_model_file_in_one_line_before_timing(tmp_path, content):
+    model = tmp_path / "m.pt"
+    if content is not None:
+        model.write_bytes(content)
+    result = subprocess.run([sys.executable, str(SPEED / "narrow_cost.py"), "--models", str(model)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and str(model) in result.stderr

@@ -38,6 +38,8 @@ from speed_report import write_pair  # noqa: E402
 from speed_runs import Runner, rate  # noqa: E402
 
 from ood_flow.dequantize import dequantize  # noqa: E402
+from ood_flow.errors import OodflowError, UsageError  # noqa: E402
+from ood_flow.flows.io import read_model_file  # noqa: E402
 from ood_flow.flows.precision import NARROW_MODES  # noqa: E402
 
 TASKS = ("train", "score")
@@ -124,31 +126,48 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (else argparse's one-line usage error, exit 2)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="*", default=[], help="trained model files whose bf16 error to measure")
     ap.add_argument("--source", default="mnist:test")
-    ap.add_argument("--limit", type=int, default=2000)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--limit", type=_positive, default=2000)
+    ap.add_argument("--rounds", type=_positive, default=5)
     ap.add_argument("--malloc", default="kept", choices=MALLOC_CHOICES, help="as speed.py's --malloc")
     ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
     ap.add_argument("--quick", action="store_true", help="speed.py's quick preset (small models)")
     ap.add_argument("--save", action="store_true", help="write benchmarks/results/narrow_cost[.quick].{json,md}")
     args = ap.parse_args(argv)
+    try:  # before the timings: a missing or corrupt model file is one line, not a traceback minutes later
+        for model in args.models:
+            read_model_file(model)
+    except OodflowError as exc:  # as oodflow and bf16_error.py say it
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     malloc = set_allocator(args.malloc)
     p = PRESETS["quick" if args.quick else "full"]
     images, data = load_images(max(p["batch"], p["score_images"]), args.data_dir)
     gen = torch.Generator().manual_seed(0)
     train_x, score_x = dequantize(images[: p["batch"]], gen), dequantize(images[: p["score_images"]], gen)
-    for model in args.models:  # before the timings: a wrong path is one line, not a traceback minutes later
-        if not Path(model).is_file():
-            print(f"error: {model}: no such model file", file=sys.stderr)  # as oodflow and bf16_error.py say it
-            return 1
     res = {"command": command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir),
            "preset": "quick" if args.quick else "full",
            "machine": machine(data, malloc), "rounds": args.rounds, "source": args.source, "limit": args.limit,
            "timings": {arch: timings(arch, p, train_x, score_x, args.rounds) for arch in ("glow", "realnvp")}}
-    res["errors"] = {portable(m): e for m, e in errors(args.models, args.source, args.limit, args.data_dir).items()}
+    try:
+        res["errors"] = {portable(m): e for m, e in errors(args.models, args.source, args.limit, args.data_dir).items()}
+    except OodflowError as exc:  # e.g. the source's data missing: one line, as oodflow says it
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, UsageError) else 1
     text = markdown(res)
     print(text, end="")
     if args.save:
