@@ -41,7 +41,7 @@ from ood_flow.device import DEVICES, PRECISION_CHOICES, bf16_pays, bf16_supporte
 from ood_flow.distributed import SINGLE, Dist
 from ood_flow.errors import NoBfloat16, OodflowError, UsageError
 from ood_flow.flows.convnets import ConvNet
-from ood_flow.flows.fused import FusedPath
+from ood_flow.flows.fused import FusedPath, vector_chain
 from ood_flow.flows.nets import MLP
 from ood_flow.flows.precision import DTYPES, st_autocast
 
@@ -113,9 +113,10 @@ class Runtime:
 
     def prepare(self, flow: torch.nn.Module) -> torch.nn.Module:
         """``flow`` made ready to run here, in place: on :attr:`device`, its convolutional st-networks in
-        :attr:`memory_format`, and its convolutional and fully connected st-networks sharing one new fused
-        inference path (:class:`~ood_flow.flows.fused.FusedPath`, disabled unless :attr:`fused`; it replaces any
-        the flow had). Returns ``flow``."""
+        :attr:`memory_format`, and its convolutional and fully connected st-networks and its chains of couplings on
+        vectors (:func:`~ood_flow.flows.fused.vector_chain`) sharing one new fused inference path
+        (:class:`~ood_flow.flows.fused.FusedPath`, disabled unless :attr:`fused`; it replaces any the flow had).
+        Returns ``flow``."""
         flow.to(self.device)
         path = FusedPath(enabled=self.fused, layout=self.layout)
         for net in flow.modules():
@@ -123,7 +124,7 @@ class Runtime:
                 if net.layout != self.layout:
                     net.use_layout(self.layout)
                 net.fused = path
-            elif isinstance(net, MLP):
+            elif isinstance(net, MLP) or vector_chain(net):
                 net.fused = path
         return flow
 

@@ -118,6 +118,61 @@ def test_vector_flows_score_through_the_fused_path_with_the_plain_modules_bits(b
     assert path.stats()["fused_calls"] == 4 and torch.equal(fast, plain)
 
 
+@pytest.mark.parametrize("features, opts", [(25, {"couplings": 5, "hidden": 16, "layers": 1}),
+                                             (24, {"couplings": 4, "hidden": 32, "layers": 2, "batchnorm": True}),
+                                             (7, {"couplings": 3, "hidden": 8, "layers": 1, "whiten": True})])
+def test_a_chain_of_vector_couplings_runs_as_one_with_the_plain_modules_bits(features, opts):
+    """The whole body in one go (the halves kept apart from the first coupling to the last, odd widths
+    included): the same numbers as each coupling run on its own, fused or plain, and it is the path taken."""
+    torch.manual_seed(0)
+    flow = randomize(create_flow("tabular", (features,), **opts))
+    path, x = fused.path_of(flow), torch.randn(64, features)
+    assert fused.vector_chain(flow.body) and flow.body.fused is path
+    with torch.inference_mode(), Runtime(st="fp32").st_networks():
+        chain = flow.log_prob(x)
+        assert path.stats()["fused_chains"] == 1 and path.stats()["fused_calls"] == opts["couplings"]
+        flow.body.fused = None  # each coupling on its own, its st-network through the fused path
+        single = flow.log_prob(x)
+        with path.disabled():
+            plain = flow.log_prob(x)
+    assert torch.equal(chain, single) and torch.equal(chain, plain)
+
+
+def test_only_chains_of_couplings_on_vectors_are_run_as_one():
+    flows = [create_flow("realnvp", (1, 8, 8), channels=4, blocks=1, scales=1, couplings=2),
+             create_flow("glow", (1, 8, 8), channels=4, scales=1, couplings=2, net="glow"),
+             create_flow("gaussian", (5,))]
+    chains = [m for f in flows for m in f.modules() if fused.vector_chain(m)]
+    assert chains == [] and fused.vector_chain(create_flow("tabular", (5,), couplings=2).body)
+
+
+def test_the_chain_is_not_taken_with_gradients_and_a_changed_scale_factor_is_seen():
+    torch.manual_seed(0)
+    flow = randomize(create_flow("tabular", (10,), couplings=4, hidden=16, layers=1))
+    path, x = fused.path_of(flow), torch.randn(32, 10)
+    flow.log_prob(x).sum().backward()  # training: every coupling's own modules, counted per st-network
+    assert path.stats()["plain:grad"] == 4 and "fused_chains" not in path.stats()
+    with torch.no_grad():
+        before = flow.log_prob(x)
+        flow.body.layers[1].rescale.weight_g.mul_(1.5)  # in place, as an optimiser step
+        after = flow.log_prob(x)
+        with path.disabled():
+            plain = flow.log_prob(x)
+    assert path.stats()["fused_chains"] == 2 and not torch.equal(before, after) and torch.equal(after, plain)
+
+
+@pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU runs no bfloat16 at all")
+def test_bf16_chain_gives_the_bits_of_each_coupling_on_its_own():
+    torch.manual_seed(0)
+    flow = randomize(create_flow("tabular", (24,), couplings=4, hidden=32, layers=2))
+    x = torch.randn(64, 24)
+    with torch.inference_mode(), Runtime(st="bf16").st_networks():
+        chain = flow.log_prob(x)
+        flow.body.fused = None
+        single = flow.log_prob(x)
+    assert fused.path_of(flow).stats()["fused_chains"] == 1 and torch.equal(chain, single)
+
+
 @pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU runs no bfloat16 at all")
 @pytest.mark.parametrize("batchnorm", [False, True])
 def test_bf16_vector_flows_score_through_onednn_linear_kernels_as_close_to_fp32_as_the_plain_modules(batchnorm):

@@ -42,13 +42,21 @@ class Bijection(nn.Module):
 
 
 class Sequential(Bijection):
-    """Apply bijections in order; log-dets add up."""
+    """Apply bijections in order; log-dets add up.
+
+    ``fused``: a chain of couplings on vectors that a prepared flow's fused inference path runs in one go
+    (:meth:`ood_flow.flows.fused.FusedPath.run_couplings`; set by :meth:`ood_flow.runtime.Runtime.prepare`).
+    """
+
+    fused = None
 
     def __init__(self, *layers: Bijection):
         super().__init__()
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.fused is not None and self.fused.chain_usable(self, x):
+            return self.fused.run_couplings(self, x)
         logdet = x.new_zeros(x.shape[0])
         for layer in self.layers:
             x, ld = layer(x)

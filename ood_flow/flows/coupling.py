@@ -40,13 +40,19 @@ class AffineCoupling(Bijection):
         self.rescale = WNScale(k, len(shape))
 
     def _st(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        raw, t = run_st(self.net, self.mask.conditioner(x)).chunk(2, dim=1)
-        s = self.rescale(torch.tanh(raw))
+        return self.scale_shift(run_st(self.net, self.mask.conditioner(x)))
+
+    def scale_shift(self, out: Tensor, factor: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``s`` and ``t`` from the st-network's output ``out``: ``s`` bounded by ``tanh`` and the factor per
+        channel (``self.rescale.factor()``, or that factor as the fused path keeps it), both zero outside the
+        changed positions."""
+        raw, t = out.chunk(2, dim=1)
+        s = (self.rescale.factor() if factor is None else factor) * torch.tanh(raw)  # self.rescale(tanh(raw))
         return self.mask.restrict(s), self.mask.restrict(t)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         s, t = self._st(x)
-        y = self.mask.merge(x, (self.mask.changed(x) + t) * torch.exp(s))
+        y = self.mask.merge(x, affine(self.mask.changed(x), s, t))
         return y, sum_except_batch(s)
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -56,7 +62,7 @@ class AffineCoupling(Bijection):
 
     def trace(self, x: Tensor, records: list) -> tuple[Tensor, Tensor]:
         s, t = self._st(x)
-        y = self.mask.merge(x, (self.mask.changed(x) + t) * torch.exp(s))
+        y = self.mask.merge(x, affine(self.mask.changed(x), s, t))
         cond, change = self.mask.parts(self.shape)
         records.append({"mask": self.mask.name, "shape": self.shape, "input": x, "output": y,
                         "s": self._full(s, x), "t": self._full(t, x), "cond": cond, "change": change})
@@ -65,3 +71,8 @@ class AffineCoupling(Bijection):
     def _full(self, v: Tensor, x: Tensor) -> Tensor:
         """``s`` or ``t`` at full input shape (zeros where nothing changes)."""
         return self.mask.merge(torch.zeros_like(x), v) if self.mask.kind == "channel" else v
+
+
+def affine(x: Tensor, s: Tensor, t: Tensor) -> Tensor:
+    """The coupling's forward map of the changed part, ``(x + t) * exp(s)``; its log-det is the sum of ``s``."""
+    return (x + t) * torch.exp(s)

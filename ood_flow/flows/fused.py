@@ -7,7 +7,11 @@ path adds the convolution's output to (a binary post-op); the ReLU after a batch
 :meth:`FusedPath.run_resnet` does this for the authors' ResNet (:class:`ood_flow.flows.resnet.ResNetST`),
 :meth:`FusedPath.run` for the sequential networks, :meth:`FusedPath.run_mlp` for the fully connected ones
 of vector flows (float32: ReLUs in place, bit-identical to the plain modules; bf16: oneDNN's linear kernel
-with the ReLU inside, weights cast once, biases in float32).
+with the ReLU inside, weights cast once, biases in float32). A vector flow's body, a chain of couplings on
+halves, runs as one (:meth:`FusedPath.run_couplings`): the halves stay apart from the first coupling to the
+last instead of being sliced and concatenated at each, and each coupling's scale factor is kept; the same
+operations on the same numbers, so the same bits, with fewer passes over memory and fewer Python calls per
+batch (measured in ``benchmarks/speed/vector_speed.py``, docs/speed.md).
 
 A flow takes this path only once it is prepared for a runtime (:meth:`ood_flow.runtime.Runtime.prepare`),
 which gives the flow one :class:`FusedPath`, shared by its st-networks, that owns everything the
@@ -47,13 +51,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ood_flow.flows.precision import NARROW, narrow_mode
-from ood_flow.flows.weightnorm import WNConv2d, normalised
+from ood_flow.flows.base import Sequential, sum_except_batch
+from ood_flow.flows.coupling import AffineCoupling, affine
+from ood_flow.flows.masks import ChannelMask
+from ood_flow.flows.nets import MLP
+from ood_flow.flows.precision import NARROW, narrow_mode, run_st
+from ood_flow.flows.weightnorm import WNConv2d, WNScale, normalised
 
 
 def path_of(flow: nn.Module) -> FusedPath | None:
     """The :class:`FusedPath` attached to ``flow``, or None (never prepared, or no convolutional st-network)."""
     return next((m.fused for m in flow.modules() if getattr(m, "fused", None) is not None), None)
+
+
+def vector_chain(module: nn.Module) -> bool:
+    """Whether ``module`` is a chain :meth:`FusedPath.run_couplings` runs: a :class:`~ood_flow.flows.base.Sequential`
+    of affine couplings on vectors of one width, each with a channel mask (halves) and a fully connected
+    st-network (a tabular flow's body, the detector's flow)."""
+    layers = list(module.layers) if isinstance(module, Sequential) else []
+    return bool(layers) and all(
+        isinstance(c, AffineCoupling) and isinstance(c.mask, ChannelMask) and isinstance(c.net, MLP)
+        and len(c.shape) == 1 and c.shape == layers[0].shape for c in layers)
 
 
 def find_kernel():
@@ -75,7 +93,7 @@ class FusedPath:
     def __init__(self, *, enabled: bool = True, layout: torch.memory_format = torch.channels_last):
         self.enabled, self.layout, self.kernel, self.failure = enabled, layout, find_kernel(), None
         self.counts: collections.Counter = collections.Counter()
-        self._folded: dict[int, tuple] = {}  # id(conv) -> (key, sources, weight, bias)
+        self._folded: dict[int, tuple] = {}  # id(conv or scale) -> (key, sources, weight or factor, bias)
         self._packs: dict[int, tuple] = {}  # id(conv) -> (weight, its version, that weight in oneDNN's layout)
 
     def __deepcopy__(self, memo) -> FusedPath:
@@ -94,7 +112,8 @@ class FusedPath:
     def stats(self) -> dict:
         """What the path did since :meth:`reset_stats`.
 
-        Keys: ``fused_calls`` (st-network calls that took the fused path), ``fused_kernel_convs``
+        Keys: ``fused_calls`` (st-network calls that took the fused path), ``fused_chains`` (chains of vector
+        couplings run by :meth:`run_couplings`), ``fused_kernel_convs``
         (convolutions run by oneDNN's fused conv+ReLU kernel), ``fused_sum_convs`` (convolutions whose output
         oneDNN added to a residual or skip sum inside the kernel), ``split_narrow_convs`` (narrow convolutions
         run as split bf16 kernels, :meth:`_split`), ``fused_kernel_linears`` (bf16 linear layers run by oneDNN's
@@ -132,7 +151,7 @@ class FusedPath:
             return "dtype-or-device"
         if self.kernel is None:
             return "no-kernel"
-        if any(m.training for m in net.modules()):
+        if _training(net):
             return "training-mode"
         return None
 
@@ -159,6 +178,30 @@ class FusedPath:
             owned = True
         return x
 
+    def chain_usable(self, chain: Sequential, x: Tensor) -> bool:
+        """Whether ``chain(x)`` may take :meth:`run_couplings` (:func:`vector_chain`), on the terms of :meth:`usable`.
+        Not counted here: :meth:`run_couplings` counts each st-network it runs, and when the answer is no, each
+        coupling's st-network counts its own call."""
+        return not torch.compiler.is_compiling() and self._why_not(chain, x) is None
+
+    def run_couplings(self, chain: Sequential, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``chain(x)`` for a :func:`vector_chain`: each coupling's operations on the same numbers as its own
+        ``forward`` (bit-identical), but the two halves of the vectors kept apart from the first coupling to the
+        last and put together once (each coupling's ``forward`` slices its input and concatenates its output),
+        and each st-network run by :meth:`run_mlp` in the precision in force, its checks made once for the chain."""
+        first = chain.layers[0].mask
+        parts = {first.cond_range: first.conditioner(x), first.change_range: first.changed(x)}
+        logdet = x.new_zeros(x.shape[0])
+        for coupling in chain.layers:
+            mask, layers = coupling.mask, coupling.net.net
+            out = run_st(lambda v: self.run_mlp(layers, v), parts[mask.cond_range])
+            s, t = coupling.scale_shift(out, self._factor(coupling.rescale))
+            parts[mask.change_range] = affine(parts[mask.change_range], s, t)
+            logdet = logdet + sum_except_batch(s)
+        self.counts["fused_calls"] += len(chain.layers)
+        self.counts["fused_chains"] += 1
+        return torch.cat([parts[r] for r in sorted(parts)], dim=1), logdet
+
     def run_mlp(self, layers: nn.Sequential, x: Tensor) -> Tensor:
         """``layers(x)`` of a fully connected st-network (:class:`~ood_flow.flows.nets.MLP`). float32: the plain
         modules' operations on the same numbers, ReLUs in place (bit-identical). Under bf16 autocast each linear
@@ -179,7 +222,10 @@ class FusedPath:
         return x
 
     def _linear(self, m: nn.Linear, x: Tensor, relu: bool) -> Tensor:
-        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else m.weight.dtype
+        if not torch.is_autocast_enabled("cpu"):  # the layer's own tensors, the ReLU in place
+            y = F.linear(x, m.weight, m.bias)
+            return torch.relu_(y) if relu else y
+        dtype = torch.get_autocast_dtype("cpu")
         weight, bias = self._weights(m, None, dtype)
         kernel = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if self.kernel is not None else None
         if dtype == torch.bfloat16 and kernel is not None:
@@ -308,6 +354,17 @@ class FusedPath:
         y = self._conv(conv, None, x, relu=False)
         return other.add_(y) if into else other + y
 
+    def _factor(self, scale: WNScale) -> Tensor:
+        """``scale.factor()``, made once and kept until its ``weight_g`` or ``weight_v`` changes (as :meth:`_weights`
+        keeps kernels): three operations fewer per coupling on every batch."""
+        sources = (scale.weight_g, scale.weight_v)
+        key = tuple((id(t), t.data_ptr(), t._version) for t in sources)
+        kept = self._folded.get(id(scale))
+        if kept is None or kept[0] != key:
+            with torch.no_grad():
+                kept = self._folded[id(scale)] = (key, sources, scale.factor(), None)
+        return kept[2]
+
     def _kernel_failed(self, exc: RuntimeError) -> None:
         """Stop using oneDNN's fused kernels for the rest of this path's life, and say so once."""
         self.kernel, self.failure = None, str(exc).splitlines()[0][:200]
@@ -417,6 +474,12 @@ def _dtype(conv: nn.Module, x: Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(x.device.type) and not conv.narrow:
         return torch.get_autocast_dtype(x.device.type)
     return torch.float32
+
+
+def _training(m: nn.Module) -> bool:
+    """Whether ``m`` or any module inside it is in training mode: ``any(x.training for x in m.modules())`` without
+    the bookkeeping of ``modules()`` (names, a set of those seen), which cost a scoring call on vectors 4 %."""
+    return m.training or any(_training(c) for c in m._modules.values() if c is not None)
 
 
 def _batchnorm(m: nn.Module) -> nn.BatchNorm2d | None:

@@ -25,14 +25,16 @@ function stay the same, and inputs and outputs are ordinary contiguous tensors.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from torch import Tensor, nn
 
 from ood_flow import names
 from ood_flow.flows.convnets import GlowST, HighwayST, ResNetV1, _zero
-from ood_flow.flows.fused import FusedPath
 from ood_flow.flows.resnet import ResNetST
+
+if TYPE_CHECKING:  # the fused path recognises these networks, so it imports this module
+    from ood_flow.flows.fused import FusedPath
 
 
 class MLP(nn.Module):

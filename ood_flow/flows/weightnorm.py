@@ -84,5 +84,9 @@ class WNScale(nn.Module):
         self.weight_g = nn.Parameter(torch.ones(view))
         self.weight_v = nn.Parameter(torch.ones(view))
 
+    def factor(self) -> Tensor:
+        """The factor per channel, ``g * v / |v|``, shaped to broadcast over an input."""
+        return self.weight_g * self.weight_v / self.weight_v.abs()
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.weight_g * self.weight_v / self.weight_v.abs() * x
+        return self.factor() * x
