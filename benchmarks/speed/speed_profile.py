@@ -3,7 +3,8 @@
 For each model of a preset (``--quick`` or full) and each task (training step, scoring pass), both
 libraries run in the setting ``speed.py`` compares (oodflow at ``--precision``, normflows at the setting
 given by ``--peer-precision``, channels-last: by default bf16, the setting ``speed.py`` chose for every
-full-preset row of the published run), under ``torch.profiler`` for a few steps after a warm-up. The
+full-preset row of the published run), under ``torch.profiler`` for a few steps after a warm-up, twice per
+library in the order oodflow, peer, peer, oodflow (a machine drifting in speed weighs on both alike). The
 table lists the operators that take the most self time in either library, in milliseconds per image, and
 the total, so that the two columns add up to the time each library spends per image; the wall clock of
 the same runs shows the time outside every operator. ``--vectors`` adds the scoring rows of
@@ -61,6 +62,17 @@ def profiled(runner, task: str, steps: int) -> tuple[dict[str, float], int]:
 WALL = "wall"
 
 
+def alternated(ours, peer, task: str, steps: int) -> tuple[dict[str, float], int, dict[str, float], int]:
+    """:func:`profiled` for both runners in the order ours, peer, peer, ours, each one's two profiles added up: a
+    machine that slows down or speeds up during the run weighs on both libraries alike."""
+    totals = {"ours": ({}, 0), "peer": ({}, 0)}
+    for name in ("ours", "peer", "peer", "ours"):
+        ops, images = profiled(ours if name == "ours" else peer, task, steps)
+        kept, seen = totals[name]
+        totals[name] = ({k: kept.get(k, 0.0) + ops.get(k, 0.0) for k in set(kept) | set(ops)}, seen + images)
+    return (*totals["ours"], *totals["peer"])
+
+
 def table(ours: dict[str, float], ours_n: int, peer: dict[str, float], peer_n: int, top: int,
           peer_name: str = "normflows", unit: str = "ms/img", scale: float = 1.0) -> list[str]:
     """The ``top`` operators by self time in either library, the rest, the total, and the wall-clock time of
@@ -82,9 +94,9 @@ def table(ours: dict[str, float], ours_n: int, peer: dict[str, float], peer_n: i
 
 
 def vector_rows(steps: int, top: int) -> list[str]:
-    """The scoring rows of ``vector_speed.py`` where zuko's compiled scoring is faster: oodflow in the precision
-    that scored fastest there (bf16 for the detector flow, fp32 for the tabular one), eager as its commands
-    score, zuko compiled in the same precision, in microseconds per sample."""
+    """The scoring rows of ``vector_speed.py``, in microseconds per sample: oodflow eager, as its commands score,
+    beside zuko compiled (its fastest), both in one precision: bf16 for the detector flow (each library's
+    fastest there within the bound), fp32 for the tabular one (zuko's bf16 breaks the bound there)."""
     import vector_speed as vs
 
     out = []
@@ -93,8 +105,7 @@ def vector_rows(steps: int, top: int) -> list[str]:
         x, score_x = vs.data(row["features"], row["batch"]), vs.data(row["features"], vs.SCORE_BATCH * 4, seed=1)
         ours = vs.Runner("oodflow", vs.oodflow_model(row, x), precision, False, x, score_x)
         peer = vs.Runner("zuko", vs.zuko_model(row), precision, True, x, score_x)
-        o, on = profiled(ours, "score", steps)
-        q, qn = profiled(peer, "score", steps)
+        o, on, q, qn = alternated(ours, peer, "score", steps)
         out += [f"## {name} flow ({row['features']}-d), scoring, {precision}: oodflow eager, zuko compiled", "",
                 *table(o, on, q, qn, top, peer_name="zuko", unit="µs/sample", scale=1000.0), ""]
     return out
@@ -125,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
            f"Machine: {env['cpu']}, {env['threads']} threads, malloc {malloc}, load average "
            f"{env['load_average_start'][0]:.2f} at "
            f"the start; torch {torch.__version__}. Self CPU time per operator (`torch.profiler`), milliseconds "
-           f"per image, {args.steps} runs after one warm-up; training batch {p['batch']}, scoring batch "
+           f"per image, {args.steps} runs after one warm-up, twice per library in the order oodflow, peer, peer, "
+           f"oodflow (the two added up); training batch {p['batch']}, scoring batch "
            f"{p['score_batch']}.", ""]
     for arch in ("glow", "realnvp") if args.only is None else (args.only,) if args.only != "none" else ():
         for task in ("train", "score"):
@@ -134,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             peer_setting = ("channels_last", args.peer_precision)
             peer = Runner("normflows", build("normflows", arch, p[arch]), peer_setting, train_x, score_x,
                           p["score_batch"])
-            o, on = profiled(ours, task, args.steps)
-            q, qn = profiled(peer, task, args.steps)
+            o, on, q, qn = alternated(ours, peer, task, args.steps)
             out += [f"## {arch}, {'training' if task == 'train' else 'scoring'} (normflows {' '.join(peer_setting)})",
                     "", *table(o, on, q, qn, args.top), ""]
     if args.vectors:
