@@ -1,0 +1,123 @@
+"""How the optimiser's implementation moves ``speed.py``'s training ratios.
+
+``speed.py`` trains both libraries with torch's Adam as it runs by default on CPU, one parameter tensor at a
+time, which is also what ``oodflow train`` runs. torch has two faster implementations of the same update,
+multi-tensor (``foreach=True``) and fused (``fused=True``), which a user of either library may choose. This
+script trains each image model of the preset with each implementation, the same one for both libraries in
+a row: oodflow with bf16 st-networks, normflows channels-last in bf16 autocast (``speed.py``'s choice for it
+in every full-preset row), Adam with lr 1e-4 as ``speed.py``, on the same batch of FashionMNIST images. Each
+round times every runner once (``speed_runs.rate``: two steps right after an untimed one), in an order
+that flips every round; the table gives medians, and the ratio's median and spread over rounds.
+
+It also says whether each implementation trains oodflow to the same bits as the default one (three steps
+from the same weights on the same batch, float32): an implementation that does could become
+``oodflow train``'s without changing any trained model.
+
+Usage::
+
+    python benchmarks/speed/optimizer_speed.py --save      # benchmarks/results/optimizer_speed.md
+    python benchmarks/speed/optimizer_speed.py --quick     # small models, a minute (a check that it runs: in
+                                                           # speed.py's quick rows normflows' RealNVP runs fp32)
+"""
+
+from __future__ import annotations
+
+# OpenMP wait policy: as the environment has it, as speed.py (see there)
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
+
+from portable import command_line  # noqa: E402
+from speed import PRESETS, build, load_images  # noqa: E402
+from speed_machine import MALLOC_CHOICES, machine, set_allocator  # noqa: E402
+from speed_runs import Runner, rate  # noqa: E402
+
+from ood_flow.dequantize import dequantize  # noqa: E402
+
+IMPLEMENTATIONS = {"one tensor at a time (default)": {}, "multi-tensor (foreach=True)": {"foreach": True},
+                   "fused (fused=True)": {"fused": True}}
+LR = 1e-4  # speed_runs.Runner's
+
+
+def runner(lib: str, arch: str, size: dict, options: dict, x: torch.Tensor) -> Runner:
+    r = Runner(lib, build(lib, arch, size), ("channels_last", "bf16"), x, x, x.shape[0])
+    r.opt = torch.optim.Adam(r.model.parameters(), lr=LR, **options)
+    return r
+
+
+def same_bits(arch: str, size: dict, options: dict, x: torch.Tensor, steps: int = 3) -> str:
+    """Whether ``steps`` float32 steps of oodflow with Adam(**options) give the default Adam's weights."""
+    weights = []
+    for opts in ({}, options):
+        r = Runner("oodflow", build("oodflow", arch, size), ("channels_last", "fp32"), x, x, x.shape[0])
+        r.opt = torch.optim.Adam(r.model.parameters(), lr=LR, **opts)
+        for _ in range(steps):
+            r.train_step()
+        weights.append([p.detach().clone() for p in r.model.parameters()])
+    if all(torch.equal(a, b) for a, b in zip(*weights)):
+        return "identical"
+    return f"differ (max \\|Δ\\| {max((a - b).abs().max().item() for a, b in zip(*weights)):.1e})"
+
+
+def measure(arch: str, size: dict, x: torch.Tensor, rounds: int) -> list[str]:
+    runners = {(name, lib): runner(lib, arch, size, opts, x)
+               for name, opts in IMPLEMENTATIONS.items() for lib in ("oodflow", "normflows")}
+    for r in runners.values():
+        r.train_step()
+    rates: dict = {k: [] for k in runners}
+    for i in range(rounds):
+        for k in (list(runners) if i % 2 == 0 else list(runners)[::-1]):
+            rates[k].append(rate(runners[k], "train"))
+    rows = []
+    for name, opts in IMPLEMENTATIONS.items():
+        ours, peer = rates[(name, "oodflow")], rates[(name, "normflows")]
+        ratios = [a / b for a, b in zip(ours, peer)]
+        bits = "(the default)" if not opts else same_bits(arch, size, opts, x)
+        rows.append(f"| {arch} | {name} | {statistics.median(ours):.1f} | {statistics.median(peer):.1f} | "
+                    f"**{statistics.median(ratios):.2f}x** ({min(ratios):.2f}-{max(ratios):.2f}) | {bits} |")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small models, 3 rounds")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds (default: 5, or 3 with --quick)")
+    ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
+    ap.add_argument("--malloc", default="kept", choices=MALLOC_CHOICES, help="as speed.py's --malloc")
+    ap.add_argument("--save", action="store_true", help="write benchmarks/results/optimizer_speed[.quick].md")
+    args = ap.parse_args(argv)
+    rounds = args.rounds if args.rounds is not None else 3 if args.quick else 5
+    if rounds < 1:
+        ap.error("--rounds must be at least 1")
+    malloc = set_allocator(args.malloc)
+    p = PRESETS["quick" if args.quick else "full"]
+    images, data = load_images(p["batch"], args.data_dir)
+    x = dequantize(images[: p["batch"]], torch.Generator().manual_seed(0))
+    env = machine(data, malloc)
+    out = ["# Training speed by Adam implementation: oodflow bf16 against normflows (channels-last bf16)", "",
+           f"`{command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir)}`", "",
+           f"Machine: {env['cpu']}, {env['threads']} threads, malloc {malloc}, load average "
+           f"{env['load_average_start'][0]:.2f} at the start; torch {torch.__version__}. Training images per "
+           f"second, median over {rounds} alternating rounds, batch {p['batch']}; the same Adam implementation "
+           f"for both libraries in a row. Last column: oodflow's weights after 3 float32 steps against the "
+           f"default implementation's.", "",
+           "| model | Adam | oodflow img/s | normflows img/s | oodflow / normflows (min-max) | oodflow's bits |",
+           "|---|---|---:|---:|---:|---|"]
+    for arch in ("glow", "realnvp"):
+        out += measure(arch, p[arch], x, rounds)
+    text = "\n".join(out) + "\n"
+    print(text, end="")
+    if args.save:
+        (HERE.parent / "results" / f"optimizer_speed{'.quick' if args.quick else ''}.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
