@@ -57,6 +57,27 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
 
 
+@pytest.mark.parametrize("optimizer, weight_decay", [("adam", 5e-5), ("rmsprop", 5e-5), ("adamw", 1e-3)])
+def test_multi_tensor_updates_train_to_the_bits_of_torchs_default_one_tensor_at_a_time(tmp_path, monkeypatch,
+                                                                                        optimizer, weight_decay):
+    """The trainer's optimiser runs torch's multi-tensor updates (fewer calls); a trained model must be the one
+    the default implementation gives, bit for bit, or the speed would have changed every model trained."""
+    import ood_flow.train.loop as loop
+
+    x, cfg = _images(), _cfg(optimizer=optimizer, weight_decay=weight_decay)
+    fast = Trainer(_flow(), x, cfg, tmp_path / "fast.pt")
+    assert all(group["foreach"] for group in fast.optimizer.param_groups)
+    fast = fast.run()
+    default = {name: lambda params, cls=cls, **kw: cls(params, **{k: v for k, v in kw.items() if k != "foreach"})
+               for name, cls in loop.OPTIMIZERS.items()}
+    monkeypatch.setattr(loop, "OPTIMIZERS", default)
+    plain = Trainer(_flow(), x, cfg, tmp_path / "plain.pt")
+    assert not any(group["foreach"] for group in plain.optimizer.param_groups)
+    plain = plain.run()
+    a, b = fast.flow.state_dict(), plain.flow.state_dict()
+    assert fast.steps == plain.steps > 0 and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_interrupt_saves_a_checkpoint_that_resumes(tmp_path):
     x, calls = _images(), {"n": 0}
 

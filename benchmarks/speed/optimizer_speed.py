@@ -1,8 +1,8 @@
 """How the optimiser's implementation moves ``speed.py``'s training ratios.
 
 ``speed.py`` trains both libraries with torch's Adam as it runs by default on CPU, one parameter tensor at a
-time, which is also what ``oodflow train`` runs. torch has two faster implementations of the same update,
-multi-tensor (``foreach=True``) and fused (``fused=True``), which a user of either library may choose. This
+time. torch has two faster implementations of the same update, multi-tensor (``foreach=True``, what
+``oodflow train`` runs) and fused (``fused=True``), which a user of either library may choose. This
 script trains each image model of the preset with each implementation, the same one for both libraries in
 a row: oodflow with bf16 st-networks, normflows channels-last in bf16 autocast (``speed.py``'s choice for it
 in every full-preset row), Adam with lr 1e-4 as ``speed.py``, on the same batch of FashionMNIST images. Each
@@ -10,8 +10,8 @@ round times every runner once (``speed_runs.rate``: two steps right after an unt
 that flips every round; the table gives medians, and the ratio's median and spread over rounds.
 
 It also says whether each implementation trains oodflow to the same bits as the default one (three steps
-from the same weights on the same batch, float32): an implementation that does could become
-``oodflow train``'s without changing any trained model.
+from the same weights on the same batch, float32): only one that does can be ``oodflow train``'s without
+changing the models it trains.
 
 Usage::
 
