@@ -220,3 +220,27 @@ def test_how_narrow_convolutions_compute_is_decided_once_from_the_machine():
     assert Runtime(narrow="fp32").narrow == "fp32"  # written out: taken as it is (tests, benchmarks)
     assert narrow_split_pays("cpu", flags=frozenset({"avx512_bf16", "amx_bf16"}))
     assert not narrow_split_pays("cpu", flags=frozenset({"avx512_bf16"}))  # Zen 4: bf16 backward of them was slow
+
+
+EMPTY_CASES = [("tabular", (6,), {"couplings": 2, "hidden": 4, "layers": 1}),
+               ("realnvp", (1, 8, 8), {"channels": 4, "blocks": 1, "scales": 2}),
+               ("realnvp", (1, 8, 8), {"channels": 4, "blocks": 1, "mask": "cycle", "couplings": 4}),
+               ("glow", (1, 8, 8), {"channels": 4, "scales": 2, "couplings": 2, "net": "glow"}),
+               ("gaussian", (5,), {})]
+
+
+@pytest.mark.parametrize("st", ["fp32", "bf16"])
+@pytest.mark.parametrize("name, shape, opts", EMPTY_CASES, ids=[c[0] + "-" + str(i) for i, c in enumerate(EMPTY_CASES)])
+def test_an_empty_batch_has_an_empty_log_likelihood(name, shape, opts, st):
+    """Per-sample sizes come from the shape, not from a first sample that an empty batch lacks."""
+    from ood_flow.device import bf16_supported
+    from ood_flow.runtime import Runtime
+
+    if st == "bf16" and not bf16_supported("cpu"):
+        pytest.skip("this CPU runs no bfloat16 at all")
+    runtime = Runtime(st=st)
+    flow = runtime.prepare(create_flow(name, shape, **opts)).eval()
+    with torch.no_grad(), runtime.st_networks():
+        out = flow.log_prob(torch.rand(0, *shape))
+        one = flow.log_prob(torch.rand(1, *shape))
+    assert out.shape == (0,) and one.shape == (1,) and torch.isfinite(one).all()

@@ -19,6 +19,8 @@ Two optional hooks serve inspection (they never change results):
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -85,10 +87,10 @@ class Sequential(Bijection):
 
 def sum_except_batch(x: Tensor) -> Tensor:
     """Sum over every dimension but the first: per-sample totals, shape ``(batch,)``."""
-    return x.reshape(x.shape[0], -1).sum(dim=1)
+    return x.reshape(x.shape[0], math.prod(x.shape[1:])).sum(dim=1)  # not -1: an empty batch has no size to infer
 
 
 def standard_normal_logprob(z: Tensor) -> Tensor:
     """``log N(z; 0, I)`` per sample, summed over all latent dimensions (nats)."""
-    d = z[0].numel()
+    d = math.prod(z.shape[1:])
     return -0.5 * sum_except_batch(z.pow(2)) - 0.5 * d * torch.log(torch.tensor(2 * torch.pi, dtype=z.dtype))

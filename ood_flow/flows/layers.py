@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -126,7 +128,7 @@ class ActNorm(Bijection):
         self.initialized.fill_(True)
 
     def _pixels(self, x: Tensor) -> int:
-        return x[0, 0].numel()
+        return math.prod(x.shape[2:])  # per channel; of the shape, so an empty batch has it too
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.training and not bool(self.initialized):
@@ -144,7 +146,7 @@ def mix_channels(x: Tensor, w: Tensor) -> Tensor:
     matrix product, in ``x``'s memory format."""
     if x.is_contiguous():
         b, c = x.shape[:2]
-        return torch.matmul(w, x.reshape(b, c, -1)).view(x.shape)
+        return torch.matmul(w, x.reshape(b, c, math.prod(x.shape[2:]))).view(x.shape)
     return torch.matmul(x.movedim(1, -1), w.T).movedim(-1, 1)
 
 
@@ -184,12 +186,12 @@ class InvConv1x1(Bijection):
         # under a bf16 runtime as a matrix product: the same float32 arithmetic, but torch's convolution for so
         # few channels is many times slower (docs/speed.md); float32 runs keep the convolution's bits
         y = mix_channels(x, w) if current() == "bf16" else F.conv2d(x, w.view(*w.shape, 1, 1))
-        return y, (self.log_s().sum() * x[0, 0].numel()).expand(x.shape[0])
+        return y, (self.log_s().sum() * math.prod(x.shape[2:])).expand(x.shape[0])
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         w_inv = torch.linalg.inv(self.weight())
         x = F.conv2d(y, w_inv.view(*w_inv.shape, 1, 1))
-        return x, (-self.log_s().sum() * y[0, 0].numel()).expand(y.shape[0])
+        return x, (-self.log_s().sum() * math.prod(y.shape[2:])).expand(y.shape[0])
 
     def push_mask(self, mask: Tensor) -> Tensor:
         return mask.any(dim=0, keepdim=True).expand_as(mask)  # channels mix at each position
