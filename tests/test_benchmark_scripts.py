@@ -30,3 +30,13 @@ def test_narrow_cost_refuses_a_missing_or_corrupt_model_file_in_one_line_before_
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and str(model) in result.stderr
+
+
+@pytest.mark.parametrize("script, option", [("narrow_cost.py", "--rounds"), ("narrow_cost.py", "--limit"),
+                                            ("optimizer_speed.py", "--rounds")])
+@pytest.mark.parametrize("value", ["0", "-3", "two"])
+def test_a_count_below_one_is_a_usage_error_before_any_timing(script, option, value):
+    result = subprocess.run([sys.executable, str(SPEED / script), option, value], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert f"argument {option}: expected a whole number of at least 1, got '{value}'" in result.stderr

@@ -35,7 +35,7 @@ from portable import command_line, portable  # noqa: E402
 from speed import PRESETS, build, load_images  # noqa: E402
 from speed_machine import MALLOC_CHOICES, machine, set_allocator  # noqa: E402
 from speed_report import write_pair  # noqa: E402
-from speed_runs import Runner, rate  # noqa: E402
+from speed_runs import Runner, positive_int, rate  # noqa: E402
 
 from ood_flow.dequantize import dequantize  # noqa: E402
 from ood_flow.errors import OodflowError, UsageError  # noqa: E402
@@ -126,23 +126,12 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _positive(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (else argparse's one-line usage error, exit 2)."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return n
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="*", default=[], help="trained model files whose bf16 error to measure")
     ap.add_argument("--source", default="mnist:test")
-    ap.add_argument("--limit", type=_positive, default=2000)
-    ap.add_argument("--rounds", type=_positive, default=5)
+    ap.add_argument("--limit", type=positive_int, default=2000)
+    ap.add_argument("--rounds", type=positive_int, default=5)
     ap.add_argument("--malloc", default="kept", choices=MALLOC_CHOICES, help="as speed.py's --malloc")
     ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
     ap.add_argument("--quick", action="store_true", help="speed.py's quick preset (small models)")

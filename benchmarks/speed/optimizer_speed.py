@@ -37,27 +37,23 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 from portable import command_line  # noqa: E402
 from speed import PRESETS, build, load_images  # noqa: E402
 from speed_machine import MALLOC_CHOICES, machine, set_allocator  # noqa: E402
-from speed_runs import Runner, rate  # noqa: E402
+from speed_runs import Runner, positive_int, rate  # noqa: E402
 
 from ood_flow.dequantize import dequantize  # noqa: E402
 
 IMPLEMENTATIONS = {"one tensor at a time (default)": {}, "multi-tensor (foreach=True)": {"foreach": True},
                    "fused (fused=True)": {"fused": True}}
-LR = 1e-4  # speed_runs.Runner's
 
 
 def runner(lib: str, arch: str, size: dict, options: dict, x: torch.Tensor) -> Runner:
-    r = Runner(lib, build(lib, arch, size), ("channels_last", "bf16"), x, x, x.shape[0])
-    r.opt = torch.optim.Adam(r.model.parameters(), lr=LR, **options)
-    return r
+    return Runner(lib, build(lib, arch, size), ("channels_last", "bf16"), x, x, x.shape[0], adam=options)
 
 
 def same_bits(arch: str, size: dict, options: dict, x: torch.Tensor, steps: int = 3) -> str:
     """Whether ``steps`` float32 steps of oodflow with Adam(**options) give the default Adam's weights."""
     weights = []
     for opts in ({}, options):
-        r = Runner("oodflow", build("oodflow", arch, size), ("channels_last", "fp32"), x, x, x.shape[0])
-        r.opt = torch.optim.Adam(r.model.parameters(), lr=LR, **opts)
+        r = Runner("oodflow", build("oodflow", arch, size), ("channels_last", "fp32"), x, x, x.shape[0], adam=opts)
         for _ in range(steps):
             r.train_step()
         weights.append([p.detach().clone() for p in r.model.parameters()])
@@ -88,14 +84,12 @@ def measure(arch: str, size: dict, x: torch.Tensor, rounds: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small models, 3 rounds")
-    ap.add_argument("--rounds", type=int, default=None, help="rounds (default: 5, or 3 with --quick)")
+    ap.add_argument("--rounds", type=positive_int, default=None, help="rounds (default: 5, or 3 with --quick)")
     ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
     ap.add_argument("--malloc", default="kept", choices=MALLOC_CHOICES, help="as speed.py's --malloc")
     ap.add_argument("--save", action="store_true", help="write benchmarks/results/optimizer_speed[.quick].md")
     args = ap.parse_args(argv)
     rounds = args.rounds if args.rounds is not None else 3 if args.quick else 5
-    if rounds < 1:
-        ap.error("--rounds must be at least 1")
     malloc = set_allocator(args.malloc)
     p = PRESETS["quick" if args.quick else "full"]
     images, data = load_images(p["batch"], args.data_dir)

@@ -16,6 +16,7 @@ initialisation). Random weights are not trained ones: the bound on a trained mod
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import statistics
@@ -35,14 +36,14 @@ class Runner:
     """One model in one setting, with its optimiser: a training step and a scoring pass over fixed batches."""
 
     def __init__(self, lib: str, model: torch.nn.Module, setting: tuple[str, str], train_x: torch.Tensor,
-                 score_x: torch.Tensor, score_batch: int, narrow: str | None = None):
+                 score_x: torch.Tensor, score_batch: int, narrow: str | None = None, adam: dict | None = None):
         self.lib, self.setting, self.narrow = lib, setting, narrow  # narrow: oodflow's Runtime.narrow (None: its own)
         self.ours = lib == "oodflow"
         self.channels_last = setting[0] == "channels_last"
         self.precision = setting[1]
         self.model = model.to(memory_format=torch.channels_last) if self.channels_last and not self.ours else model
         self.train_x, self.score_x, self.score_batch = train_x, score_x, score_batch
-        self.opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        self.opt = torch.optim.Adam(model.parameters(), lr=1e-4, **(adam or {}))  # adam: e.g. {"fused": True}
         self.loss = float("nan")
 
     @property
@@ -94,6 +95,18 @@ class Runner:
         with torch.inference_mode(), path.disabled() if path is not None else contextlib.nullcontext():
             score = flops_per_image(self.model.log_prob, x)
         return {"train": train, "score": score}
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for counts (rounds, samples): a whole number of at least 1, else argparse's one-line usage
+    error (exit 2)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return n
 
 
 def perturbed(model: torch.nn.Module, seed: int = 0, scale: float = 0.005) -> torch.nn.Module:

@@ -93,7 +93,7 @@ class FusedPath:
     def __init__(self, *, enabled: bool = True, layout: torch.memory_format = torch.channels_last):
         self.enabled, self.layout, self.kernel, self.failure = enabled, layout, find_kernel(), None
         self.counts: collections.Counter = collections.Counter()
-        self._folded: dict[int, tuple] = {}  # id(conv or scale) -> (key, sources, weight or factor, bias)
+        self._folded: dict[int, tuple] = {}  # id(conv or scale) -> (key, sources, (weight, bias) or factor): _kept
         self._packs: dict[int, tuple] = {}  # id(conv) -> (weight, its version, that weight in oneDNN's layout)
 
     def __deepcopy__(self, memo) -> FusedPath:
@@ -357,13 +357,7 @@ class FusedPath:
     def _factor(self, scale: WNScale) -> Tensor:
         """``scale.factor()``, made once and kept until its ``weight_g`` or ``weight_v`` changes (as :meth:`_weights`
         keeps kernels): three operations fewer per coupling on every batch."""
-        sources = (scale.weight_g, scale.weight_v)
-        key = tuple((id(t), t.data_ptr(), t._version) for t in sources)
-        kept = self._folded.get(id(scale))
-        if kept is None or kept[0] != key:
-            with torch.no_grad():
-                kept = self._folded[id(scale)] = (key, sources, scale.factor(), None)
-        return kept[2]
+        return self._kept(scale, (scale.weight_g, scale.weight_v), (), scale.factor)
 
     def _kernel_failed(self, exc: RuntimeError) -> None:
         """Stop using oneDNN's fused kernels for the rest of this path's life, and say so once."""
@@ -396,17 +390,22 @@ class FusedPath:
         made of changes (another tensor, other memory, or a new version: an in-place change). ``split``: the
         kernel split into bf16 parts for :meth:`_split` (``in``: hi, hi, lo along the input channels; ``out``:
         hi, lo along the output channels)."""
-        if isinstance(conv, nn.Linear) and bn is None and split is None and dtype == conv.weight.dtype:
-            return conv.weight, conv.bias  # nothing to prepare: the layer's own tensors
-        sources = _sources(conv, bn)  # kept with the kernel: no other tensor can take their ids meanwhile
-        key = tuple((id(t), t.data_ptr(), t._version) if t is not None else None for t in sources) + \
-            ((bn.eps,) if bn is not None else ()) + (dtype, split)
-        kept = self._folded.get(id(conv))
-        if kept is None or kept[0] != key:
+        def make() -> tuple[Tensor, Tensor | None]:
             weight, bias = _fold(conv, bn, torch.float32 if split else dtype, self.layout)
-            weight = _split_kernel(weight, split, self.layout) if split else weight
-            kept = self._folded[id(conv)] = (key, sources, weight, bias)
-        return kept[2], kept[3]
+            return (_split_kernel(weight, split, self.layout) if split else weight), bias
+
+        return self._kept(conv, _sources(conv, bn), ((bn.eps,) if bn is not None else ()) + (dtype, split), make)
+
+    def _kept(self, owner: nn.Module, sources: tuple[Tensor | None, ...], extra: tuple, make):
+        """What ``make()`` prepares from ``sources`` for ``owner``: made once and kept until one of them changes
+        (another tensor, other memory, or a new version: an in-place change) or ``extra`` does. The sources are
+        kept with it, so that no other tensor can take their ids meanwhile."""
+        key = tuple((id(t), t.data_ptr(), t._version) if t is not None else None for t in sources) + extra
+        kept = self._folded.get(id(owner))
+        if kept is None or kept[0] != key:
+            with torch.no_grad():
+                kept = self._folded[id(owner)] = (key, sources, make())
+        return kept[2]
 
 
 def _sources(conv: nn.Module, bn: nn.BatchNorm2d | None) -> tuple[Tensor | None, ...]:
