@@ -477,7 +477,7 @@ def _dtype(conv: nn.Module, x: Tensor) -> torch.dtype:
 
 def _training(m: nn.Module) -> bool:
     """Whether ``m`` or any module inside it is in training mode: ``any(x.training for x in m.modules())`` without
-    the bookkeeping of ``modules()`` (names, a set of those seen), which cost a scoring call on vectors 4 %."""
+    the bookkeeping of ``modules()`` (names, a set of those seen), as it runs on every scoring call."""
     return m.training or any(_training(c) for c in m._modules.values() if c is not None)
 
 
