@@ -244,3 +244,23 @@ def test_an_empty_batch_has_an_empty_log_likelihood(name, shape, opts, st):
         out = flow.log_prob(torch.rand(0, *shape))
         one = flow.log_prob(torch.rand(1, *shape))
     assert out.shape == (0,) and one.shape == (1,) and torch.isfinite(one).all()
+
+
+@pytest.mark.parametrize("shape, ndim", [((3, 4, 4), 3), ((6,), 1)])
+def test_actnorm_waits_for_a_batch_with_a_spread_to_initialise(shape, ndim):
+    """An empty batch (or one vector) in training mode passes through without setting ActNorm's parameters
+    from a standard deviation it does not have (NaN); the next real batch initialises them."""
+    from ood_flow.flows.layers import ActNorm
+
+    layer = ActNorm(shape[0], ndim=ndim).train()
+    small = [torch.rand(0, *shape)] + ([torch.rand(1, *shape)] if ndim == 1 else [])
+    for x in small:
+        y, logdet = layer(x)
+        assert y.shape == x.shape and logdet.shape == (x.shape[0],) and torch.isfinite(y).all()
+        assert not bool(layer.initialized)
+    x = torch.randn(5, *shape) * 3 + 1
+    y, _ = layer(x)
+    assert bool(layer.initialized)
+    assert torch.isfinite(layer.bias).all() and torch.isfinite(layer.log_scale).all()
+    dims = [0] + list(range(2, y.dim()))
+    assert torch.allclose(y.mean(dims), torch.zeros(shape[0]), atol=1e-5)

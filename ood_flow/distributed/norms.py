@@ -119,6 +119,8 @@ def _init_hook(d: Dist):
         dims = _channel_dims(x)
         count = torch.full((1,), x.numel() // x.shape[1], dtype=torch.float64, device=x.device)
         total = d.sum(torch.cat([x.double().sum(dims), count]), group=d.side)
+        if not ActNorm.can_initialize(int(total[-1])):  # the same total on every process: all return alike
+            return
         mean = total[:-1] / total[-1]
         squares = d.sum((x.double() - _view(mean, x)).pow(2).sum(dims), group=d.side)
         std = (squares / (total[-1] - 1)).sqrt()

@@ -101,7 +101,9 @@ class ActNorm(Bijection):
 
     On the first forward pass in training mode the parameters are set so that the batch's output
     has zero mean and unit variance per channel. The ``initialized`` flag is a buffer, so it is
-    saved with the model: a loaded model never re-initialises.
+    saved with the model: a loaded model never re-initialises. A batch with fewer than two values per
+    channel (an empty one, or one vector) has no spread to take: it passes through and leaves the
+    initialisation to the next batch (:meth:`can_initialize`).
 
     References:
         Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", NeurIPS 2018.
@@ -113,6 +115,12 @@ class ActNorm(Bijection):
         self.bias = nn.Parameter(torch.zeros(view))
         self.log_scale = nn.Parameter(torch.zeros(view))
         self.register_buffer("initialized", torch.tensor(False))
+
+    @staticmethod
+    def can_initialize(values_per_channel: int) -> bool:
+        """Whether a batch with this many values per channel can set the parameters (a standard deviation
+        needs two)."""
+        return values_per_channel >= 2
 
     @torch.no_grad()
     def _initialize(self, x: Tensor) -> None:
@@ -131,7 +139,7 @@ class ActNorm(Bijection):
         return math.prod(x.shape[2:])  # per channel; of the shape, so an empty batch has it too
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.training and not bool(self.initialized):
+        if self.training and not bool(self.initialized) and self.can_initialize(x.numel() // max(x.shape[1], 1)):
             self._initialize(x)
         y = (x + self.bias) * torch.exp(self.log_scale)
         return y, (self.log_scale.sum() * self._pixels(x)).expand(x.shape[0])
