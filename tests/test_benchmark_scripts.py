@@ -13,7 +13,7 @@ SPEED = Path(__file__).resolve().parents[1] / "benchmarks" / "speed"
 
 
 @pytest.mark.parametrize("script", ["speed.py", "speed_profile.py", "vector_speed.py", "startup.py", "bf16_error.py",
-                                    "narrow_cost.py", "optimizer_speed.py"])
+                                    "narrow_cost.py", "optimizer_speed.py", "skip_cost.py"])
 def test_a_speed_benchmark_starts(script):
     result = subprocess.run([sys.executable, str(SPEED / script), "--help"], capture_output=True, text=True,
                             timeout=120)
@@ -33,7 +33,7 @@ def test_narrow_cost_refuses_a_missing_or_corrupt_model_file_in_one_line_before_
 
 
 @pytest.mark.parametrize("script, option", [("narrow_cost.py", "--rounds"), ("narrow_cost.py", "--limit"),
-                                            ("optimizer_speed.py", "--rounds")])
+                                            ("optimizer_speed.py", "--rounds"), ("skip_cost.py", "--rounds")])
 @pytest.mark.parametrize("value", ["0", "-3", "two"])
 def test_a_count_below_one_is_a_usage_error_before_any_timing(script, option, value):
     result = subprocess.run([sys.executable, str(SPEED / script), option, value], capture_output=True, text=True,

@@ -57,15 +57,16 @@ def params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def oodflow_model(arch: str, shape: tuple[int, ...], size: dict) -> nn.Module:
+def oodflow_model(arch: str, shape: tuple[int, ...], size: dict, net: str | None = None) -> nn.Module:
     """Our model for ``arch`` at ``size`` (keys: scales, steps, hidden, blocks), prepared for the CPU as the
-    commands prepare it (:meth:`ood_flow.runtime.Runtime.prepare`: channels-last, the fused scoring path)."""
+    commands prepare it (:meth:`ood_flow.runtime.Runtime.prepare`: channels-last, the fused scoring path).
+    ``net``: RealNVP's st-network (default: the authors' ``resnet``; ``skip_cost.py`` also times ``resnet-noskip``)."""
     if arch == "glow":
         flow = create_flow("glow", shape, net="glow", batchnorm=False, channels=size["hidden"],
                            couplings=size["steps"], scales=size["scales"], alpha=ALPHA)
     elif arch == "realnvp":
         flow = create_flow("realnvp", shape, channels=size["hidden"], blocks=size["blocks"],
-                           scales=size["scales"], alpha=ALPHA)
+                           scales=size["scales"], alpha=ALPHA, **({"net": net} if net else {}))
     else:
         raise ValueError(f"unknown architecture {arch!r}")
     return Runtime().prepare(flow)

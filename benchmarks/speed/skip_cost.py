@@ -1,0 +1,141 @@
+"""What the authors' skip path costs RealNVP against normflows: the same oodflow model with and without it.
+
+``speed.py``'s RealNVP row compares oodflow's RealNVP, whose st-networks are the authors' (a ResNet with a
+skip path of 1x1 convolutions from every block to the output: ``resnet``), with normflows' residual network,
+which has no such path. This script times, in the same process, alternating:
+
+* oodflow's RealNVP of ``speed.py``'s preset with the authors' st-network (``net="resnet"``, the default),
+* the same model with ``net="resnet-noskip"`` (the paper's network without the skip path, which oodflow
+  offers for the bottleneck experiment, Appendix I): everything else equal, code included,
+* normflows' RealNVP of ``speed.py`` (masked checkerboard couplings), channels-last in bf16 autocast, the
+  setting ``speed.py`` chose for it in every full-preset row,
+
+oodflow with bf16 st-networks, training (Adam, lr 1e-4, as ``speed.py``) and scoring (eval mode,
+``torch.inference_mode``), on the same FashionMNIST images. Each round times every runner once per task
+(``speed_runs.rate``: right after an untimed call of the same runner), in an order that flips every round; the
+table gives medians and the spread over rounds, and conv/matmul GFLOP per image as ``speed.py`` counts them.
+
+Usage::
+
+    python benchmarks/speed/skip_cost.py --save      # benchmarks/results/skip_cost.md (a few minutes)
+    python benchmarks/speed/skip_cost.py --quick     # small models, 3 rounds (a check that it runs)
+"""
+
+from __future__ import annotations
+
+# OpenMP wait policy: as the environment has it, as speed.py (see there)
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
+
+from portable import command_line  # noqa: E402
+from speed import PRESETS, SHAPE, build, load_images  # noqa: E402
+from speed_machine import MALLOC_CHOICES, machine, set_allocator  # noqa: E402
+from speed_models import oodflow_model  # noqa: E402
+from speed_runs import Runner, positive_int, rate  # noqa: E402
+
+from ood_flow.dequantize import dequantize  # noqa: E402
+
+MODELS = {"oodflow, authors' st-network (resnet)": "resnet", "oodflow, without the skip path (resnet-noskip)":
+          "resnet-noskip", "normflows (channels-last bf16)": None}
+PEER = "normflows (channels-last bf16)"
+TASKS = ("train", "score")
+
+
+def runners(size: dict, x: torch.Tensor, score_x: torch.Tensor, score_batch: int) -> dict[str, Runner]:
+    out = {}
+    for name, net in MODELS.items():
+        torch.manual_seed(0)
+        model = oodflow_model("realnvp", SHAPE, size, net=net) if net else build("normflows", "realnvp", size)
+        out[name] = Runner("oodflow" if net else "normflows", model, ("channels_last", "bf16"), x, score_x,
+                           score_batch)
+    return out
+
+
+def measure(rs: dict[str, Runner], rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Images per second of each runner and task, one figure per round, alternating."""
+    for r in rs.values():
+        r.train_step()
+        r.score()
+    rates: dict = {name: {task: [] for task in TASKS} for name in rs}
+    for i in range(rounds):
+        for task in TASKS:
+            for name in (list(rs) if i % 2 == 0 else list(rs)[::-1]):
+                rates[name][task].append(rate(rs[name], task))
+    return rates
+
+
+def table(rates: dict, flops: dict) -> list[str]:
+    rows = ["| model | GFLOP/img train / score | train img/s (min-max) | score img/s (min-max) | "
+            "train / normflows (min-max) | score / normflows (min-max) | per FLOP train / score |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for name in rates:
+        cells = [name, f"{flops[name]['train'] / 1e9:.3f} / {flops[name]['score'] / 1e9:.3f}"]
+        cells += [f"{statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" for v in (rates[name][t] for t in TASKS)]
+        per_flop = []
+        for task in TASKS:
+            ratios = [a / b for a, b in zip(rates[name][task], rates[PEER][task])]
+            cells.append("" if name == PEER else
+                         f"**{statistics.median(ratios):.2f}x** ({min(ratios):.2f}-{max(ratios):.2f})")
+            per_flop.append(statistics.median(ratios) * flops[name][task] / flops[PEER][task])
+        cells.append("" if name == PEER else f"{per_flop[0]:.2f}x / {per_flop[1]:.2f}x")
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def skip_share(rates: dict, flops: dict) -> str:
+    """The skip path's share of oodflow's FLOP and of its time, per task (paired by round)."""
+    full, bare = list(MODELS)[:2]
+    parts = []
+    for task in TASKS:
+        time_share = 1 - statistics.median(a / b for a, b in zip(rates[bare][task], rates[full][task])) ** -1
+        flop_share = 1 - flops[bare][task] / flops[full][task]
+        parts.append(f"{task}: {100 * flop_share:.1f} % of the FLOP, {100 * time_share:.1f} % of the time")
+    return ("The skip path's share of oodflow's model (median over rounds of the paired times): " + "; ".join(parts)
+            + ".")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small models, 3 rounds")
+    ap.add_argument("--rounds", type=positive_int, default=None, help="rounds (default: 7, or 3 with --quick)")
+    ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
+    ap.add_argument("--malloc", default="kept", choices=MALLOC_CHOICES, help="as speed.py's --malloc")
+    ap.add_argument("--save", action="store_true", help="write benchmarks/results/skip_cost[.quick].md")
+    args = ap.parse_args(argv)
+    rounds = args.rounds if args.rounds is not None else 3 if args.quick else 7
+    malloc = set_allocator(args.malloc)
+    p = PRESETS["quick" if args.quick else "full"]
+    images, data = load_images(max(p["batch"], p["score_images"]), args.data_dir)
+    g = torch.Generator().manual_seed(0)
+    x, score_x = dequantize(images[: p["batch"]], g), dequantize(images[: p["score_images"]], g)
+    env = machine(data, malloc)
+    size = p["realnvp"]
+    rs = runners(size, x, score_x, p["score_batch"])
+    rates = measure(rs, rounds)
+    flops = {name: r.flops() for name, r in rs.items()}
+    out = ["# RealNVP with and without the authors' skip path, against normflows", "",
+           f"`{command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir)}`", "",
+           f"Machine: {env['cpu']}, {env['threads']} threads, malloc {malloc}, load average "
+           f"{env['load_average_start'][0]:.2f} at the start; torch {torch.__version__}. RealNVP of "
+           f"{size['scales']} scales, {size['hidden']} channels, {size['blocks']} blocks "
+           f"({'quick' if args.quick else 'full'} preset), training batch {p['batch']}, scoring "
+           f"{p['score_images']} images in batches of {p['score_batch']}; medians over "
+           f"{rounds} alternating rounds; oodflow with bf16 st-networks.", ""]
+    out += table(rates, flops) + ["", skip_share(rates, flops)]
+    text = "\n".join(out) + "\n"
+    print(text, end="")
+    if args.save:
+        (HERE.parent / "results" / f"skip_cost{'.quick' if args.quick else ''}.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
