@@ -24,7 +24,6 @@ from __future__ import annotations
 
 # OpenMP wait policy: as the environment has it, as speed.py (see there)
 
-import argparse  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -36,8 +35,8 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 from portable import command_line  # noqa: E402
 from speed import PRESETS, build, load_images  # noqa: E402
-from speed_machine import MALLOC_CHOICES, machine, set_allocator  # noqa: E402
-from speed_runs import Runner, positive_int, rate  # noqa: E402
+from speed_machine import machine, set_allocator  # noqa: E402
+from speed_runs import Runner, machine_line, publish, rate, rounds_of, rounds_parser  # noqa: E402
 
 from ood_flow.dequantize import dequantize  # noqa: E402
 
@@ -82,14 +81,8 @@ def measure(arch: str, size: dict, x: torch.Tensor, rounds: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small models, 3 rounds")
-    ap.add_argument("--rounds", type=positive_int, default=None, help="rounds (default: 5, or 3 with --quick)")
-    ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
-    ap.add_argument("--malloc", default="kept", choices=MALLOC_CHOICES, help="as speed.py's --malloc")
-    ap.add_argument("--save", action="store_true", help="write benchmarks/results/optimizer_speed[.quick].md")
-    args = ap.parse_args(argv)
-    rounds = args.rounds if args.rounds is not None else 3 if args.quick else 5
+    args = rounds_parser(__doc__, 5, "optimizer_speed").parse_args(argv)
+    rounds = rounds_of(args)
     malloc = set_allocator(args.malloc)
     p = PRESETS["quick" if args.quick else "full"]
     images, data = load_images(p["batch"], args.data_dir)
@@ -97,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     env = machine(data, malloc)
     out = ["# Training speed by Adam implementation: oodflow bf16 against normflows (channels-last bf16)", "",
            f"`{command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir)}`", "",
-           f"Machine: {env['cpu']}, {env['threads']} threads, malloc {malloc}, load average "
-           f"{env['load_average_start'][0]:.2f} at the start; torch {torch.__version__}. Training images per "
+           f"{machine_line(env, malloc)} Training images per "
            f"second, median over {rounds} alternating rounds, batch {p['batch']}; the same Adam implementation "
            f"for both libraries in a row. Last column: oodflow's weights after 3 float32 steps against the "
            f"default implementation's.", "",
@@ -106,10 +98,7 @@ def main(argv: list[str] | None = None) -> int:
            "|---|---|---:|---:|---:|---|"]
     for arch in ("glow", "realnvp"):
         out += measure(arch, p[arch], x, rounds)
-    text = "\n".join(out) + "\n"
-    print(text, end="")
-    if args.save:
-        (HERE.parent / "results" / f"optimizer_speed{'.quick' if args.quick else ''}.md").write_text(text)
+    publish(out, args)
     return 0
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 # OpenMP wait policy: as the environment has it, as speed.py (see there)
 
-import argparse  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -37,9 +36,9 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 from portable import command_line  # noqa: E402
 from speed import PRESETS, SHAPE, build, load_images  # noqa: E402
-from speed_machine import MALLOC_CHOICES, machine, set_allocator  # noqa: E402
+from speed_machine import machine, set_allocator  # noqa: E402
 from speed_models import oodflow_model  # noqa: E402
-from speed_runs import Runner, positive_int, rate  # noqa: E402
+from speed_runs import Runner, machine_line, publish, rate, rounds_of, rounds_parser  # noqa: E402
 
 from ood_flow.dequantize import dequantize  # noqa: E402
 
@@ -103,14 +102,8 @@ def skip_share(rates: dict, flops: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small models, 3 rounds")
-    ap.add_argument("--rounds", type=positive_int, default=None, help="rounds (default: 7, or 3 with --quick)")
-    ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
-    ap.add_argument("--malloc", default="kept", choices=MALLOC_CHOICES, help="as speed.py's --malloc")
-    ap.add_argument("--save", action="store_true", help="write benchmarks/results/skip_cost[.quick].md")
-    args = ap.parse_args(argv)
-    rounds = args.rounds if args.rounds is not None else 3 if args.quick else 7
+    args = rounds_parser(__doc__, 7, "skip_cost").parse_args(argv)
+    rounds = rounds_of(args)
     malloc = set_allocator(args.malloc)
     p = PRESETS["quick" if args.quick else "full"]
     images, data = load_images(max(p["batch"], p["score_images"]), args.data_dir)
@@ -123,17 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     flops = {name: r.flops() for name, r in rs.items()}
     out = ["# RealNVP with and without the authors' skip path, against normflows", "",
            f"`{command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir)}`", "",
-           f"Machine: {env['cpu']}, {env['threads']} threads, malloc {malloc}, load average "
-           f"{env['load_average_start'][0]:.2f} at the start; torch {torch.__version__}. RealNVP of "
+           f"{machine_line(env, malloc)} RealNVP of "
            f"{size['scales']} scales, {size['hidden']} channels, {size['blocks']} blocks "
            f"({'quick' if args.quick else 'full'} preset), training batch {p['batch']}, scoring "
            f"{p['score_images']} images in batches of {p['score_batch']}; medians over "
            f"{rounds} alternating rounds; oodflow with bf16 st-networks.", ""]
-    out += table(rates, flops) + ["", skip_share(rates, flops)]
-    text = "\n".join(out) + "\n"
-    print(text, end="")
-    if args.save:
-        (HERE.parent / "results" / f"skip_cost{'.quick' if args.quick else ''}.md").write_text(text)
+    publish(out + table(rates, flops) + ["", skip_share(rates, flops)], args)
     return 0
 
 

@@ -20,8 +20,10 @@ import argparse
 import contextlib
 import copy
 import statistics
+from pathlib import Path
 
 import torch
+from speed_machine import MALLOC_CHOICES
 from speed_measure import flops_per_image, timed
 from speed_models import bits_per_dim_8bit, bits_per_dim_loss
 
@@ -107,6 +109,40 @@ def positive_int(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return n
+
+
+def rounds_parser(doc: str, rounds: int, results: str) -> argparse.ArgumentParser:
+    """The options of a benchmark that times the preset's models in alternating rounds: ``--quick``, ``--rounds``
+    (default ``rounds``, 3 with ``--quick``: :func:`rounds_of`), ``--data-dir``, ``--malloc``, and ``--save`` to
+    ``benchmarks/results/<results>[.quick].md``."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small models, 3 rounds")
+    ap.add_argument("--rounds", type=positive_int, default=None, help=f"rounds (default: {rounds}, or 3 with --quick)")
+    ap.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data")
+    ap.add_argument("--malloc", default="kept", choices=MALLOC_CHOICES, help="as speed.py's --malloc")
+    ap.add_argument("--save", action="store_true", help=f"write benchmarks/results/{results}[.quick].md")
+    ap.set_defaults(default_rounds=rounds, results=results)
+    return ap
+
+
+def rounds_of(args: argparse.Namespace) -> int:
+    """The rounds :func:`rounds_parser`'s options ask for."""
+    return args.rounds if args.rounds is not None else 3 if args.quick else args.default_rounds
+
+
+def machine_line(env: dict, malloc: str) -> str:
+    """The results' line on the machine (``speed_machine.machine``'s ``env``) and the allocator in force."""
+    return (f"Machine: {env['cpu']}, {env['threads']} threads, malloc {malloc}, load average "
+            f"{env['load_average_start'][0]:.2f} at the start; torch {torch.__version__}.")
+
+
+def publish(lines: list[str], args: argparse.Namespace) -> None:
+    """Print the results, and with ``--save`` write them where :func:`rounds_parser` said."""
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if args.save:
+        name = f"{args.results}{'.quick' if args.quick else ''}.md"
+        (Path(__file__).resolve().parents[1] / "results" / name).write_text(text)
 
 
 def perturbed(model: torch.nn.Module, seed: int = 0, scale: float = 0.005) -> torch.nn.Module:
