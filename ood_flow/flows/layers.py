@@ -96,6 +96,11 @@ class FactorOut(Bijection):
         return self.join(out, self.inner.push_mask(rest[0])[None])[0]
 
 
+def _pixels(x: Tensor) -> int:
+    """Positions per channel of ``x`` (B, C, ...), from its shape, so that an empty batch has them too."""
+    return math.prod(x.shape[2:])
+
+
 class ActNorm(Bijection):
     """Per-channel affine ``y = (x + bias) * exp(log_scale)`` with data-dependent initialisation.
 
@@ -135,18 +140,15 @@ class ActNorm(Bijection):
         self.log_scale.copy_(-torch.log(std + 1e-6))
         self.initialized.fill_(True)
 
-    def _pixels(self, x: Tensor) -> int:
-        return math.prod(x.shape[2:])  # per channel; of the shape, so an empty batch has it too
-
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.training and not bool(self.initialized) and self.can_initialize(x.numel() // max(x.shape[1], 1)):
+        if self.training and not bool(self.initialized) and self.can_initialize(x.shape[0] * _pixels(x)):
             self._initialize(x)
         y = (x + self.bias) * torch.exp(self.log_scale)
-        return y, (self.log_scale.sum() * self._pixels(x)).expand(x.shape[0])
+        return y, (self.log_scale.sum() * _pixels(x)).expand(x.shape[0])
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         x = y * torch.exp(-self.log_scale) - self.bias
-        return x, (-self.log_scale.sum() * self._pixels(y)).expand(y.shape[0])
+        return x, (-self.log_scale.sum() * _pixels(y)).expand(y.shape[0])
 
 
 def mix_channels(x: Tensor, w: Tensor) -> Tensor:
@@ -154,7 +156,7 @@ def mix_channels(x: Tensor, w: Tensor) -> Tensor:
     matrix product, in ``x``'s memory format."""
     if x.is_contiguous():
         b, c = x.shape[:2]
-        return torch.matmul(w, x.reshape(b, c, math.prod(x.shape[2:]))).view(x.shape)
+        return torch.matmul(w, x.reshape(b, c, _pixels(x))).view(x.shape)
     return torch.matmul(x.movedim(1, -1), w.T).movedim(-1, 1)
 
 
@@ -194,12 +196,12 @@ class InvConv1x1(Bijection):
         # under a bf16 runtime as a matrix product: the same float32 arithmetic, but torch's convolution for so
         # few channels is many times slower (docs/speed.md); float32 runs keep the convolution's bits
         y = mix_channels(x, w) if current() == "bf16" else F.conv2d(x, w.view(*w.shape, 1, 1))
-        return y, (self.log_s().sum() * math.prod(x.shape[2:])).expand(x.shape[0])
+        return y, (self.log_s().sum() * _pixels(x)).expand(x.shape[0])
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         w_inv = torch.linalg.inv(self.weight())
         x = F.conv2d(y, w_inv.view(*w_inv.shape, 1, 1))
-        return x, (-self.log_s().sum() * math.prod(y.shape[2:])).expand(y.shape[0])
+        return x, (-self.log_s().sum() * _pixels(y)).expand(y.shape[0])
 
     def push_mask(self, mask: Tensor) -> Tensor:
         return mask.any(dim=0, keepdim=True).expand_as(mask)  # channels mix at each position
