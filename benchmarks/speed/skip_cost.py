@@ -18,7 +18,8 @@ table gives medians and the spread over rounds, and conv/matmul GFLOP per image 
 Usage::
 
     python benchmarks/speed/skip_cost.py --save      # benchmarks/results/skip_cost.md (a few minutes)
-    python benchmarks/speed/skip_cost.py --quick     # small models, 3 rounds (a check that it runs)
+    python benchmarks/speed/skip_cost.py --quick     # small models, 3 rounds: a check that it runs (normflows'
+                                                     # quick RealNVP is best in fp32 in speed.py, bf16 here)
 """
 
 from __future__ import annotations
