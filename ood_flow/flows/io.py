@@ -213,7 +213,9 @@ def _read_pt(path: Path) -> dict:
             raise ModelFileError(f"{path}: not an oodflow model file (not loaded: oodflow loads only tensors and "
                                  "plain values from .pt files)") from None
         raise ModelFileError(f"{path}: not an oodflow model file (corrupt or truncated)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+    except KeyError:  # torch's reader of old-style files met an unknown opcode: its message is a bare byte value
+        raise ModelFileError(f"{path}: not an oodflow model file (not a PyTorch file, or corrupt)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ModelFileError(f"{path}: not an oodflow model file (corrupt or truncated: {_first_line(exc)})") from None
     return _check_header(path, record)
 
