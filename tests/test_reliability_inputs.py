@@ -203,6 +203,8 @@ CASES = [
     *[(f"evaluate-tpr-{val}", f"evaluate {{d}}/s.h5 --in in --ood ood --tpr {val}", 2, "--tpr")
       for val in ("nan", "1.5", "-1", "0")],
     ("evaluate-n-batches-0", "evaluate {d}/s.h5 --in in --ood ood --typicality --n-batches 0", 2, "--n-batches"),
+    ("evaluate-in-as-ood", "evaluate {d}/s.h5 --in in --ood ood --ood in", 2, "--ood in is the --in group"),
+    ("report-in-as-ood", "report {d}/s.h5 --in in --ood in --out {o}/r.html", 2, "--ood in is the --in group"),
     *[(f"score-{opt[2:]}-{val}", f"score {{d}}/img.npz --model {{d}}/m.pt {opt} {val}", 2, opt)
       for opt, val in [("--tpr", "nan"), ("--tpr", "0"), ("--dequant-samples", "0"), ("--batch-size", "0"),
                        ("--seed", "-1")]],

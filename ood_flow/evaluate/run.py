@@ -113,8 +113,8 @@ def evaluate_groups(path: str | os.PathLike, in_group: str, ood_groups: Sequence
         overwrite: ``plot`` may replace an existing PNG (never any other file).
 
     Raises:
-        UsageError: ``tpr``, ``min_auroc`` or a typicality setting out of range or not finite, or
-            ``plot`` not a .png; before any work.
+        UsageError: ``tpr``, ``min_auroc`` or a typicality setting out of range or not finite, ``in_group``
+            among the OOD groups, or ``plot`` not a .png; before any work.
         ScoreFileError: the file or a group is missing, not ours, or holds NaN scores.
 
     Example (docs/api.md runs it)::
@@ -124,6 +124,9 @@ def evaluate_groups(path: str | os.PathLike, in_group: str, ood_groups: Sequence
     """
     path = Path(path)
     _check_settings(tpr, min_auroc, typicality)
+    if in_group in ood_groups:
+        raise UsageError(f"--ood {in_group} is the --in group: a group against itself scores AUROC 0.5 by "
+                         "construction; name another group")
     if plot is not None:
         from ood_flow.visualize.panels import check_figure_output  # matplotlib only when a plot is asked for
 
