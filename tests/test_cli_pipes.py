@@ -5,6 +5,7 @@ tables fit the width."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -143,3 +144,29 @@ def test_at_80_columns_a_group_name_stays_whole_when_dropping_the_border_makes_r
     assert result.exit_code == 0 and max(len(line.rstrip()) for line in result.stdout.splitlines()) <= 80
     assert [_first_cell(row) for row in rows] == ["notmnist-test-all", ""]  # the name, then its intervals' line
     assert not rows[0].startswith("│")  # no outer border: it made the room
+
+
+def test_brackets_in_paths_and_names_are_printed_as_they_are(setup, tmp_path, monkeypatch):
+    """Paths, sources and group names go to the terminal as text: a ``[...]`` in one is not rich markup. A folder
+    path holding ``[/y]`` made every message about it raise (exit 1, nothing scored), and ``[red]`` vanished."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(setup / "imgs" / "part0", tmp_path / "run[red]")
+    shutil.copytree(setup / "imgs" / "part1", tmp_path / "x[" / "y]")  # the path x[/y]
+    model = setup / "m.pt"
+    scored = run("score", "run[red]", "--model", model, "--out", "o[bold].h5")
+    assert "run[red]: 4 samples" in scored.stdout and "-> o[bold].h5" in scored.stdout  # the summary
+    assert "4/4 run[red]" in scored.stderr  # the progress line
+    assert "4/4 x[/y]" in run("score", "x[/y]", "--model", model).stderr
+    named = run("score", "x[/y]", "--model", model, "--out", "o[bold].h5", "--name", "[bold]g")
+    assert "[bold]g: 4 samples" in named.stdout and "4/4 [bold]g" in named.stderr
+    table = run("evaluate", "o[bold].h5", "--in", "run[red]", "--ood", "[bold]g").stdout
+    assert "in = run[red]" in table and "[bold]g" in table
+    assert "[bold]g" in run("info", "o[bold].h5").stdout
+
+
+def test_a_group_name_that_cannot_be_written_is_refused_before_any_work(setup, tmp_path, monkeypatch):
+    monkeypatch.chdir(setup)
+    result = runner.invoke(app, ["score", "imgs", "--model", "m.pt", "--out", str(tmp_path / "s.h5"), "--name", "a/b"])
+    assert result.exit_code == 1
+    one_line_error(result, "invalid group name 'a/b'")  # the only line: no progress bar, nothing scored first
+    assert not (tmp_path / "s.h5").exists()

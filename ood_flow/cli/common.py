@@ -65,8 +65,10 @@ def catch_sigterm() -> None:
 
 
 def stderr() -> Console:
-    """A console on the current stderr (looked up per call so tests can capture it)."""
-    return Console(file=sys.stderr, soft_wrap=True)
+    """A console on the current stderr (looked up per call so tests can capture it). Without rich markup, as
+    :func:`stdout`'s: what it prints names paths, sources and groups, and a ``[...]`` in one of them
+    (``x [limit 5]``, a folder ``run[2]``) is text, never a style."""
+    return Console(file=sys.stderr, soft_wrap=True, markup=False)
 
 
 def stdout() -> Console:
@@ -74,8 +76,8 @@ def stdout() -> Console:
     cells wrap; ``--json`` is the format for machines); lines of text are never broken. Under torchrun only
     rank 0 prints data (the other ranks' consoles discard it)."""
     if not lead():
-        return Console(file=io.StringIO())
-    return Console(file=sys.stdout, soft_wrap=True)
+        return Console(file=io.StringIO(), markup=False)
+    return Console(file=sys.stdout, soft_wrap=True, markup=False)
 
 
 def message(text: str, quiet: bool = False) -> None:
@@ -181,10 +183,10 @@ def plain_logger(quiet: bool = False, every: float = 30.0) -> Callable[[str], No
 def progress_bar(quiet: bool = False) -> Progress:
     """A rich progress bar on stderr; disabled by ``--quiet``."""
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),  # descriptions and infos name sources
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
+        TextColumn("{task.fields[info]}", markup=False),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=stderr(),
