@@ -119,6 +119,7 @@ def _has_group(path, name: str) -> bool:
 
 def check_score_output(path, name: str, *, overwrite: bool = False) -> None:
     """Fail before any work if group ``name`` could not be written to ``path`` (the write checks again, locked)."""
+    hdf5.check_name(name, "group")
     if _has_group(path, name) and not overwrite:
         raise AlreadyExists(f"{os.fspath(path)}: group '{name}'")
     check_output(path, kind=SCORE_FILE, replaceable=True)
