@@ -88,8 +88,9 @@ def test_truncated_and_foreign_files_raise_clear_errors(tmp_path):
         ood_flow.load_model(tmp_path / "cut.pt")
     for text in ("hello", "hi\n"):  # torch's error for these is a bare byte value (KeyError 104, 105)
         (tmp_path / "text.pt").write_text(text)
-        with pytest.raises(ModelFileError, match=r"text.pt: not an oodflow model file \(not a PyTorch file, or corrupt\)$"):
+        with pytest.raises(ModelFileError) as raised:
             ood_flow.load_model(tmp_path / "text.pt")
+        assert str(raised.value).endswith("text.pt: not an oodflow model file (not a PyTorch file, or corrupt)")
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(ModelFileError, match="no oodflow metadata"):
         ood_flow.load_model(tmp_path / "other.pt")
