@@ -13,7 +13,8 @@ SPEED = Path(__file__).resolve().parents[1] / "benchmarks" / "speed"
 
 
 @pytest.mark.parametrize("script", ["speed.py", "speed_profile.py", "vector_speed.py", "startup.py", "bf16_error.py",
-                                    "narrow_cost.py", "optimizer_speed.py", "skip_cost.py"])
+                                    "narrow_cost.py", "optimizer_speed.py", "skip_cost.py",
+                                    "st_share.py"])
 def test_a_speed_benchmark_starts(script):
     result = subprocess.run([sys.executable, str(SPEED / script), "--help"], capture_output=True, text=True,
                             timeout=120)
@@ -33,10 +34,52 @@ def test_narrow_cost_refuses_a_missing_or_corrupt_model_file_in_one_line_before_
 
 
 @pytest.mark.parametrize("script, option", [("narrow_cost.py", "--rounds"), ("narrow_cost.py", "--limit"),
-                                            ("optimizer_speed.py", "--rounds"), ("skip_cost.py", "--rounds")])
+                                            ("optimizer_speed.py", "--rounds"), ("skip_cost.py", "--rounds"),
+                                            ("st_share.py", "--rounds")])
 @pytest.mark.parametrize("value", ["0", "-3", "two"])
 def test_a_count_below_one_is_a_usage_error_before_any_timing(script, option, value):
     result = subprocess.run([sys.executable, str(SPEED / script), option, value], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2 and result.stdout == ""
     assert f"argument {option}: expected a whole number of at least 1, got '{value}'" in result.stderr
+
+
+REPLAY = """
+import sys, torch
+sys.path[:0] = [sys.argv[1]]
+from speed import PRESETS, build
+from speed_runs import Runner
+from st_share import StNets
+
+p = PRESETS["quick"]
+torch.manual_seed(0)
+x = torch.rand(p["batch"], 1, 28, 28)
+for arch in ("glow", "realnvp"):
+    runner = Runner("oodflow", build("oodflow", arch, p[arch]), ("channels_last", "bf16"), x, x[:16], 8)
+    runner.train_step()
+    nets = StNets(runner)
+    couplings = sum(1 for m in runner.model.modules() if type(m).__name__.endswith("Coupling"))
+    assert len(nets.nets) == couplings > 0, (arch, len(nets.nets), couplings)
+    assert len(nets.inputs["train"]) == couplings and len(nets.inputs["score"]) == 2 * couplings  # 2 batches
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o.clone())) for m in nets.nets]
+    runner.score()
+    replayed = []
+    for h in hooks:
+        h.remove()
+    hooks = [m.register_forward_hook(lambda m, i, o: replayed.append(o.clone())) for m in nets.nets]
+    nets.score()
+    assert len(seen) == len(replayed) and all(torch.equal(a, b) for a, b in zip(seen, replayed)), arch
+    runner.opt.zero_grad(set_to_none=True)
+    nets.train()
+    params = [q for m in nets.nets for q in m.parameters()]
+    assert all(q.grad is not None for q in params), arch
+print("ok")
+"""
+
+
+def test_st_share_replays_each_st_network_on_the_inputs_it_saw():
+    """The script's split rests on replaying the st-networks: once per coupling, computing in scoring exactly what
+    they computed in the pass, and giving every st-network weight a gradient in training."""
+    result = subprocess.run([sys.executable, "-c", REPLAY, str(SPEED)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
