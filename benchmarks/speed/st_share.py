@@ -139,22 +139,35 @@ def measure(pairs: dict, rounds: int) -> dict:
     return ms
 
 
+def _cell(values: list[float], share: list[float] | None = None) -> str:
+    """Median (min-max) of per-round figures, with the median per-round share of the whole where given."""
+    text = f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+    return text + (f", {statistics.median(share):.0%}" if share is not None else "")
+
+
+def _ratio(a: list[float], b: list[float]) -> str:
+    """Median (min-max) over rounds of ``a / b``, paired by round."""
+    r = [x / y for x, y in zip(a, b)]
+    return f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})"
+
+
 def table(ms: dict) -> list[str]:
-    rows = ["| model | task | library | whole ms/img | st-networks ms/img (share) | rest ms/img (share) |",
-            "|---|---|---|---:|---:|---:|"]
+    rows = ["| model | task | library | whole ms/img (min-max) | st-networks ms/img (min-max), share | "
+            "rest ms/img (min-max), share |", "|---|---|---|---:|---:|---:|"]
     for arch in ARCHS:
         for task in TASKS:
             parts = {}
             for lib in LIBS:
                 m = ms[(arch, lib)][task]
-                whole, nets = statistics.median(m["whole"]), statistics.median(m["nets"])
-                rest = statistics.median(w - n for w, n in zip(m["whole"], m["nets"]))
+                whole, nets = m["whole"], m["nets"]
+                rest = [w - n for w, n in zip(whole, nets)]
                 parts[lib] = (whole, nets, rest)
-                rows.append(f"| {arch} | {task} | {lib} | {whole:.3f} | {nets:.3f} ({nets / whole:.0%}) | "
-                            f"{rest:.3f} ({rest / whole:.0%}) |")
-            (w0, n0, r0), (w1, n1, r1) = parts["oodflow"], parts["normflows"]
-            rows.append(f"| {arch} | {task} | **normflows / oodflow time** | **{w1 / w0:.2f}x** | {n1 / n0:.2f}x | "
-                        f"{r1 / r0:.2f}x |")
+                rows.append(f"| {arch} | {task} | {lib} | {_cell(whole)} | "
+                            f"{_cell(nets, [n / w for n, w in zip(nets, whole)])} | "
+                            f"{_cell(rest, [r / w for r, w in zip(rest, whole)])} |")
+            ours, peer = parts["oodflow"], parts["normflows"]
+            rows.append(f"| {arch} | {task} | **normflows / oodflow time** | **{_ratio(peer[0], ours[0])}** | "
+                        f"{_ratio(peer[1], ours[1])} | {_ratio(peer[2], ours[2])} |")
     return rows
 
 
@@ -180,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
            f"{machine_line(env, malloc)} speed.py's {'quick' if args.quick else 'full'} preset (training batch "
            f"{p['batch']}, scoring {p['score_images']} images in batches of {p['score_batch']}), both libraries "
            f"channels-last in bf16 (oodflow: bf16 st-networks; normflows: autocast around the whole model); "
-           f"medians over {rounds} alternating rounds; rest = whole - st-networks, paired by round. The last row "
-           f"of each block is normflows' time over oodflow's (above 1: oodflow faster).", ""]
+           f"medians over {rounds} alternating rounds with their min-max; rest = whole - st-networks and each share of "
+           f"the whole, per round. The last row of each block is normflows' time over oodflow's, per round (above 1: "
+           f"oodflow faster). The rest is a difference of two timings: where it is a few per cent of the whole, the "
+           f"rounds' spread of the whole is larger than it.", ""]
     publish(out + table(ms), args)
     return 0
 
