@@ -146,7 +146,10 @@ def _cell(values: list[float], share: list[float] | None = None) -> str:
 
 
 def _ratio(a: list[float], b: list[float]) -> str:
-    """Median (min-max) over rounds of ``a / b``, paired by round."""
+    """Median (min-max) over rounds of ``a / b``, paired by round; none where a round's figure is not positive (a
+    rest smaller than the noise of the two timings it is the difference of)."""
+    if min(a + b) <= 0:
+        return "within the noise"
     r = [x / y for x, y in zip(a, b)]
     return f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})"
 
@@ -196,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
            f"medians over {rounds} alternating rounds with their min-max; rest = whole - st-networks and each share of "
            f"the whole, per round. The last row of each block is normflows' time over oodflow's, per round (above 1: "
            f"oodflow faster). The rest is a difference of two timings: where it is a few per cent of the whole, the "
-           f"rounds' spread of the whole is larger than it.", ""]
+           f"rounds' spread of the whole is larger than it (a round's rest can come out negative), and its ratio is "
+           f"not given.", ""]
     publish(out + table(ms), args)
     return 0
 
