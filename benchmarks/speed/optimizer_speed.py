@@ -34,11 +34,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 from portable import command_line  # noqa: E402
-from speed import PRESETS, build, load_images  # noqa: E402
-from speed_machine import machine, set_allocator  # noqa: E402
-from speed_runs import Runner, machine_line, publish, rate, rounds_of, rounds_parser  # noqa: E402
-
-from ood_flow.dequantize import dequantize  # noqa: E402
+from speed import build, rounds_inputs  # noqa: E402
+from speed_runs import Runner, machine_line, publish, rate, rounds_parser  # noqa: E402
 
 IMPLEMENTATIONS = {"one tensor at a time (default)": {}, "multi-tensor (foreach=True)": {"foreach": True},
                    "fused (fused=True)": {"fused": True}}
@@ -82,12 +79,7 @@ def measure(arch: str, size: dict, x: torch.Tensor, rounds: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = rounds_parser(__doc__, 5, "optimizer_speed").parse_args(argv)
-    rounds = rounds_of(args)
-    malloc = set_allocator(args.malloc)
-    p = PRESETS["quick" if args.quick else "full"]
-    images, data = load_images(p["batch"], args.data_dir)
-    x = dequantize(images[: p["batch"]], torch.Generator().manual_seed(0))
-    env = machine(data, malloc)
+    rounds, malloc, p, x, _, env = rounds_inputs(args)
     out = ["# Training speed by Adam implementation: oodflow bf16 against normflows (channels-last bf16)", "",
            f"`{command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir)}`", "",
            f"{machine_line(env, malloc)} Training images per "

@@ -36,12 +36,10 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 from portable import command_line  # noqa: E402
-from speed import PRESETS, SHAPE, build, load_images  # noqa: E402
-from speed_machine import machine, set_allocator  # noqa: E402
+from speed import SHAPE, build, rounds_inputs  # noqa: E402
 from speed_models import oodflow_model  # noqa: E402
-from speed_runs import Runner, machine_line, publish, rate, rounds_of, rounds_parser  # noqa: E402
+from speed_runs import Runner, machine_line, publish, rate, rounds_parser  # noqa: E402
 
-from ood_flow.dequantize import dequantize  # noqa: E402
 
 MODELS = {"oodflow, authors' st-network (resnet)": "resnet", "oodflow, without the skip path (resnet-noskip)":
           "resnet-noskip", "normflows (channels-last bf16)": None}
@@ -104,13 +102,7 @@ def skip_share(rates: dict, flops: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = rounds_parser(__doc__, 7, "skip_cost").parse_args(argv)
-    rounds = rounds_of(args)
-    malloc = set_allocator(args.malloc)
-    p = PRESETS["quick" if args.quick else "full"]
-    images, data = load_images(max(p["batch"], p["score_images"]), args.data_dir)
-    g = torch.Generator().manual_seed(0)
-    x, score_x = dequantize(images[: p["batch"]], g), dequantize(images[: p["score_images"]], g)
-    env = machine(data, malloc)
+    rounds, malloc, p, x, score_x, env = rounds_inputs(args)
     size = p["realnvp"]
     rs = runners(size, x, score_x, p["score_batch"])
     rates = measure(rs, rounds)

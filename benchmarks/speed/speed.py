@@ -47,7 +47,7 @@ import speed_report  # noqa: E402
 from portable import command_line, portable  # noqa: E402
 from speed_machine import MALLOC_CHOICES, machine, peak_rates, set_allocator  # noqa: E402
 from speed_models import normflows_model, oodflow_model, params  # noqa: E402
-from speed_runs import PEER_SETTINGS, Runner, best_setting, bf16_error, rate  # noqa: E402
+from speed_runs import PEER_SETTINGS, Runner, best_setting, bf16_error, rate, rounds_of  # noqa: E402
 
 from ood_flow.dequantize import dequantize  # noqa: E402
 from ood_flow.runtime import resolve_precision  # noqa: E402
@@ -77,6 +77,19 @@ def load_images(n: int, data_dir: Path) -> tuple[torch.Tensor, str]:
         g = torch.Generator().manual_seed(0)
         images, data = torch.randint(0, 256, (n, *SHAPE), generator=g, dtype=torch.uint8), f"random uint8 ({e})"
     return images, portable(data, data=data_dir)
+
+
+def rounds_inputs(args) -> tuple[int, str, dict, torch.Tensor, torch.Tensor, dict]:
+    """What a script of ``speed_runs.rounds_parser``'s options starts with: its rounds, the allocator it set
+    (before any tensor is made), its preset, the dequantized training batch and scoring images (the first ones of
+    :func:`load_images`, one generator of seed 0 for both, in that order) and the machine's description."""
+    rounds = rounds_of(args)
+    malloc = set_allocator(args.malloc)
+    p = PRESETS["quick" if args.quick else "full"]
+    images, data = load_images(max(p["batch"], p["score_images"]), args.data_dir)
+    g = torch.Generator().manual_seed(0)
+    x, score_x = dequantize(images[: p["batch"]], g), dequantize(images[: p["score_images"]], g)
+    return rounds, malloc, p, x, score_x, machine(data, malloc)
 
 
 def build(lib: str, arch: str, size: dict) -> torch.nn.Module:

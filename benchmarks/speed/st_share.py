@@ -36,12 +36,10 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 from portable import command_line  # noqa: E402
-from speed import PRESETS, build, load_images  # noqa: E402
-from speed_machine import machine, set_allocator  # noqa: E402
+from speed import build, rounds_inputs  # noqa: E402
 from speed_measure import timed  # noqa: E402
-from speed_runs import Runner, machine_line, publish, rate, rounds_of, rounds_parser  # noqa: E402
+from speed_runs import Runner, machine_line, publish, rate, rounds_parser  # noqa: E402
 
-from ood_flow.dequantize import dequantize  # noqa: E402
 from ood_flow.flows.convnets import ConvNet  # noqa: E402
 from ood_flow.flows.precision import run_st  # noqa: E402
 
@@ -176,13 +174,7 @@ def table(ms: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = rounds_parser(__doc__, 7, "st_share").parse_args(argv)
-    rounds = rounds_of(args)
-    malloc = set_allocator(args.malloc)
-    p = PRESETS["quick" if args.quick else "full"]
-    images, data = load_images(max(p["batch"], p["score_images"]), args.data_dir)
-    g = torch.Generator().manual_seed(0)
-    x, score_x = dequantize(images[: p["batch"]], g), dequantize(images[: p["score_images"]], g)
-    env = machine(data, malloc)
+    rounds, malloc, p, x, score_x, env = rounds_inputs(args)
     pairs = {}
     for arch in ARCHS:
         for lib in LIBS:
