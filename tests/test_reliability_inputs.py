@@ -203,6 +203,19 @@ CASES = [
     *[(f"evaluate-tpr-{val}", f"evaluate {{d}}/s.h5 --in in --ood ood --tpr {val}", 2, "--tpr")
       for val in ("nan", "1.5", "-1", "0")],
     ("evaluate-n-batches-0", "evaluate {d}/s.h5 --in in --ood ood --typicality --n-batches 0", 2, "--n-batches"),
+    # NaN is named as such (typer's range check said "less than or equal to 1" of it)
+    ("score-tpr-nan-named", "score {d}/img.npz --model {d}/m.pt --tpr nan", 2,
+     "--tpr must be a number in (0, 1], got nan"),
+    ("score-max-ood-fraction-nan-named", "score {d}/img.npz --model {d}/m.pt --reference {d}/s.h5:in "
+     "--max-ood-fraction nan", 2, "--max-ood-fraction must be a number in [0, 1], got nan"),
+    ("evaluate-tpr-nan-named", "evaluate {d}/s.h5 --in in --ood ood --tpr nan", 2,
+     "--tpr must be a number in (0, 1], got nan"),
+    ("report-tpr-nan-named", "report {d}/s.h5 --in in --ood ood --tpr nan --out {o}/r.html", 2,
+     "--tpr must be a number in (0, 1], got nan"),
+    ("train-min-delta-nan-named", "train --data {d}/img.npz --out {o}/t.pt --min-delta nan", 2,
+     "--min-delta must be a finite number >= 0, got nan"),
+    ("visualize-temperature-nan-named", "visualize samples --model {d}/m.pt --out {o}/a.png --temperature nan", 2,
+     "--temperature must be a finite number >= 0, got nan"),
     ("evaluate-in-as-ood", "evaluate {d}/s.h5 --in in --ood ood --ood in", 2, "--ood in is the --in group"),
     ("report-in-as-ood", "report {d}/s.h5 --in in --ood in --out {o}/r.html", 2, "--ood in is the --in group"),
     *[(f"score-{opt[2:]}-{val}", f"score {{d}}/img.npz --model {{d}}/m.pt {opt} {val}", 2, opt)

@@ -32,7 +32,7 @@ def evaluate(
                                           f"(repeatable): {', '.join(SCORES)}."),
     all_scores: bool = typer.Option(False, "--all-scores", rich_help_panel=METRICS, help="Evaluate every method score "
                                     "present in all the groups, in one table."),
-    tpr: float = typer.Option(0.95, "--tpr", min=0.0, max=1.0, metavar="X", rich_help_panel=METRICS,
+    tpr: float = typer.Option(0.95, "--tpr", metavar="X", rich_help_panel=METRICS,
                               help="TPR at which the threshold and FPR are reported."),
     min_auroc: Optional[float] = typer.Option(None, "--min-auroc", metavar="X", rich_help_panel=METRICS,
                                               help="Exit 3 if any AUROC is below X (a number in [0, 1])."),

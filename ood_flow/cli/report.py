@@ -25,7 +25,7 @@ def report(
                                           f"{', '.join(SCORES)}."),
     all_scores: bool = typer.Option(False, "--all-scores", rich_help_panel=GROUPS,
                                     help="Every method score present in all the groups."),
-    tpr: float = typer.Option(0.95, "--tpr", min=0.0, max=1.0, metavar="X", rich_help_panel=METRICS,
+    tpr: float = typer.Option(0.95, "--tpr", metavar="X", rich_help_panel=METRICS,
                               help="TPR at which the threshold and FPR are reported."),
     ci: float = typer.Option(0.95, "--ci", metavar="LEVEL", rich_help_panel=METRICS,
                              help="Level of the percentile bootstrap intervals (0 for none)."),

@@ -81,13 +81,13 @@ def score(
                                             rich_help_panel=GATE, help="Held-out in-distribution scores of the same "
                                             "model to calibrate the gate with (default: the calibration the model "
                                             "file carries, from train or oodflow calibrate)."),
-    tpr: float = typer.Option(0.95, "--tpr", min=0.0, max=1.0, metavar="X", rich_help_panel=GATE,
+    tpr: float = typer.Option(0.95, "--tpr", metavar="X", rich_help_panel=GATE,
                               help="Share of the calibration scores the per-sample threshold keeps: good data is "
                               "flagged at about 1 - X."),
     gate_score: Optional[str] = typer.Option(None, "--gate-score", metavar="NAME", rich_help_panel=GATE,
                                              help="Score the gate applies to (default: the first --method's, e.g. "
                                              "log_likelihood)."),
-    max_ood_fraction: Optional[float] = typer.Option(None, "--max-ood-fraction", min=0.0, max=1.0, metavar="F",
+    max_ood_fraction: Optional[float] = typer.Option(None, "--max-ood-fraction", metavar="F",
                                                      rich_help_panel=GATE, help="Exit 3 (after saving) on significant "
                                                      "evidence (--alpha) that more than F of SOURCE is OOD."),
     alpha: float = typer.Option(0.01, "--alpha", metavar="X", rich_help_panel=GATE, help="Level of the batch test: a "

@@ -93,7 +93,7 @@ def train(
                                            help="Stop when validation bits/dim has not improved by --min-delta for N "
                                            "epochs, keeping the best (0: off; default off, cpu preset 3, feature "
                                            "flows 10)."),
-    min_delta: Optional[float] = typer.Option(None, "--min-delta", min=0.0, metavar="X", rich_help_panel=TRAINING,
+    min_delta: Optional[float] = typer.Option(None, "--min-delta", metavar="X", rich_help_panel=TRAINING,
                                               help="Validation bits/dim gain that resets --patience (cpu preset: "
                                               "0.005)."),
     seed: Optional[int] = typer.Option(None, "--seed", metavar="N", rich_help_panel=TRAINING,

@@ -89,7 +89,7 @@ def samples(
     model: Path = Model,
     count: int = typer.Option(64, "--count", "-n", min=1, metavar="N", rich_help_panel=FIGURE,
                               help="Samples per temperature."),
-    temperature: List[float] = typer.Option([1.0], "--temperature", "-t", min=0.0, metavar="T", rich_help_panel=FIGURE,
+    temperature: List[float] = typer.Option([1.0], "--temperature", "-t", metavar="T", rich_help_panel=FIGURE,
                                             help="Scale of the base distribution's standard deviation; repeat for one "
                                             "panel each."),
     seed: int = SeedOpt, out: Path = Out, overwrite: bool = Overwrite, device: str = options.device_option(),
