@@ -35,7 +35,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 from portable import command_line  # noqa: E402
 from speed import build, rounds_inputs  # noqa: E402
-from speed_runs import Runner, machine_line, publish, rate, rounds_parser  # noqa: E402
+from speed_runs import Runner, machine_line, publish, rate, ratio_spread, rounds_parser  # noqa: E402
 
 IMPLEMENTATIONS = {"one tensor at a time (default)": {}, "multi-tensor (foreach=True)": {"foreach": True},
                    "fused (fused=True)": {"fused": True}}
@@ -70,10 +70,9 @@ def measure(arch: str, size: dict, x: torch.Tensor, rounds: int) -> list[str]:
     rows = []
     for name, opts in IMPLEMENTATIONS.items():
         ours, peer = rates[(name, "oodflow")], rates[(name, "normflows")]
-        ratios = [a / b for a, b in zip(ours, peer)]
         bits = "(the default)" if not opts else same_bits(arch, size, opts, x)
         rows.append(f"| {arch} | {name} | {statistics.median(ours):.1f} | {statistics.median(peer):.1f} | "
-                    f"**{statistics.median(ratios):.2f}x** ({min(ratios):.2f}-{max(ratios):.2f}) | {bits} |")
+                    f"{ratio_spread(ours, peer, bold=True)} | {bits} |")
     return rows
 
 

@@ -38,7 +38,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 from portable import command_line  # noqa: E402
 from speed import SHAPE, build, rounds_inputs  # noqa: E402
 from speed_models import oodflow_model  # noqa: E402
-from speed_runs import Runner, machine_line, publish, rate, rounds_parser  # noqa: E402
+from speed_runs import Runner, machine_line, publish, rate, ratio_spread, rounds_parser, spread  # noqa: E402
 
 
 MODELS = {"oodflow, authors' st-network (resnet)": "resnet", "oodflow, without the skip path (resnet-noskip)":
@@ -76,13 +76,12 @@ def table(rates: dict, flops: dict) -> list[str]:
             "|---|---:|---:|---:|---:|---:|---:|"]
     for name in rates:
         cells = [name, f"{flops[name]['train'] / 1e9:.3f} / {flops[name]['score'] / 1e9:.3f}"]
-        cells += [f"{statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" for v in (rates[name][t] for t in TASKS)]
+        cells += [spread(rates[name][t]) for t in TASKS]
         per_flop = []
         for task in TASKS:
-            ratios = [a / b for a, b in zip(rates[name][task], rates[PEER][task])]
-            cells.append("" if name == PEER else
-                         f"**{statistics.median(ratios):.2f}x** ({min(ratios):.2f}-{max(ratios):.2f})")
-            per_flop.append(statistics.median(ratios) * flops[name][task] / flops[PEER][task])
+            cells.append("" if name == PEER else ratio_spread(rates[name][task], rates[PEER][task], bold=True))
+            ratio = statistics.median(a / b for a, b in zip(rates[name][task], rates[PEER][task]))
+            per_flop.append(ratio * flops[name][task] / flops[PEER][task])
         cells.append("" if name == PEER else f"{per_flop[0]:.2f}x / {per_flop[1]:.2f}x")
         rows.append("| " + " | ".join(cells) + " |")
     return rows

@@ -136,6 +136,21 @@ def machine_line(env: dict, malloc: str) -> str:
             f"{env['load_average_start'][0]:.2f} at the start; torch {torch.__version__}.")
 
 
+def spread(values: list[float], digits: int = 1) -> str:
+    """Per-round figures as the alternating-rounds tables print them: ``median (min-max)``."""
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def ratio_spread(a: list[float], b: list[float], bold: bool = False) -> str:
+    """``a / b`` paired by round, as ``median x (min-max)`` (the median in bold with ``bold``); ``within the noise``
+    where a round's figure is not positive (a difference of two timings smaller than their noise)."""
+    if min(a + b) <= 0:
+        return "within the noise"
+    r = [x / y for x, y in zip(a, b)]
+    median = f"{statistics.median(r):.2f}x"
+    return f"{f'**{median}**' if bold else median} ({min(r):.2f}-{max(r):.2f})"
+
+
 def publish(lines: list[str], args: argparse.Namespace) -> None:
     """Print the results, and with ``--save`` write them where :func:`rounds_parser` said."""
     text = "\n".join(lines) + "\n"

@@ -38,7 +38,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 from portable import command_line  # noqa: E402
 from speed import build, rounds_inputs  # noqa: E402
 from speed_measure import timed  # noqa: E402
-from speed_runs import Runner, machine_line, publish, rate, rounds_parser  # noqa: E402
+from speed_runs import Runner, machine_line, publish, rate, ratio_spread, rounds_parser, spread  # noqa: E402
 
 from ood_flow.flows.convnets import ConvNet  # noqa: E402
 from ood_flow.flows.precision import run_st  # noqa: E402
@@ -139,17 +139,7 @@ def measure(pairs: dict, rounds: int) -> dict:
 
 def _cell(values: list[float], share: list[float] | None = None) -> str:
     """Median (min-max) of per-round figures, with the median per-round share of the whole where given."""
-    text = f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
-    return text + (f", {statistics.median(share):.0%}" if share is not None else "")
-
-
-def _ratio(a: list[float], b: list[float]) -> str:
-    """Median (min-max) over rounds of ``a / b``, paired by round; none where a round's figure is not positive (a
-    rest smaller than the noise of the two timings it is the difference of)."""
-    if min(a + b) <= 0:
-        return "within the noise"
-    r = [x / y for x, y in zip(a, b)]
-    return f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})"
+    return spread(values, 3) + (f", {statistics.median(share):.0%}" if share is not None else "")
 
 
 def table(ms: dict) -> list[str]:
@@ -167,8 +157,8 @@ def table(ms: dict) -> list[str]:
                             f"{_cell(nets, [n / w for n, w in zip(nets, whole)])} | "
                             f"{_cell(rest, [r / w for r, w in zip(rest, whole)])} |")
             ours, peer = parts["oodflow"], parts["normflows"]
-            rows.append(f"| {arch} | {task} | **normflows / oodflow time** | **{_ratio(peer[0], ours[0])}** | "
-                        f"{_ratio(peer[1], ours[1])} | {_ratio(peer[2], ours[2])} |")
+            rows.append(f"| {arch} | {task} | **normflows / oodflow time** | **{ratio_spread(peer[0], ours[0])}** | "
+                        f"{ratio_spread(peer[1], ours[1])} | {ratio_spread(peer[2], ours[2])} |")
     return rows
 
 
