@@ -52,7 +52,8 @@ class Runner:
     def name(self) -> str:
         return f"{self.lib} {self.setting[0]} {self.precision}"
 
-    def _context(self):
+    def context(self):
+        """The precision context this runner's model runs in (oodflow's st-network runtime, or normflows' autocast)."""
         if self.ours:
             return Runtime(st=self.precision, narrow=self.narrow).st_networks()
         if self.precision == "bf16":
@@ -62,7 +63,7 @@ class Runner:
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last and not self.ours:
             x = x.contiguous(memory_format=torch.channels_last)
-        with self._context():
+        with self.context():
             return self.model.log_prob(x).float()
 
     def train_step(self, x: torch.Tensor | None = None) -> None:

@@ -78,7 +78,7 @@ class StNets:
         if not self.nets:
             raise RuntimeError(f"no st-networks found in {runner.lib}'s model")
         self.inputs = {task: self._catch(task) for task in TASKS}
-        with self._context():
+        with self.runner.context():
             outs = [self._call(m, x) for m, x in self.inputs["train"]]
         g = torch.Generator().manual_seed(0)
         self.grads = [torch.randn(o.shape, generator=g).to(o.dtype) * 1e-3 for o in outs]
@@ -94,21 +94,18 @@ class StNets:
                 h.remove()
         return caught
 
-    def _context(self):
-        return self.runner._context()
-
     def _call(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return run_st(net, x) if self.runner.ours else net(x)
 
     def train(self) -> None:
         self.runner.model.train()
-        with self._context():
+        with self.runner.context():
             outs = [self._call(m, x.requires_grad_()) for m, x in self.inputs["train"]]
         torch.autograd.backward(outs, self.grads)
 
     def score(self) -> None:
         self.runner.model.eval()
-        with torch.inference_mode(), self._context():
+        with torch.inference_mode(), self.runner.context():
             for m, x in self.inputs["score"]:
                 self._call(m, x)
 
