@@ -5,6 +5,7 @@ once, by :mod:`ood_flow.runtime`."""
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 
@@ -29,6 +30,58 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_vendor() -> str:
+    """The CPU's vendor from ``/proc/cpuinfo`` (``GenuineIntel``, ``AuthenticAMD``; empty where there is none)."""
+    path = Path("/proc/cpuinfo")
+    for line in (path.read_text() if path.exists() else "").splitlines():
+        if line.startswith("vendor_id"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+ONEDNN_ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+"""Environment variables that cap the instruction sets oneDNN uses (the first set one counts, as in oneDNN)."""
+_ISA_WITHOUT_AMX = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
+                    "AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16"}
+_ISA_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+def onednn_isa_cap(environ=None) -> str | None:
+    """The cap on oneDNN's instruction sets set in the environment (``ONEDNN_MAX_CPU_ISA``, else
+    ``DNNL_MAX_CPU_ISA``), upper-cased, or None where neither is set.
+
+    Example:
+        >>> onednn_isa_cap({"DNNL_MAX_CPU_ISA": "avx512_core_bf16"})
+        'AVX512_CORE_BF16'
+        >>> onednn_isa_cap({}) is None
+        True
+    """
+    environ = os.environ if environ is None else environ
+    for name in ONEDNN_ISA_VARIABLES:
+        if environ.get(name, "").strip():
+            return environ[name].strip().upper()
+    return None
+
+
+def usable_cpu_flags(flags: frozenset[str] | None = None, cap: str | None = None) -> frozenset[str]:
+    """The bf16 flags of :data:`BF16_CPU_FLAGS` that oneDNN may use here: the CPU's (``flags``, default
+    :func:`cpu_flags`) less what a cap on its instruction sets (``cap``, default :func:`onednn_isa_cap`)
+    rules out; ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`` on a CPU with AMX runs oneDNN as on one without.
+
+    Example:
+        >>> sorted(usable_cpu_flags(frozenset({"avx512_bf16", "amx_bf16"}), cap="AVX512_CORE_BF16"))
+        ['avx512_bf16']
+        >>> sorted(usable_cpu_flags(frozenset({"avx512_bf16", "amx_bf16"}), cap="AVX2"))
+        []
+    """
+    flags = cpu_flags() if flags is None else flags
+    cap = onednn_isa_cap() if cap is None else cap
+    dropped = {"amx_bf16"} if cap in _ISA_WITHOUT_AMX else set()
+    dropped |= set(BF16_CPU_FLAGS) if cap in _ISA_WITHOUT_BF16 else set()
+    return frozenset(f for f in flags if f not in dropped)
+
+
 def bf16_supported(device) -> bool:
     """Whether bf16 matrix products run here at all (CPU: through oneDNN, natively or emulated)."""
     import torch
@@ -38,15 +91,23 @@ def bf16_supported(device) -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def bf16_pays(device, flags: frozenset[str] | None = None, capability: tuple[int, int] | None = None) -> bool:
-    """Whether bf16 is faster than fp32 here: a GPU of compute capability 8.0 or later (Ampere on), or
-    a CPU with native bf16 dot products (:data:`BF16_CPU_FLAGS`). ``flags`` and ``capability`` stand
-    in for this machine's (tests).
+def bf16_pays(device, flags: frozenset[str] | None = None, capability: tuple[int, int] | None = None,
+              vendor: str | None = None) -> bool:
+    """Whether bf16 is faster than fp32 here: a GPU of compute capability 8.0 or later (Ampere on), or a CPU
+    whose bf16 dot products oneDNN runs faster than float32 ones (:func:`usable_cpu_flags`): one with AMX, or
+    an AMD one with AVX512-BF16 (Zen 4: bf16 trained and scored the paper's models 1.6-1.8x faster). On an
+    Intel CPU the same AVX512-BF16 instructions without AMX ran bf16 convolutions slower than float32 ones
+    (an Intel Xeon with oneDNN capped below AMX: docs/speed.md, "Precision"), so there it is fp32.
+    ``flags``, ``capability`` and ``vendor`` stand in for this machine's (tests).
 
     Example:
         >>> bf16_pays("cpu", flags=frozenset({"avx2"}))
         False
-        >>> bf16_pays("cpu", flags=frozenset({"avx512f", "avx512_bf16"}))
+        >>> bf16_pays("cpu", flags=frozenset({"avx512f", "avx512_bf16"}), vendor="AuthenticAMD")
+        True
+        >>> bf16_pays("cpu", flags=frozenset({"avx512f", "avx512_bf16"}), vendor="GenuineIntel")
+        False
+        >>> bf16_pays("cpu", flags=frozenset({"avx512_bf16", "amx_bf16"}), vendor="GenuineIntel")
         True
     """
     import torch
@@ -54,8 +115,9 @@ def bf16_pays(device, flags: frozenset[str] | None = None, capability: tuple[int
     if torch.device(device).type == "cuda":
         capability = capability or torch.cuda.get_device_capability(torch.device(device))
         return capability >= (8, 0)
-    flags = cpu_flags() if flags is None else flags
-    return any(f in flags for f in BF16_CPU_FLAGS)
+    flags = usable_cpu_flags() if flags is None else flags
+    vendor = cpu_vendor() if vendor is None else vendor
+    return "amx_bf16" in flags or ("avx512_bf16" in flags and vendor == "AuthenticAMD")
 
 
 def narrow_split_pays(device, flags: frozenset[str] | None = None) -> bool:
@@ -63,6 +125,7 @@ def narrow_split_pays(device, flags: frozenset[str] | None = None) -> bool:
     (:data:`ood_flow.flows.precision.NARROW_MODES`): on a CPU with AMX (``amx_bf16``), whose bf16 kernels
     for them are several times faster than float32 ones; without AMX (e.g. AMD Zen 4) their bf16 backward
     pass ran many times slower than float32, and on GPUs they stay as they were (docs/speed.md, "Precision").
+    AMX counts where oneDNN may use it (:func:`usable_cpu_flags`).
 
     Example:
         >>> narrow_split_pays("cpu", flags=frozenset({"avx512_bf16"}))
@@ -74,7 +137,7 @@ def narrow_split_pays(device, flags: frozenset[str] | None = None) -> bool:
 
     if torch.device(device).type != "cpu":
         return False
-    return "amx_bf16" in (cpu_flags() if flags is None else flags)
+    return "amx_bf16" in (usable_cpu_flags() if flags is None else flags)
 
 
 def to_device(x, device):

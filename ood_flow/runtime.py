@@ -183,8 +183,8 @@ def resolve_device(device: str) -> str:
 
 def resolve_precision(precision: str, device: str, **machine) -> str:
     """``fp32`` or ``bf16`` for ``precision`` (one of :data:`~ood_flow.device.PRECISION_CHOICES`) on ``device``:
-    ``auto`` is bf16 where it pays (:func:`~ood_flow.device.bf16_pays`, given ``machine``: ``flags`` and
-    ``capability`` stand in for this machine's), else fp32.
+    ``auto`` is bf16 where it pays (:func:`~ood_flow.device.bf16_pays`, given ``machine``: ``flags``,
+    ``capability`` and ``vendor`` stand in for this machine's), else fp32.
 
     Example:
         >>> resolve_precision("auto", "cpu", flags=frozenset({"avx2"}))

@@ -21,11 +21,11 @@ import torch
 from cli_helpers import image_npz, one_line_error, run
 from ood_flow import calibrate_model, embed_source, plot_latents, runtime, score_source, train_flow
 from ood_flow.data import SourceOptions
-from ood_flow.device import bf16_supported, narrow_split_pays
+from ood_flow.device import bf16_pays, bf16_supported, narrow_split_pays, onednn_isa_cap, usable_cpu_flags
 from ood_flow.errors import NoBfloat16, UsageError
 from ood_flow.flows import create_flow, fused
 from ood_flow.flows.weightnorm import WNConv2d
-from ood_flow.runtime import Runtime, resolve
+from ood_flow.runtime import Runtime, resolve, resolve_precision
 from ood_flow.score.likelihood import score_likelihood
 from ood_flow.train import TrainConfig
 
@@ -220,6 +220,24 @@ def test_how_narrow_convolutions_compute_is_decided_once_from_the_machine():
     assert Runtime(narrow="fp32").narrow == "fp32"  # written out: taken as it is (tests, benchmarks)
     assert narrow_split_pays("cpu", flags=frozenset({"avx512_bf16", "amx_bf16"}))
     assert not narrow_split_pays("cpu", flags=frozenset({"avx512_bf16"}))  # Zen 4: bf16 backward of them was slow
+
+
+def test_a_cap_on_onednns_instruction_sets_counts_as_the_machine(monkeypatch):
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    amx = frozenset({"avx512_bf16", "amx_tile", "amx_bf16"})
+    assert usable_cpu_flags(amx) == amx  # no cap
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "avx512_core_bf16")  # oneDNN runs as on Zen 4: no AMX
+    assert onednn_isa_cap() == "AVX512_CORE_BF16" and usable_cpu_flags(amx) == {"avx512_bf16", "amx_tile"}
+    assert Runtime().narrow == "fp32"
+    assert not bf16_pays("cpu", flags=usable_cpu_flags(amx), vendor="GenuineIntel")  # slower than fp32 there
+    assert bf16_pays("cpu", flags=usable_cpu_flags(amx), vendor="AuthenticAMD")  # Zen 4: it paid
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # the newer name wins: bf16 only emulated
+    assert onednn_isa_cap() == "AVX2" and usable_cpu_flags(amx) == {"amx_tile"}
+    assert Runtime().narrow == "fp32" and resolve_precision("auto", "cpu") == "fp32"
+    for cap in ("AVX512_CORE_AMX", "AVX10_1_512_AMX_FP16", "DEFAULT", "ALL", "no such isa"):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)  # AMX allowed, or a value oneDNN would not take
+        assert usable_cpu_flags(amx) == amx
 
 
 EMPTY_CASES = [("tabular", (6,), {"couplings": 2, "hidden": 4, "layers": 1}),

@@ -80,9 +80,9 @@ def device_option() -> typer.models.OptionInfo:
 
 
 ST_PRECISION = ("Of the st-networks: fp32 (default); bf16: autocast (couplings, log-dets, logit and prior stay fp32); "
-                "auto: bf16 where native (AVX512-BF16/AMX CPUs, Ampere+ GPUs).")
-BACKBONE_PRECISION = ("Of the backbone: fp32 (default); bf16: autocast; auto: bf16 where native (AVX512-BF16/AMX "
-                      "CPUs, Ampere+ GPUs).")
+                "auto: bf16 where it pays (AMX or AMD AVX512-BF16 CPUs, Ampere+ GPUs).")
+BACKBONE_PRECISION = ("Of the backbone: fp32 (default); bf16: autocast; auto: bf16 where it pays (AMX or AMD "
+                      "AVX512-BF16 CPUs, Ampere+ GPUs).")
 
 
 def precision_option(default: str | None, help: str = ST_PRECISION) -> typer.models.OptionInfo:
