@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ood_flow.device import bf16_pays, cpu_flags
+from ood_flow.device import bf16_pays, cpu_flags, onednn_isa_cap
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -42,11 +42,13 @@ def set_allocator(choice: str) -> str:
 
 
 def machine(data: str, malloc: str = "system") -> dict:
-    """CPU model, the flags that matter for fp32/bf16 speed, threads, load, versions, data, the allocator."""
+    """CPU model, the flags that matter for fp32/bf16 speed, a cap on oneDNN's instruction sets where one is
+    set, threads, load, versions, data, the allocator."""
     from importlib.metadata import version
 
     return {"cpu": cpu_model(), "malloc": malloc, "cpu_flags": [f for f in FLAGS if f in cpu_flags()],
-            "bf16_native": bf16_pays("cpu"), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_max_cpu_isa": onednn_isa_cap(), "bf16_native": bf16_pays("cpu"),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "load_average_start": os.getloadavg(), "torch": torch.__version__, "normflows": version("normflows"),
             "python": platform.python_version(), "data": data}
