@@ -41,6 +41,18 @@ def set_allocator(choice: str) -> str:
     return "kept" if choice == "kept" and keep_freed_memory() else "system"
 
 
+def with_cap(command: str) -> str:
+    """``command`` as it ran: with the cap on oneDNN's instruction sets in front where one was set (a run
+    without AMX on an AMX CPU, ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``)."""
+    cap = onednn_isa_cap()
+    return f"ONEDNN_MAX_CPU_ISA={cap} {command}" if cap else command
+
+
+def cap_note(env: dict) -> str:
+    """``", oneDNN capped at ISA"`` for a machine line where the run capped oneDNN, else nothing."""
+    return f", oneDNN capped at {env['onednn_max_cpu_isa']}" if env.get("onednn_max_cpu_isa") else ""
+
+
 def machine(data: str, malloc: str = "system") -> dict:
     """CPU model, the flags that matter for fp32/bf16 speed, a cap on oneDNN's instruction sets where one is
     set, threads, load, versions, data, the allocator."""

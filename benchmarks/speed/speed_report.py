@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from ood_flow.fileio import atomic_write
+from speed_machine import cap_note
 
 TASKS = ("train", "score")
 
@@ -118,9 +119,7 @@ def markdown(res: dict) -> str:
               f"{m['peak_gflops_before']['bf16']:.0f} / {m['peak_gflops_after']['bf16']:.0f} GFLOP/s "
               f"(used: fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f}).",
               f"Peer: {res['peer_settings']}.",
-              f"Machine: {m['cpu']}, flags {', '.join(m['cpu_flags'])}"
-              f"{', oneDNN capped at ' + m['onednn_max_cpu_isa'] if m.get('onednn_max_cpu_isa') else ''}, "
-              f"{m['threads']} threads, "
+              f"Machine: {m['cpu']}, flags {', '.join(m['cpu_flags'])}{cap_note(m)}, {m['threads']} threads, "
               f"OMP_WAIT_POLICY={m['omp_wait_policy'] or 'unset (libgomp default)'}, "
               f"malloc {m.get('malloc', 'system')}, "
               f"load average {m['load_average_start'][0]:.2f} at start, "

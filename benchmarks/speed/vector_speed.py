@@ -56,11 +56,12 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 from portable import command_line  # noqa: E402
-from speed_machine import FLAGS, cpu_flags, cpu_model, peak_rates  # noqa: E402
+from speed_machine import FLAGS, cap_note, cpu_flags, cpu_model, peak_rates, with_cap  # noqa: E402
 from speed_measure import flops_per_image, timed  # noqa: E402
-from speed_report import write_pair  # noqa: E402
+from speed_report import RESULTS, write_pair  # noqa: E402
 from speed_runs import perturbed  # noqa: E402
 
+from ood_flow.device import onednn_isa_cap  # noqa: E402
 from ood_flow.flows import create_flow  # noqa: E402
 from ood_flow.runtime import resolve  # noqa: E402
 
@@ -203,7 +204,7 @@ def _break_even(best: dict, first: dict, med: dict, task: str, row: dict, p: dic
 def markdown(res: dict) -> str:
     env = res["machine"]
     lines = ["# oodflow against zuko on vectors", "", f"`{res['command']}`", "",
-             f"Machine: {env['cpu']}, flags {', '.join(env['cpu_flags'])}, {env['threads']} threads, "
+             f"Machine: {env['cpu']}, flags {', '.join(env['cpu_flags'])}{cap_note(env)}, {env['threads']} threads, "
              f"OMP_WAIT_POLICY={env['omp_wait_policy'] or 'unset (libgomp default)'}, "
              f"load average {env['load_average_start'][0]:.2f} at the "
              f"start; torch {env['torch']}, zuko {env['zuko']}. Samples per second, median (min-max) over "
@@ -239,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="3 rounds, no compilation")
     ap.add_argument("--save", action="store_true", help="write benchmarks/results/vector_speed.{json,md}")
     ap.add_argument("--report", type=Path, help="print (and with --save rewrite) the tables of a results JSON")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for --save (default benchmarks/results)")
     args = ap.parse_args(argv)
     if args.report:
         import json
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         res = json.loads(args.report.read_text())
         md = markdown(res)
         if args.save:
-            write_pair("vector_speed", res, md)
+            write_pair("vector_speed", res, md, args.out)
         print(md, end="")
         return 0
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -256,16 +258,16 @@ def main(argv: list[str] | None = None) -> int:
         {"rounds": 7, "warmup": 3, "compile": (False, True), "score_samples": 8192}
     env = {"cpu": cpu_model(), "cpu_flags": [f for f in FLAGS if f in cpu_flags()], "threads": torch.get_num_threads(),
            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_start": os.getloadavg(),
-           "torch": torch.__version__, "zuko": version("zuko")}
+           "torch": torch.__version__, "zuko": version("zuko"), "onednn_max_cpu_isa": onednn_isa_cap()}
     before = peak_rates(n=2048, repeats=10)
     rows = {name: compare(name, row, p) for name, row in ROWS.items()}
     after = peak_rates(n=2048, repeats=10)
     env["load_average_end"] = os.getloadavg()
     res = {"machine": env, "preset": p, "peak": {k: max(before[k], after[k]) for k in before}, "rows": rows,
-           "command": command_line(__file__, argv if argv is not None else sys.argv[1:])}
+           "command": with_cap(command_line(__file__, argv if argv is not None else sys.argv[1:]))}
     md = markdown(res)
     if args.save:
-        write_pair("vector_speed", res, md)
+        write_pair("vector_speed", res, md, args.out)
     print(md, end="")
     return 0
 
