@@ -83,3 +83,17 @@ def test_st_share_replays_each_st_network_on_the_inputs_it_saw():
     they computed in the pass, and giving every st-network weight a gradient in training."""
     result = subprocess.run([sys.executable, "-c", REPLAY, str(SPEED)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_a_run_with_onednn_capped_says_so_in_its_command_and_machine_line(monkeypatch):
+    monkeypatch.syspath_prepend(str(SPEED))
+    monkeypatch.syspath_prepend(str(SPEED.parent))
+    import speed_machine
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    assert speed_machine.with_cap("python speed.py") == "python speed.py"
+    assert speed_machine.cap_note(speed_machine.machine("d")) == ""
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "avx512_core_bf16")
+    assert speed_machine.with_cap("python speed.py") == "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python speed.py"
+    assert speed_machine.cap_note(speed_machine.machine("d")) == ", oneDNN capped at AVX512_CORE_BF16"

@@ -127,9 +127,11 @@ def test_a_chain_of_vector_couplings_runs_as_one_with_the_plain_modules_bits(fea
     torch.manual_seed(0)
     flow = randomize(create_flow("tabular", (features,), **opts))
     path, x = fused.path_of(flow), torch.randn(64, features)
+    given = x.clone()
     assert fused.vector_chain(flow.body) and flow.body.fused is path
     with torch.inference_mode(), Runtime(st="fp32").st_networks():
         chain = flow.log_prob(x)
+        assert torch.equal(x, given)  # the chain computes s and exp(s) in place, never in its input
         assert path.stats()["fused_chains"] == 1 and path.stats()["fused_calls"] == opts["couplings"]
         flow.body.fused = None  # each coupling on its own, its st-network through the fused path
         single = flow.log_prob(x)

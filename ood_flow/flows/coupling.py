@@ -42,12 +42,14 @@ class AffineCoupling(Bijection):
     def _st(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self.scale_shift(run_st(self.net, self.mask.conditioner(x)))
 
-    def scale_shift(self, out: Tensor, factor: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def scale_shift(self, out: Tensor, factor: Tensor | None = None, *, inplace: bool = False) -> tuple[Tensor, Tensor]:
         """``s`` and ``t`` from the st-network's output ``out``: ``s`` bounded by ``tanh`` and the factor per
         channel (``self.rescale.factor()``, or that factor as the fused path keeps it), both zero outside the
-        changed positions."""
+        changed positions. ``inplace`` (inference only: autograd keeps ``tanh``'s output) scales that output
+        where it lies: the same products, one tensor fewer."""
         raw, t = out.chunk(2, dim=1)
-        s = (self.rescale.factor() if factor is None else factor) * torch.tanh(raw)  # self.rescale(tanh(raw))
+        factor = self.rescale.factor() if factor is None else factor
+        s = torch.tanh(raw).mul_(factor) if inplace else factor * torch.tanh(raw)  # self.rescale(tanh(raw))
         return self.mask.restrict(s), self.mask.restrict(t)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -73,6 +75,8 @@ class AffineCoupling(Bijection):
         return self.mask.merge(torch.zeros_like(x), v) if self.mask.kind == "channel" else v
 
 
-def affine(x: Tensor, s: Tensor, t: Tensor) -> Tensor:
-    """The coupling's forward map of the changed part, ``(x + t) * exp(s)``; its log-det is the sum of ``s``."""
-    return (x + t) * torch.exp(s)
+def affine(x: Tensor, s: Tensor, t: Tensor, *, consume: bool = False) -> Tensor:
+    """The coupling's forward map of the changed part, ``(x + t) * exp(s)``; its log-det is the sum of ``s``.
+    ``consume`` (inference only, once that sum is taken) turns ``s`` into ``exp(s)`` where it lies and multiplies
+    in place of ``x + t``: the same numbers, two tensors fewer."""
+    return (x + t).mul_(s.exp_()) if consume else (x + t) * torch.exp(s)

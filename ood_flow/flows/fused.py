@@ -188,16 +188,17 @@ class FusedPath:
         """``chain(x)`` for a :func:`vector_chain`: each coupling's operations on the same numbers as its own
         ``forward`` (bit-identical), but the two halves of the vectors kept apart from the first coupling to the
         last and put together once (each coupling's ``forward`` slices its input and concatenates its output),
-        and each st-network run by :meth:`run_mlp` in the precision in force, its checks made once for the chain."""
+        each st-network run by :meth:`run_mlp` in the precision in force, its checks made once for the chain, and
+        ``s`` and ``exp(s)`` computed in place (no graph here)."""
         first = chain.layers[0].mask
         parts = {first.cond_range: first.conditioner(x), first.change_range: first.changed(x)}
         logdet = x.new_zeros(x.shape[0])
         for coupling in chain.layers:
             mask, layers = coupling.mask, coupling.net.net
             out = run_st(lambda v: self.run_mlp(layers, v), parts[mask.cond_range])
-            s, t = coupling.scale_shift(out, self._factor(coupling.rescale))
-            parts[mask.change_range] = affine(parts[mask.change_range], s, t)
-            logdet = logdet + sum_except_batch(s)
+            s, t = coupling.scale_shift(out, self._factor(coupling.rescale), inplace=True)
+            logdet = logdet + sum_except_batch(s)  # before affine turns s into exp(s)
+            parts[mask.change_range] = affine(parts[mask.change_range], s, t, consume=True)
         self.counts["fused_calls"] += len(chain.layers)
         self.counts["fused_chains"] += 1
         return torch.cat([parts[r] for r in sorted(parts)], dim=1), logdet
