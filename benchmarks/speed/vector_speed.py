@@ -12,8 +12,9 @@ oodflow is ``create_flow("tabular", (d,), couplings=8, hidden=..., layers=...)``
 hidden_features=[...] * layers)``: the same count of couplings and the same widths. The differences left:
 zuko's masks alternate features (even / odd indices, flipped at each coupling) where ours alternate
 halves (first / second), and zuko bounds each log-scale smoothly (``MonotonicAffineTransform``) where
-ours is unbounded. Both train with AdamW (lr 1e-3, weight decay 1e-3, the paper's) on the negative mean
-log-likelihood, on the same batches and threads; both score in eval mode under ``torch.inference_mode``.
+ours bounds it with ``tanh`` and a learned factor per feature. Both train with AdamW (lr 1e-3, weight
+decay 1e-3, the paper's) on the negative mean log-likelihood, on the same batches and threads; both
+score in eval mode under ``torch.inference_mode``.
 
 Each library runs at its best: fp32 or bf16 (oodflow: bf16 st-networks, ``--precision``; zuko:
 ``torch.autocast`` around the whole model), each with and without ``torch.compile`` (oodflow's ``train
@@ -24,7 +25,9 @@ dimension against the same library in fp32 (on a copy whose weights are moved by
 zuko's fastest is compiled and faster than oodflow's, the report says after how many samples its
 compilation (its first call beyond a steady one, inductor's caches emptied first, scoring compiled before
 training as in a scoring job's process) has paid for itself. Timings alternate between the libraries
-within each round; figures are medians over rounds, with the spread (min-max).
+within each round; figures are medians over rounds, with the spread (min-max). The process keeps freed
+memory for reuse, as the ``oodflow`` command does, for both libraries alike (``--malloc system``: glibc's
+defaults, as the tables before 2026-12-07 ran).
 
 Usage::
 
@@ -56,7 +59,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 from portable import command_line  # noqa: E402
-from speed_machine import FLAGS, cap_note, cpu_flags, cpu_model, peak_rates, with_cap  # noqa: E402
+from speed_machine import MALLOC_CHOICES, FLAGS, cap_note, cpu_flags, cpu_model, peak_rates, set_allocator, with_cap  # noqa: E402,E501
 from speed_measure import flops_per_image, timed  # noqa: E402
 from speed_report import RESULTS, write_pair  # noqa: E402
 from speed_runs import perturbed  # noqa: E402
@@ -206,7 +209,7 @@ def markdown(res: dict) -> str:
     lines = ["# oodflow against zuko on vectors", "", f"`{res['command']}`", "",
              f"Machine: {env['cpu']}, flags {', '.join(env['cpu_flags'])}{cap_note(env)}, {env['threads']} threads, "
              f"OMP_WAIT_POLICY={env['omp_wait_policy'] or 'unset (libgomp default)'}, "
-             f"load average {env['load_average_start'][0]:.2f} at the "
+             f"malloc {env.get('malloc', 'system')}, load average {env['load_average_start'][0]:.2f} at the "
              f"start; torch {env['torch']}, zuko {env['zuko']}. Samples per second, median (min-max) over "
              f"{res['preset']['rounds']} alternating rounds; peak {res['peak']['fp32']:.0f} GFLOP/s fp32, "
              f"{res['peak']['bf16']:.0f} bf16.", ""]
@@ -241,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save", action="store_true", help="write benchmarks/results/vector_speed.{json,md}")
     ap.add_argument("--report", type=Path, help="print (and with --save rewrite) the tables of a results JSON")
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for --save (default benchmarks/results)")
+    ap.add_argument("--malloc", default="kept", choices=MALLOC_CHOICES,
+                    help="kept: freed memory kept for reuse, as the oodflow command runs (both libraries, one "
+                         "process); system: glibc's defaults")
     args = ap.parse_args(argv)
     if args.report:
         import json
@@ -256,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = {"rounds": 3, "warmup": 2, "compile": (False,), "score_samples": 4096} if args.quick else \
         {"rounds": 7, "warmup": 3, "compile": (False, True), "score_samples": 8192}
-    env = {"cpu": cpu_model(), "cpu_flags": [f for f in FLAGS if f in cpu_flags()], "threads": torch.get_num_threads(),
+    malloc = set_allocator(args.malloc)
+    env = {"cpu": cpu_model(), "malloc": malloc, "cpu_flags": [f for f in FLAGS if f in cpu_flags()],
+           "threads": torch.get_num_threads(),
            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_start": os.getloadavg(),
            "torch": torch.__version__, "zuko": version("zuko"), "onednn_max_cpu_isa": onednn_isa_cap()}
     before = peak_rates(n=2048, repeats=10)
