@@ -88,12 +88,14 @@ def test_st_share_replays_each_st_network_on_the_inputs_it_saw():
 def test_a_run_with_onednn_capped_says_so_in_its_command_and_machine_line(monkeypatch):
     monkeypatch.syspath_prepend(str(SPEED))
     monkeypatch.syspath_prepend(str(SPEED.parent))
-    import speed_machine
+    import speed_machine  # its machine() also needs normflows (the bench extra): the parts it records, here
+
+    from ood_flow.device import onednn_isa_cap
 
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     assert speed_machine.with_cap("python speed.py") == "python speed.py"
-    assert speed_machine.cap_note(speed_machine.machine("d")) == ""
+    assert speed_machine.cap_note({"onednn_max_cpu_isa": onednn_isa_cap()}) == ""
     monkeypatch.setenv("DNNL_MAX_CPU_ISA", "avx512_core_bf16")
     assert speed_machine.with_cap("python speed.py") == "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python speed.py"
-    assert speed_machine.cap_note(speed_machine.machine("d")) == ", oneDNN capped at AVX512_CORE_BF16"
+    assert speed_machine.cap_note({"onednn_max_cpu_isa": onednn_isa_cap()}) == ", oneDNN capped at AVX512_CORE_BF16"
