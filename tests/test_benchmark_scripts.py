@@ -44,6 +44,16 @@ def test_a_count_below_one_is_a_usage_error_before_any_timing(script, option, va
     assert f"argument {option}: expected a whole number of at least 1, got '{value}'" in result.stderr
 
 
+
+@pytest.mark.parametrize("script", ["speed.py", "vector_speed.py"])
+def test_a_file_as_the_results_folder_is_a_usage_error_before_any_timing(tmp_path, script):
+    taken = tmp_path / "results"
+    taken.write_text("kept")
+    result = subprocess.run([sys.executable, str(SPEED / script), "--out", str(taken)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == "" and taken.read_text() == "kept"
+    assert "argument --out: " in result.stderr and "is a file, not a folder for the results" in result.stderr
+
 REPLAY = """
 import sys, torch
 sys.path[:0] = [sys.argv[1]]

@@ -47,7 +47,7 @@ import speed_report  # noqa: E402
 from portable import command_line, portable  # noqa: E402
 from speed_machine import MALLOC_CHOICES, machine, peak_rates, set_allocator, with_cap  # noqa: E402
 from speed_models import normflows_model, oodflow_model, params  # noqa: E402
-from speed_runs import PEER_SETTINGS, Runner, best_setting, bf16_error, rate, rounds_of  # noqa: E402
+from speed_runs import PEER_SETTINGS, Runner, best_setting, bf16_error, rate, results_folder, rounds_of  # noqa: E402,E501
 
 from ood_flow.dequantize import dequantize  # noqa: E402
 from ood_flow.runtime import resolve_precision  # noqa: E402
@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="oodflow's precision in the headline ratios (auto: bf16 where the CPU has native bf16)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
-    ap.add_argument("--out", type=Path, default=HERE.parent / "results", help="folder for speed.json and speed.md")
+    ap.add_argument("--out", type=results_folder, default=HERE.parent / "results",
+                    help="folder for speed.json and speed.md")
     ap.add_argument("--malloc", default="kept", choices=MALLOC_CHOICES,
                     help="kept: freed memory kept for reuse, as the oodflow command runs (both libraries, one "
                          "process); system: glibc's defaults")

@@ -112,6 +112,15 @@ def positive_int(text: str) -> int:
     return n
 
 
+def results_folder(text: str) -> Path:
+    """An argparse type for ``--out``: a folder for results, refused before any timing (argparse's one-line usage
+    error, exit 2) where a file already stands at that path (writing there would fail after the whole run)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder for the results")
+    return path
+
+
 def rounds_parser(doc: str, rounds: int, results: str) -> argparse.ArgumentParser:
     """The options of a benchmark that times the preset's models in alternating rounds: ``--quick``, ``--rounds``
     (default ``rounds``, 3 with ``--quick``: :func:`rounds_of`), ``--data-dir``, ``--malloc``, and ``--save`` to

@@ -62,7 +62,7 @@ from portable import command_line  # noqa: E402
 from speed_machine import MALLOC_CHOICES, FLAGS, cap_note, cpu_flags, cpu_model, peak_rates, set_allocator, with_cap  # noqa: E402,E501
 from speed_measure import flops_per_image, timed  # noqa: E402
 from speed_report import RESULTS, write_pair  # noqa: E402
-from speed_runs import perturbed  # noqa: E402
+from speed_runs import perturbed, results_folder  # noqa: E402
 
 from ood_flow.device import onednn_isa_cap  # noqa: E402
 from ood_flow.flows import create_flow  # noqa: E402
@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="3 rounds, no compilation")
     ap.add_argument("--save", action="store_true", help="write benchmarks/results/vector_speed.{json,md}")
     ap.add_argument("--report", type=Path, help="print (and with --save rewrite) the tables of a results JSON")
-    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for --save (default benchmarks/results)")
+    ap.add_argument("--out", type=results_folder, default=RESULTS,
+                    help="folder for --save (default benchmarks/results)")
     ap.add_argument("--malloc", default="kept", choices=MALLOC_CHOICES,
                     help="kept: freed memory kept for reuse, as the oodflow command runs (both libraries, one "
                          "process); system: glibc's defaults")
