@@ -20,24 +20,26 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none, e.g. macOS)."""
+def cpu_info() -> dict[str, str]:
+    """The fields of ``/proc/cpuinfo``, each as its first processor gives it (empty where there is none, e.g.
+    macOS): read once."""
     path = Path("/proc/cpuinfo")
-    text = path.read_text() if path.exists() else ""
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_vendor() -> str:
-    """The CPU's vendor from ``/proc/cpuinfo`` (``GenuineIntel``, ``AuthenticAMD``; empty where there is none)."""
-    path = Path("/proc/cpuinfo")
+    fields: dict[str, str] = {}
     for line in (path.read_text() if path.exists() else "").splitlines():
-        if line.startswith("vendor_id"):
-            return line.split(":", 1)[1].strip()
-    return ""
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (:func:`cpu_info`'s ``flags``; empty where there are none)."""
+    return frozenset(cpu_info().get("flags", "").split())
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor (:func:`cpu_info`'s ``vendor_id``: ``GenuineIntel``, ``AuthenticAMD``; empty where none)."""
+    return cpu_info().get("vendor_id", "")
 
 
 ONEDNN_ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
@@ -65,9 +67,9 @@ def onednn_isa_cap(environ=None) -> str | None:
 
 
 def usable_cpu_flags(flags: frozenset[str] | None = None, cap: str | None = None) -> frozenset[str]:
-    """The bf16 flags of :data:`BF16_CPU_FLAGS` that oneDNN may use here: the CPU's (``flags``, default
-    :func:`cpu_flags`) less what a cap on its instruction sets (``cap``, default :func:`onednn_isa_cap`)
-    rules out; ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`` on a CPU with AMX runs oneDNN as on one without.
+    """The CPU's flags (``flags``, default :func:`cpu_flags`) less those of :data:`BF16_CPU_FLAGS` that a cap on
+    oneDNN's instruction sets (``cap``, default :func:`onednn_isa_cap`) keeps it from using:
+    ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`` on a CPU with AMX runs oneDNN as on one without.
 
     Example:
         >>> sorted(usable_cpu_flags(frozenset({"avx512_bf16", "amx_bf16"}), cap="AVX512_CORE_BF16"))

@@ -10,23 +10,18 @@ from __future__ import annotations
 import os
 import platform
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ood_flow.device import bf16_pays, cpu_flags, onednn_isa_cap
+from ood_flow.device import bf16_pays, cpu_flags, cpu_info, onednn_isa_cap
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def cpu_model() -> str:
-    path = Path("/proc/cpuinfo")
-    for line in path.read_text().splitlines() if path.exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return cpu_info().get("model name") or platform.processor() or platform.machine()
 
 
 MALLOC_CHOICES = ("kept", "system")
@@ -53,17 +48,17 @@ def cap_note(env: dict) -> str:
     return f", oneDNN capped at {env['onednn_max_cpu_isa']}" if env.get("onednn_max_cpu_isa") else ""
 
 
-def machine(data: str, malloc: str = "system") -> dict:
+def machine(data: str, malloc: str = "system", peers: tuple[str, ...] = ("normflows",)) -> dict:
     """CPU model, the flags that matter for fp32/bf16 speed, a cap on oneDNN's instruction sets where one is
-    set, threads, load, versions, data, the allocator."""
+    set, threads, load, versions (torch's and each peer package's), data, the allocator."""
     from importlib.metadata import version
 
     return {"cpu": cpu_model(), "malloc": malloc, "cpu_flags": [f for f in FLAGS if f in cpu_flags()],
             "onednn_max_cpu_isa": onednn_isa_cap(), "bf16_native": bf16_pays("cpu"),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "load_average_start": os.getloadavg(), "torch": torch.__version__, "normflows": version("normflows"),
-            "python": platform.python_version(), "data": data}
+            "load_average_start": os.getloadavg(), "torch": torch.__version__,
+            **{peer: version(peer) for peer in peers}, "python": platform.python_version(), "data": data}
 
 
 def _best(fn, flops: float, repeats: int) -> float:

@@ -59,12 +59,11 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 from portable import command_line  # noqa: E402
-from speed_machine import MALLOC_CHOICES, FLAGS, cap_note, cpu_flags, cpu_model, peak_rates, set_allocator, with_cap  # noqa: E402,E501
+from speed_machine import MALLOC_CHOICES, cap_note, machine, peak_rates, set_allocator, with_cap  # noqa: E402
 from speed_measure import flops_per_image, timed  # noqa: E402
 from speed_report import RESULTS, write_pair  # noqa: E402
 from speed_runs import perturbed, results_folder  # noqa: E402
 
-from ood_flow.device import onednn_isa_cap  # noqa: E402
 from ood_flow.flows import create_flow  # noqa: E402
 from ood_flow.runtime import resolve  # noqa: E402
 
@@ -259,15 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         print(md, end="")
         return 0
     warnings.filterwarnings("ignore", category=UserWarning)
-    from importlib.metadata import version
 
     p = {"rounds": 3, "warmup": 2, "compile": (False,), "score_samples": 4096} if args.quick else \
         {"rounds": 7, "warmup": 3, "compile": (False, True), "score_samples": 8192}
     malloc = set_allocator(args.malloc)
-    env = {"cpu": cpu_model(), "malloc": malloc, "cpu_flags": [f for f in FLAGS if f in cpu_flags()],
-           "threads": torch.get_num_threads(),
-           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_start": os.getloadavg(),
-           "torch": torch.__version__, "zuko": version("zuko"), "onednn_max_cpu_isa": onednn_isa_cap()}
+    env = machine("correlated Gaussian vectors (vector_speed.data)", malloc, peers=("zuko",))
     before = peak_rates(n=2048, repeats=10)
     rows = {name: compare(name, row, p) for name, row in ROWS.items()}
     after = peak_rates(n=2048, repeats=10)
