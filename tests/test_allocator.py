@@ -14,13 +14,17 @@ GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 # Allocates and frees a 64 MiB block 20 times (above glibc's largest mmap threshold, 32 MiB) and counts
 # the minor page faults: with glibc's defaults every round maps and faults the block in anew. As in the
 # command, the setting comes first, then the imports of a command that computes (their many small blocks
-# shape the heap: with torch alone above a bare heap, a few rounds still faulted the block in).
+# shape the heap). Eight rounds come first, uncounted: with memory kept, the first few rounds may still
+# fault the block in while the heap settles (with torch alone on a bare heap; and, depending on the
+# interpreter's path, with the command's imports too: up to 6 of 20 counted rounds, a flaky failure),
+# where glibc's defaults fault it in on every round, counted or not.
 PROBE = """
 import resource, sys
 from ood_flow.allocator import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "call" else False
 import torch, ood_flow.flows
-torch.ones(16 * 2**20)
+for _ in range(8):
+    torch.ones(16 * 2**20)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(20):
     torch.ones(16 * 2**20)
