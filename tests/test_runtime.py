@@ -264,6 +264,46 @@ def test_an_empty_batch_has_an_empty_log_likelihood(name, shape, opts, st):
     assert out.shape == (0,) and one.shape == (1,) and torch.isfinite(one).all()
 
 
+class ReadBacks(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the tensors read back to Python (``.item()``, ``bool()``: ``aten::_local_scalar_dense``)."""
+
+    count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name", ["glow", "realnvp"])
+def test_a_training_step_reads_no_tensor_back_once_actnorm_has_initialised(name):
+    """On a GPU each read-back is a synchronisation; ActNorm's flag is read only until it turns true."""
+    from ood_flow.flows.layers import ActNorm
+
+    flow = create_flow(name, (1, 8, 8), channels=8, blocks=1, scales=2).train()
+    assert any(isinstance(m, ActNorm) for m in flow.modules()) or name == "realnvp"
+    x = torch.rand(4, 1, 8, 8)
+    flow.log_prob(x).mean().backward()  # the first step initialises
+    with ReadBacks() as reads:
+        flow.log_prob(x).mean().backward()
+    assert reads.count == 0
+
+
+def test_actnorm_reads_its_flag_again_after_a_state_dict_is_loaded():
+    """The remembered flag never hides a loaded one: an uninitialised state dict makes the next training
+    pass initialise again, from that batch."""
+    from ood_flow.flows.layers import ActNorm
+
+    fresh = ActNorm(3).state_dict()
+    layer = ActNorm(3).train()
+    layer(torch.randn(8, 3, 4, 4))
+    assert layer.is_initialized()
+    layer.load_state_dict(fresh)
+    assert not layer.is_initialized()
+    x = torch.randn(8, 3, 4, 4) * 2 + 5
+    y, _ = layer(x)
+    assert layer.is_initialized() and torch.allclose(y.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
+
+
 @pytest.mark.parametrize("shape, ndim", [((3, 4, 4), 3), ((6,), 1)])
 def test_actnorm_waits_for_a_batch_with_a_spread_to_initialise(shape, ndim):
     """An empty batch (or one vector) in training mode passes through without setting ActNorm's parameters

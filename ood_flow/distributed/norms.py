@@ -113,7 +113,7 @@ def global_actnorm_init(flow: nn.Module, d: Dist) -> list:
 def _init_hook(d: Dist):
     @torch.no_grad()
     def hook(module: ActNorm, args) -> None:
-        if not module.training or bool(module.initialized):
+        if not module.training or module.is_initialized():
             return
         x = args[0]
         dims = _channel_dims(x)

@@ -108,7 +108,9 @@ class ActNorm(Bijection):
     has zero mean and unit variance per channel. The ``initialized`` flag is a buffer, so it is
     saved with the model: a loaded model never re-initialises. A batch with fewer than two values per
     channel (an empty one, or one vector) has no spread to take: it passes through and leaves the
-    initialisation to the next batch (:meth:`can_initialize`).
+    initialisation to the next batch (:meth:`can_initialize`). Once the flag reads true it is remembered
+    on the Python side (:meth:`is_initialized`), so that a training step does not read a tensor back
+    (a device synchronisation on a GPU) in every layer; loading a state dict makes it read the flag again.
 
     References:
         Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", NeurIPS 2018.
@@ -120,6 +122,18 @@ class ActNorm(Bijection):
         self.bias = nn.Parameter(torch.zeros(view))
         self.log_scale = nn.Parameter(torch.zeros(view))
         self.register_buffer("initialized", torch.tensor(False))
+        self._known = False  # the flag has read true (it only turns false again through a loaded state dict)
+
+    def is_initialized(self) -> bool:
+        """Whether the data-dependent initialisation has happened (the ``initialized`` buffer), reading the
+        buffer only until it is true."""
+        if not self._known:
+            self._known = bool(self.initialized)
+        return self._known
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._known = False  # the loaded flag may be false: read it again on the next training pass
 
     @staticmethod
     def can_initialize(values_per_channel: int) -> bool:
@@ -139,10 +153,18 @@ class ActNorm(Bijection):
         self.bias.copy_(-mean)
         self.log_scale.copy_(-torch.log(std + 1e-6))
         self.initialized.fill_(True)
+        self._known = True
+
+    @torch.compiler.disable
+    def _first_batches(self, x: Tensor) -> None:
+        """Initialise from ``x`` unless the flag says it is done or ``x`` has no spread; outside any compiled graph
+        (it reads the flag back), so that ``train --compile`` compiles the step without a break once it is done."""
+        if not self.is_initialized() and self.can_initialize(x.shape[0] * _pixels(x)):
+            self._initialize(x)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.training and not bool(self.initialized) and self.can_initialize(x.shape[0] * _pixels(x)):
-            self._initialize(x)
+        if self.training and not self._known:
+            self._first_batches(x)
         y = (x + self.bias) * torch.exp(self.log_scale)
         return y, (self.log_scale.sum() * _pixels(x)).expand(x.shape[0])
 
