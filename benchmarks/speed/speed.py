@@ -11,7 +11,7 @@ dequantized 8-bit data). normflows runs at its best: every setting of ``speed_ru
 (NCHW or channels-last, fp32 or whole-model bf16 autocast) is timed, and the fastest one within
 the accuracy bound (a bf16 setting must move bits/dim by <= 0.01 on average) is the one compared,
 separately for training and scoring. oodflow runs in fp32 and with bf16 st-networks
-(``--precision``, default auto: bf16 where the CPU has native bf16); the headline ratios use its
+(``--precision``, default auto: the runtime's rule, bf16 where it pays); the headline ratios use its
 ``--precision``. normflows' own half-resolution RealNVP is a row of its own (compare it per FLOP).
 
 Timings alternate between the libraries within each round (the order flips every round), each
@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small models and few rounds (a few minutes)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     ap.add_argument("--precision", default="auto", choices=("fp32", "bf16", "auto"),
-                    help="oodflow's precision in the headline ratios (auto: bf16 where the CPU has native bf16)")
+                    help="oodflow's precision in the headline ratios (auto: the runtime's choice, bf16 where it pays: "
+                         "AMX, or AMD with AVX512-BF16)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
     ap.add_argument("--out", type=results_folder, default=HERE.parent / "results",
