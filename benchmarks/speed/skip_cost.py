@@ -7,10 +7,12 @@ which has no such path. This script times, in the same process, alternating:
 * oodflow's RealNVP of ``speed.py``'s preset with the authors' st-network (``net="resnet"``, the default),
 * the same model with ``net="resnet-noskip"`` (the paper's network without the skip path, which oodflow
   offers for the bottleneck experiment, Appendix I): everything else equal, code included,
-* normflows' RealNVP of ``speed.py`` (masked checkerboard couplings), channels-last in bf16 autocast, the
-  setting ``speed.py`` chose for it in every full-preset row,
+* normflows' RealNVP of ``speed.py`` (masked checkerboard couplings), channels-last, in bf16 autocast where
+  oodflow runs bf16 st-networks and in fp32 where it runs fp32: the setting ``speed.py`` chose for it in every
+  full-preset row of both of its published tables (with AMX: bf16; oneDNN capped below AMX: fp32),
 
-oodflow with bf16 st-networks, training (Adam, lr 1e-4, as ``speed.py``) and scoring (eval mode,
+oodflow in ``--precision`` (default ``auto``, the runtime's rule: bf16 st-networks where bf16 pays), training
+(Adam, lr 1e-4, as ``speed.py``) and scoring (eval mode,
 ``torch.inference_mode``), on the same FashionMNIST images. Each round times every runner once per task
 (``speed_runs.rate``: right after an untimed call of the same runner), in an order that flips every round; the
 table gives medians and the spread over rounds, and conv/matmul GFLOP per image as ``speed.py`` counts them.
@@ -20,6 +22,8 @@ Usage::
     python benchmarks/speed/skip_cost.py --save      # benchmarks/results/skip_cost.md (a few minutes)
     python benchmarks/speed/skip_cost.py --quick     # small models, 3 rounds: a check that it runs (normflows'
                                                      # quick RealNVP is best in fp32 in speed.py, bf16 here)
+    ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python benchmarks/speed/skip_cost.py --save --out benchmarks/results/no_amx
+                                                     # the branch without AMX on an AMX CPU (fp32 both)
 """
 
 from __future__ import annotations
@@ -37,22 +41,29 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 from portable import command_line  # noqa: E402
 from speed import SHAPE, build, rounds_inputs  # noqa: E402
+from speed_machine import with_cap  # noqa: E402
 from speed_models import oodflow_model  # noqa: E402
 from speed_runs import Runner, machine_line, publish, rate, ratio_spread, rounds_parser, spread  # noqa: E402
 
+from ood_flow.runtime import resolve_precision  # noqa: E402
 
-MODELS = {"oodflow, authors' st-network (resnet)": "resnet", "oodflow, without the skip path (resnet-noskip)":
-          "resnet-noskip", "normflows (channels-last bf16)": None}
-PEER = "normflows (channels-last bf16)"
+
+NETS = {"oodflow, authors' st-network (resnet)": "resnet", "oodflow, without the skip path (resnet-noskip)":
+        "resnet-noskip"}
 TASKS = ("train", "score")
 
 
-def runners(size: dict, x: torch.Tensor, score_x: torch.Tensor, score_batch: int) -> dict[str, Runner]:
+def peer(precision: str) -> str:
+    return f"normflows (channels-last {precision})"
+
+
+def runners(size: dict, x: torch.Tensor, score_x: torch.Tensor, score_batch: int, precision: str) -> dict[str, Runner]:
+    """oodflow's two RealNVPs and normflows', in that order, all channels-last in ``precision``."""
     out = {}
-    for name, net in MODELS.items():
+    for name, net in [*NETS.items(), (peer(precision), None)]:
         torch.manual_seed(0)
         model = oodflow_model("realnvp", SHAPE, size, net=net) if net else build("normflows", "realnvp", size)
-        out[name] = Runner("oodflow" if net else "normflows", model, ("channels_last", "bf16"), x, score_x,
+        out[name] = Runner("oodflow" if net else "normflows", model, ("channels_last", precision), x, score_x,
                            score_batch)
     return out
 
@@ -70,7 +81,7 @@ def measure(rs: dict[str, Runner], rounds: int) -> dict[str, dict[str, list[floa
     return rates
 
 
-def table(rates: dict, flops: dict) -> list[str]:
+def table(rates: dict, flops: dict, peer_name: str) -> list[str]:
     rows = ["| model | GFLOP/img train / score | train img/s (min-max) | score img/s (min-max) | "
             "train / normflows (min-max) | score / normflows (min-max) | per FLOP train / score |",
             "|---|---:|---:|---:|---:|---:|---:|"]
@@ -79,17 +90,18 @@ def table(rates: dict, flops: dict) -> list[str]:
         cells += [spread(rates[name][t]) for t in TASKS]
         per_flop = []
         for task in TASKS:
-            cells.append("" if name == PEER else ratio_spread(rates[name][task], rates[PEER][task], bold=True))
-            ratio = statistics.median(a / b for a, b in zip(rates[name][task], rates[PEER][task]))
-            per_flop.append(ratio * flops[name][task] / flops[PEER][task])
-        cells.append("" if name == PEER else f"{per_flop[0]:.2f}x / {per_flop[1]:.2f}x")
+            versus = rates[peer_name][task]
+            cells.append("" if name == peer_name else ratio_spread(rates[name][task], versus, bold=True))
+            ratio = statistics.median(a / b for a, b in zip(rates[name][task], rates[peer_name][task]))
+            per_flop.append(ratio * flops[name][task] / flops[peer_name][task])
+        cells.append("" if name == peer_name else f"{per_flop[0]:.2f}x / {per_flop[1]:.2f}x")
         rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 
 def skip_share(rates: dict, flops: dict) -> str:
     """The skip path's share of oodflow's FLOP and of its time, per task (paired by round)."""
-    full, bare = list(MODELS)[:2]
+    full, bare = list(NETS)
     parts = []
     for task in TASKS:
         time_share = 1 - statistics.median(a / b for a, b in zip(rates[bare][task], rates[full][task])) ** -1
@@ -100,20 +112,25 @@ def skip_share(rates: dict, flops: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = rounds_parser(__doc__, 7, "skip_cost").parse_args(argv)
+    ap = rounds_parser(__doc__, 7, "skip_cost")
+    ap.add_argument("--precision", default="auto", choices=("fp32", "bf16", "auto"),
+                    help="oodflow's st-networks and normflows' autocast (auto: the runtime's choice, bf16 where "
+                         "it pays)")
+    args = ap.parse_args(argv)
+    precision = resolve_precision(args.precision, "cpu")
     rounds, malloc, p, x, score_x, env = rounds_inputs(args)
     size = p["realnvp"]
-    rs = runners(size, x, score_x, p["score_batch"])
+    rs = runners(size, x, score_x, p["score_batch"], precision)
     rates = measure(rs, rounds)
     flops = {name: r.flops() for name, r in rs.items()}
     out = ["# RealNVP with and without the authors' skip path, against normflows", "",
-           f"`{command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir)}`", "",
+           f"`{with_cap(command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir))}`", "",
            f"{machine_line(env, malloc)} RealNVP of "
            f"{size['scales']} scales, {size['hidden']} channels, {size['blocks']} blocks "
            f"({'quick' if args.quick else 'full'} preset), training batch {p['batch']}, scoring "
            f"{p['score_images']} images in batches of {p['score_batch']}; medians over "
-           f"{rounds} alternating rounds; oodflow with bf16 st-networks.", ""]
-    publish(out + table(rates, flops) + ["", skip_share(rates, flops)], args)
+           f"{rounds} alternating rounds; oodflow with {precision} st-networks.", ""]
+    publish(out + table(rates, flops, peer(precision)) + ["", skip_share(rates, flops)], args)
     return 0
 
 

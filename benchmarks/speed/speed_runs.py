@@ -23,7 +23,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from speed_machine import MALLOC_CHOICES
+from speed_machine import MALLOC_CHOICES, cap_note
 from speed_measure import flops_per_image, timed
 from speed_models import bits_per_dim_8bit, bits_per_dim_loss
 
@@ -124,13 +124,15 @@ def results_folder(text: str) -> Path:
 def rounds_parser(doc: str, rounds: int, results: str) -> argparse.ArgumentParser:
     """The options of a benchmark that times the preset's models in alternating rounds: ``--quick``, ``--rounds``
     (default ``rounds``, 3 with ``--quick``: :func:`rounds_of`), ``--data-dir``, ``--malloc``, and ``--save`` to
-    ``benchmarks/results/<results>[.quick].md``."""
+    ``benchmarks/results/<results>[.quick].md`` (or into the folder ``--out``, e.g. ``benchmarks/results/no_amx``)."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small models, 3 rounds")
     ap.add_argument("--rounds", type=positive_int, default=None, help=f"rounds (default: {rounds}, or 3 with --quick)")
     ap.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "data")
     ap.add_argument("--malloc", default="kept", choices=MALLOC_CHOICES, help="as speed.py's --malloc")
     ap.add_argument("--save", action="store_true", help=f"write benchmarks/results/{results}[.quick].md")
+    ap.add_argument("--out", type=results_folder, default=Path(__file__).resolve().parents[1] / "results",
+                    help="the folder --save writes into (default benchmarks/results)")
     ap.set_defaults(default_rounds=rounds, results=results)
     return ap
 
@@ -141,8 +143,9 @@ def rounds_of(args: argparse.Namespace) -> int:
 
 
 def machine_line(env: dict, malloc: str) -> str:
-    """The results' line on the machine (``speed_machine.machine``'s ``env``) and the allocator in force."""
-    return (f"Machine: {env['cpu']}, {env['threads']} threads, malloc {malloc}, load average "
+    """The results' line on the machine (``speed_machine.machine``'s ``env``, a cap on oneDNN included) and the
+    allocator in force."""
+    return (f"Machine: {env['cpu']}{cap_note(env)}, {env['threads']} threads, malloc {malloc}, load average "
             f"{env['load_average_start'][0]:.2f} at the start; torch {torch.__version__}.")
 
 
@@ -166,8 +169,8 @@ def publish(lines: list[str], args: argparse.Namespace) -> None:
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if args.save:
-        name = f"{args.results}{'.quick' if args.quick else ''}.md"
-        (Path(__file__).resolve().parents[1] / "results" / name).write_text(text)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{args.results}{'.quick' if args.quick else ''}.md").write_text(text)
 
 
 def perturbed(model: torch.nn.Module, seed: int = 0, scale: float = 0.005) -> torch.nn.Module:
