@@ -45,7 +45,8 @@ def test_a_count_below_one_is_a_usage_error_before_any_timing(script, option, va
 
 
 
-@pytest.mark.parametrize("script", ["speed.py", "vector_speed.py"])
+@pytest.mark.parametrize("script", ["speed.py", "vector_speed.py", "skip_cost.py", "st_share.py",
+                                    "optimizer_speed.py"])
 def test_a_file_as_the_results_folder_is_a_usage_error_before_any_timing(tmp_path, script):
     taken = tmp_path / "results"
     taken.write_text("kept")
@@ -109,3 +110,7 @@ def test_a_run_with_onednn_capped_says_so_in_its_command_and_machine_line(monkey
     monkeypatch.setenv("DNNL_MAX_CPU_ISA", "avx512_core_bf16")
     assert speed_machine.with_cap("python speed.py") == "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python speed.py"
     assert speed_machine.cap_note({"onednn_max_cpu_isa": onednn_isa_cap()}) == ", oneDNN capped at AVX512_CORE_BF16"
+    import speed_runs  # the rounds benchmarks' machine line (skip_cost.py, st_share.py, ...) records it too
+
+    env = {"cpu": "a CPU", "threads": 2, "load_average_start": [0.1], "onednn_max_cpu_isa": onednn_isa_cap()}
+    assert speed_runs.machine_line(env, "kept").startswith("Machine: a CPU, oneDNN capped at AVX512_CORE_BF16, 2 threads")
