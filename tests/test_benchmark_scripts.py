@@ -113,4 +113,5 @@ def test_a_run_with_onednn_capped_says_so_in_its_command_and_machine_line(monkey
     import speed_runs  # the rounds benchmarks' machine line (skip_cost.py, st_share.py, ...) records it too
 
     env = {"cpu": "a CPU", "threads": 2, "load_average_start": [0.1], "onednn_max_cpu_isa": onednn_isa_cap()}
-    assert speed_runs.machine_line(env, "kept").startswith("Machine: a CPU, oneDNN capped at AVX512_CORE_BF16, 2 threads")
+    line = speed_runs.machine_line(env, "kept")
+    assert line.startswith("Machine: a CPU, oneDNN capped at AVX512_CORE_BF16, 2 threads")
