@@ -167,6 +167,8 @@ def test_brackets_in_paths_and_names_are_printed_as_they_are(setup, tmp_path, mo
 def test_a_group_name_that_cannot_be_written_is_refused_before_any_work(setup, tmp_path, monkeypatch):
     monkeypatch.chdir(setup)
     result = runner.invoke(app, ["score", "imgs", "--model", "m.pt", "--out", str(tmp_path / "s.h5"), "--name", "a/b"])
-    assert result.exit_code == 1
-    one_line_error(result, "invalid group name 'a/b'")  # the only line: no progress bar, nothing scored first
+    assert result.exit_code == 2  # the user's option: a usage error
+    one_line_error(result, "--name: invalid group name 'a/b'")  # the only line: no progress bar, nothing scored first
     assert not (tmp_path / "s.h5").exists()
+    printed = runner.invoke(app, ["score", "imgs", "--model", "m.pt", "--name", "a/b"])  # the same without --out
+    assert printed.exit_code == 2 and printed.stdout == ""

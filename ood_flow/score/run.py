@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ood_flow import distributed, log, runtime, store
+from ood_flow import distributed, hdf5, log, runtime, store
 from ood_flow.data import Dataset, Source, SourceOptions, TrainedOn, fit_to_model, open_with_options
 from ood_flow.errors import GateFailed, InputError, UsageError
 from ood_flow.fileio import check_output, sha256_file
@@ -121,6 +121,11 @@ def score_source(source: str | Sequence[str] | Dataset, models: str | os.PathLik
     _check_settings(dequant_samples, batch_size, seed)
     if isinstance(source, (list, tuple)) and len(source) > 1 and name is None:
         raise UsageError(f"{len(source)} SOURCEs are scored as one group: name it with --name")
+    if name is not None:
+        try:
+            hdf5.check_name(name, "group")
+        except ValueError as exc:  # the user's choice, refused before any work: a usage error
+            raise UsageError(f"--name: {exc}") from None
     if out is not None:
         check_output(out, kind=store.SCORE_FILE, replaceable=True)  # the group is checked once it is known
     chosen = tuple(get_method(m) for m in dict.fromkeys(methods))
