@@ -172,3 +172,24 @@ def test_a_group_name_that_cannot_be_written_is_refused_before_any_work(setup, t
     assert not (tmp_path / "s.h5").exists()
     printed = runner.invoke(app, ["score", "imgs", "--model", "m.pt", "--name", "a/b"])  # the same without --out
     assert printed.exit_code == 2 and printed.stdout == ""
+
+
+def test_the_command_hides_only_the_compilers_own_deprecation_warnings():
+    """``train --compile`` printed a FutureWarning per lowering from inside torch's inductor; the command hides
+    those and nothing else (run in a child process: the filter is process-wide)."""
+    code = """
+import warnings
+from ood_flow.cli import common
+common.quiet_compiler_warnings()
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("default")
+    common.quiet_compiler_warnings()
+    for module in ("torch._inductor.lowering", "torch._inductor", "torch.nn.functional", "torch._inductorx"):
+        warnings.warn_explicit("deprecated", FutureWarning, "x.py", 1, module=module, registry={})
+    warnings.warn_explicit("other", UserWarning, "x.py", 1, module="torch._inductor.lowering", registry={})
+print(sorted((str(w.category.__name__), w.message.args[0], w.filename) for w in seen))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == str(sorted([("FutureWarning", "deprecated", "x.py")] * 2 + [("UserWarning", "other",
+                                                                                              "x.py")]))

@@ -120,3 +120,12 @@ def test_ctrl_c_says_at_once_that_training_stops_after_the_current_step_and_how_
     assert "from the probed step time" in said[0] or "from the measured step time" in said[0]
     assert "Ctrl-C again stops at once" in said[0]
     assert rest.index(said[0]) < rest.index("error: interrupted (SIGINT)")
+
+
+def test_with_compile_the_probed_estimate_says_compilation_is_not_in_it():
+    from ood_flow.cli.train import probed_estimate
+
+    e = {"device": "cpu", "early_stopping": False, "steps_left": 30, "seconds_per_step": 0.07, "batch_size": 64,
+         "flops_per_sample": 1.1e8, "over_a_day": False, "seconds_left": 2.1}
+    assert "; validation not included)" in probed_estimate(e)
+    assert "; validation and compilation not included)" in probed_estimate({**e, "compiled": True})

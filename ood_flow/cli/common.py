@@ -16,6 +16,7 @@ import os
 import shlex
 import signal
 import sys
+import warnings
 from typing import Any, Callable
 
 import typer
@@ -293,6 +294,13 @@ def duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{mins:02d}m"
     return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+def quiet_compiler_warnings() -> None:
+    """Hide deprecation warnings raised inside torch's compiler (``train --compile``: torch 2.14's inductor calls its
+    own deprecated ``torch._prims_common.check`` on every lowering, a FutureWarning per call that no user can act
+    on); every other warning still shows."""
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\._inductor(\.|$)")
 
 
 def check_environment() -> None:

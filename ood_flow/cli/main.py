@@ -60,6 +60,7 @@ def main() -> None:
     """The ``oodflow`` command: usage errors as one line (exit 2), like every other error."""
     keep_freed_memory()  # freed activations are reused, not faulted in again every batch (ood_flow.allocator)
     common.check_environment()
+    common.quiet_compiler_warnings()
     common.catch_sigterm()
     try:
         code = app(prog_name="oodflow", standalone_mode=False)

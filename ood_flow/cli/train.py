@@ -221,8 +221,9 @@ def probed_estimate(e: dict) -> str:
     bound = "; an upper bound with early stopping" if e["early_stopping"] else ""
     probed = (f"{e['steps_left']:,} steps at {e['seconds_per_step']:.3g} s/step, probed on one batch of "
               f"{e['batch_size']}: {e['flops_per_sample'] / 1e9:.3g} GFLOP per sample forward and backward")
+    left_out = "validation and compilation" if e.get("compiled") else "validation"
     if not e["over_a_day"]:
-        return f"estimated {common.duration(e['seconds_left'])} ({probed}; validation not included{bound})"
+        return f"estimated {common.duration(e['seconds_left'])} ({probed}; {left_out} not included{bound})"
     faster = []
     alt = e.get("alternative")
     if alt:

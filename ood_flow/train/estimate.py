@@ -106,7 +106,8 @@ def probe(trainer: Trainer) -> dict | None:
     probed = probe_step(trainer.flow, loss, int(batch.numel()))
     return {**probed, "probed": True, "batch_size": int(batch.numel()), "total_steps": total, "steps_left": left,
             "seconds_left": probed["seconds_per_step"] * left, "early_stopping": bool(cfg.patience),
-            "device": trainer.device.type, "parameters": sum(p.numel() for p in trainer.flow.parameters())}
+            "device": trainer.device.type, "parameters": sum(p.numel() for p in trainer.flow.parameters()),
+            "compiled": bool(cfg.compile)}  # the probe runs eagerly: compilation's first minute is not in it
 
 
 def forecast(trainer: Trainer, alternative: Callable[[], Trainer | None] | None = None) -> dict | None:
