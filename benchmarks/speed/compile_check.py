@@ -31,9 +31,8 @@ import torch  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
-from portable import command_line  # noqa: E402
 from speed import PRESETS, SHAPE, load_images  # noqa: E402
-from speed_machine import machine  # noqa: E402
+from speed_machine import machine, shown_command  # noqa: E402
 from speed_measure import timed  # noqa: E402
 from speed_models import bits_per_dim_8bit, bits_per_dim_loss, normflows_model, oodflow_model  # noqa: E402
 
@@ -177,7 +176,7 @@ def main(argv=None) -> int:
     if args.peer:
         result["peer_training"] = peer_training(p, train_x, args.rounds)
     result["machine"]["load_average_end"] = os.getloadavg()
-    result["command"] = command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir)
+    result["command"] = shown_command(__file__, argv, data=args.data_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     name = "compile_check.peer.json" if args.peer else "compile_check.json"
     (args.out / name).write_text(json.dumps(result, indent=1) + "\n")

@@ -31,9 +31,9 @@ import torch  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
-from portable import command_line, portable  # noqa: E402
+from portable import portable  # noqa: E402
 from speed import PRESETS, build, load_images  # noqa: E402
-from speed_machine import MALLOC_CHOICES, machine, set_allocator  # noqa: E402
+from speed_machine import MALLOC_CHOICES, machine, set_allocator, shown_command  # noqa: E402
 from speed_report import write_pair  # noqa: E402
 from speed_runs import Runner, positive_int, rate  # noqa: E402
 
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     images, data = load_images(max(p["batch"], p["score_images"]), args.data_dir)
     gen = torch.Generator().manual_seed(0)
     train_x, score_x = dequantize(images[: p["batch"]], gen), dequantize(images[: p["score_images"]], gen)
-    res = {"command": command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir),
+    res = {"command": shown_command(__file__, argv, data=args.data_dir),
            "preset": "quick" if args.quick else "full",
            "machine": machine(data, malloc), "rounds": args.rounds, "source": args.source, "limit": args.limit,
            "timings": {arch: timings(arch, p, train_x, score_x, args.rounds) for arch in ("glow", "realnvp")}}

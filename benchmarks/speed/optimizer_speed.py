@@ -33,9 +33,8 @@ import torch  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
-from portable import command_line  # noqa: E402
 from speed import build, rounds_inputs  # noqa: E402
-from speed_machine import with_cap  # noqa: E402
+from speed_machine import shown_command  # noqa: E402
 from speed_runs import Runner, machine_line, publish, rate, ratio_spread, rounds_parser  # noqa: E402
 
 IMPLEMENTATIONS = {"one tensor at a time (default)": {}, "multi-tensor (foreach=True)": {"foreach": True},
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = rounds_parser(__doc__, 5, "optimizer_speed").parse_args(argv)
     rounds, malloc, p, x, _, env = rounds_inputs(args)
     out = ["# Training speed by Adam implementation: oodflow bf16 against normflows (channels-last bf16)", "",
-           f"`{with_cap(command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir))}`", "",
+           f"`{shown_command(__file__, argv, data=args.data_dir)}`", "",
            f"{machine_line(env, malloc)} Training images per "
            f"second, median over {rounds} alternating rounds, batch {p['batch']}; the same Adam implementation "
            f"for both libraries in a row. Last column: oodflow's weights after 3 float32 steps against the "

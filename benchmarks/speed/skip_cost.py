@@ -39,9 +39,8 @@ import torch  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
-from portable import command_line  # noqa: E402
 from speed import SHAPE, build, rounds_inputs  # noqa: E402
-from speed_machine import with_cap  # noqa: E402
+from speed_machine import shown_command  # noqa: E402
 from speed_models import oodflow_model  # noqa: E402
 from speed_runs import Runner, machine_line, publish, rate, ratio_spread, rounds_parser, spread  # noqa: E402
 
@@ -92,7 +91,7 @@ def table(rates: dict, flops: dict, peer_name: str) -> list[str]:
         for task in TASKS:
             versus = rates[peer_name][task]
             cells.append("" if name == peer_name else ratio_spread(rates[name][task], versus, bold=True))
-            ratio = statistics.median(a / b for a, b in zip(rates[name][task], rates[peer_name][task]))
+            ratio = statistics.median(a / b for a, b in zip(rates[name][task], versus))
             per_flop.append(ratio * flops[name][task] / flops[peer_name][task])
         cells.append("" if name == peer_name else f"{per_flop[0]:.2f}x / {per_flop[1]:.2f}x")
         rows.append("| " + " | ".join(cells) + " |")
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = measure(rs, rounds)
     flops = {name: r.flops() for name, r in rs.items()}
     out = ["# RealNVP with and without the authors' skip path, against normflows", "",
-           f"`{with_cap(command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir))}`", "",
+           f"`{shown_command(__file__, argv, data=args.data_dir)}`", "",
            f"{machine_line(env, malloc)} RealNVP of "
            f"{size['scales']} scales, {size['hidden']} channels, {size['blocks']} blocks "
            f"({'quick' if args.quick else 'full'} preset), training batch {p['batch']}, scoring "

@@ -44,8 +44,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 import speed_report  # noqa: E402
-from portable import command_line, portable  # noqa: E402
-from speed_machine import MALLOC_CHOICES, machine, peak_rates, set_allocator, with_cap  # noqa: E402
+from portable import portable  # noqa: E402
+from speed_machine import MALLOC_CHOICES, machine, peak_rates, set_allocator, shown_command  # noqa: E402
 from speed_models import normflows_model, oodflow_model, params  # noqa: E402
 from speed_runs import PEER_SETTINGS, Runner, best_setting, bf16_error, rate, results_folder, rounds_of  # noqa: E402,E501
 
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     preset = "quick" if args.quick else "full"
     res = run(PRESETS[preset], args.data_dir, resolve_precision(args.precision, "cpu"), malloc)
     res["preset"] = preset
-    res["command"] = with_cap(command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir))
+    res["command"] = shown_command(__file__, argv, data=args.data_dir)
     speed_report.write(res, args.out, "speed.quick" if args.quick else "speed")
     print(json.dumps(res) if args.json else speed_report.markdown(res), end="\n" if args.json else "")
     return 0

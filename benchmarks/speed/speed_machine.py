@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
+
+from portable import command_line
 
 from ood_flow.device import bf16_pays, cpu_flags, cpu_info, onednn_isa_cap
 
@@ -41,6 +44,12 @@ def with_cap(command: str) -> str:
     without AMX on an AMX CPU, ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``)."""
     cap = onednn_isa_cap()
     return f"ONEDNN_MAX_CPU_ISA={cap} {command}" if cap else command
+
+
+def shown_command(script: str, argv: list[str] | None, **places: str | None) -> str:
+    """The command a result records: ``python SCRIPT ARGS`` (``argv`` None: this process's own), its paths made
+    portable (``portable.command_line``), with a oneDNN cap in front where one was set (:func:`with_cap`)."""
+    return with_cap(command_line(script, sys.argv[1:] if argv is None else argv, **places))
 
 
 def cap_note(env: dict) -> str:

@@ -31,9 +31,8 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
-from portable import command_line  # noqa: E402
 from speed import PRESETS, build, load_images  # noqa: E402
-from speed_machine import MALLOC_CHOICES, machine, set_allocator  # noqa: E402
+from speed_machine import MALLOC_CHOICES, machine, set_allocator, shown_command  # noqa: E402
 from speed_runs import Runner, machine_line  # noqa: E402
 
 from ood_flow.dequantize import dequantize  # noqa: E402
@@ -132,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     train_x, score_x = dequantize(images[: p["batch"]], gen), dequantize(images[: p["score_images"]], gen)
     env = machine(data, malloc)
     out = [f"# Where the time goes: oodflow {args.precision} beside normflows", "",
-           f"`{command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir)}`", "",
+           f"`{shown_command(__file__, argv, data=args.data_dir)}`", "",
            f"{machine_line(env, malloc)} Self CPU time per operator (`torch.profiler`), milliseconds "
            f"per image, {args.steps} runs after one warm-up, twice per library in the order oodflow, peer, peer, "
            f"oodflow (the two added up); training batch {p['batch']}, scoring batch "

@@ -35,10 +35,9 @@ import torch  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
-from portable import command_line  # noqa: E402
 from speed import build, rounds_inputs  # noqa: E402
 from speed_measure import timed  # noqa: E402
-from speed_machine import with_cap  # noqa: E402
+from speed_machine import shown_command  # noqa: E402
 from speed_runs import Runner, machine_line, publish, rate, ratio_spread, rounds_parser, spread  # noqa: E402
 
 from ood_flow.flows.convnets import ConvNet  # noqa: E402
@@ -172,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             pairs[(arch, lib)] = (runner, StNets(runner))
     ms = measure(pairs, rounds)
     out = ["# Where the time goes: st-networks and the rest, oodflow and normflows", "",
-           f"`{with_cap(command_line(__file__, argv if argv is not None else sys.argv[1:], data=args.data_dir))}`", "",
+           f"`{shown_command(__file__, argv, data=args.data_dir)}`", "",
            f"{machine_line(env, malloc)} speed.py's {'quick' if args.quick else 'full'} preset (training batch "
            f"{p['batch']}, scoring {p['score_images']} images in batches of {p['score_batch']}), both libraries "
            f"channels-last in bf16 (oodflow: bf16 st-networks; normflows: autocast around the whole model); "

@@ -58,8 +58,7 @@ import torch  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
-from portable import command_line  # noqa: E402
-from speed_machine import MALLOC_CHOICES, cap_note, machine, peak_rates, set_allocator, with_cap  # noqa: E402
+from speed_machine import MALLOC_CHOICES, cap_note, machine, peak_rates, set_allocator, shown_command  # noqa: E402
 from speed_measure import flops_per_image, timed  # noqa: E402
 from speed_report import RESULTS, write_pair  # noqa: E402
 from speed_runs import perturbed, results_folder  # noqa: E402
@@ -268,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     after = peak_rates(n=2048, repeats=10)
     env["load_average_end"] = os.getloadavg()
     res = {"machine": env, "preset": p, "peak": {k: max(before[k], after[k]) for k in before}, "rows": rows,
-           "command": with_cap(command_line(__file__, argv if argv is not None else sys.argv[1:]))}
+           "command": shown_command(__file__, argv)}
     md = markdown(res)
     if args.save:
         write_pair("vector_speed", res, md, args.out)
