@@ -19,6 +19,11 @@ class OodflowError(Exception):
         """The message as the command line says it (where it names options, by their flags)."""
         return str(self)
 
+    def relayed(self) -> tuple[str, tuple, dict]:
+        """This error as another process of a distributed job rebuilds it: its class name and the arguments that
+        make it again (plain data, so it travels between processes)."""
+        return type(self).__name__, (str(self),), {}
+
 
 class InputError(OodflowError):
     """Bad input data: unreadable, corrupt, wrong shape, NaN, unknown dataset."""
@@ -89,6 +94,9 @@ class AlreadyExists(OutputError, FileExistsError):
 
     def cli_message(self) -> str:
         return self._text("--{}")
+
+    def relayed(self) -> tuple[str, tuple, dict]:
+        return type(self).__name__, (self.what,), {"resume": self.resume}
 
     def _text(self, spelling: str) -> str:
         overwrite, resume = spelling.format("overwrite"), spelling.format("resume")

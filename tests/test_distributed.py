@@ -23,7 +23,8 @@ import torch
 from ood_flow import TrainConfig, load_model, score_source, train_flow
 from ood_flow.dequantize import dequantize_indexed, discrete_log_likelihood
 from ood_flow.distributed import Dist, check_layout, interleave
-from ood_flow.errors import UsageError
+from ood_flow.distributed.group import DistributedError, _rebuilt
+from ood_flow.errors import AlreadyExists, GateFailed, InputError, NoBfloat16, UsageError
 from ood_flow.flows.layers import ActNorm
 from ood_flow.train import load_training_state
 from tests.cli_helpers import image_npz, one_line_error, run
@@ -131,6 +132,32 @@ def test_killing_one_rank_ends_the_job_with_an_error_and_keeps_the_checkpoint(tm
     assert proc.returncode != 0
     flow, extra = load_training_state(ckpt, "cpu")
     assert extra["position"]["step"] > 0 and load_model(model) is not None
+
+
+def test_an_existing_output_gives_every_rank_the_commands_own_one_line_error(tmp_path):
+    """Rank 0 finds the output; the other ranks rebuild its error from what it sent and print the same line (they
+    printed the message with the file name replaced by the whole message)."""
+    data = image_npz(tmp_path / "in.npz", n=40)
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"kept")
+    done = subprocess.run(torchrun("-m", "ood_flow", "train", "--data", str(data), "--out", str(model),
+                                   "--channels", "4", "--blocks", "1", "--max-steps", "1", "--quiet"),
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    expected = f"error: {model} exists; pass --resume to continue training it or --overwrite to replace it"
+    assert done.returncode != 0 and errors == [expected, expected], done.stderr[-3000:]
+    assert model.read_bytes() == b"kept"
+
+
+def test_every_error_class_is_rebuilt_on_another_rank_as_it_was_raised():
+    raised = [AlreadyExists("m.pt", resume=True), AlreadyExists("s.h5: group 'x'"), NoBfloat16.on("cpu"),
+              UsageError("--lr inf: give a finite number"), InputError("x.npy: NaN at row 3")]
+    for error in raised:
+        again = _rebuilt(*error.relayed(), str(error))
+        assert type(again) is type(error) and str(again) == str(error), error
+        assert again.cli_message() == error.cli_message() and again.exit_code == error.exit_code
+    gate = GateFailed("3 of 10 flagged", result=object())
+    assert type(_rebuilt(*gate.relayed(), str(gate))) is DistributedError  # its result stays where it was computed
 
 
 def _rank_pid(parent: int, rank: int) -> int:

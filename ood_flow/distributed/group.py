@@ -98,7 +98,7 @@ class Dist:
             if failure is not None:
                 raise failure
             return result
-        reports = self.gather(None if failure is None else (type(failure).__name__, str(failure)))
+        reports = self.gather(None if failure is None else (*failure.relayed(), str(failure)))
         first = next((r for r in reports if r is not None), None)
         if failure is not None:
             raise failure
@@ -111,10 +111,13 @@ SINGLE = Dist()
 """One process, no group."""
 
 
-def _rebuilt(name: str, message: str) -> OodflowError:
+def _rebuilt(name: str, args: tuple, kwargs: dict, message: str) -> OodflowError:
+    """Another process's error (:meth:`~ood_flow.errors.OodflowError.relayed`, and its message) as this process
+    raises it: the same class, message and exit code where it is one of :mod:`ood_flow.errors` (a failed gate
+    excepted: its result stays with the process that computed it), else a :class:`DistributedError` saying it."""
     cls = getattr(errors, name, None)
     if isinstance(cls, type) and issubclass(cls, OodflowError) and cls is not errors.GateFailed:
-        return cls(message)
+        return cls(*args, **kwargs)
     return DistributedError(message)
 
 
