@@ -49,6 +49,7 @@ def job(tmp_path_factory):
     done = subprocess.run(torchrun(str(HERE / "distributed_job.py"), str(out), str(data)), env=_env(),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    (out / "job.stderr").write_text(done.stderr)
     return out, data
 
 
@@ -77,6 +78,13 @@ def test_two_processes_with_sync_bn_train_the_model_of_one_with_the_same_global_
     _close(two, one)
     assert load_model(out / "five.pt") is not None
     assert load_training_state(out / "five.ckpt.pt", "cpu")[1]["processes"] == 2
+
+
+def test_data_parallel_training_warns_of_no_gradient_laid_out_unlike_its_parameter(job):
+    """DistributedDataParallel warned on every rank that gradient strides did not match its buckets' (the 1x1
+    weight-normalised kernels of RealNVP's st-networks, test_weightnorm.py)."""
+    out, _ = job
+    assert "Grad strides do not match" not in (out / "job.stderr").read_text()
 
 
 def test_actnorm_starts_from_the_global_first_batch_identically_on_every_rank(job):

@@ -47,3 +47,26 @@ def test_the_fused_kernel_on_a_channels_last_view_has_the_right_gradient_by_fini
 
     assert torch.autograd.gradcheck(kernel, (g, v))
     torch.testing.assert_close(kernel(g, v), normalised(g, v))
+
+
+@pytest.mark.parametrize("model, options", [
+    ("realnvp", {"channels": 8, "blocks": 1, "scales": 2}),
+    ("realnvp", {"channels": 8, "blocks": 2, "mask": "horizontal"}),
+    ("realnvp", {"channels": 8, "blocks": 2, "net": "resnet-noskip", "bottleneck": 4, "scales": 2}),
+    ("glow", {"channels": 8, "scales": 2, "couplings": 2}),
+])
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_every_gradient_has_its_parameters_strides(model, options, bf16):
+    """DistributedDataParallel copies each gradient into a bucket laid out like its parameter and warns (under
+    torchrun, on every rank) where the strides differ; a 1x1 weight-normalised kernel's gradient comes out with the
+    standard strides, so its direction must have them too (both layouts are the same memory there)."""
+    from ood_flow.flows import create_flow
+
+    flow = create_flow(model, (1, 8, 8), **options)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        flow.log_prob(torch.rand(4, 1, 8, 8)).mean().backward()
+    grads = [(name, p.stride(), p.grad.stride()) for name, p in flow.named_parameters() if p.grad is not None]
+    assert len(grads) > 10 and [g for g in grads if g[1] != g[2]] == []
+    kernels = [m.weight_v for m in flow.modules() if isinstance(m, WNConv2d) and m.weight_v.shape[2:] != (1, 1)]
+    assert model == "glow" or all(v.is_contiguous(memory_format=torch.channels_last) and not v.is_contiguous()
+                                  for v in kernels)  # the 3x3 kernels keep the st-networks' layout

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ood_flow.flows.precision import STConv2d
+from ood_flow.flows.weightnorm import WNConv2d
 
 if TYPE_CHECKING:  # the fused path recognises these networks, so it imports this module
     from ood_flow.flows.fused import FusedPath
@@ -36,7 +37,11 @@ class ConvNet(nn.Module):
     def use_layout(self, layout: torch.memory_format) -> "ConvNet":
         """Store 4-d weights in ``layout``, and run inputs in it; a network calls it once its layers are built."""
         self.layout = layout
-        return self.to(memory_format=layout)
+        self.to(memory_format=layout)
+        for m in self.modules():
+            if isinstance(m, WNConv2d):
+                m.match_gradient_strides()
+        return self
 
     def channels_last(self) -> "ConvNet":
         return self.use_layout(torch.channels_last)

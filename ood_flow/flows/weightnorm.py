@@ -50,6 +50,15 @@ class WNConv2d(nn.Module):
             self.register_parameter("bias", None)
         self.narrow, self.widens = is_narrow(cin, cout), is_widening(cin, cout)
 
+    def match_gradient_strides(self) -> None:
+        """Give a 1x1 direction ``v`` the standard strides, after a change of memory format. Its gradient comes from
+        the weight-norm formula's element-wise operations, which write a 1x1 kernel with the standard strides
+        whatever the layout (for a 1x1 kernel both layouts are the same memory); DistributedDataParallel compares
+        each gradient's strides with its parameter's and warns where they differ."""
+        if self.weight_v.shape[2:] == (1, 1):
+            with torch.no_grad():
+                self.weight_v.set_(self.weight_v.clone(memory_format=torch.contiguous_format))
+
     def weight(self) -> Tensor:
         """The effective kernel ``g * v / ||v||`` (:func:`normalised`). Under autocast (bf16 st-networks) with
         gradients on, through torch's fused weight-norm kernel (``torch._weight_norm``, what
