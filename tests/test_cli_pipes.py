@@ -175,12 +175,17 @@ def test_a_group_name_that_cannot_be_written_is_refused_before_any_work(setup, t
 
 
 def test_the_command_hides_only_the_compilers_own_deprecation_warnings():
-    """``train --compile`` printed a FutureWarning per lowering from inside torch's inductor; the command hides
-    those and nothing else (run in a child process: the filter is process-wide)."""
+    """``train --compile`` printed a FutureWarning per lowering from inside torch's inductor, and a line from torch's
+    C++-extension logger about CUDA on a CPU-only machine; the command hides those and nothing else (run in a child
+    process: the filters are process-wide)."""
     code = """
-import warnings
+import logging, warnings
 from ood_flow.cli import common
 common.quiet_compiler_warnings()
+extensions = logging.getLogger("torch.utils.cpp_extension")
+extensions.warning("No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local")
+extensions.warning("Error checking compiler version for %s", "c++")
+logging.getLogger("torch.other").warning("No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local")
 with warnings.catch_warnings(record=True) as seen:
     warnings.simplefilter("default")
     common.quiet_compiler_warnings()
@@ -191,5 +196,7 @@ print(sorted((str(w.category.__name__), w.message.args[0], w.filename) for w in 
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stderr.splitlines() == ["Error checking compiler version for c++",
+                                       "No CUDA runtime is found, using CUDA_HOME='/usr/local'"]  # the other logger's
     assert out.stdout.strip() == str(sorted([("FutureWarning", "deprecated", "x.py")] * 2 + [("UserWarning", "other",
                                                                                               "x.py")]))

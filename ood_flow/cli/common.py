@@ -297,10 +297,20 @@ def duration(seconds: float) -> str:
 
 
 def quiet_compiler_warnings() -> None:
-    """Hide deprecation warnings raised inside torch's compiler (``train --compile``: torch 2.14's inductor calls its
-    own deprecated ``torch._prims_common.check`` on every lowering, a FutureWarning per call that no user can act
-    on); every other warning still shows."""
+    """Hide what torch's compiler says that no user of ``train --compile`` can act on; every other warning and log
+    line still shows: the deprecation warnings raised inside it (torch 2.14's inductor calls its own deprecated
+    ``torch._prims_common.check`` on every lowering, a FutureWarning per call), and the line torch's C++-extension
+    module logs when imported on a machine with a CUDA toolkit's folder but no CUDA device (the compiler imports it
+    to build CPU kernels)."""
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\._inductor(\.|$)")
+    extensions = logging.getLogger("torch.utils.cpp_extension")
+    if not any(isinstance(f, _NoCudaRuntimeLine) for f in extensions.filters):
+        extensions.addFilter(_NoCudaRuntimeLine())
+
+
+class _NoCudaRuntimeLine(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
 
 
 def check_environment() -> None:
