@@ -239,3 +239,26 @@ def test_histogram_unknown_group_or_file(scores, tmp_path):
     one_line_error(run("visualize", "histogram", tmp_path / "none.h5", "--out", out, code=1), "no such file")
     assert not out.exists()
 
+
+
+def _beyond_canvas(fig) -> dict:
+    """How far (inches) what ``fig`` draws reaches beyond its canvas on each side, where it does (matplotlib cuts
+    that off in the PNG): the bounding box of every drawn artist, titles and tick labels included."""
+    fig.canvas.draw()
+    drawn, (width, height) = fig.get_tightbbox(fig.canvas.get_renderer()), fig.get_size_inches()
+    beyond = {"left": -drawn.x0, "bottom": -drawn.y0, "right": drawn.x1 - width, "top": drawn.y1 - height}
+    return {side: round(v, 3) for side, v in beyond.items() if v > 0.01}
+
+
+@pytest.mark.parametrize("args", [
+    ("samples", "--model", "tabular.pt", "--count", "2"),
+    ("samples", "--model", "realnvp.pt", "--count", "1"),
+    ("latents", "ind.npz", "--model", "realnvp.pt", "--count", "1"),
+    ("coupling", "ind.npz", "--model", "realnvp.pt", "--layers", "0"),
+    ("resample", "ind.npz", "--model", "realnvp.pt", "--count", "1", "--box", "4"),
+], ids=lambda a: "-".join(a[:1] + a[2:3]))
+def test_every_text_fits_the_figure_at_its_narrowest(files, figures, args):
+    """A title is never cut off at the image's edges (the tabular samples figure cut its title at both ends)."""
+    run("visualize", *[files / a if a.endswith((".pt", ".npz")) else a for a in args], "--out", files / "narrow.png",
+        "--overwrite", "--quiet")
+    assert _beyond_canvas(figures[0]) == {}
