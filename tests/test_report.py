@@ -200,3 +200,34 @@ def test_gate_decision_follows_the_limit_recorded_by_score(made, tmp_path):
         assert gates[name]["decision"] == ("pass" if stored["passed"] else "fail")
         assert gates[name]["p_value"] == stored["p_value"] and f"p = {stored['p_value']:.2g}, alpha 0.01" in page
     assert "gated" in gates and "decision" not in gates["gated"]  # scored without a limit
+
+
+def test_long_group_names_leave_every_figure_whole(monkeypatch):
+    """With long group names the histogram's legend ran off both sides of its figure and the ROC and PR axes shrank
+    to a fraction of theirs (a legend inside them a line per name); names are wrapped in legends now."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from ood_flow.report import figures
+
+    drawn = []
+
+    def measure(fig):
+        canvas = FigureCanvasAgg(fig)  # the report's figures have no canvas of their own until written
+        canvas.draw()
+        box, (width, height) = fig.get_tightbbox(canvas.get_renderer()), fig.get_size_inches()
+        beyond = {"left": -box.x0, "bottom": -box.y0, "right": box.x1 - width, "top": box.y1 - height}
+        axes = min(ax.get_position().width for ax in fig.axes)
+        drawn.append(({k: round(v, 2) for k, v in beyond.items() if v > 0.01}, round(axes, 2)))
+        return "<svg></svg>"
+
+    monkeypatch.setattr(figures, "_svg", measure)
+    rng = np.random.default_rng(0)
+    in_name = "fashionmnist-test-held-out-evaluation-split-from-the-long-running-pipeline"
+    ood = {"mnist-test-out-of-distribution-probe-set-number-one": rng.normal(1, 1, 200),
+           "x" * 70: rng.normal(2, 1, 200)}
+    values = rng.normal(0, 1, 200)
+    figures.histogram_svg(in_name, values, ood, "log_likelihood", -1.6, 0.95)
+    figures.roc_svg(values, ood, {name: 0.3 for name in ood})
+    figures.pr_svg(values, ood, {name: 0.4 for name in ood})
+    assert [beyond for beyond, _ in drawn] == [{}, {}, {}]
+    assert all(width > 0.6 for _, width in drawn), drawn  # each plot keeps most of its figure's width

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import re
+import textwrap
 
 import matplotlib
 import numpy as np
@@ -49,7 +50,7 @@ def histogram_svg(in_name: str, in_values: np.ndarray, ood: dict[str, np.ndarray
     for i, (name, values) in enumerate(groups.items()):
         shown = values[np.isfinite(values) & (values >= lo) & (values <= hi)]
         hidden = len(values) - len(shown)
-        label = f"{name} (n={len(values)}" + (f", {hidden} off scale" if hidden else "") + ")"
+        label = f"{_wrapped(name, 32)} (n={len(values)}" + (f", {hidden} off scale" if hidden else "") + ")"
         if i == 0:
             ax.hist(shown, bins=edges, density=True, color=IN_COLORS[0], alpha=0.45, label=label + ", in")
         else:
@@ -73,7 +74,7 @@ def roc_svg(in_values: np.ndarray, ood: dict[str, np.ndarray], aurocs: dict[str,
         y, r = _labels_and_ranks(in_values, values)
         fpr, tpr, _ = roc_curve(y, r)
         ax.plot(*_thin(fpr, tpr), color=OOD_COLORS[i % len(OOD_COLORS)], linewidth=1.6,
-                label=f"{name} (AUROC {aurocs[name]:.3f})")
+                label=f"{_wrapped(name, 24)} (AUROC {aurocs[name]:.3f})")
     ax.legend(fontsize=7.5, loc="best")
     return _svg(fig)
 
@@ -87,12 +88,19 @@ def pr_svg(in_values: np.ndarray, ood: dict[str, np.ndarray], auprs: dict[str, f
         y, r = _labels_and_ranks(in_values, values)
         precision, recall, _ = precision_recall_curve(y, r)
         ax.plot(*_thin(recall, precision), color=OOD_COLORS[i % len(OOD_COLORS)], linewidth=1.6,
-                label=f"{name} (AUPR-in {auprs[name]:.3f})")
+                label=f"{_wrapped(name, 24)} (AUPR-in {auprs[name]:.3f})")
         base_rates.add(round(float(y.mean()), 6))
     for rate in base_rates:
         ax.axhline(rate, color="#999999", linewidth=1, linestyle=":")
     ax.legend(fontsize=7.5, loc="best")
     return _svg(fig)
+
+
+def _wrapped(name: str, width: int) -> str:
+    """A group's name for a legend, on lines of at most ``width`` characters (broken after hyphens and spaces where
+    it has them): a long name in one line made the histogram's legend wider than its figure and squeezed the ROC
+    and PR axes to a fraction of theirs."""
+    return "\n".join(textwrap.wrap(name, width)) or name
 
 
 def _square(xlabel: str, ylabel: str):
