@@ -62,6 +62,15 @@ def test_score_file(trained):
     assert "in" in table and "gated" in table and "m.pt" in table and f"{gated['gate']['n_ood']} OOD" in table
 
 
+def test_a_long_group_name_is_shown_whole_in_a_narrow_terminal(tmp_path):
+    """The table cut long group names with an ellipsis at 80 columns, and the name is what --in and --ood take."""
+    name = "fashionmnist-test-held-out-evaluation-split-from-the-long-running-pipeline"
+    store.write_group(tmp_path / "s.h5", name, {"log_likelihood": np.zeros(3), "id": np.arange(3)}, {"model": "m.pt"})
+    table = run("info", tmp_path / "s.h5").stdout  # the test runner's terminal: 80 columns
+    cells = [line.split("│")[1].strip() for line in table.splitlines() if line.startswith("│")]
+    assert "".join(cells).startswith(name)
+
+
 def test_features_file(tmp_path):
     store.write_features(tmp_path / "f.h5", np.zeros((6, 4)), ids=np.arange(6), labels=np.arange(6),
                          attrs={"backbone": "resnet18", "image_size": 32, "source": "imgs/"})

@@ -70,8 +70,9 @@ def _lines(fields: dict, indent: str = "") -> list[str]:
 def _print_scores(described: dict) -> None:
     table = Table(title=Text(f"{described['file']}: oodflow score file (format {described['format_version']}), "
                   f"{len(described['groups'])} group(s)"), title_justify="left")
-    for col in ("group", "n", "scores", "gate", "model", "source"):
-        table.add_column(col, justify="right" if col == "n" else "left")
+    for col in ("group", "n", "scores", "gate", "model", "source"):  # a group's name is folded, never cut: it is
+        table.add_column(col, justify="right" if col == "n" else "left",  # what --in and --ood take
+                         overflow="fold" if col in ("group", "source") else "ellipsis")
     for g in described["groups"]:
         prov = g["provenance"]
         gate = g.get("gate")
