@@ -5,6 +5,7 @@ tables fit the width."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -200,3 +201,25 @@ print(sorted((str(w.category.__name__), w.message.args[0], w.filename) for w in 
                                        "No CUDA runtime is found, using CUDA_HOME='/usr/local'"]  # the other logger's
     assert out.stdout.strip() == str(sorted([("FutureWarning", "deprecated", "x.py")] * 2 + [("UserWarning", "other",
                                                                                               "x.py")]))
+
+
+def test_a_file_name_with_a_tab_or_newline_stays_one_field_of_one_row(setup, tmp_path, monkeypatch):
+    """TSV rows were split by a newline in a file name and gained a column from a tab; ids are escaped now (``\\t``,
+    ``\\n``, ``\\r``, ``\\\\``), one row per sample, and unescape to the ids of ``--json``."""
+    monkeypatch.chdir(tmp_path)
+    image = np.load(setup / "new.npz")["x"][0]
+    names = ["a\tb.png", "c\nd.png", "e\\f.png", "g h.png"]
+    (tmp_path / "odd").mkdir()
+    for name in names:
+        Image.fromarray(image).save(tmp_path / "odd" / name)
+    ids = [s["id"] for s in run_json("score", "odd", "--model", setup / "m.pt", "--quiet")["samples"]]
+    unescape = {"\\t": "\t", "\\n": "\n", "\\r": "\r", "\\\\": "\\"}
+
+    def fields(stdout: str, columns: int) -> list[str]:
+        lines = stdout.rstrip("\n").split("\n")
+        assert len(lines) == 1 + len(names) and all(line.count("\t") == columns - 1 for line in lines), stdout
+        return [re.sub(r"\\[tnr\\]", lambda m: unescape[m[0]], line.split("\t")[0]) for line in lines[1:]]
+
+    assert sorted(ids) == sorted(f"odd/{n}" for n in names)
+    assert fields(run("score", "odd", "--model", setup / "m.pt", "--quiet").stdout, 5) == ids
+    assert fields(run("score", "odd", "--model", setup / "m.pt", "--flags", "--quiet").stdout, 4) == ids

@@ -94,6 +94,16 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
+def tsv_field(text: str) -> str:
+    r"""``text`` as one field of a tab-separated line: backslash, tab, newline and carriage return written as
+    ``\\``, ``\t``, ``\n`` and ``\r`` (the escapes of linear TSV), so that a file name holding a tab or a newline
+    can neither add a column nor split a row."""
+    return text.translate(_TSV_ESCAPES)
+
+
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()

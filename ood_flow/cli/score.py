@@ -179,7 +179,7 @@ def _show(r: ScoreResult, json_out: bool, flags: bool, quiet: bool) -> None:
     for line in lines:
         common.message(line, quiet)
     rows = ["\t".join(["id", "is_ood", r.gate.score, "p_value"])]
-    rows += [f"{s['id']}\t{'OOD' if s['is_ood'] else 'in'}\t{_num(s['score'])}\t{_num(s['p_value'])}"
+    rows += [f"{common.tsv_field(s['id'])}\t{'OOD' if s['is_ood'] else 'in'}\t{_num(s['score'])}\t{_num(s['p_value'])}"
              for s in summary["samples"]]
     sys.stdout.write("\n".join(rows) + "\n")
 
@@ -239,7 +239,7 @@ def _print_scores(r: ScoreResult, json_out: bool, quiet: bool) -> None:
                                        for i, row in zip(r.ids, columns)]})
         return
     lines = ["\t".join(["id", *names])]
-    lines += ["\t".join([i, *(f"{v:.10g}" for v in row)]) for i, row in zip(r.ids, columns.tolist())]
+    lines += ["\t".join([common.tsv_field(i), *(f"{v:.10g}" for v in row)]) for i, row in zip(r.ids, columns.tolist())]
     sys.stdout.write("\n".join(lines) + "\n")
     common.message(f"{r.group}: {r.n} samples{_mean_bpd(r.arrays)} (not saved: pass --out FILE.h5 to keep them)", quiet)
 
