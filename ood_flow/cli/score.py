@@ -125,7 +125,8 @@ def score(
     sample's id is its path, so an image gets the same id and score from a folder, a list or alone.
 
     Without --out (and without a gate) each sample's id and scores go to stdout, tab-separated with a
-    header (JSON with --json), e.g. `oodflow score imgs/ --model m.pt | sort -t$'\\t' -k2 -g | head`.
+    header (JSON with --json), e.g. `oodflow score imgs/ --model m.pt | sort -t$'\\t' -k2 -g | head`; a tab,
+    newline or backslash in an id is written as \\t, \\n or \\\\, so each sample is one line.
 
     Scores are oriented so that higher = more in-distribution: log_likelihood is log P(x) in nats of the
     data as stored (8-bit images: the -D log 256 correction included); bits_per_dim = -log P(x) / (D ln 2).
