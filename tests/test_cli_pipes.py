@@ -223,3 +223,10 @@ def test_a_file_name_with_a_tab_or_newline_stays_one_field_of_one_row(setup, tmp
     assert sorted(ids) == sorted(f"odd/{n}" for n in names)
     assert fields(run("score", "odd", "--model", setup / "m.pt", "--quiet").stdout, 5) == ids
     assert fields(run("score", "odd", "--model", setup / "m.pt", "--flags", "--quiet").stdout, 4) == ids
+
+
+def test_one_image_is_one_sample_in_the_summary(setup, monkeypatch):
+    monkeypatch.chdir(setup)
+    printed = run("score", "imgs/part0/0.png", "--model", "m.pt")
+    assert "\n0: 1 sample, mean" in printed.stderr  # the group is named after the file; not "1 samples"
+    assert ": 4 samples, mean" in run("score", "imgs/part0", "--model", "m.pt").stderr

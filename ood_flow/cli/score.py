@@ -169,7 +169,7 @@ def _show(r: ScoreResult, json_out: bool, flags: bool, quiet: bool) -> None:
     if json_out:
         common.print_json(summary)
         return
-    lines = [f"{r.group}: {r.n} samples{_mean_bpd(r.arrays)} -> {r.out if r.out is not None else '(not saved)'}"]
+    lines = [f"{r.group}: {_samples(r.n)}{_mean_bpd(r.arrays)} -> {r.out if r.out is not None else '(not saved)'}"]
     if r.gate is not None:
         lines += _gate_lines(r, summary["gate"])
     if not flags:
@@ -242,7 +242,13 @@ def _print_scores(r: ScoreResult, json_out: bool, quiet: bool) -> None:
     lines = ["\t".join(["id", *names])]
     lines += ["\t".join([common.tsv_field(i), *(f"{v:.10g}" for v in row)]) for i, row in zip(r.ids, columns.tolist())]
     sys.stdout.write("\n".join(lines) + "\n")
-    common.message(f"{r.group}: {r.n} samples{_mean_bpd(r.arrays)} (not saved: pass --out FILE.h5 to keep them)", quiet)
+    common.message(f"{r.group}: {_samples(r.n)}{_mean_bpd(r.arrays)} (not saved: pass --out FILE.h5 to keep them)",
+                   quiet)
+
+
+def _samples(n: int) -> str:
+    """``"1 sample"``, ``"3 samples"``: scoring one image is a common call."""
+    return f"{n} sample" if n == 1 else f"{n} samples"
 
 
 def _mean_bpd(arrays: dict) -> str:
