@@ -4,6 +4,7 @@ tables fit the width."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -230,3 +231,23 @@ def test_one_image_is_one_sample_in_the_summary(setup, monkeypatch):
     printed = run("score", "imgs/part0/0.png", "--model", "m.pt")
     assert "\n0: 1 sample, mean" in printed.stderr  # the group is named after the file; not "1 samples"
     assert ": 4 samples, mean" in run("score", "imgs/part0", "--model", "m.pt").stderr
+
+
+def test_json_output_is_strict_json_with_null_where_a_number_is_not_finite(tmp_path):
+    """An infinite threshold was printed as ``-Infinity``, which is not JSON: ``jq`` refused the whole document."""
+    from ood_flow import jsontext, store
+
+    path = tmp_path / "s.h5"
+    store.write_group(path, "in", {"log_likelihood": np.array([-np.inf] * 3 + [1.0, 2.0, 3.0]), "id": np.arange(6)}, {})
+    store.write_group(path, "ood", {"log_likelihood": np.array([-np.inf, 0.0, 1.0]), "id": np.arange(3)}, {})
+    printed = run("evaluate", path, "--in", "in", "--ood", "ood", "--json").stdout
+
+    def refuse(constant):
+        raise AssertionError(f"not JSON: {constant}")
+
+    report = json.loads(printed, parse_constant=refuse)
+    assert report["ood"]["ood"]["threshold"] is None and report["ood"]["ood"]["auroc"] == pytest.approx(5 / 9)
+    run("report", path, "--in", "in", "--ood", "ood", "--out", tmp_path / "r.html", "--thumbnails", "0", "--quiet")
+    assert 'data-metric="threshold" data-value="null"' in (tmp_path / "r.html").read_text()  # as --json says
+    nested = {"a": [np.float32(np.nan), float("inf"), 1.5], "b": np.array([2.0, -np.inf]), "c": (np.int64(3), "x")}
+    assert json.loads(jsontext.dumps(nested)) == {"a": [None, None, 1.5], "b": [2.0, None], "c": [3, "x"]}

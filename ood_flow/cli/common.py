@@ -10,7 +10,6 @@ import contextlib
 import functools
 import inspect
 import io
-import json
 import logging
 import os
 import shlex
@@ -23,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ood_flow import jsontext
 from ood_flow.cli import help_page
 from ood_flow.environment import default_workers
 from ood_flow.errors import GateFailed, OodflowError, UsageError
@@ -91,7 +91,7 @@ def print_json(obj: Any) -> None:
     """Machine-readable output on stdout (one JSON document); rank 0 only under torchrun."""
     if not lead():
         return
-    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    sys.stdout.write(jsontext.dumps(obj, indent=2) + "\n")
 
 
 def tsv_field(text: str) -> str:
@@ -102,12 +102,6 @@ def tsv_field(text: str) -> str:
 
 
 _TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def fail(msg: str, code: int = 1) -> None:

@@ -12,6 +12,7 @@ import re
 from html import escape
 from pathlib import Path
 
+from ood_flow import jsontext
 from ood_flow.evaluate.metrics import KEYS
 from ood_flow.report.figures import unique_ids
 from ood_flow.report.style import CSS
@@ -243,5 +244,5 @@ def _dl(facts: dict[str, str]) -> str:
 
 
 def _exact(value: float) -> str:
-    """The value as ``json.dumps`` writes it (what ``evaluate --json`` prints)."""
-    return escape(json.dumps(value))
+    """The value as ``evaluate --json`` prints it (:func:`ood_flow.jsontext.dumps`: ``null`` where not finite)."""
+    return escape(jsontext.dumps(value))
