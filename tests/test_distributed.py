@@ -157,6 +157,18 @@ def test_an_existing_output_gives_every_rank_the_commands_own_one_line_error(tmp
     assert model.read_bytes() == b"kept"
 
 
+def test_scores_printed_without_out_are_printed_once(tmp_path):
+    """Every rank wrote the TSV rows (plain scores and --flags), so a torchrun job printed each table twice."""
+    data = image_npz(tmp_path / "in.npz", n=40)
+    model = tmp_path / "m.pt"
+    run("train", "--data", data, "--out", model, "--channels", "4", "--blocks", "1", "--max-steps", "2", "--quiet")
+    for extra in ((), ("--flags",)):
+        done = subprocess.run(torchrun("-m", "ood_flow", "score", str(data), "--model", str(model), "--limit", "6",
+                                       "--quiet", *extra), env=_env(), capture_output=True, text=True, timeout=300)
+        lines = done.stdout.splitlines()
+        assert done.returncode == 0 and len(lines) == 7 and lines[0].startswith("id\t"), done.stdout + done.stderr
+
+
 def test_every_error_class_is_rebuilt_on_another_rank_as_it_was_raised():
     raised = [AlreadyExists("m.pt", resume=True), AlreadyExists("s.h5: group 'x'"), NoBfloat16.on("cpu"),
               UsageError("--lr inf: give a finite number"), InputError("x.npy: NaN at row 3")]

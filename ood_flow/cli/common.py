@@ -94,6 +94,13 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(jsontext.dumps(obj, indent=2) + "\n")
 
 
+def print_tsv(lines: list[str]) -> None:
+    """Data rows on stdout, tab-separated, a header first (fields made with :func:`tsv_field`); rank 0 only under
+    torchrun."""
+    if lead():
+        sys.stdout.write("\n".join(lines) + "\n")
+
+
 def tsv_field(text: str) -> str:
     r"""``text`` as one field of a tab-separated line: backslash, tab, newline and carriage return written as
     ``\\``, ``\t``, ``\n`` and ``\r`` (the escapes of linear TSV), so that a file name holding a tab or a newline

@@ -8,7 +8,6 @@ calibration scores (those the model file carries, or the reference group's), ``i
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
@@ -182,7 +181,7 @@ def _show(r: ScoreResult, json_out: bool, flags: bool, quiet: bool) -> None:
     rows = ["\t".join(["id", "is_ood", r.gate.score, "p_value"])]
     rows += [f"{common.tsv_field(s['id'])}\t{'OOD' if s['is_ood'] else 'in'}\t{_num(s['score'])}\t{_num(s['p_value'])}"
              for s in summary["samples"]]
-    sys.stdout.write("\n".join(rows) + "\n")
+    common.print_tsv(rows)
 
 
 def _num(value) -> str:
@@ -241,7 +240,7 @@ def _print_scores(r: ScoreResult, json_out: bool, quiet: bool) -> None:
         return
     lines = ["\t".join(["id", *names])]
     lines += ["\t".join([common.tsv_field(i), *(f"{v:.10g}" for v in row)]) for i, row in zip(r.ids, columns.tolist())]
-    sys.stdout.write("\n".join(lines) + "\n")
+    common.print_tsv(lines)
     common.message(f"{r.group}: {_samples(r.n)}{_mean_bpd(r.arrays)} (not saved: pass --out FILE.h5 to keep them)",
                    quiet)
 
