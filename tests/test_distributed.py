@@ -21,13 +21,14 @@ import pytest
 import torch
 
 from ood_flow import TrainConfig, load_model, score_source, train_flow
+from ood_flow.cli.main import app
 from ood_flow.dequantize import dequantize_indexed, discrete_log_likelihood
 from ood_flow.distributed import Dist, check_layout, interleave
 from ood_flow.distributed.group import DistributedError, _rebuilt
 from ood_flow.errors import AlreadyExists, GateFailed, InputError, NoBfloat16, UsageError
 from ood_flow.flows.layers import ActNorm
 from ood_flow.train import load_training_state
-from tests.cli_helpers import image_npz, one_line_error, run
+from tests.cli_helpers import image_npz, one_line_error, run, run_json, runner
 
 HERE = Path(__file__).parent
 SMALL = {"channels": 4, "blocks": 1}
@@ -167,6 +168,30 @@ def test_scores_printed_without_out_are_printed_once(tmp_path):
                                        "--quiet", *extra), env=_env(), capture_output=True, text=True, timeout=300)
         lines = done.stdout.splitlines()
         assert done.returncode == 0 and len(lines) == 7 and lines[0].startswith("id\t"), done.stdout + done.stderr
+
+
+def test_calibrate_under_torchrun_writes_the_model_file_once(tmp_path):
+    """Every rank wrote the calibration into the model file, and all but one failed on its lock (exit 1)."""
+    data, held = image_npz(tmp_path / "in.npz", n=40), image_npz(tmp_path / "held.npz", n=30, seed=5)
+    model = tmp_path / "m.pt"
+    run("train", "--data", data, "--out", model, "--channels", "4", "--blocks", "1", "--max-steps", "2", "--quiet")
+    done = subprocess.run(torchrun("-m", "ood_flow", "calibrate", str(held), "--model", str(model), "--overwrite",
+                                   "--quiet"), env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "error" not in done.stderr, done.stderr[-3000:]
+    assert run_json("info", model)["calibration"]["n"] == 30
+
+
+@pytest.mark.parametrize("command", [["info", "m.pt"], ["visualize", "samples", "--model", "m.pt", "--out", "s.png"],
+                                     ["demo"]], ids=lambda c: c[0])
+def test_a_command_that_runs_in_one_process_refuses_torchrun(command, monkeypatch):
+    """Each process would have done the whole job (and written the same files)."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = runner.invoke(app, command)
+    assert result.exit_code == 2
+    one_line_error(result, f"oodflow {command[0]} runs in one process", "torchrun runs train, score, calibrate, embed")
+    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun with one process: nothing to refuse
+    assert "runs in one process" not in runner.invoke(app, command).stderr
 
 
 def test_every_error_class_is_rebuilt_on_another_rank_as_it_was_raised():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -31,12 +32,21 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+DISTRIBUTED = ("train", "score", "calibrate", "embed")
+"""The commands that share their work among torchrun's processes (docs/distributed.md)."""
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     common.state["debug"] = debug
+    world = os.environ.get("WORLD_SIZE", "1")
+    if ctx.invoked_subcommand not in DISTRIBUTED and "RANK" in os.environ and world.isdigit() and int(world) > 1:
+        common.fail(f"oodflow {ctx.invoked_subcommand} runs in one process, not under torchrun ({world} processes); "
+                    f"torchrun runs {', '.join(DISTRIBUTED)}", 2)  # every process would do the whole job
 
 
 def _register() -> None:

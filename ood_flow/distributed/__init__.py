@@ -6,7 +6,7 @@ identity, so ``train_flow``, ``score_source`` and ``embed_source`` run the same 
 See docs/distributed.md.
 """
 
-from ood_flow.distributed.group import SINGLE, Dist, DistributedError, launched, session
+from ood_flow.distributed.group import SINGLE, Dist, DistributedError, launched, session, writes_files
 from ood_flow.distributed.norms import GlobalBatchNorm, global_actnorm_init, sync_batchnorm
 from ood_flow.distributed.parallel import (broadcast_buffers, check_layout, describe, log_prob_fn, loss_scale,
                                            merge_sums, shard)
@@ -14,4 +14,4 @@ from ood_flow.distributed.rows import gather_rows, interleave, own_batches
 
 __all__ = ["SINGLE", "Dist", "DistributedError", "GlobalBatchNorm", "broadcast_buffers", "check_layout", "describe",
            "gather_rows", "global_actnorm_init", "interleave", "launched", "log_prob_fn", "loss_scale", "merge_sums",
-           "own_batches", "session", "shard", "sync_batchnorm"]
+           "own_batches", "session", "shard", "sync_batchnorm", "writes_files"]

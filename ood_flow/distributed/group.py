@@ -126,6 +126,14 @@ def launched() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def writes_files() -> bool:
+    """Whether this process writes a job's files: the only process, or rank 0 of the job (of a running process
+    group, else of torchrun's variables, so it holds after a :func:`session` has ended)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
+
+
 def timeout() -> float:
     """Seconds of :data:`TIMEOUT_ENV`, checked."""
     text = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT))

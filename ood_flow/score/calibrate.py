@@ -15,6 +15,7 @@ from typing import Callable
 
 from ood_flow import log
 from ood_flow.data import SourceOptions, open_with_options
+from ood_flow.distributed import writes_files
 from ood_flow.errors import AlreadyExists, UsageError
 from ood_flow.flows.io import read_model_file, rewrite_extra
 from ood_flow.score.calibration import Calibration, Settings, check_method, make
@@ -81,7 +82,9 @@ def calibrate_model(model: str | os.PathLike, source: str, *, method: str = "lik
     cal = make(result.arrays[score], score, f"{src.source} ({result.n} samples{skipped})".replace("  ", " "),
                "calibrate", settings,
                result.attrs["model_digest"])
-    rewrite_extra(path, {"calibration": cal.to_dict(), "calibration_note": None}, digest=result.attrs["model_digest"])
+    if writes_files():  # under torchrun every process holds all the scores; one of them writes the file
+        rewrite_extra(path, {"calibration": cal.to_dict(), "calibration_note": None},
+                      digest=result.attrs["model_digest"])
     return CalibrateResult(path, cal, replaced, list(result.skipped))
 
 
