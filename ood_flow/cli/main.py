@@ -44,8 +44,10 @@ def _root(
 ) -> None:
     common.state["debug"] = debug
     world = os.environ.get("WORLD_SIZE", "1")
-    if ctx.invoked_subcommand not in DISTRIBUTED and "RANK" in os.environ and world.isdigit() and int(world) > 1:
-        common.fail(f"oodflow {ctx.invoked_subcommand} runs in one process, not under torchrun ({world} processes); "
+    command = ctx.invoked_subcommand
+    if command is not None and command not in DISTRIBUTED and "RANK" in os.environ and world.isdigit() \
+            and int(world) > 1:
+        common.fail(f"oodflow {command} runs in one process, not under torchrun ({world} processes); "
                     f"torchrun runs {', '.join(DISTRIBUTED)}", 2)  # every process would do the whole job
 
 
