@@ -117,7 +117,10 @@ def _rebuilt(name: str, args: tuple, kwargs: dict, message: str) -> OodflowError
     excepted: its result stays with the process that computed it), else a :class:`DistributedError` saying it."""
     cls = getattr(errors, name, None)
     if isinstance(cls, type) and issubclass(cls, OodflowError) and cls is not errors.GateFailed:
-        return cls(*args, **kwargs)
+        try:
+            return cls(*args, **kwargs)
+        except TypeError:  # a class whose arguments are not what it relayed: its message still says what failed
+            pass
     return DistributedError(message)
 
 
