@@ -203,6 +203,8 @@ def test_every_error_class_is_rebuilt_on_another_rank_as_it_was_raised():
         assert again.cli_message() == error.cli_message() and again.exit_code == error.exit_code
     gate = GateFailed("3 of 10 flagged", result=object())
     assert type(_rebuilt(*gate.relayed(), str(gate))) is DistributedError  # its result stays where it was computed
+    odd = _rebuilt("AlreadyExists", (), {"colour": "red"}, "m.pt exists")  # arguments its class does not take
+    assert type(odd) is DistributedError and str(odd) == "m.pt exists"
 
 
 def _rank_pid(parent: int, rank: int) -> int:
