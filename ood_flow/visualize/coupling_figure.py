@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from ood_flow.errors import InputError
 from ood_flow.visualize.coupling import CouplingView
 from ood_flow.visualize.panels import (colorbar, new_figure, robust_range, row_label, show,
-                                       symmetric_range, title)
+                                       symmetric_range)
 
 COLUMNS = ("input x", "-t (predicted x)", "s (log-scale)", "output y")
 SCALE_OF_COLUMN = (0, 1, 2, 0)  # x and y share a colour scale; -t and s have their own
@@ -51,9 +51,9 @@ def coupling_figure(names: list[str], views: list[list[CouplingView]], layers: l
         for col, im, label in zip(bars, images, ("x, y", "-t", "s")):
             colorbar(fig, im, label, cax=fig.add_subplot(grid[r, col]))
         row_label(first_ax, _row_text(row[0]))
-    title(fig, f"{model}: coupling layers for {', '.join(names)}\n"
+    fig.suptitle(f"{model}: coupling layers for {', '.join(names)}\n"
                  "-t and s where the coupling changes the input (dark blue / grey: left unchanged)\n"
-                 "deeper couplings un-squeezed to image layout", fontsize=9)
+                 "deeper couplings un-squeezed to image layout", fontsize=9, wrap=True)
     return fig
 
 

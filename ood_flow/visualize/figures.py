@@ -17,7 +17,7 @@ from matplotlib.patches import Rectangle
 from torch import Tensor
 
 from ood_flow.visualize.latents import Latents, Resampled
-from ood_flow.visualize.panels import (colorbar, new_figure, robust_range, row_label, show, symmetric_range, title,
+from ood_flow.visualize.panels import (colorbar, new_figure, robust_range, row_label, show, symmetric_range,
                                        to_numpy)
 
 PANEL = 1.15  # inches per image panel
@@ -61,8 +61,8 @@ def latents_figure(sources: list[SourceImages], latents: list[Latents], model: s
         row_label(top[0], f"{src.name}\ninput")
         row_label(bottom[0], "latent z")
     colorbar(fig, im, "z  (N(0, 1) under the model)", ax=axes, shrink=0.6)
-    title(fig, f"{model}: inputs and latents z (un-squeezed to image shape)\n{_latent_note(latents[0])}",
-                 fontsize=10)
+    fig.suptitle(f"{model}: inputs and latents z (un-squeezed to image shape)\n{_latent_note(latents[0])}",
+                 fontsize=10, wrap=True)
     return fig
 
 
@@ -100,9 +100,9 @@ def resample_figure(sources: list[str], results: list[Resampled], model: str, bo
         row_label(rows[2, 0], "|difference|")
     colorbar(fig, im, "|re-sampled - original| (pixel value in [0, 1])", ax=axes, shrink=0.5)
     n = results[0].count
-    title(fig, f"{model}: the {n} latent variables of the centred {box}x{box} box re-sampled from N(0, I)\n"
+    fig.suptitle(f"{model}: the {n} latent variables of the centred {box}x{box} box re-sampled from N(0, I)\n"
                  "(red: the box; latent positions found by pushing its mask through the flow's squeezes)",
-                 fontsize=10)
+                 fontsize=10, wrap=True)
     return fig
 
 
@@ -133,8 +133,8 @@ def samples_figure(samples: list[Tensor], temperatures: list[float], model: str,
             im = ax.imshow(to_numpy(s), aspect="auto", cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
             ax.set(title=f"temperature {t:g}", xlabel="feature", ylabel="sample")
         colorbar(fig, im, "feature value", ax=list(axes), shrink=0.8)
-    title(fig, f"{model}: {len(samples[0])} samples per temperature (seed {seed}; same base noise in each panel)",
-                 fontsize=10)
+    fig.suptitle(f"{model}: {len(samples[0])} samples per temperature (seed {seed}; same base noise in each panel)",
+                 fontsize=10, wrap=True)
     return fig
 
 

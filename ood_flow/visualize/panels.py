@@ -18,7 +18,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize, to_rgb
 from matplotlib.figure import Figure
-from matplotlib.font_manager import FontProperties
 
 from ood_flow.errors import UsageError
 from ood_flow.fileio import PNG, atomic_write, check_output
@@ -31,33 +30,11 @@ HIDDEN_DEFAULT = "#2b4a5c"
 
 
 def new_figure(width: float, height: float) -> Figure:
-    """A figure with constrained layout (titles and colour bars never overlap), on an Agg canvas."""
+    """A figure with constrained layout (titles and colour bars never overlap), on an Agg canvas. A layout does not
+    shrink a long title: give ``suptitle`` ``wrap=True`` (wrapped to the figure's width)."""
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
-
-
-def title(fig: Figure, text: str, fontsize: float = 10):
-    """``fig.suptitle(text)`` with each line wrapped at spaces to the figure's width, as the text measures in the
-    figure's font (a constrained layout neither shrinks nor wraps a title: a long one was cut off at both edges of
-    a narrow figure)."""
-    measure = fig.canvas.get_renderer().get_text_width_height_descent
-    font, room = FontProperties(size=fontsize), 0.97 * fig.bbox.width
-
-    def fits(line: str) -> bool:
-        return measure(line, font, ismath=False)[0] <= room
-
-    lines: list[str] = []
-    for given in text.split("\n"):
-        line = ""
-        for word in given.split(" "):
-            if line and not fits(f"{line} {word}"):
-                lines.append(line)
-                line = word
-            else:
-                line = f"{line} {word}" if line else word
-        lines.append(line)
-    return fig.suptitle("\n".join(lines), fontsize=fontsize)
 
 
 def to_numpy(v) -> np.ndarray:
