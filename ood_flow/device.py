@@ -122,24 +122,27 @@ def bf16_pays(device, flags: frozenset[str] | None = None, capability: tuple[int
     return "amx_bf16" in flags or ("avx512_bf16" in flags and vendor == "AuthenticAMD")
 
 
-def narrow_split_pays(device, flags: frozenset[str] | None = None) -> bool:
+def narrow_split_pays(device, flags: frozenset[str] | None = None, vendor: str | None = None) -> bool:
     """Whether an st-network's narrow convolutions run faster as bf16 kernels than as float32 ones under bf16
-    (:data:`ood_flow.flows.precision.NARROW_MODES`): on a CPU with AMX (``amx_bf16``), whose bf16 kernels
-    for them are several times faster than float32 ones; without AMX (e.g. AMD Zen 4) their bf16 backward
-    pass ran many times slower than float32, and on GPUs they stay as they were (docs/speed.md, "Precision").
-    AMX counts where oneDNN may use it (:func:`usable_cpu_flags`).
+    (:data:`ood_flow.flows.precision.NARROW_MODES`): on a CPU where bf16 pays (:func:`bf16_pays`: AMX, or AMD
+    with AVX512-BF16). Measured with the full preset, oodflow's bf16 Glow against float32 kernels for them:
+    scoring 2.4x and training 1.5x faster with AMX (an Intel Xeon), 1.4x and 1.3x on Zen 4 (docs/speed.md,
+    "What the accuracy bound costs"). Elsewhere (an Intel CPU without AMX, where bf16 itself ran slower than
+    float32, and GPUs) they stay float32 kernels. AMX counts where oneDNN may use it (:func:`usable_cpu_flags`).
 
     Example:
-        >>> narrow_split_pays("cpu", flags=frozenset({"avx512_bf16"}))
+        >>> narrow_split_pays("cpu", flags=frozenset({"avx512_bf16"}), vendor="AuthenticAMD")
+        True
+        >>> narrow_split_pays("cpu", flags=frozenset({"avx512_bf16"}), vendor="GenuineIntel")
         False
-        >>> narrow_split_pays("cpu", flags=frozenset({"avx512_bf16", "amx_bf16"}))
+        >>> narrow_split_pays("cpu", flags=frozenset({"avx512_bf16", "amx_bf16"}), vendor="GenuineIntel")
         True
     """
     import torch
 
     if torch.device(device).type != "cpu":
         return False
-    return "amx_bf16" in (usable_cpu_flags() if flags is None else flags)
+    return bf16_pays(device, flags=flags, vendor=vendor)
 
 
 def to_device(x, device):

@@ -13,7 +13,8 @@ A precision is chosen per part:
 - ``st``: a flow's st-networks, under autocast where bf16 (:mod:`ood_flow.flows.precision`); the rest of a
   flow (couplings, log-determinants, logit, 1x1 convolutions, prior) always runs in fp32. The st-networks'
   narrow convolutions (:func:`~ood_flow.flows.precision.is_narrow`) keep fp32's accuracy in their kernels where
-  scores are made: fp32 kernels, or, on a CPU with AMX, split bf16 kernels (:attr:`Runtime.narrow`).
+  scores are made: fp32 kernels, or, on a CPU where bf16 pays (AMX, or AMD with AVX512-BF16), split bf16 kernels
+  (:attr:`Runtime.narrow`).
 - ``backbone``: the CNN of ``embed`` and of a feature detector, under autocast whole. A detector's flow
   runs on the features in fp32 (:meth:`Runtime.for_detector`): ``--precision`` is its backbone's.
 
@@ -66,7 +67,8 @@ class Runtime:
         dist: the processes sharing the run (:data:`~ood_flow.distributed.SINGLE` outside torchrun).
         narrow: how the st-networks' narrow convolutions compute under bf16, ``fp32`` or ``split``
             (:data:`~ood_flow.flows.precision.NARROW_MODES`); None (the default) decides from the machine:
-            ``split`` where it pays (:func:`~ood_flow.device.narrow_split_pays`: a CPU with AMX), else ``fp32``.
+            ``split`` where it pays (:func:`~ood_flow.device.narrow_split_pays`: a CPU with AMX, or AMD with
+            AVX512-BF16), else ``fp32``.
     """
 
     device: str = "cpu"

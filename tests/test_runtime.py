@@ -218,8 +218,11 @@ def test_how_narrow_convolutions_compute_is_decided_once_from_the_machine():
     st = "bf16" if bf16_supported("cpu") else None
     assert Runtime().narrow == expected and resolve("cpu", st=st).narrow == expected
     assert Runtime(narrow="fp32").narrow == "fp32"  # written out: taken as it is (tests, benchmarks)
-    assert narrow_split_pays("cpu", flags=frozenset({"avx512_bf16", "amx_bf16"}))
-    assert not narrow_split_pays("cpu", flags=frozenset({"avx512_bf16"}))  # Zen 4: bf16 backward of them was slow
+    amx, bf16 = frozenset({"avx512_bf16", "amx_bf16"}), frozenset({"avx512f", "avx512_bf16"})
+    assert narrow_split_pays("cpu", flags=amx, vendor="GenuineIntel")
+    assert narrow_split_pays("cpu", flags=bf16, vendor="AuthenticAMD")  # Zen 4: measured faster than fp32 kernels
+    assert not narrow_split_pays("cpu", flags=bf16, vendor="GenuineIntel")  # no AMX: bf16 itself does not pay
+    assert not narrow_split_pays("cpu", flags=frozenset({"avx2"}), vendor="AuthenticAMD")
 
 
 def test_a_cap_on_onednns_instruction_sets_counts_as_the_machine(monkeypatch):
@@ -229,9 +232,11 @@ def test_a_cap_on_onednns_instruction_sets_counts_as_the_machine(monkeypatch):
     assert usable_cpu_flags(amx) == amx  # no cap
     monkeypatch.setenv("DNNL_MAX_CPU_ISA", "avx512_core_bf16")  # oneDNN runs as on Zen 4: no AMX
     assert onednn_isa_cap() == "AVX512_CORE_BF16" and usable_cpu_flags(amx) == {"avx512_bf16", "amx_tile"}
-    assert Runtime().narrow == "fp32"
+    assert Runtime().narrow == ("split" if narrow_split_pays("cpu") else "fp32")  # the capped flags decide
     assert not bf16_pays("cpu", flags=usable_cpu_flags(amx), vendor="GenuineIntel")  # slower than fp32 there
+    assert not narrow_split_pays("cpu", flags=usable_cpu_flags(amx), vendor="GenuineIntel")
     assert bf16_pays("cpu", flags=usable_cpu_flags(amx), vendor="AuthenticAMD")  # Zen 4: it paid
+    assert narrow_split_pays("cpu", flags=usable_cpu_flags(amx), vendor="AuthenticAMD")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # the newer name wins: bf16 only emulated
     assert onednn_isa_cap() == "AVX2" and usable_cpu_flags(amx) == {"amx_tile"}
     assert Runtime().narrow == "fp32" and resolve_precision("auto", "cpu") == "fp32"

@@ -8,23 +8,22 @@ the coupling arithmetic, log-determinants, logit, invertible 1x1 convolutions an
 and log-densities keep float32 accumulation.
 
 Narrow convolutions, with fewer than :data:`NARROW` input or output channels (an st-network's first and
-last, which see the few image channels and predict ``s`` and ``t``), stay in float32 under bf16: they are
-a sliver of the FLOPs, and oneDNN has no fast bf16 kernel for them, so their backward pass ran many times
-slower in bf16 than in fp32 (docs/speed.md, "Precision"); in bf16 on a CPU with AMX, where they are fast,
-they moved a trained model's scores past the bf16 bound (the last one's rounded weights and outputs). A narrow
+last, which see the few image channels and predict ``s`` and ``t``), keep float32's accuracy under bf16
+where scores are made: run plainly in bf16 they moved a trained model's scores past the bf16 bound (the last
+one's rounded weights and outputs; docs/speed.md, "Precision"). A narrow
 convolution that widens (few input channels, many output: an st-network's first) hands its output on in the
 autocast dtype (:func:`is_widening`), so that the wide layers after it, their batch norms and residual sums
 run in bf16 without a cast per layer; that rounding is the one the next convolution made anyway.
 
 How the narrow convolutions compute under bf16 is the runtime's choice (:data:`NARROW_MODES`, decided once in
-:class:`~ood_flow.runtime.Runtime` from what the machine has): ``fp32``, float32 kernels; or ``split``, on a
-CPU with AMX, where bf16 kernels are several times faster: where gradients flow (training, whose bound is on
-validation bits/dim) they run in bf16 as autocast would, and where scores are made the fused path
-(:mod:`ood_flow.flows.fused`) runs them as bf16 kernels on operands split into a bf16 part and a bf16
-remainder, with float32 accumulation, which keeps float32's accuracy to about 16 bits (the last one's output
-is then rounded to bf16, as every bf16 layer's is). Which
-convolutions are narrow or widening is decided once, when a network is built: :class:`STConv2d` and the
-weight-normalised :class:`~ood_flow.flows.weightnorm.WNConv2d` record it as ``narrow`` and ``widens``, and
+:class:`~ood_flow.runtime.Runtime` from what the machine has, :func:`~ood_flow.device.narrow_split_pays`):
+``fp32``, float32 kernels, where bf16 does not pay; or ``split``, on a CPU where it does (AMX, or AMD with
+AVX512-BF16): where gradients flow (training, whose bound is on validation bits/dim) they run in bf16 as
+autocast would, and where scores are made the fused path (:mod:`ood_flow.flows.fused`) runs them as bf16
+kernels on operands split into a bf16 part and a bf16 remainder, with float32 accumulation, which keeps
+float32's accuracy to about 16 bits (the last one's output is then rounded to bf16, as every bf16 layer's is).
+Which convolutions are narrow or widening is decided once, when a network is built: :class:`STConv2d` and
+the weight-normalised :class:`~ood_flow.flows.weightnorm.WNConv2d` record it as ``narrow`` and ``widens``, and
 they and the fused path (:mod:`ood_flow.flows.fused`) read it there; nothing about a network changes when
 it first runs in bf16.
 
