@@ -34,8 +34,8 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 from portable import portable  # noqa: E402
 from speed import PRESETS, build, load_images  # noqa: E402
 from speed_machine import MALLOC_CHOICES, machine, set_allocator, shown_command  # noqa: E402
-from speed_report import write_pair  # noqa: E402
-from speed_runs import Runner, positive_int, rate  # noqa: E402
+from speed_report import RESULTS, write_pair  # noqa: E402
+from speed_runs import Runner, positive_int, rate, results_folder  # noqa: E402
 
 from ood_flow.dequantize import dequantize  # noqa: E402
 from ood_flow.errors import OodflowError, UsageError  # noqa: E402
@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
     ap.add_argument("--quick", action="store_true", help="speed.py's quick preset (small models)")
     ap.add_argument("--save", action="store_true", help="write benchmarks/results/narrow_cost[.quick].{json,md}")
+    ap.add_argument("--out", type=results_folder, default=RESULTS,
+                    help="folder --save writes into (default benchmarks/results; e.g. benchmarks/results/zen4)")
     args = ap.parse_args(argv)
     try:  # before the timings: a missing or corrupt model file is one line, not a traceback minutes later
         for model in args.models:
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(res)
     print(text, end="")
     if args.save:
-        write_pair("narrow_cost.quick" if args.quick else "narrow_cost", res, text)
+        write_pair("narrow_cost.quick" if args.quick else "narrow_cost", res, text, args.out)
     return 0
 
 
