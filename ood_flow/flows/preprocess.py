@@ -29,8 +29,9 @@ class Logit(Bijection):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         p = self.alpha + (1 - 2 * self.alpha) * x
-        y = torch.log(p) - torch.log1p(-p)
-        ld = math.log(1 - 2 * self.alpha) - torch.log(p) - torch.log1p(-p)
+        log_p, log_q = torch.log(p), torch.log1p(-p)  # each once: both terms need them
+        y = log_p - log_q
+        ld = math.log(1 - 2 * self.alpha) - log_p - log_q
         return y, sum_except_batch(ld)
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
