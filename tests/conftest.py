@@ -1,4 +1,3 @@
-import os
 import sys
 from pathlib import Path
 
@@ -13,10 +12,12 @@ collect_ignore_glob = ["fixtures/*"]
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real datasets root (OODFLOW_DATA_DIR), or skip."""
-    root = os.environ.get("OODFLOW_DATA_DIR")
-    if not root or not Path(root).is_dir():
-        pytest.skip("OODFLOW_DATA_DIR not set: real datasets not available")
-    return Path(root)
+    from helpers import real_data_root
+
+    root, reason = real_data_root()
+    if root is None:
+        pytest.skip(reason)
+    return root
 
 
 @pytest.fixture(scope="session")

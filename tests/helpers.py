@@ -1,11 +1,26 @@
-"""Helpers shared by the flow tests: random non-trivial weights and brute-force Jacobians."""
+"""Helpers shared by the tests: random non-trivial weights, brute-force Jacobians, the real data's root."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ood_flow.flows.layers import ActNorm
+
+
+def real_data_root() -> tuple[Path | None, str]:
+    """``(root, reason)``: the real datasets' root, ``$OODFLOW_DATA_DIR``, where it names a folder, else None
+    and why the tests that need it skip (unset, or set to a folder that is not there, as CI sets it to
+    ``../shared/data`` on a machine that may not have it)."""
+    root = os.environ.get("OODFLOW_DATA_DIR")
+    if not root:
+        return None, "OODFLOW_DATA_DIR not set: real datasets not available"
+    if not Path(root).is_dir():
+        return None, f"OODFLOW_DATA_DIR={root} is not a folder: real datasets not available"
+    return Path(root), ""
 
 
 @torch.no_grad()

