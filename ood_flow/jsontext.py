@@ -16,7 +16,7 @@ def dumps(obj: Any, **kwargs) -> str:
 
 
 def _finite(obj: Any) -> Any:
-    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+    if hasattr(obj, "tolist"):  # numpy arrays and numbers, tensors
         obj = obj.tolist()
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None

