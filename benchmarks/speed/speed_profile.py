@@ -14,6 +14,7 @@ Usage::
 
     python benchmarks/speed/speed_profile.py --quick            # a minute
     python benchmarks/speed/speed_profile.py --save             # full preset; benchmarks/results/profile.md
+    python benchmarks/speed/speed_profile.py --save --out benchmarks/results/zen4   # another machine's folder
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 from speed import PRESETS, build, load_images  # noqa: E402
 from speed_machine import MALLOC_CHOICES, machine, set_allocator, shown_command  # noqa: E402
-from speed_runs import Runner, machine_line  # noqa: E402
+from speed_report import RESULTS  # noqa: E402
+from speed_runs import Runner, machine_line, results_folder  # noqa: E402
 
 from ood_flow.dequantize import dequantize  # noqa: E402
+from ood_flow.fileio import atomic_write  # noqa: E402
 
 PEER_PRECISION = "bf16"  # what speed.py chose for normflows in every full-preset row of the published run
 
@@ -120,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, choices=("glow", "realnvp", "none"), help="one image model, or none")
     ap.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
     ap.add_argument("--save", action="store_true", help="write benchmarks/results/profile[.quick].md")
+    ap.add_argument("--out", type=results_folder, default=RESULTS,
+                    help="folder --save writes into (default benchmarks/results; e.g. benchmarks/results/zen4)")
     ap.add_argument("--vectors", action="store_true", help="also the scoring rows of vector_speed.py: oodflow "
                     "(eager, as its commands score) beside zuko compiled (its fastest there)")
     ap.add_argument("--malloc", default="kept", choices=MALLOC_CHOICES, help="as speed.py's --malloc")
@@ -151,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(out)
     print(text)
     if args.save:
-        (HERE.parent / "results" / f"profile{'.quick' if args.quick else ''}.md").write_text(text)
+        args.out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(args.out / f"profile{'.quick' if args.quick else ''}.md", overwrite=True) as tmp:
+            Path(tmp).write_text(text)
     return 0
 
 
