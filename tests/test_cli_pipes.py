@@ -80,6 +80,23 @@ def test_list_mistakes_are_one_line(setup, tmp_path, monkeypatch):
     one_line_error(run("score", "--files-from", tmp_path / "none.txt", "--model", "m.pt", code=1), "none.txt")
 
 
+def test_a_listed_name_that_is_no_file_is_said_to_be_missing_not_an_unknown_dataset(setup, tmp_path, monkeypatch):
+    """`echo x | oodflow score -` once said "unknown dataset 'x'": a listed path is never a dataset name."""
+    monkeypatch.chdir(setup)
+    for listed in ("x\n", "imgs/part0/0.png\nmnist\n"):
+        result = runner.invoke(app, ["score", "-", "--model", "m.pt", "--name", "b"], input=listed)
+        assert result.exit_code == 1 and "unknown dataset" not in result.stderr
+        one_line_error(result, "no such file or folder", "listed on standard input", "--skip-invalid")
+    (tmp_path / "list.txt").write_text("imgs/part0/0.png\ngone\n")
+    one_line_error(run("score", "--files-from", tmp_path / "list.txt", "--model", "m.pt", "--name", "b", code=1),
+                   "'gone'", f"in --files-from {tmp_path / 'list.txt'}")
+    alone = runner.invoke(app, ["score", "-", "--model", "m.pt", "--skip-invalid"], input="x\n")  # nothing else
+    assert alone.exit_code == 1 and "pass --skip-invalid" not in one_line_error(alone, "'x'")
+    gate = run_json("score", "--files-from", tmp_path / "list.txt", "--model", "m.pt", "--name", "b", "--skip-invalid",
+                    "--max-ood-fraction", "0.5", "--quiet")["gate"]  # among others, skipped as a file
+    assert gate["n"] == 2 and gate["n_skipped"] == 1 and gate["skipped_files"][0]["path"] == "gone"
+
+
 def test_a_missing_file_with_skip_invalid_counts_as_ood_in_the_gate(setup, monkeypatch):
     monkeypatch.chdir(setup)
     gate = run_json("score", "imgs", "gone.png", "--model", "m.pt", "--name", "x", "--skip-invalid",

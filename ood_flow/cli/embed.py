@@ -70,7 +70,7 @@ def embed(
     from ood_flow.embed import embed_source
 
     data = options.source_options(data_dir, limit, skip_invalid)
-    entries = options.sources(source, files_from, null)
+    entries = options.sources(source, files_from, null, skip_invalid)
     report = common.Reporter("embed", quiet, info=backbone)
     common.run(lambda: embed_source(entries, backbone, out, weights=weights, image_size=image_size,
                                     batch_size=batch_size or 64, precision=precision, device=device,

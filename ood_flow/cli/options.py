@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from typing import TYPE_CHECKING, Optional
 
@@ -112,27 +113,36 @@ Null = typer.Option(False, "-0", "--null", rich_help_panel=DATA, help="Paths on 
                     "separated by NUL characters, as find -print0 writes them.")
 
 
-def sources(given: Optional[list[str]], files_from: Optional[str], null: bool) -> list[str]:
+def sources(given: Optional[list[str]], files_from: Optional[str], null: bool, skip_invalid: bool = False) -> list[str]:
     """The SOURCE arguments with each ``-`` replaced by the paths on standard input, then those of
-    ``--files-from``, in order. A usage error (exit 2) when there are none."""
+    ``--files-from``, in order. A usage error (exit 2) when there are none. A listed path names a file or
+    folder, never a dataset: one that does not exist is an input error that says where it was listed, unless
+    ``skip_invalid`` and other entries remain (the list then counts it as a skipped file)."""
     entries: list[str] = []
+    listed: dict[str, str] = {}  # each listed path -> where it was listed
     for value in given or []:
-        entries += _read_list(sys.stdin.buffer, null) if value == "-" else [value]
+        entries += _read_list(sys.stdin.buffer, null, "on standard input", listed) if value == "-" else [value]
     if files_from == "-":
-        entries += _read_list(sys.stdin.buffer, null)
+        entries += _read_list(sys.stdin.buffer, null, "on standard input", listed)
     elif files_from:
         try:
             with open(files_from, "rb") as f:
-                entries += _read_list(f, null)
+                entries += _read_list(f, null, f"in --files-from {files_from}", listed)
         except OSError as exc:
             raise InputError(f"--files-from {files_from}: cannot read it ({exc.strerror or exc})") from None
     if not entries:
         raise UsageError("no paths were given on standard input or in --files-from" if given or files_from else
                          "give a SOURCE, '-' to read paths from standard input, or --files-from FILE")
+    if not (skip_invalid and len(entries) > 1):
+        missing = next((p for p in listed if not os.path.lexists(os.path.expanduser(p))), None)
+        if missing is not None:
+            hint = "" if skip_invalid else "; pass --skip-invalid to skip missing and unreadable files"
+            raise InputError(f"no such file or folder: {missing!r} (listed {listed[missing]}{hint})")
     return entries
 
 
-def _read_list(stream, null: bool) -> list[str]:
+def _read_list(stream, null: bool, where: str, listed: dict[str, str]) -> list[str]:
     text = stream.read().decode("utf-8", errors="surrogateescape")
-    parts = text.split("\0") if null else text.splitlines()
-    return [p for p in parts if p]
+    parts = [p for p in (text.split("\0") if null else text.splitlines()) if p]
+    listed.update((p, where) for p in parts if p not in listed)
+    return parts

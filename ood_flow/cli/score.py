@@ -150,7 +150,7 @@ def score(
         gate = None
     data = options.source_options(data_dir, limit, skip_invalid, columns, label_column, class_value, resize,
                                   grayscale, rgb)
-    entries = options.sources(source, files_from, null)
+    entries = options.sources(source, files_from, null, skip_invalid)
     report = common.Reporter("score", quiet, info=name or (entries[0] if len(entries) == 1 else "files"))
     common.run(lambda: score_source(
         entries, model, methods=method, out=out, name=name, overwrite=overwrite, gate=gate, background=background_model,
