@@ -9,9 +9,10 @@ path adds the convolution's output to (a binary post-op); the ReLU after a batch
 of vector flows (float32: ReLUs in place, bit-identical to the plain modules; bf16: oneDNN's linear kernel
 with the ReLU inside, weights cast once, biases in float32). A vector flow's body, a chain of couplings on
 halves, runs as one (:meth:`FusedPath.run_couplings`): the halves stay apart from the first coupling to the
-last instead of being sliced and concatenated at each, and each coupling's scale factor is kept; the same
-operations on the same numbers, so the same bits, with fewer passes over memory and fewer Python calls per
-batch (measured in ``benchmarks/speed/vector_speed.py``, docs/speed.md).
+last instead of being sliced and concatenated at each, and each coupling's scale factor is kept; in float32
+the same operations on the same numbers, so the same bits, with fewer passes over memory and fewer Python
+calls per batch (measured in ``benchmarks/speed/vector_speed.py``, docs/speed.md); under bf16 the scale
+bound's ``tanh`` is taken through the sigmoid, within about 1e-7 of it and several times cheaper.
 
 A flow takes this path only once it is prepared for a runtime (:meth:`ood_flow.runtime.Runtime.prepare`),
 which gives the flow one :class:`FusedPath`, shared by its st-networks, that owns everything the
