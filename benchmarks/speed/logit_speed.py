@@ -18,7 +18,6 @@ import argparse
 import math
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 from speed_machine import machine, shown_command  # noqa: E402
+from speed_measure import timed  # noqa: E402
 from speed_runs import positive_int  # noqa: E402
 
 from ood_flow.flows.base import sum_except_batch  # noqa: E402
@@ -41,14 +41,9 @@ def former(layer: Logit, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return y, sum_except_batch(ld)
 
 
-def timed(fn, repeats: int) -> float:
+def fastest(fn, repeats: int = 20) -> float:
     """Microseconds per call, the fastest of ``repeats`` calls."""
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e6
+    return min(timed(fn) for _ in range(repeats)) * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     now, then = layer.forward(x), former(layer, x)
     same = all(torch.equal(a, b) for a, b in zip(now, then))
     p = layer.alpha + (1 - 2 * layer.alpha) * x
-    per = {"Logit.forward": [], "former formula": []}
+    ways = {"Logit.forward": lambda: layer.forward(x), "former formula": lambda: former(layer, x)}
+    per: dict[str, list[float]] = {name: [] for name in ways}
     for i in range(args.rounds):
-        order = list(per) if i % 2 == 0 else list(per)[::-1]
-        for name in order:
-            per[name].append(timed(lambda: layer.forward(x) if name == "Logit.forward" else former(layer, x), 20))
+        for name in list(ways) if i % 2 == 0 else list(ways)[::-1]:
+            per[name].append(fastest(ways[name]))
     ratios = [b / a for a, b in zip(per["Logit.forward"], per["former formula"])]
     print(f"`{shown_command(__file__, argv)}`\n")
     print(f"Machine: {env['cpu']}, flags {', '.join(env['cpu_flags'])}, {env['threads']} threads, "
@@ -76,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| computation | µs per batch, median (min-max) |\n|---|---:|")
     for name, v in per.items():
         print(f"| {name} | {statistics.median(v):.0f} ({min(v):.0f}-{max(v):.0f}) |")
-    print(f"| `torch.log(p)` alone | {timed(lambda: torch.log(p), 20):.0f} |")
-    print(f"| `torch.log1p(-p)` alone | {timed(lambda: torch.log1p(-p), 20):.0f} |")
+    print(f"| `torch.log(p)` alone | {fastest(lambda: torch.log(p)):.0f} |")
+    print(f"| `torch.log1p(-p)` alone | {fastest(lambda: torch.log1p(-p)):.0f} |")
     print(f"\nformer / now: {statistics.median(ratios):.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f})")
     return 0 if same else 1
 
