@@ -25,7 +25,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
-from speed_machine import machine, shown_command  # noqa: E402
+from speed_machine import MALLOC_CHOICES, machine, set_allocator, shown_command  # noqa: E402
 from speed_measure import timed  # noqa: E402
 from speed_runs import positive_int  # noqa: E402
 
@@ -50,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=positive_int, default=256, help="images of 1 x 28 x 28 per call")
     ap.add_argument("--rounds", type=positive_int, default=5, help="alternating rounds (each: 20 calls per formula)")
+    ap.add_argument("--malloc", default="kept", choices=MALLOC_CHOICES, help="as speed.py's --malloc")
     args = ap.parse_args(argv)
-    env = machine("uniform random pixels", "system", peers=())  # before the timings: the load at the start
+    malloc = set_allocator(args.malloc)
+    env = machine("uniform random pixels", malloc, peers=())  # before the timings: the load at the start
     x = torch.rand(args.batch, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     layer = Logit()
     now, then = layer.forward(x), former(layer, x)
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             per[name].append(fastest(ways[name]))
     ratios = [b / a for a, b in zip(per["Logit.forward"], per["former formula"])]
     print(f"`{shown_command(__file__, argv)}`\n")
-    print(f"Machine: {env['cpu']}, flags {', '.join(env['cpu_flags'])}, {env['threads']} threads, "
+    print(f"Machine: {env['cpu']}, flags {', '.join(env['cpu_flags'])}, {env['threads']} threads, malloc {malloc}, "
           f"load average {env['load_average_start'][0]:.2f} at the start; torch {env['torch']}. "
           f"Batch {args.batch} x 1 x 28 x 28, fastest of 20 calls per round, "
           f"{args.rounds} alternating rounds; same bits: {'yes' if same else 'NO'}.\n")

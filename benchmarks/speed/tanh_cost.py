@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 import vector_speed as vs  # noqa: E402
-from speed_machine import machine, shown_command  # noqa: E402
+from speed_machine import MALLOC_CHOICES, machine, set_allocator, shown_command  # noqa: E402
 from speed_measure import timed  # noqa: E402
 from speed_runs import perturbed, positive_int  # noqa: E402
 
@@ -74,11 +74,13 @@ def row(name: str, rounds: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=positive_int, default=10, help="alternating rounds of one scoring pass each")
+    ap.add_argument("--malloc", default="kept", choices=MALLOC_CHOICES, help="as speed.py's --malloc")
     args = ap.parse_args(argv)
-    env = machine("correlated Gaussian vectors (vector_speed.py)", "system", peers=())
+    malloc = set_allocator(args.malloc)
+    env = machine("correlated Gaussian vectors (vector_speed.py)", malloc, peers=())
     results = {name: row(name, args.rounds) for name in ("detector", "tabular")}
     print(f"`{shown_command(__file__, argv)}`\n")
-    print(f"Machine: {env['cpu']}, flags {', '.join(env['cpu_flags'])}, {env['threads']} threads, "
+    print(f"Machine: {env['cpu']}, flags {', '.join(env['cpu_flags'])}, {env['threads']} threads, malloc {malloc}, "
           f"load average {env['load_average_start'][0]:.2f} at the start; torch {env['torch']}. oodflow bf16 "
           f"eager scoring of {vs.SCORE_BATCH * 4} samples per pass, {args.rounds} alternating rounds, medians.\n")
     print("| row | through the sigmoid, samples/s | torch.tanh, samples/s | speed-up (min-max) | mean \\|Δ bits/dim\\| "
