@@ -35,7 +35,7 @@ def test_narrow_cost_refuses_a_missing_or_corrupt_model_file_in_one_line_before_
 
 @pytest.mark.parametrize("script, option", [("narrow_cost.py", "--rounds"), ("narrow_cost.py", "--limit"),
                                             ("optimizer_speed.py", "--rounds"), ("skip_cost.py", "--rounds"),
-                                            ("st_share.py", "--rounds")])
+                                            ("st_share.py", "--rounds"), ("speed.py", "--rounds")])
 @pytest.mark.parametrize("value", ["0", "-3", "two"])
 def test_a_count_below_one_is_a_usage_error_before_any_timing(script, option, value):
     result = subprocess.run([sys.executable, str(SPEED / script), option, value], capture_output=True, text=True,

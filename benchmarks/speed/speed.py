@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/speed/speed.py                  # full run (about 7 minutes on 2 idle cores)
     python benchmarks/speed/speed.py --quick --json   # small models, few rounds; one JSON object on stdout
+    python benchmarks/speed/speed.py --rounds 15      # more alternating rounds where the host is noisy
 
 Both libraries get the same data (FashionMNIST training images from ``../shared/data``, or random
 uint8 images where absent), the same batches, threads, optimiser (Adam) and loss (bits/dim of the
@@ -47,7 +48,8 @@ import speed_report  # noqa: E402
 from portable import portable  # noqa: E402
 from speed_machine import MALLOC_CHOICES, machine, peak_rates, set_allocator, shown_command  # noqa: E402
 from speed_models import normflows_model, oodflow_model, params  # noqa: E402
-from speed_runs import PEER_SETTINGS, Runner, best_setting, bf16_error, rate, results_folder, rounds_of  # noqa: E402,E501
+from speed_runs import (PEER_SETTINGS, Runner, best_setting, bf16_error, positive_int, rate,  # noqa: E402
+                        results_folder, rounds_of)
 
 from ood_flow.dequantize import dequantize  # noqa: E402
 from ood_flow.runtime import resolve_precision  # noqa: E402
@@ -206,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small models and few rounds (a few minutes)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ap.add_argument("--rounds", type=positive_int, default=None,
+                    help=f"alternating rounds of the comparison (default: {PRESETS['full']['rounds']}, or "
+                         f"{PRESETS['quick']['rounds']} with --quick); more rounds narrow the spread on a noisy host")
     ap.add_argument("--precision", default="auto", choices=("fp32", "bf16", "auto"),
                     help="oodflow's precision in the headline ratios (auto: the runtime's choice, bf16 where it pays: "
                          "AMX, or AMD with AVX512-BF16)")
@@ -225,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: load average {load:.2f} > 0.5: other work shares the CPU; ratios are noisier",
               file=sys.stderr)
     preset = "quick" if args.quick else "full"
-    res = run(PRESETS[preset], args.data_dir, resolve_precision(args.precision, "cpu"), malloc)
+    p = dict(PRESETS[preset], **({"rounds": args.rounds} if args.rounds else {}))
+    res = run(p, args.data_dir, resolve_precision(args.precision, "cpu"), malloc)
     res["preset"] = preset
     res["command"] = shown_command(__file__, argv, data=args.data_dir)
     speed_report.write(res, args.out, "speed.quick" if args.quick else "speed")
