@@ -268,3 +268,13 @@ def test_json_output_is_strict_json_with_null_where_a_number_is_not_finite(tmp_p
     assert 'data-metric="threshold" data-value="null"' in (tmp_path / "r.html").read_text()  # as --json says
     nested = {"a": [np.float32(np.nan), float("inf"), 1.5], "b": np.array([2.0, -np.inf]), "c": (np.int64(3), "x")}
     assert json.loads(jsontext.dumps(nested)) == {"a": [None, None, 1.5], "b": [2.0, None], "c": [3, "x"]}
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this system")
+def test_a_full_standard_output_is_one_line_naming_the_reason_and_exit_1(setup):
+    """`oodflow score ... > /dev/full`: the system's refusal as one line (the reason, not a Python class name)."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "ood_flow", "score", "imgs", "--model", "m.pt", "--quiet"],
+                                cwd=setup, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr == f"error: {os.strerror(28)} (errno 28)\n"

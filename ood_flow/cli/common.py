@@ -145,6 +145,13 @@ def handle_errors(fn: Callable) -> Callable:
                 raise
             terminated = state["signal"] == "SIGTERM"
             fail("terminated (SIGTERM)" if terminated else "interrupted", 143 if terminated else 130)
+        except OSError as exc:
+            if state["debug"]:
+                raise
+            if exc.errno is None or not exc.strerror:  # not the system's refusal (h5py and others use OSError too)
+                fail(f"{type(exc).__name__}: {one_line(exc)} (run with --debug for the traceback)")
+            # the system refused a read or write (a full disk, a closed or full standard output): where and why
+            fail(f"{exc.filename}: {exc.strerror}" if exc.filename else f"{exc.strerror} (errno {exc.errno})")
         except Exception as exc:  # anything unforeseen still ends as one line
             if state["debug"]:
                 raise
