@@ -3,7 +3,6 @@ EfficientNet-Lite0 at 224 px on CPU)."""
 
 from __future__ import annotations
 
-
 import h5py
 import numpy as np
 import pytest

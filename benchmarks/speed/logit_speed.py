@@ -27,7 +27,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 from speed_machine import MALLOC_CHOICES, machine, set_allocator, shown_command  # noqa: E402
 from speed_measure import timed  # noqa: E402
-from speed_runs import positive_int  # noqa: E402
+from speed_runs import machine_line, positive_int  # noqa: E402
 
 from ood_flow.flows.base import sum_except_batch  # noqa: E402
 from ood_flow.flows.preprocess import Logit  # noqa: E402
@@ -66,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             per[name].append(fastest(ways[name]))
     ratios = [b / a for a, b in zip(per["Logit.forward"], per["former formula"])]
     print(f"`{shown_command(__file__, argv)}`\n")
-    print(f"Machine: {env['cpu']}, flags {', '.join(env['cpu_flags'])}, {env['threads']} threads, malloc {malloc}, "
-          f"load average {env['load_average_start'][0]:.2f} at the start; torch {env['torch']}. "
-          f"Batch {args.batch} x 1 x 28 x 28, fastest of 20 calls per round, "
+    print(f"{machine_line(env, malloc, flags=True)} Batch {args.batch} x 1 x 28 x 28, fastest of 20 calls per round, "
           f"{args.rounds} alternating rounds; same bits: {'yes' if same else 'NO'}.\n")
     print("| computation | µs per batch, median (min-max) |\n|---|---:|")
     for name, v in per.items():

@@ -142,10 +142,11 @@ def rounds_of(args: argparse.Namespace) -> int:
     return args.rounds if args.rounds is not None else 3 if args.quick else args.default_rounds
 
 
-def machine_line(env: dict, malloc: str) -> str:
-    """The results' line on the machine (``speed_machine.machine``'s ``env``, a cap on oneDNN included) and the
-    allocator in force."""
-    return (f"Machine: {env['cpu']}{cap_note(env)}, {env['threads']} threads, malloc {malloc}, load average "
+def machine_line(env: dict, malloc: str, flags: bool = False) -> str:
+    """The results' line on the machine (``speed_machine.machine``'s ``env``, a cap on oneDNN included, its CPU
+    flags with ``flags``) and the allocator in force."""
+    listed = f", flags {', '.join(env['cpu_flags'])}" if flags else ""
+    return (f"Machine: {env['cpu']}{listed}{cap_note(env)}, {env['threads']} threads, malloc {malloc}, load average "
             f"{env['load_average_start'][0]:.2f} at the start; torch {torch.__version__}.")
 
 

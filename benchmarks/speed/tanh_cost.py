@@ -22,14 +22,13 @@ import statistics
 import sys
 from pathlib import Path
 
-
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 import vector_speed as vs  # noqa: E402
 from speed_machine import MALLOC_CHOICES, machine, set_allocator, shown_command  # noqa: E402
 from speed_measure import timed  # noqa: E402
-from speed_runs import perturbed, positive_int  # noqa: E402
+from speed_runs import machine_line, perturbed, positive_int  # noqa: E402
 
 from ood_flow.flows import fused  # noqa: E402
 
@@ -80,9 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     env = machine("correlated Gaussian vectors (vector_speed.py)", malloc, peers=())
     results = {name: row(name, args.rounds) for name in ("detector", "tabular")}
     print(f"`{shown_command(__file__, argv)}`\n")
-    print(f"Machine: {env['cpu']}, flags {', '.join(env['cpu_flags'])}, {env['threads']} threads, malloc {malloc}, "
-          f"load average {env['load_average_start'][0]:.2f} at the start; torch {env['torch']}. oodflow bf16 "
-          f"eager scoring of {vs.SCORE_BATCH * 4} samples per pass, {args.rounds} alternating rounds, medians.\n")
+    print(f"{machine_line(env, malloc, flags=True)} oodflow bf16 eager scoring of {vs.SCORE_BATCH * 4} samples "
+          f"per pass, {args.rounds} alternating rounds, medians.\n")
     print("| row | through the sigmoid, samples/s | torch.tanh, samples/s | speed-up (min-max) | mean \\|Δ bits/dim\\| "
           "against fp32: sigmoid / tanh | between the two: mean / max |\n|---|---:|---:|---:|---:|---:|")
     for name, res in results.items():

@@ -145,19 +145,21 @@ def handle_errors(fn: Callable) -> Callable:
                 raise
             terminated = state["signal"] == "SIGTERM"
             fail("terminated (SIGTERM)" if terminated else "interrupted", 143 if terminated else 130)
-        except OSError as exc:
-            if state["debug"]:
-                raise
-            if exc.errno is None or not exc.strerror:  # not the system's refusal (h5py and others use OSError too)
-                fail(f"{type(exc).__name__}: {one_line(exc)} (run with --debug for the traceback)")
-            # the system refused a read or write (a full disk, a closed or full standard output): where and why
-            fail(f"{exc.filename}: {exc.strerror}" if exc.filename else f"{exc.strerror} (errno {exc.errno})")
         except Exception as exc:  # anything unforeseen still ends as one line
             if state["debug"]:
                 raise
-            fail(f"{type(exc).__name__}: {one_line(exc)} (run with --debug for the traceback)")
+            fail(_unforeseen(exc))
 
     return wrapper
+
+
+def _unforeseen(exc: Exception) -> str:
+    """The line for an exception no command turned into a message of its own: where the system refused a read or
+    write (an OSError with an errno: a full disk, a closed or full standard output), the path and the reason;
+    else the exception's class and text, with the hint to ``--debug`` (h5py and others raise OSError too)."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else f"{exc.strerror} (errno {exc.errno})"
+    return f"{type(exc).__name__}: {one_line(exc)} (run with --debug for the traceback)"
 
 
 class _NoteHandler(logging.Handler):
