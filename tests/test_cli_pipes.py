@@ -270,11 +270,37 @@ def test_json_output_is_strict_json_with_null_where_a_number_is_not_finite(tmp_p
     assert json.loads(jsontext.dumps(nested)) == {"a": [None, None, 1.5], "b": [2.0, None], "c": [3, "x"]}
 
 
+def _shell_env(buffered: bool) -> dict:
+    """The environment of a command typed in a shell: standard output buffered unless PYTHONUNBUFFERED is set
+    (then each write reaches the file at once), the two ways a full or closed output shows up."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return env if buffered else {**env, "PYTHONUNBUFFERED": "1"}
+
+
+SCORE_IMGS = [sys.executable, "-m", "ood_flow", "score", "imgs", "--model", "m.pt", "--quiet"]
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this system")
-def test_a_full_standard_output_is_one_line_naming_the_reason_and_exit_1(setup):
-    """`oodflow score ... > /dev/full`: the system's refusal as one line (the reason, not a Python class name)."""
+@pytest.mark.parametrize("buffered", [True, False])
+def test_a_full_standard_output_is_one_line_naming_the_reason_and_exit_1(setup, buffered):
+    """`oodflow score ... > /dev/full`: the system's refusal as one line (the reason, not a Python class name), and
+    no second complaint from the interpreter's flush at exit (which would make the exit code 120)."""
     with open("/dev/full", "w") as full:
-        result = subprocess.run([sys.executable, "-m", "ood_flow", "score", "imgs", "--model", "m.pt", "--quiet"],
-                                cwd=setup, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+        result = subprocess.run(SCORE_IMGS, cwd=setup, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300,
+                                env=_shell_env(buffered))
     assert result.returncode == 1
     assert result.stderr == f"error: {os.strerror(28)} (errno 28)\n"
+
+
+@pytest.mark.parametrize("buffered", [True, False])
+def test_a_reader_that_leaves_early_stops_the_command_quietly_with_sigpipes_code(setup, buffered):
+    """`oodflow score imgs/ | head -1` where head has gone: no message, exit 141 (128 + SIGPIPE), as a Unix tool that
+    SIGPIPE stops; here the pipe's reading end is closed before the command writes anything."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run(SCORE_IMGS, cwd=setup, stdout=write, stderr=subprocess.PIPE, text=True, timeout=300,
+                                env=_shell_env(buffered))
+    finally:
+        os.close(write)
+    assert result.returncode == 141 and result.stderr == ""

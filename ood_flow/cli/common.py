@@ -114,7 +114,24 @@ _TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r
 def fail(msg: str, code: int = 1) -> None:
     """Print one line ``error: msg`` on stderr and exit with ``code``."""
     sys.stderr.write(f"error: {msg}\n")
+    _flush_or_drop_stdout()
     raise typer.Exit(code)
+
+
+def _flush_or_drop_stdout() -> None:
+    """Flush standard output before an exit whose code is decided; where it cannot take the rest (its reader has
+    gone, its disk is full), point it at the null device, so that the interpreter's own flush at exit neither
+    fails again (exit 120 with "Exception ignored ...") nor changes the decided code. Buffered output is what a
+    shell sees unless PYTHONUNBUFFERED is set."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, sys.stdout.fileno())
+            os.close(null)
+        except (OSError, ValueError):  # not a real file (a test's captured stream): nothing left to protect
+            pass
 
 
 def one_line(exc: BaseException) -> str:
@@ -129,9 +146,17 @@ def handle_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             with core_notes(kwargs.get("quiet", False)):
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+            sys.stdout.flush()  # a full or closed standard output fails here, handled below, not at the exit
+            return result
         except (typer.Exit, typer.Abort):
+            _flush_or_drop_stdout()
             raise
+        except BrokenPipeError:  # the reader of standard output left (`| head`): stop quietly, as Unix tools do
+            if state["debug"]:
+                raise
+            _flush_or_drop_stdout()
+            raise typer.Exit(128 + signal.SIGPIPE) from None
         except OodflowError as exc:
             if state["debug"]:
                 raise
