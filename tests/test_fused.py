@@ -254,19 +254,23 @@ def _split_case(cin: int, cout: int, kernel: int, batchnorm: bool, seed: int = 0
 @pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU runs no bfloat16 at all")
 @pytest.mark.parametrize("kernel", [1, 3])
 @pytest.mark.parametrize("batchnorm", [False, True])
+@pytest.mark.parametrize("cout, width", [(4, 10), (4, 9), (8, 10)])
 def test_split_narrowing_convolution_keeps_the_kernel_exact_where_plain_bf16_loses_it_to_cancellation(kernel,
-                                                                                                      batchnorm):
+                                                                                                      batchnorm,
+                                                                                                      cout, width):
     """A trained last layer sums many terms that nearly cancel, so rounding its kernel to bf16 moves the result
     by far more than a bf16 step of it; the split kernel keeps float32's accuracy, and what is left is the
-    rounding of the convolution's output to bf16 (half a step of it), as every bf16 layer's output has."""
+    rounding of the convolution's output to bf16 (half a step of it), as every bf16 layer's output has. With 4
+    output channels (8 as hi and lo) the kernel computes two output columns per pass (even and odd widths: the
+    odd one pads a column more on the left), with 8 one."""
     from ood_flow.flows.precision import st_autocast
 
-    conv, bn, _, _ = _split_case(64, 4, kernel, batchnorm)
+    conv, bn, _, _ = _split_case(64, cout, kernel, batchnorm)
     with torch.no_grad():  # input channels in pairs, the kernel's halves nearly opposite: the sums cancel
         v = conv.weight_v if kernel == 1 else conv.weight
         v[:, 32:] = -v[:, :32] * 0.98
     weight, bias = (t.detach() for t in fused._fold(conv, bn, torch.float32, torch.contiguous_format))
-    a = torch.randn(8, 32, 10, 10)
+    a = torch.randn(8, 32, 10, width)
     x = torch.cat([a, a], 1).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)  # a bf16 trunk
     conv_exact = F.conv2d(x.double(), weight.double(), None, padding=kernel // 2)
     size = F.conv2d(x.double().abs(), weight.double().abs(), None, padding=kernel // 2)  # of the terms summed
@@ -275,7 +279,8 @@ def test_split_narrowing_convolution_keeps_the_kernel_exact_where_plain_bf16_los
     path = fused.FusedPath()
     with torch.no_grad(), st_autocast(torch.bfloat16, "split"), torch.autocast("cpu", dtype=torch.bfloat16):
         y = path._conv(conv, bn, x, relu=False)
-    assert path.stats()["split_narrow_convs"] == 1 and y.dtype == torch.float32
+    assert path.stats()["split_narrow_convs"] == 1 and y.dtype == torch.float32 and y.shape == exact.shape
+    assert path.stats()["paired_narrow_convs"] == (cout == 4)
     error = (y.double() - exact).abs()
     assert (error <= conv_exact.abs() * 2.0**-8 + size * 2.0**-15).all()
     assert error.max() < (plain.double() - exact).abs().max() / 10

@@ -117,7 +117,8 @@ class FusedPath:
         couplings run by :meth:`run_couplings`), ``fused_kernel_convs``
         (convolutions run by oneDNN's fused conv+ReLU kernel), ``fused_sum_convs`` (convolutions whose output
         oneDNN added to a residual or skip sum inside the kernel), ``split_narrow_convs`` (narrow convolutions
-        run as split bf16 kernels, :meth:`_split`), ``fused_kernel_linears`` (bf16 linear layers run by oneDNN's
+        run as split bf16 kernels, :meth:`_split`; ``paired_narrow_convs`` of them two output columns per pass,
+        :func:`_pairs_outputs`), ``fused_kernel_linears`` (bf16 linear layers run by oneDNN's
         kernel, :meth:`run_mlp`), ``unpacked_kernels`` (kernels this build could not reorder
         once, :meth:`_packed`), ``plain_calls`` and, per reason, ``plain:<reason>``; ``kernel_failure``: the
         error that disabled the kernel, if any.
@@ -288,7 +289,8 @@ class FusedPath:
         2^-9 relative), as every bf16 layer's output is. The kernel is what needs the split: a trained last layer
         sums terms that nearly cancel, so a bf16-rounded kernel moves its result by many bf16 steps of it
         (``tests/test_fused.py``). Recovering the output's rounding as well took a second pass of the convolution
-        (docs/speed.md, "Precision": what that bought on trained models)."""
+        (docs/speed.md, "Precision": what that bought on trained models). A narrowing one with at most 4 output
+        channels computes two output columns per pass (:func:`_pairs_outputs`): the same products and sums."""
         widening = conv.widens
         narrowing = not conv.widens and x.dtype == torch.bfloat16 and not _narrow_in(conv)
         if not (widening or narrowing) or self.kernel is None or not _kernel_takes(conv):
@@ -296,7 +298,11 @@ class FusedPath:
         padding, stride, dilation, groups = geometry = _geometry(conv)
         if groups != 1:
             return None
-        weight, bias = self._weights(conv, bn, torch.bfloat16, "in" if widening else "out")
+        paired = narrowing and _pairs_outputs(conv, geometry, x.shape[-1])
+        weight, bias = self._weights(conv, bn, torch.bfloat16, "pair" if paired else "in" if widening else "out")
+        if paired:  # a column more of kernel, two columns a step; an odd width: a column more of padding each side
+            padding, stride = [padding[0], padding[1] + x.shape[-1] % 2], [1, 2]
+            geometry = padding, stride, dilation, groups
         weight = self._packed(conv, weight, geometry, x.shape)
         try:
             if widening:
@@ -305,17 +311,15 @@ class FusedPath:
                 x3 = torch.cat([hi, lo, hi], dim=1).contiguous(memory_format=self.layout)
                 y = self.kernel(x3, weight, bias, padding, stride, dilation, groups, "relu" if relu else "none", [], "")
             else:
-                x = x.contiguous(memory_format=torch.channels_last)  # the sum below reads channels-last memory
                 both = self.kernel(x, weight, None, padding, stride, dilation, groups, "none", [], "")
-                n, c2, h, w = both.shape  # channels-last: (n, h, w, c2) in memory, hi's channels then lo's
-                both = both.permute(0, 2, 3, 1).reshape(-1, c2).float()
-                y = (both[:, : c2 // 2] + both[:, c2 // 2 :]).view(n, h, w, c2 // 2).permute(0, 3, 1, 2)
+                y = _halves_summed(both, paired, x.shape[-1])
                 y = y.add_(bias.view(1, -1, 1, 1)) if bias is not None else y
                 y = torch.relu_(y) if relu else y
         except RuntimeError as exc:  # as in _conv_in: plain ops from now on, said aloud
             self._kernel_failed(exc)
             return None
         self.counts["split_narrow_convs"] += 1
+        self.counts["paired_narrow_convs"] += paired
         return y
 
     def _conv_in(self, conv: nn.Module, bn: nn.BatchNorm2d | None, x: Tensor, relu: bool) -> Tensor:
@@ -437,11 +441,49 @@ def _fold(conv: nn.Module, bn: nn.BatchNorm2d | None, dtype: torch.dtype,
 
 
 def _split_kernel(weight: Tensor, split: str, layout: torch.memory_format) -> Tensor:
-    """A float32 kernel as the bf16 parts :meth:`FusedPath._split` convolves with."""
+    """A float32 kernel as the bf16 parts :meth:`FusedPath._split` convolves with (``pair``: the ``out`` parts laid
+    out for two neighbouring output columns at once, :func:`_pairs_outputs`)."""
     hi = weight.to(torch.bfloat16)
     lo = (weight - hi).to(torch.bfloat16)
     parts = torch.cat([hi, hi, lo], dim=1) if split == "in" else torch.cat([hi, lo], dim=0)
+    if split == "pair":  # [the left column's hi, lo; the right one's], over one more column: its window, shifted
+        wide = parts.new_zeros((2, *parts.shape[:3], parts.shape[3] + 1))
+        wide[0, ..., :-1], wide[1, ..., 1:] = parts, parts
+        parts = wide.flatten(0, 1)
     return parts.contiguous(memory_format=layout)
+
+
+LANES = 16
+"""Output channels that oneDNN's bf16 convolution computes in one pass on AVX-512 (16 float32 sums per register):
+a kernel with fewer output channels takes about as long as one with this many. Measured on Zen 4 (2 threads,
+batches of 256 of 14 x 14, 128 input channels, 3 x 3): 4.4 ms for 4 output channels, 4.3 for 8, 4.6 for 16, 8.1 for
+32 (``benchmarks/speed/narrow_pairs.py`` times it, docs/speed.md has its table); AMX's tiles are 16 sums wide too,
+but no AMX CPU has timed it."""
+
+
+def _pairs_outputs(conv: nn.Module, geometry: tuple, width: int) -> bool:
+    """Whether a narrowing split convolution (:meth:`FusedPath._split`) computes two neighbouring output columns
+    per pass: when its hi and lo parts leave half the :data:`LANES` idle, and it is a plain "same" convolution
+    (odd square kernel, padding of half of it, stride and dilation 1) on at least two columns. The kernel then
+    spans one more column and moves two at a time: a third more products, in half as many passes of a kernel
+    that took as long for twice the output channels; the same products, summed in float32 as before."""
+    padding, stride, dilation, _ = geometry
+    cout, _, kh, kw = (conv.weight_v if isinstance(conv, WNConv2d) else conv.weight).shape
+    return (4 * cout <= LANES and width >= 2 and kh == kw and kh % 2 == 1 and padding == [kh // 2] * 2
+            and stride == [1, 1] and dilation == [1, 1])
+
+
+def _halves_summed(both: Tensor, paired: bool, width: int) -> Tensor:
+    """float(hi) + float(lo) of :meth:`FusedPath._split`'s narrowing kernel output ``both`` (per pixel, hi's
+    channels then lo's), written once in the contiguous layout the st-network hands on. Paired
+    (:func:`_pairs_outputs`), each of its columns holds two output columns, ``2j`` and ``2j + 1`` (for an odd
+    ``width``, padded a column more on the left, ``2j - 1`` and ``2j``), one after the other in memory, so that it
+    reads as an output of twice the width."""
+    n, channels, h, w = both.shape
+    c = channels // (4 if paired else 2)
+    full = both.permute(0, 2, 3, 1).float().reshape(n, h, w * (2 if paired else 1), 2, c)[:, :, -width:]
+    hi, lo = (full[..., i, :].permute(0, 3, 1, 2) for i in (0, 1))
+    return torch.empty((n, c, h, width), dtype=torch.float32, device=both.device).copy_(hi).add_(lo)
 
 
 def _geometry(conv: nn.Module) -> tuple[list[int], list[int], list[int], int]:
