@@ -14,7 +14,7 @@ SPEED = Path(__file__).resolve().parents[1] / "benchmarks" / "speed"
 
 @pytest.mark.parametrize("script", ["speed.py", "speed_profile.py", "vector_speed.py", "startup.py", "bf16_error.py",
                                     "narrow_cost.py", "optimizer_speed.py", "skip_cost.py",
-                                    "st_share.py", "logit_speed.py", "tanh_cost.py"])
+                                    "st_share.py", "logit_speed.py", "tanh_cost.py", "narrow_pairs.py"])
 def test_a_speed_benchmark_starts(script):
     result = subprocess.run([sys.executable, str(SPEED / script), "--help"], capture_output=True, text=True,
                             timeout=120)

@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 from speed_machine import MALLOC_CHOICES, machine, set_allocator, shown_command  # noqa: E402
-from speed_measure import timed  # noqa: E402
+from speed_measure import alternate, fastest_us  # noqa: E402
 from speed_runs import machine_line, positive_int  # noqa: E402
 
 from ood_flow.flows.base import sum_except_batch  # noqa: E402
@@ -41,9 +41,9 @@ def former(layer: Logit, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return y, sum_except_batch(ld)
 
 
-def fastest(fn, repeats: int = 20) -> float:
-    """Microseconds per call, the fastest of ``repeats`` calls."""
-    return min(timed(fn) for _ in range(repeats)) * 1e6
+def fastest(fn) -> float:
+    """Microseconds per call, the fastest of 20 calls."""
+    return fastest_us(fn, 20)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,10 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     same = all(torch.equal(a, b) for a, b in zip(now, then))
     p = layer.alpha + (1 - 2 * layer.alpha) * x
     ways = {"Logit.forward": lambda: layer.forward(x), "former formula": lambda: former(layer, x)}
-    per: dict[str, list[float]] = {name: [] for name in ways}
-    for i in range(args.rounds):
-        for name in list(ways) if i % 2 == 0 else list(ways)[::-1]:
-            per[name].append(fastest(ways[name]))
+    per = alternate(ways, args.rounds, fastest)
     ratios = [b / a for a, b in zip(per["Logit.forward"], per["former formula"])]
     print(f"`{shown_command(__file__, argv)}`\n")
     print(f"{machine_line(env, malloc, flags=True)} Batch {args.batch} x 1 x 28 x 28, fastest of 20 calls per round, "

@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 from speed_machine import MALLOC_CHOICES, machine, set_allocator, shown_command  # noqa: E402
-from speed_measure import timed  # noqa: E402
+from speed_measure import alternate, fastest_us, timed  # noqa: E402
 from speed_models import oodflow_model  # noqa: E402
 from speed_runs import machine_line, positive_int, ratio_spread, results_folder, spread  # noqa: E402
 
@@ -48,11 +48,6 @@ SPLIT_CASES = [(128, 4, 14, "Glow, first level"), (64, 2, 28, "RealNVP, checkerb
 MODELS = {"glow": {"scales": 2, "steps": 4, "hidden": 128}, "realnvp": {"scales": 2, "hidden": 64, "blocks": 2}}
 
 
-def fastest(fn, repeats: int) -> float:
-    """Microseconds per call, the fastest of ``repeats`` calls."""
-    return min(timed(fn) for _ in range(repeats)) * 1e6
-
-
 @contextlib.contextmanager
 def unpaired():
     """The fused path as it was before pairing: every narrowing split convolution one column per pass."""
@@ -64,15 +59,6 @@ def unpaired():
         fused._pairs_outputs = kept
 
 
-def alternate(ways: dict, rounds: int) -> dict[str, list[float]]:
-    """``{name: [figure per round]}``, the ways run in alternating order (each a zero-argument function)."""
-    per: dict[str, list[float]] = {name: [] for name in ways}
-    for i in range(rounds):
-        for name in list(ways) if i % 2 == 0 else list(ways)[::-1]:
-            per[name].append(ways[name]())
-    return per
-
-
 def kernel_table(rounds: int) -> list[str]:
     kernel = torch.ops.mkldnn._convolution_pointwise
     lines = ["| input | output channels | µs per batch of 256, median (min-max) |", "|---|---:|---:|"]
@@ -82,9 +68,8 @@ def kernel_table(rounds: int) -> list[str]:
         for cout in couts:
             w = torch.randn(cout, cin, 3, 3).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
             packed = torch._C._nn.mkldnn_reorder_conv2d_weight(w.to_mkldnn(), [1, 1], [1, 1], [1, 1], 1, list(x.shape))
-            ways[cout] = (lambda p: lambda: fastest(lambda: kernel(x, p, None, [1, 1], [1, 1], [1, 1], 1, "none", [],
-                                                                   ""), 10))(packed)
-        for cout, v in alternate(ways, rounds).items():
+            ways[cout] = lambda p=packed: kernel(x, p, None, [1, 1], [1, 1], [1, 1], 1, "none", [], "")
+        for cout, v in alternate(ways, rounds, lambda way: fastest_us(way, 10)).items():
             lines.append(f"| {cin} x {side} x {side} | {cout} | {spread(v, 0)} |")
     return lines
 
@@ -104,7 +89,7 @@ def split_table(rounds: int) -> list[str]:
                     return paths[name]._conv(conv, None, x, relu=False).contiguous()
 
         diff = (run("paired") - run("unpaired")).abs().max().item()
-        per = alternate({n: (lambda n: lambda: fastest(lambda: run(n), 10))(n) for n in paths}, rounds)
+        per = alternate({n: lambda n=n: run(n) for n in paths}, rounds, lambda way: fastest_us(way, 10))
         lines.append(f"| {what}: {cin} -> {cout}, {side} x {side} | {spread(per['paired'], 0)} | "
                      f"{spread(per['unpaired'], 0)} | {ratio_spread(per['unpaired'], per['paired'])} | {diff:.1e} |")
     return lines
@@ -130,7 +115,7 @@ def model_table(rounds: int) -> list[str]:
                     return torch.cat([models[name].log_prob(b) for b in x.split(BATCH)])
 
         diff = (score("paired") - score("unpaired")).abs().max().item()
-        per = alternate({n: (lambda n: lambda: x.shape[0] / timed(lambda: score(n)))(n) for n in models}, rounds)
+        per = alternate({n: lambda n=n: score(n) for n in models}, rounds, lambda way: x.shape[0] / timed(way))
         lines.append(f"| {arch} | {spread(per['paired'])} | {spread(per['unpaired'])} | "
                      f"{ratio_spread(per['paired'], per['unpaired'], bold=True)} | {diff:.1e} |")
     return lines

@@ -59,6 +59,21 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
+def fastest_us(fn: Callable[[], object], repeats: int) -> float:
+    """Microseconds per call of ``fn()``, the fastest of ``repeats`` calls."""
+    return min(timed(fn) for _ in range(repeats)) * 1e6
+
+
+def alternate(ways: dict, rounds: int, measure: Callable[[Callable[[], object]], float]) -> dict:
+    """``{name: [measure(way) per round]}`` for ``ways`` (name -> zero-argument function), in an order that flips
+    every round, so that a drift of the machine weighs on every way alike."""
+    per: dict = {name: [] for name in ways}
+    for i in range(rounds):
+        for name in list(ways) if i % 2 == 0 else list(ways)[::-1]:
+            per[name].append(measure(ways[name]))
+    return per
+
+
 _libc = ctypes.CDLL("libc.so.6") if hasattr(ctypes, "CDLL") else None
 
 

@@ -456,7 +456,7 @@ def _split_kernel(weight: Tensor, split: str, layout: torch.memory_format) -> Te
 LANES = 16
 """Output channels that oneDNN's bf16 convolution computes in one pass on AVX-512 (16 float32 sums per register):
 a kernel with fewer output channels takes about as long as one with this many. Measured on Zen 4 (2 threads,
-batches of 256 of 14 x 14, 128 input channels, 3 x 3): 4.4 ms for 4 output channels, 4.3 for 8, 4.6 for 16, 8.1 for
+batches of 256 of 14 x 14, 128 input channels, 3 x 3): 5.1 ms for 4 output channels, 5.0 for 8, 5.0 for 16, 8.5 for
 32 (``benchmarks/speed/narrow_pairs.py`` times it, docs/speed.md has its table); AMX's tiles are 16 sums wide too,
 but no AMX CPU has timed it."""
 
