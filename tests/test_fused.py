@@ -289,23 +289,36 @@ def test_split_narrowing_convolution_keeps_the_kernel_exact_where_plain_bf16_los
 @pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU runs no bfloat16 at all")
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("batchnorm", [False, True])
-def test_split_widening_convolution_hands_on_the_float32_result_rounded_to_bf16(relu, batchnorm):
+def test_split_widening_convolution_rounds_its_input_and_keeps_its_kernel_exact(relu, batchnorm):
+    """The widening convolution takes its input rounded to bf16 (as every bf16 layer does) and its kernel as a
+    bf16 part and remainder: its result is the exact convolution of the rounded input, rounded to bf16, but for
+    float32's own rounding of the sum; where the kernel's terms nearly cancel (a first layer taking differences of
+    neighbouring pixels), a kernel rounded to bf16 would lose that result and the split one does not."""
     from ood_flow.flows.precision import st_autocast
 
-    conv, bn, weight, bias = _split_case(2, 32, 3, batchnorm)
-    weight, bias = weight.detach(), bias.detach()
-    x = torch.randn(8, 2, 10, 10) * 3
-    exact = F.conv2d(x.double(), weight.double(), bias.double(), padding=1)
+    conv, bn, _, _ = _split_case(2, 32, 3, batchnorm)
+    with torch.no_grad():  # the two input channels hold the same image and the kernel's halves nearly cancel
+        conv.weight[:, 1] = -conv.weight[:, 0] * 0.98
+    weight, bias = (t.detach() for t in fused._fold(conv, bn, torch.float32, torch.contiguous_format))
+    a = torch.randn(8, 1, 10, 10) * 3
+    x = torch.cat([a, a], 1)
+    xr = x.to(torch.bfloat16).double()  # the input as the kernel takes it
+    conv_exact = F.conv2d(xr, weight.double(), None, padding=1)
+    exact = conv_exact + bias.double().view(1, -1, 1, 1)
     exact = exact.relu() if relu else exact
-    size = F.conv2d(x.double().abs(), weight.double().abs(), bias.double().abs(), padding=1)  # of the terms summed
+    size = F.conv2d(xr.abs(), weight.double().abs(), bias.double().abs(), padding=1)  # of the terms summed
+    plain = F.conv2d(xr, weight.to(torch.bfloat16).double(), bias.double(), padding=1)
+    plain = plain.relu() if relu else plain
     path = fused.FusedPath()
     with torch.no_grad(), st_autocast(torch.bfloat16, "split"), torch.autocast("cpu", dtype=torch.bfloat16):
         y = path._conv(conv, bn, x, relu=relu)
     assert path.stats()["split_narrow_convs"] == 1 and y.dtype == torch.bfloat16
-    rounded = exact.to(torch.bfloat16)  # what the float32 path hands on, but for float32's own rounding
-    assert (y == rounded).double().mean() > 0.99
+    assert (y == exact.to(torch.bfloat16)).double().mean() > 0.97  # a cancelled sum's last bits decide some
+    error = (y.double() - exact).abs()
     # within half a bf16 step of the result, plus float32-like error in the sum where its terms cancel
-    assert ((y.double() - exact).abs() <= exact.abs() * 2.0**-8 + size * 2.0**-15).all()
+    assert (error <= exact.abs() * 2.0**-8 + size * 2.0**-15).all()
+    if bn is None:  # (a batch norm's large shift makes the output's own rounding hide what the kernel loses)
+        assert error.mean() < (plain - exact).abs().mean() / 4  # what a kernel rounded to bf16 would lose
 
 
 @pytest.mark.parametrize("name, opts", [("glow", {"net": "glow", "batchnorm": False, "channels": 32, "couplings": 2}),

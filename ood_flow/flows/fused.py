@@ -280,17 +280,21 @@ class FusedPath:
         :mod:`ood_flow.flows.precision`), or None where this does not apply (both sides narrow, an input not in
         bf16 where the output is narrow, no kernel, another kind of convolution).
 
-        Each float32 operand ``a`` is split into ``hi = bf16(a)`` and ``lo = bf16(a - hi)``. Widening (few input
-        channels): the input and the kernel are split and ``hi*hi + lo*hi + hi*lo`` is one convolution over
-        three times the input channels, accumulated in float32 and handed on in bf16, as :meth:`_conv`'s float32
-        path hands it on. Narrowing (the last, predicting s and t from a bf16 input, which is exact): the
-        kernel's two parts are stacked as twice the output channels of one convolution, whose two halves add up
-        in float32: the kernel is float32's to about 2^-16, and the output is rounded to bf16 (half a step of it,
-        2^-9 relative), as every bf16 layer's output is. The kernel is what needs the split: a trained last layer
-        sums terms that nearly cancel, so a bf16-rounded kernel moves its result by many bf16 steps of it
-        (``tests/test_fused.py``). Recovering the output's rounding as well took a second pass of the convolution
-        (docs/speed.md, "Precision": what that bought on trained models). A narrowing one with at most 4 output
-        channels computes two output columns per pass (:func:`_pairs_outputs`): the same products and sums."""
+        A float32 kernel ``w`` is split into ``hi = bf16(w)`` and ``lo = bf16(w - hi)``. Widening (few input
+        channels): the input is rounded to bf16, as every bf16 layer's input is, and ``x*hi + x*lo`` is one
+        convolution over twice the input channels, accumulated in float32 and handed on in bf16, as :meth:`_conv`'s
+        float32 path hands it on. The kernel is what needs the split here too (a trained first layer takes
+        differences of neighbouring pixels, whose terms nearly cancel); splitting the input as well (``hi*hi +
+        lo*hi + hi*lo``, three times the input channels, as before) kept trained models no closer to their float32
+        scores and cost half as much again (docs/speed.md, "The widening convolution's input"). Narrowing (the
+        last, predicting s and t from a bf16 input, which is exact): the kernel's two parts are stacked as twice
+        the output channels of one convolution, whose two halves add up in float32: the kernel is float32's to
+        about 2^-16, and the output is rounded to bf16 (half a step of it, 2^-9 relative), as every bf16 layer's
+        output is. A trained last layer sums terms that nearly cancel, so a bf16-rounded kernel moves its result by
+        many bf16 steps of it (``tests/test_fused.py``). Recovering the output's rounding as well took a second
+        pass of the convolution (docs/speed.md, "Precision": what that bought on trained models). A narrowing one
+        with at most 4 output channels computes two output columns per pass (:func:`_pairs_outputs`): the same
+        products and sums."""
         widening = conv.widens
         narrowing = not conv.widens and x.dtype == torch.bfloat16 and not _narrow_in(conv)
         if not (widening or narrowing) or self.kernel is None or not _kernel_takes(conv):
@@ -307,9 +311,8 @@ class FusedPath:
         try:
             if widening:
                 hi = x.to(torch.bfloat16)
-                lo = (x - hi).to(torch.bfloat16)  # float32 arithmetic: the remainder x - bf16(x), exact
-                x3 = torch.cat([hi, lo, hi], dim=1).contiguous(memory_format=self.layout)
-                y = self.kernel(x3, weight, bias, padding, stride, dilation, groups, "relu" if relu else "none", [], "")
+                x2 = torch.cat([hi, hi], dim=1).contiguous(memory_format=self.layout)  # for the kernel's hi and lo
+                y = self.kernel(x2, weight, bias, padding, stride, dilation, groups, "relu" if relu else "none", [], "")
             else:
                 both = self.kernel(x, weight, None, padding, stride, dilation, groups, "none", [], "")
                 y = _halves_summed(both, paired, x.shape[-1])
@@ -378,7 +381,7 @@ class FusedPath:
         otherwise reorder it on every call; the same numbers, so the same results bit for bit. Kept beside the
         weight it came from and rebuilt with it; where this build cannot reorder, ``weight`` itself (counted in
         :meth:`stats` as ``unpacked_kernels``). ``geometry``: :func:`_geometry`'s; ``shape``: the input's, its
-        channels taken from the kernel (a split kernel's input has three times the convolution's channels)."""
+        channels taken from the kernel (a split kernel's input has twice the convolution's channels)."""
         version = None if weight.is_inference() else weight._version  # folded under inference_mode: never changed
         kept = self._packs.get(id(conv))
         if kept is None or kept[0] is not weight or kept[1] != version:  # a parameter changed in place
@@ -396,7 +399,7 @@ class FusedPath:
                  split: str | None = None) -> tuple[Tensor, Tensor | None]:
         """``conv`` then ``bn`` (eval) as one convolution in ``dtype``: prepared once, kept until a tensor it is
         made of changes (another tensor, other memory, or a new version: an in-place change). ``split``: the
-        kernel split into bf16 parts for :meth:`_split` (``in``: hi, hi, lo along the input channels; ``out``:
+        kernel split into bf16 parts for :meth:`_split` (``in``: hi, lo along the input channels; ``out``:
         hi, lo along the output channels)."""
         def make() -> tuple[Tensor, Tensor | None]:
             weight, bias = _fold(conv, bn, torch.float32 if split else dtype, self.layout)
@@ -445,7 +448,7 @@ def _split_kernel(weight: Tensor, split: str, layout: torch.memory_format) -> Te
     out for two neighbouring output columns at once, :func:`_pairs_outputs`)."""
     hi = weight.to(torch.bfloat16)
     lo = (weight - hi).to(torch.bfloat16)
-    parts = torch.cat([hi, hi, lo], dim=1) if split == "in" else torch.cat([hi, lo], dim=0)
+    parts = torch.cat([hi, lo], dim=1 if split == "in" else 0)
     if split == "pair":  # [the left column's hi, lo; the right one's], over one more column: its window, shifted
         wide = parts.new_zeros((2, *parts.shape[:3], parts.shape[3] + 1))
         wide[0, ..., :-1], wide[1, ..., 1:] = parts, parts

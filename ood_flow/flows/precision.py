@@ -20,8 +20,9 @@ How the narrow convolutions compute under bf16 is the runtime's choice (:data:`N
 ``fp32``, float32 kernels, where bf16 does not pay; or ``split``, on a CPU where it does (AMX, or AMD with
 AVX512-BF16): where gradients flow (training, whose bound is on validation bits/dim) they run in bf16 as
 autocast would, and where scores are made the fused path (:mod:`ood_flow.flows.fused`) runs them as bf16
-kernels on operands split into a bf16 part and a bf16 remainder, with float32 accumulation, which keeps
-float32's accuracy to about 16 bits (the last one's output is then rounded to bf16, as every bf16 layer's is).
+kernels whose float32 kernel is split into a bf16 part and a bf16 remainder, with float32 accumulation, which
+keeps the kernel float32's to about 16 bits (inputs and outputs are rounded to bf16, as every bf16 layer's are:
+the widening one's input, the last one's output).
 Which convolutions are narrow or widening is decided once, when a network is built: :class:`STConv2d` and
 the weight-normalised :class:`~ood_flow.flows.weightnorm.WNConv2d` record it as ``narrow`` and ``widens``, and
 they and the fused path (:mod:`ood_flow.flows.fused`) read it there; nothing about a network changes when
