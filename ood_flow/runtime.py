@@ -42,7 +42,7 @@ from ood_flow.device import DEVICES, PRECISION_CHOICES, bf16_pays, bf16_supporte
 from ood_flow.distributed import SINGLE, Dist
 from ood_flow.errors import NoBfloat16, OodflowError, UsageError
 from ood_flow.flows.convnets import ConvNet
-from ood_flow.flows.fused import FusedPath, vector_chain
+from ood_flow.flows.fused import FusedPath, step_chain, vector_chain
 from ood_flow.flows.nets import MLP
 from ood_flow.flows.precision import DTYPES, st_autocast
 
@@ -116,7 +116,8 @@ class Runtime:
     def prepare(self, flow: torch.nn.Module) -> torch.nn.Module:
         """``flow`` made ready to run here, in place: on :attr:`device`, its convolutional st-networks in
         :attr:`memory_format`, and its convolutional and fully connected st-networks and its chains of couplings on
-        vectors (:func:`~ood_flow.flows.fused.vector_chain`) sharing one new fused inference path
+        vectors and of image flow steps (:func:`~ood_flow.flows.fused.vector_chain`,
+        :func:`~ood_flow.flows.fused.step_chain`) sharing one new fused inference path
         (:class:`~ood_flow.flows.fused.FusedPath`, disabled unless :attr:`fused`; it replaces any the flow had).
         Returns ``flow``."""
         flow.to(self.device)
@@ -126,7 +127,7 @@ class Runtime:
                 if net.layout != self.layout:
                     net.use_layout(self.layout)
                 net.fused = path
-            elif isinstance(net, MLP) or vector_chain(net):
+            elif isinstance(net, MLP) or vector_chain(net) or step_chain(net):
                 net.fused = path
         return flow
 

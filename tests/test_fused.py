@@ -146,6 +146,62 @@ def test_only_chains_of_couplings_on_vectors_are_run_as_one():
              create_flow("gaussian", (5,))]
     chains = [m for f in flows for m in f.modules() if fused.vector_chain(m)]
     assert chains == [] and fused.vector_chain(create_flow("tabular", (5,), couplings=2).body)
+    tabular = create_flow("tabular", (5,), couplings=2).body
+    assert not fused.step_chain(tabular) and all(fused.step_chain(f.body) for f in flows[:2])
+
+
+@pytest.mark.parametrize("name, opts", [
+    ("glow", {"net": "glow", "channels": 16, "scales": 2, "couplings": 2}),
+    ("glow", {"net": "glow", "channels": 16, "scales": 1, "couplings": 3, "batchnorm": False}),
+    ("realnvp", {"channels": 8, "blocks": 1, "scales": 2}),
+])
+@pytest.mark.parametrize("st", ["fp32", "bf16"])
+def test_the_steps_of_an_image_flow_run_with_kept_parameters_and_the_plain_modules_bits(name, opts, st):
+    """Glow's steps and RealNVP's couplings (every scale's chain, factor-outs inside) take run_steps once
+    prepared, and give the same bits as the same layers run one by one, fused st-networks or plain, in float32
+    and under bf16; the input is left as it was."""
+    if st == "bf16" and not bf16_supported("cpu"):
+        pytest.skip("this CPU runs no bfloat16 at all")
+    torch.manual_seed(0)
+    flow = randomize(create_flow(name, (1, 8, 8), **opts)).eval()
+    path, x = fused.path_of(flow), torch.rand(16, 1, 8, 8)
+    given = x.clone()
+    chains = [m for m in flow.modules() if fused.step_chain(m)]
+    assert chains and all(c.fused is path for c in chains)
+    with torch.inference_mode(), Runtime(st=st).st_networks():
+        steps = flow.log_prob(x)
+        assert torch.equal(x, given)
+        assert path.stats()["fused_step_chains"] == len(chains)
+        for c in chains:
+            c.fused = None  # each layer on its own, its st-network through the fused path
+        single = flow.log_prob(x)
+        if st == "fp32":
+            with path.disabled():
+                plain = flow.log_prob(x)
+            assert torch.equal(steps, plain)
+    assert torch.equal(steps, single)
+
+
+def test_the_steps_are_not_run_with_gradients_or_in_training_and_a_changed_parameter_is_seen():
+    torch.manual_seed(0)
+    flow = randomize(create_flow("glow", (1, 8, 8), net="glow", channels=8, scales=1, couplings=2))
+    path, x = fused.path_of(flow), torch.rand(8, 1, 8, 8)
+    with torch.no_grad():
+        flow.train().log_prob(x)  # training mode: ActNorm's own forward (which may initialise from the batch)
+    assert "fused_step_chains" not in path.stats() and path.stats()["plain:training-mode"] > 0
+    flow.eval().log_prob(x).sum().backward()
+    assert "fused_step_chains" not in path.stats()
+    body = flow.body.layers
+    norm, mix = body[1], body[2]
+    with torch.no_grad():
+        before = flow.log_prob(x)
+        norm.log_scale.add_(0.1)  # in place, as an optimiser step
+        mix.lu.mul_(1.1)
+        after = flow.log_prob(x)
+        with path.disabled():
+            plain = flow.log_prob(x)
+    assert path.stats()["fused_step_chains"] == 2 and not torch.allclose(before, after)
+    assert torch.equal(after, plain)
 
 
 def test_the_chain_is_not_taken_with_gradients_and_a_changed_scale_factor_is_seen():

@@ -46,8 +46,9 @@ class Bijection(nn.Module):
 class Sequential(Bijection):
     """Apply bijections in order; log-dets add up.
 
-    ``fused``: a chain of couplings on vectors that a prepared flow's fused inference path runs in one go
-    (:meth:`ood_flow.flows.fused.FusedPath.run_couplings`; set by :meth:`ood_flow.runtime.Runtime.prepare`).
+    ``fused``: the fused inference path of a prepared flow (set by :meth:`ood_flow.runtime.Runtime.prepare`),
+    which runs a chain of couplings on vectors in one go and the steps of an image flow with what they make from
+    their parameters kept (:meth:`ood_flow.flows.fused.FusedPath.run_chain`).
     """
 
     fused = None
@@ -58,7 +59,7 @@ class Sequential(Bijection):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.fused is not None and self.fused.chain_usable(self, x):
-            return self.fused.run_couplings(self, x)
+            return self.fused.run_chain(self, x)
         logdet = x.new_zeros(x.shape[0])
         for layer in self.layers:
             x, ld = layer(x)

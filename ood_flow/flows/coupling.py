@@ -64,6 +64,16 @@ class AffineCoupling(Bijection):
         y = self.mask.merge(x, affine(self.mask.changed(x), s, t))
         return y, sum_except_batch(s)
 
+    def scored(self, x: Tensor, factor: Tensor, *, via_sigmoid: bool = False) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` without gradients, given the scale factor (``self.rescale.factor()``, which a fused
+        inference path keeps between batches): ``s`` and ``exp(s)`` computed in place (:meth:`scale_shift`'s
+        ``inplace``, :func:`affine`'s ``consume``), the same numbers as :meth:`forward`'s; ``via_sigmoid`` as
+        :meth:`scale_shift` takes it."""
+        s, t = self.scale_shift(run_st(self.net, self.mask.conditioner(x)), factor, inplace=True,
+                                via_sigmoid=via_sigmoid)
+        logdet = sum_except_batch(s)  # before affine turns s into exp(s)
+        return self.mask.merge(x, affine(self.mask.changed(x), s, t, consume=True)), logdet
+
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         s, t = self._st(y)  # the conditioned part is unchanged, so the st-network sees the same input
         x = self.mask.merge(y, self.mask.changed(y) * torch.exp(-s) - t)

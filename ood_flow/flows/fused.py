@@ -12,7 +12,10 @@ halves, runs as one (:meth:`FusedPath.run_couplings`): the halves stay apart fro
 last instead of being sliced and concatenated at each, and each coupling's scale factor is kept; in float32
 the same operations on the same numbers, so the same bits, with fewer passes over memory and fewer Python
 calls per batch (measured in ``benchmarks/speed/vector_speed.py``, docs/speed.md); under bf16 the scale
-bound's ``tanh`` is taken through the sigmoid, within about 1e-7 of it and several times cheaper.
+bound's ``tanh`` is taken through the sigmoid, within about 1e-7 of it and several times cheaper. The chains
+of an image flow (Glow's steps, RealNVP's couplings) run through :meth:`FusedPath.run_steps`: what a step makes
+from its parameters alone (an ActNorm's scale, an invertible 1x1 convolution's weight, a coupling's scale
+factor) is kept between batches, and the couplings' arithmetic is done in place: the same bits.
 
 A flow takes this path only once it is prepared for a runtime (:meth:`ood_flow.runtime.Runtime.prepare`),
 which gives the flow one :class:`FusedPath`, shared by its st-networks, that owns everything the
@@ -54,6 +57,7 @@ from torch import Tensor, nn
 
 from ood_flow.flows.base import Sequential, sum_except_batch
 from ood_flow.flows.coupling import AffineCoupling, affine
+from ood_flow.flows.layers import ActNorm, InvConv1x1
 from ood_flow.flows.masks import ChannelMask
 from ood_flow.flows.nets import MLP
 from ood_flow.flows.precision import NARROW, current, narrow_mode, run_st
@@ -73,6 +77,14 @@ def vector_chain(module: nn.Module) -> bool:
     return bool(layers) and all(
         isinstance(c, AffineCoupling) and isinstance(c.mask, ChannelMask) and isinstance(c.net, MLP)
         and len(c.shape) == 1 and c.shape == layers[0].shape for c in layers)
+
+
+def step_chain(module: nn.Module) -> bool:
+    """Whether ``module`` is a chain :meth:`FusedPath.run_steps` runs: a :class:`~ood_flow.flows.base.Sequential`
+    that is not a :func:`vector_chain` and holds an ActNorm, an invertible 1x1 convolution or an affine coupling
+    (the steps and scales of Glow and RealNVP)."""
+    return (isinstance(module, Sequential) and not vector_chain(module)
+            and any(isinstance(m, (ActNorm, InvConv1x1, AffineCoupling)) for m in module.layers))
 
 
 def find_kernel():
@@ -114,7 +126,8 @@ class FusedPath:
         """What the path did since :meth:`reset_stats`.
 
         Keys: ``fused_calls`` (st-network calls that took the fused path), ``fused_chains`` (chains of vector
-        couplings run by :meth:`run_couplings`), ``fused_kernel_convs``
+        couplings run by :meth:`run_couplings`), ``fused_step_chains`` (chains of image flow steps run by
+        :meth:`run_steps`), ``fused_kernel_convs``
         (convolutions run by oneDNN's fused conv+ReLU kernel), ``fused_sum_convs`` (convolutions whose output
         oneDNN added to a residual or skip sum inside the kernel), ``split_narrow_convs`` (narrow convolutions
         run as split bf16 kernels, :meth:`_split`; ``paired_narrow_convs`` of them two output columns per pass,
@@ -181,10 +194,37 @@ class FusedPath:
         return x
 
     def chain_usable(self, chain: Sequential, x: Tensor) -> bool:
-        """Whether ``chain(x)`` may take :meth:`run_couplings` (:func:`vector_chain`), on the terms of :meth:`usable`.
-        Not counted here: :meth:`run_couplings` counts each st-network it runs, and when the answer is no, each
-        coupling's st-network counts its own call."""
+        """Whether ``chain(x)`` may take :meth:`run_chain` (:func:`vector_chain`, :func:`step_chain`), on the terms
+        of :meth:`usable`. Not counted here: :meth:`run_couplings` counts each st-network it runs, and when the
+        answer is no, each coupling's st-network counts its own call."""
         return not torch.compiler.is_compiling() and self._why_not(chain, x) is None
+
+    def run_chain(self, chain: Sequential, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``chain(x)`` for a chain :meth:`chain_usable` admits: :meth:`run_couplings` or :meth:`run_steps`."""
+        return self.run_steps(chain, x) if step_chain(chain) else self.run_couplings(chain, x)
+
+    def run_steps(self, chain: Sequential, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``chain(x)`` for a :func:`step_chain`, layer by layer as :class:`~ood_flow.flows.base.Sequential` runs
+        it, but with what each step makes from its parameters alone kept between batches until a parameter changes
+        (an ActNorm's ``exp(log_scale)`` and ``log_scale.sum()``, an invertible 1x1 convolution's ``P L U`` weight,
+        a coupling's scale factor), and an ActNorm's and a coupling's arithmetic done in place where no one else
+        holds the tensor (:meth:`~ood_flow.flows.coupling.AffineCoupling.scored`): the same operations on the same
+        numbers, so the same bits, in fewer operations per batch. Other layers (squeeze, factor-out, whose inner
+        chain takes this path again) run as they are."""
+        logdet = x.new_zeros(x.shape[0])
+        for layer in chain.layers:
+            if isinstance(layer, ActNorm):
+                x, ld = layer.apply(x, *self._kept(layer, (layer.log_scale,), (), lambda m=layer: (
+                    torch.exp(m.log_scale), m.log_scale.sum())), inplace=True)
+            elif isinstance(layer, InvConv1x1):
+                x, ld = layer.apply(x, self._kept(layer, (layer.lu, layer.perm, layer.sign_s), (), layer.weight))
+            elif isinstance(layer, AffineCoupling):
+                x, ld = layer.scored(x, self._factor(layer.rescale))
+            else:
+                x, ld = layer(x)
+            logdet = logdet + ld
+        self.counts["fused_step_chains"] += 1
+        return x, logdet
 
     def run_couplings(self, chain: Sequential, x: Tensor) -> tuple[Tensor, Tensor]:
         """``chain(x)`` for a :func:`vector_chain`: each coupling's operations on the same numbers as its own

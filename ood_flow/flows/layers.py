@@ -165,8 +165,14 @@ class ActNorm(Bijection):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.training and not self._known:
             self._first_batches(x)
-        y = (x + self.bias) * torch.exp(self.log_scale)
-        return y, (self.log_scale.sum() * _pixels(x)).expand(x.shape[0])
+        return self.apply(x, torch.exp(self.log_scale), self.log_scale.sum())
+
+    def apply(self, x: Tensor, scale: Tensor, log_scale_sum: Tensor, *, inplace: bool = False) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` given ``exp(log_scale)`` and ``log_scale.sum()`` (which a fused inference path keeps
+        between batches, :meth:`ood_flow.flows.fused.FusedPath.run_steps`); ``inplace`` (no gradients) scales
+        the shifted copy of ``x`` where it lies: the same products."""
+        y = (x + self.bias).mul_(scale) if inplace else (x + self.bias) * scale
+        return y, (log_scale_sum * _pixels(x)).expand(x.shape[0])
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         x = y * torch.exp(-self.log_scale) - self.bias
@@ -214,7 +220,11 @@ class InvConv1x1(Bijection):
         return self.perm @ lower @ upper
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        w = self.weight()
+        return self.apply(x, self.weight())
+
+    def apply(self, x: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` given the weight (:meth:`weight`, which a fused inference path keeps between batches,
+        :meth:`ood_flow.flows.fused.FusedPath.run_steps`)."""
         # under a bf16 runtime as a matrix product: the same float32 arithmetic, but torch's convolution for so
         # few channels is many times slower (docs/speed.md); float32 runs keep the convolution's bits
         y = mix_channels(x, w) if current() == "bf16" else F.conv2d(x, w.view(*w.shape, 1, 1))
