@@ -14,7 +14,8 @@ SPEED = Path(__file__).resolve().parents[1] / "benchmarks" / "speed"
 
 @pytest.mark.parametrize("script", ["speed.py", "speed_profile.py", "vector_speed.py", "startup.py", "bf16_error.py",
                                     "narrow_cost.py", "optimizer_speed.py", "skip_cost.py",
-                                    "st_share.py", "logit_speed.py", "tanh_cost.py", "narrow_pairs.py"])
+                                    "st_share.py", "logit_speed.py", "tanh_cost.py", "narrow_pairs.py",
+                                    "widen_split.py"])
 def test_a_speed_benchmark_starts(script):
     result = subprocess.run([sys.executable, str(SPEED / script), "--help"], capture_output=True, text=True,
                             timeout=120)
@@ -31,6 +32,42 @@ def test_narrow_cost_refuses_a_missing_or_corrupt_model_file_in_one_line_before_
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and str(model) in result.stderr
+
+
+def test_widen_split_refuses_a_missing_model_file_as_a_usage_error_before_timing(tmp_path):
+    result = subprocess.run([sys.executable, str(SPEED / "widen_split.py"), "--models", str(tmp_path / "m.pt")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == "" and "no model file at" in result.stderr
+
+
+def test_widen_split_computes_the_way_it_names_as_the_fused_path_does(monkeypatch):
+    """widen_split.py's own widening convolution, asked for the path's way (kernel split, input rounded), gives
+    the fused path's bits: its other columns differ from the path's in what they name only."""
+    pytest.importorskip("torch")
+    from ood_flow.device import bf16_supported
+
+    if not bf16_supported("cpu"):
+        pytest.skip("this CPU runs no bfloat16 at all")
+    monkeypatch.syspath_prepend(str(SPEED))
+    import widen_split
+
+    import torch
+    from ood_flow.flows import create_flow
+    from ood_flow.runtime import Runtime
+
+    monkeypatch.setitem(widen_split.VARIANTS, "kernel split, redone here", (False, True))
+    torch.manual_seed(0)
+    flow = Runtime().prepare(create_flow("glow", (1, 8, 8), net="glow", channels=16, scales=2, couplings=2)).eval()
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    x = torch.rand(16, 1, 8, 8)
+    scores = {}
+    for variant in ("kernel split, redone here", widen_split.NOW, widen_split.FORMER):
+        with torch.inference_mode(), Runtime(st="bf16").st_networks(), widen_split.widening(variant):
+            scores[variant] = flow.log_prob(x)
+    assert torch.equal(scores["kernel split, redone here"], scores[widen_split.NOW])
+    assert not torch.equal(scores[widen_split.FORMER], scores[widen_split.NOW])
 
 
 @pytest.mark.parametrize("script, option", [("narrow_cost.py", "--rounds"), ("narrow_cost.py", "--limit"),
