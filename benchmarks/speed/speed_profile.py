@@ -7,8 +7,10 @@ full-preset row of the published run), under ``torch.profiler`` for a few steps 
 library in the order oodflow, peer, peer, oodflow (a machine drifting in speed weighs on both alike). The
 table lists the operators that take the most self time in either library, in milliseconds per image, and
 the total, so that the two columns add up to the time each library spends per image; the wall clock of
-the same runs shows the time outside every operator. ``--vectors`` adds the scoring rows of
-``vector_speed.py``.
+the same runs shows the time outside every operator, and the wall clock of as many runs right after, without
+the profiler, what the profiler itself added to each library (it adds a cost to every operator call, and more
+to some large convolutions than to others, so profiled ratios need not be the speed table's).
+``--vectors`` adds the scoring rows of ``vector_speed.py``.
 
 Usage::
 
@@ -45,7 +47,8 @@ PEER_PRECISION = "bf16"  # what speed.py chose for normflows in every full-prese
 
 def profiled(runner, task: str, steps: int) -> tuple[dict[str, float], int]:
     """Self CPU time per operator (ms) over ``steps`` runs of ``task``, the wall-clock time of those runs under
-    the profiler (key ``WALL``), and the images those runs saw. Inductor's compiled graphs are one entry."""
+    the profiler (key ``WALL``) and of as many runs right after without it (key ``PLAIN``), and the images the
+    profiled runs saw. Inductor's compiled graphs are one entry."""
     run = runner.train_step if task == "train" else runner.score
     run()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -53,15 +56,19 @@ def profiled(runner, task: str, steps: int) -> tuple[dict[str, float], int]:
         for _ in range(steps):
             run()
         wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        run()
+    plain = time.perf_counter() - t0
     images = steps * (runner.train_x.shape[0] if task == "train" else runner.score_x.shape[0])
     ops: dict[str, float] = {}
     for e in prof.key_averages():
         key = "inductor's compiled graph (its fused kernels)" if "CompiledFxGraph" in e.key else e.key
         ops[key] = ops.get(key, 0.0) + e.self_cpu_time_total / 1e3
-    return {**ops, WALL: wall * 1e3}, images
+    return {**ops, WALL: wall * 1e3, PLAIN: plain * 1e3}, images
 
 
-WALL = "wall"
+WALL, PLAIN = "wall", "wall, not profiled"
 
 
 def alternated(ours, peer, task: str, steps: int) -> tuple[dict[str, float], int, dict[str, float], int]:
@@ -80,7 +87,7 @@ def table(ours: dict[str, float], ours_n: int, peer: dict[str, float], peer_n: i
     """The ``top`` operators by self time in either library, the rest, the total, and the wall-clock time of
     the same runs with the part of it outside every operator (Python, dispatch, the profiler's own)."""
     per = lambda d, n, k: d.get(k, 0.0) / n * scale  # noqa: E731
-    ops = lambda d: {k: v for k, v in d.items() if k != WALL}  # noqa: E731
+    ops = lambda d: {k: v for k, v in d.items() if k not in (WALL, PLAIN)}  # noqa: E731
     o, q = ops(ours), ops(peer)
     keys = sorted(set(o) | set(q), key=lambda k: -max(per(o, ours_n, k), per(q, peer_n, k)))[:top]
     lines = [f"| operator | oodflow {unit} | {peer_name} {unit} |", "|---|---:|---:|"]
@@ -92,6 +99,8 @@ def table(ours: dict[str, float], ours_n: int, peer: dict[str, float], peer_n: i
     lines.append(f"| wall clock, profiled | {per(ours, ours_n, WALL):.3f} | {per(peer, peer_n, WALL):.3f} |")
     lines.append(f"| outside every operator | {per(ours, ours_n, WALL) - total(o, ours_n):.3f} | "
                  f"{per(peer, peer_n, WALL) - total(q, peer_n):.3f} |")
+    lines.append(f"| wall clock, the same runs without the profiler | {per(ours, ours_n, PLAIN):.3f} | "
+                 f"{per(peer, peer_n, PLAIN):.3f} |")
     return lines
 
 
@@ -139,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
            f"`{shown_command(__file__, argv, data=args.data_dir)}`", "",
            f"{machine_line(env, malloc)} Self CPU time per operator (`torch.profiler`), milliseconds "
            f"per image, {args.steps} runs after one warm-up, twice per library in the order oodflow, peer, peer, "
-           f"oodflow (the two added up); training batch {p['batch']}, scoring batch "
-           f"{p['score_batch']}.", ""]
+           f"oodflow (the two added up), each followed by as many runs without the profiler; training batch "
+           f"{p['batch']}, scoring batch {p['score_batch']}.", ""]
     for arch in ("glow", "realnvp") if args.only is None else (args.only,) if args.only != "none" else ():
         for task in ("train", "score"):
             ours = Runner("oodflow", build("oodflow", arch, p[arch]), ("channels_last", args.precision),
