@@ -33,10 +33,9 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 from speed_machine import MALLOC_CHOICES, machine, set_allocator, shown_command  # noqa: E402
 from speed_measure import alternate, fastest_us, timed  # noqa: E402
-from speed_models import oodflow_model  # noqa: E402
-from speed_runs import machine_line, positive_int, ratio_spread, results_folder, spread  # noqa: E402
+from speed_models import perturbed_twins  # noqa: E402
+from speed_runs import machine_line, positive_int, publish_as, ratio_spread, results_folder, spread  # noqa: E402
 
-from ood_flow.fileio import atomic_write  # noqa: E402
 from ood_flow.flows import fused  # noqa: E402
 from ood_flow.flows.precision import STConv2d, st_autocast  # noqa: E402
 from ood_flow.runtime import Runtime  # noqa: E402
@@ -101,13 +100,7 @@ def model_table(rounds: int) -> list[str]:
     x = torch.rand(4 * BATCH, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     runtime = Runtime(st="bf16")
     for arch, size in MODELS.items():
-        torch.manual_seed(0)
-        models = {"paired": oodflow_model(arch, (1, 28, 28), size).eval()}
-        with torch.no_grad():  # away from the zero initialisation, so that every convolution matters
-            for p in models["paired"].parameters():
-                p.add_(torch.randn_like(p) * 0.01)
-        models["unpaired"] = oodflow_model(arch, (1, 28, 28), size).eval()
-        models["unpaired"].load_state_dict(models["paired"].state_dict())
+        models = perturbed_twins(arch, size, ("paired", "unpaired"))
 
         def score(name: str) -> torch.Tensor:
             with torch.inference_mode(), runtime.st_networks():
@@ -141,12 +134,7 @@ def main(argv: list[str] | None = None) -> int:
              "The fused path's narrowing split convolution (batch 256):", "", *split_table(args.rounds), "",
              "Whole models, the full preset of `speed.py`, 1,024 images in batches of 256:", "",
              *model_table(args.rounds)]
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if args.save:
-        args.out.mkdir(parents=True, exist_ok=True)
-        with atomic_write(args.out / "narrow_pairs.md", overwrite=True) as tmp:
-            Path(tmp).write_text(text)
+    publish_as(lines, args.out, "narrow_pairs.md", args.save)
     return 0
 
 

@@ -176,3 +176,17 @@ def _nf_realnvp(nf, shape, size, checkerboards):
         merges.append(nf.flows.Merge())
         q0.append(nf.distributions.DiagGaussian((2 * ck, hk // 2, wk // 2), trainable=False))
     return q0, flows, merges
+
+
+def perturbed_twins(arch: str, size: dict, names: tuple[str, str]) -> dict[str, nn.Module]:
+    """Two oodflow models of ``speed.py``'s ``arch`` and ``size`` on 28 x 28 images, in eval mode, with the same
+    parameters, moved away from the zero initialisation (so that every convolution matters), under ``names``:
+    one model each for two ways of running it that a script compares."""
+    torch.manual_seed(0)
+    first = oodflow_model(arch, (1, 28, 28), size).eval()
+    with torch.no_grad():
+        for p in first.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    second = oodflow_model(arch, (1, 28, 28), size).eval()
+    second.load_state_dict(first.state_dict())
+    return {names[0]: first, names[1]: second}

@@ -167,11 +167,19 @@ def ratio_spread(a: list[float], b: list[float], bold: bool = False) -> str:
 
 def publish(lines: list[str], args: argparse.Namespace) -> None:
     """Print the results, and with ``--save`` write them where :func:`rounds_parser` said."""
+    publish_as(lines, args.out, f"{args.results}{'.quick' if args.quick else ''}.md", args.save)
+
+
+def publish_as(lines: list[str], out: Path, name: str, save: bool) -> None:
+    """A results table's lines printed, and with ``save`` written atomically as ``out/name`` (the folder made)."""
+    from ood_flow.fileio import atomic_write
+
     text = "\n".join(lines) + "\n"
     print(text, end="")
-    if args.save:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"{args.results}{'.quick' if args.quick else ''}.md").write_text(text)
+    if save:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out / name, overwrite=True) as tmp:
+            Path(tmp).write_text(text)
 
 
 def perturbed(model: torch.nn.Module, seed: int = 0, scale: float = 0.005) -> torch.nn.Module:

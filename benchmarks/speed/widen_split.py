@@ -35,10 +35,9 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parents[1])]
 
 from speed_machine import MALLOC_CHOICES, machine, set_allocator, shown_command  # noqa: E402
 from speed_measure import alternate, timed  # noqa: E402
-from speed_models import oodflow_model  # noqa: E402
-from speed_runs import machine_line, positive_int, ratio_spread, results_folder, spread  # noqa: E402
+from speed_models import perturbed_twins  # noqa: E402
+from speed_runs import machine_line, positive_int, publish_as, ratio_spread, results_folder, spread  # noqa: E402
 
-from ood_flow.fileio import atomic_write  # noqa: E402
 from ood_flow.flows import fused  # noqa: E402
 from ood_flow.runtime import Runtime  # noqa: E402
 
@@ -119,13 +118,7 @@ def speed_table(rounds: int) -> list[str]:
     x = torch.rand(4 * BATCH, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     runtime = Runtime(st="bf16")
     for arch, size in MODELS.items():
-        torch.manual_seed(0)
-        models = {NOW: oodflow_model(arch, (1, 28, 28), size).eval()}
-        with torch.no_grad():  # away from the zero initialisation, so that every convolution matters
-            for p in models[NOW].parameters():
-                p.add_(torch.randn_like(p) * 0.01)
-        models[FORMER] = oodflow_model(arch, (1, 28, 28), size).eval()
-        models[FORMER].load_state_dict(models[NOW].state_dict())
+        models = perturbed_twins(arch, size, (NOW, FORMER))
 
         def score(name: str) -> torch.Tensor:
             with torch.inference_mode(), runtime.st_networks(), widening(name):
@@ -164,12 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                   "(bound 0.01):", "", *accuracy_table(args.models, args.sources, args.limit, args.data_dir), ""]
     lines += [f"Whole models, the full preset of `speed.py`, 1,024 images in batches of 256, {args.rounds} "
               "alternating rounds, one scoring pass each:", "", *speed_table(args.rounds)]
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if args.save:
-        args.out.mkdir(parents=True, exist_ok=True)
-        with atomic_write(args.out / "widen_split.md", overwrite=True) as tmp:
-            Path(tmp).write_text(text)
+    publish_as(lines, args.out, "widen_split.md", args.save)
     return 0
 
 
