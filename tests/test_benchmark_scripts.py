@@ -152,3 +152,30 @@ def test_a_run_with_onednn_capped_says_so_in_its_command_and_machine_line(monkey
     env = {"cpu": "a CPU", "threads": 2, "load_average_start": [0.1], "onednn_max_cpu_isa": onednn_isa_cap()}
     line = speed_runs.machine_line(env, "kept")
     assert line.startswith("Machine: a CPU, oneDNN capped at AVX512_CORE_BF16, 2 threads")
+
+SAME_PRECISION = """
+import sys
+sys.path[:0] = [sys.argv[1]]
+from speed import same_precision
+
+chosen = {("normflows", "train"): ("channels_last", "fp32"), ("normflows", "score"): ("nchw", "fp32"),
+          ("normflows-halfres", "train"): ("channels_last", "bf16"), ("normflows-halfres", "score"): ("nchw", "bf16")}
+rates = {"nchw fp32": 10.0, "channels_last fp32": 12.0, "nchw bf16": 20.0, "channels_last bf16": 18.0}
+selection = {"normflows train": rates, "normflows score": {**rates, "channels_last bf16": 25.0},
+             "normflows-halfres train": rates, "normflows-halfres score": rates}
+errors = {"normflows": 0.0101, "normflows-halfres": 0.004}
+got = same_precision(chosen, selection, errors, "bf16")
+assert got == {"normflows": {"train": ("nchw", "bf16"), "score": ("channels_last", "bf16")}}, got
+assert same_precision(chosen, selection, errors, "fp32") == {}
+assert same_precision(chosen, selection, {"normflows": 0.01, "normflows-halfres": 0.004}, "bf16") == {}
+print("ok")
+"""
+
+
+def test_speed_adds_the_peer_in_bf16_only_where_its_bf16_broke_the_bound():
+    """speed.py's equal-precision row: a peer whose bf16 moved scores past the 0.01 bound (so the rule compares its
+    fp32) is also timed in its fastest bf16 setting per task; a peer within the bound, or oodflow in fp32, adds
+    nothing."""
+    result = subprocess.run([sys.executable, "-c", SAME_PRECISION, str(SPEED)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]

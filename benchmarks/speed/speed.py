@@ -48,7 +48,7 @@ import speed_report  # noqa: E402
 from portable import portable  # noqa: E402
 from speed_machine import MALLOC_CHOICES, machine, peak_rates, set_allocator, shown_command  # noqa: E402
 from speed_models import normflows_model, oodflow_model, params  # noqa: E402
-from speed_runs import (PEER_SETTINGS, Runner, best_setting, bf16_error, positive_int, rate,  # noqa: E402
+from speed_runs import (BF16_BOUND, PEER_SETTINGS, Runner, best_setting, bf16_error, positive_int, rate,  # noqa: E402
                         results_folder, rounds_of)
 
 from ood_flow.dequantize import dequantize  # noqa: E402
@@ -121,14 +121,36 @@ def compare(arch: str, p: dict, train_x: torch.Tensor, score_x: torch.Tensor, pr
             chosen[(lib, task)], selection[f"{lib} {task}"] = best_setting(runners, errors[lib], task, p["select"])
     entries = {f"oodflow {prec}": {t: r for t in ("train", "score")} for prec, r in ours.items()}
     entries.update({lib: {t: peers[lib][chosen[(lib, t)]] for t in ("train", "score")} for lib in PEERS[arch]})
+    compared = list(PEERS[arch])
+    for lib, settings in same_precision(chosen, selection, errors, precision).items():  # timed in the same rounds
+        entries[f"{lib}-{precision}"] = {t: peers[lib][s] for t, s in settings.items()}
+        compared.append(f"{lib}-{precision}")
     rounds = []
     for i in range(p["rounds"]):
         names = list(entries) if i % 2 == 0 else list(entries)[::-1]
         rounds.append({f"{n} {t}": rate(entries[n][t], t) for t in ("train", "score") for n in names})
-    return summarize(arch, p, entries, rounds, errors, selection, precision)
+    return summarize(arch, p, entries, rounds, errors, selection, precision, compared)
 
 
-def summarize(arch, p, entries, rounds, errors, selection, precision) -> dict:
+def same_precision(chosen: dict, selection: dict, errors: dict, precision: str) -> dict[str, dict[str, tuple]]:
+    """For each peer whose bf16 moved its scores past the bound (``errors``, bits/dim) where oodflow runs in bf16 (so
+    the rule compares the peer's fp32), its fastest bf16 setting for each task: an equal-precision ratio printed
+    beside the rule's. ``chosen``: ``{(lib, task): setting}``; ``selection``: ``{"lib task": {"layout precision":
+    images/s}}``, both as :func:`compare` makes them."""
+    out = {}
+    for lib in sorted({lib for lib, _ in chosen}):
+        if precision != "bf16" or errors[lib] <= BF16_BOUND:
+            continue
+        out[lib] = {}
+        for t in ("train", "score"):
+            rates = {tuple(k.split()): v for k, v in selection[f"{lib} {t}"].items() if k.endswith(" bf16")}
+            out[lib][t] = max(rates, key=rates.get)
+    return out
+
+
+def summarize(arch, p, entries, rounds, errors, selection, precision, compared) -> dict:
+    """Medians, spreads and FLOP of each entry; oodflow's ratios against each name in ``compared`` (the peers,
+    then any peer in oodflow's precision that :func:`same_precision` added)."""
     out = {"size": p[arch], "batch": p["batch"], "score_batch": p["score_batch"], "rounds": rounds,
            "peer_selection_images_per_s": selection, "bf16_error_bits_per_dim": errors}
     for name, runners in entries.items():
@@ -140,7 +162,7 @@ def summarize(arch, p, entries, rounds, errors, selection, precision) -> dict:
                         f"{task}_images_per_s": statistics.median(values), f"{task}_spread": [min(values), max(values)],
                         f"{task}_precision": r.precision})
         out[name] = row
-    for lib in PEERS[arch]:
+    for lib in compared:
         for task in ("train", "score"):
             ratios = [rd[f"oodflow {precision} {task}"] / rd[f"{lib} {task}"] for rd in rounds]
             key = lib.replace("-", "_")
