@@ -153,6 +153,7 @@ def test_a_run_with_onednn_capped_says_so_in_its_command_and_machine_line(monkey
     line = speed_runs.machine_line(env, "kept")
     assert line.startswith("Machine: a CPU, oneDNN capped at AVX512_CORE_BF16, 2 threads")
 
+
 SAME_PRECISION = """
 import sys
 sys.path[:0] = [sys.argv[1]]

@@ -137,10 +137,10 @@ def same_precision(chosen: dict, selection: dict, errors: dict, precision: str) 
     the rule compares the peer's fp32), its fastest bf16 setting for each task: an equal-precision ratio printed
     beside the rule's. ``chosen``: ``{(lib, task): setting}``; ``selection``: ``{"lib task": {"layout precision":
     images/s}}``, both as :func:`compare` makes them."""
+    if precision != "bf16":
+        return {}
     out = {}
-    for lib in sorted({lib for lib, _ in chosen}):
-        if precision != "bf16" or errors[lib] <= BF16_BOUND:
-            continue
+    for lib in sorted({lib for lib, _ in chosen if errors[lib] > BF16_BOUND}):
         out[lib] = {}
         for t in ("train", "score"):
             rates = {tuple(k.split()): v for k, v in selection[f"{lib} {t}"].items() if k.endswith(" bf16")}

@@ -97,7 +97,7 @@ def markdown(res: dict) -> str:
     same = []  # peers in oodflow's precision beside the rule's choice (speed.same_precision)
     for arch, a in res["models"].items():
         libs, errors = list(_rows(a)), a["bf16_error_bits_per_dim"]
-        same += [f"{arch} {lib}" for lib in libs[2:] if lib.endswith(f"-{res['precision']}")]
+        same += [f"{arch} {lib}" for lib in libs if lib.endswith(f"-{res['precision']}")]
         for lib in libs:
             name = lib.split()[0]
             r, err = a[lib], errors.get(name, errors.get(name.rsplit("-", 1)[0], float("nan")))

@@ -27,6 +27,7 @@ from speed_machine import MALLOC_CHOICES, cap_note
 from speed_measure import flops_per_image, timed
 from speed_models import bits_per_dim_8bit, bits_per_dim_loss
 
+from ood_flow.fileio import atomic_write
 from ood_flow.flows import fused
 from ood_flow.runtime import Runtime
 
@@ -172,8 +173,6 @@ def publish(lines: list[str], args: argparse.Namespace) -> None:
 
 def publish_as(lines: list[str], out: Path, name: str, save: bool) -> None:
     """A results table's lines printed, and with ``save`` written atomically as ``out/name`` (the folder made)."""
-    from ood_flow.fileio import atomic_write
-
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if save:
